@@ -1,0 +1,55 @@
+# histoviz: `make demo` and `make test` bootstrap everything from a fresh clone (idempotent).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.histoviz-installed
+SYSSTAMP := $(VENV)/.system-deps
+# Qt/napari need an X server: tests run under Xvfb (a real viewer, not offscreen).
+APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 \
+            libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 \
+            libxcb-shape0 libxcb-cursor0 libxcb-xkb1 libdbus-1-3 libfontconfig1 libglib2.0-0 \
+            chromium
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[all,test]'
+	@touch $(STAMP)
+
+system-deps: $(SYSSTAMP)
+
+$(SYSSTAMP):
+	@mkdir -p $(VENV)
+	@if command -v xvfb-run >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
+	  echo "system packages present"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS)) >/dev/null; \
+	else \
+	  echo "GUI tests need: sudo apt-get install $(APT_PKGS)"; \
+	fi
+	@touch $(SYSSTAMP)
+
+demo: $(STAMP)
+	$(BIN)/histoviz demo --out demo_out
+
+test: $(STAMP) $(SYSSTAMP)
+	@if command -v xvfb-run >/dev/null 2>&1; then \
+	  xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+	  $(BIN)/python -m pytest -m "not gui" $(PYTEST_ARGS); \
+	fi
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --out bench/results
+
+lint: $(STAMP)
+	$(BIN)/ruff check histoviz napari_plugin tests bench app.py
+
+clean:
+	rm -rf demo_out bench/results .pytest_cache

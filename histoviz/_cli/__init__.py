@@ -1,0 +1,1 @@
+"""Subcommand modules of the ``histoviz`` CLI (one per area)."""

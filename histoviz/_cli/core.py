@@ -1,0 +1,185 @@
+"""``histoviz info | encoders | synth | tile | embed``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the core subcommands."""
+    p = sub.add_parser("info", help="slide metadata: dimensions, levels, mpp, objective, vendor")
+    p.add_argument("slide")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("encoders", help="registered patch encoders, dims and weight status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_encoders)
+
+    p = sub.add_parser("synth", help="write a synthetic cohort with ground truth")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--slides", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=2048, help="slide side in px at 0.5 um/px")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("tile", help="tissue mask + tile grid of a slide (coords CSV and a preview PNG)")
+    p.add_argument("slide")
+    p.add_argument("--out", type=Path, default=None, help="folder for <slide_id>_tiles.csv and preview")
+    _tiling_args(p)
+    p.set_defaults(func=_tile)
+
+    p = sub.add_parser("embed", help="embed the tiles of a slide or a cohort into <out>/<slide_id>.h5")
+    p.add_argument("input", help="a slide file or a cohort table (.csv/.tsv/.parquet)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--encoder", default="efficientnet-lite0")
+    p.add_argument("--weights", default=None, help="local weights file for the encoder")
+    p.add_argument("--random-weights", action="store_true", help="use random weights (testing)")
+    _tiling_args(p)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1,
+                   help="dask LocalCluster worker processes (0: run in this process)")
+    p.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_embed)
+
+
+def _tiling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mpp", type=float, default=0.5, help="target microns per pixel of the tiles")
+    p.add_argument("--tile-size", type=int, default=224)
+    p.add_argument("--overlap", type=float, default=0.0, help="fraction of overlap between tiles")
+    p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a tile")
+    p.add_argument("--mpp-override", type=float, default=None,
+                   help="slide mpp to use when the file records none (or a wrong one)")
+
+
+def _tiling_kwargs(a: argparse.Namespace) -> dict:
+    return {"tile_size": a.tile_size, "mpp": a.mpp, "overlap": a.overlap,
+            "min_tissue_fraction": a.min_tissue, "mpp_override": a.mpp_override}
+
+
+def _info(a: argparse.Namespace) -> int:
+    from histoviz.io import open_slide
+
+    with open_slide(a.slide) as r:
+        d = r.meta.to_dict()
+        d["backend"] = r.backend
+    if a.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{d['path']}")
+    print(f"  backend     {d['backend']} ({d['vendor']})")
+    print(f"  dimensions  {d['dimensions'][0]} x {d['dimensions'][1]} px")
+    mpp = f"{d['mpp']:.4f} um/px ({d['mpp_source']})" if d["mpp"] else "unknown (use --mpp-override)"
+    print(f"  mpp         {mpp}")
+    print(f"  objective   {d['objective_power'] or 'unknown'}")
+    print(f"  levels      {d['level_count']}")
+    for i, (dim, ds) in enumerate(zip(d["level_dimensions"], d["level_downsamples"])):
+        print(f"    {i}: {dim[0]} x {dim[1]}  (downsample {ds:g})")
+    return 0
+
+
+def _encoders(a: argparse.Namespace) -> int:
+    from histoviz.features.encoders import list_encoders
+
+    rows = [{"name": i.name, "embed_dim": i.embed_dim, "weights": i.weights_status(),
+             "description": i.description} for i in list_encoders()]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['embed_dim']:>5}  {r['weights']:<40}  {r['description']}")
+    return 0
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from histoviz.data.synthetic import make_synthetic_cohort
+
+    c = make_synthetic_cohort(a.out, n_slides=a.slides, seed=a.seed, slide_size=(a.size, a.size),
+                              progress=True)
+    print(f"synthetic cohort: {len(c.slides)} slides -> {c.cohort_csv}")
+    return 0
+
+
+def _tile(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from histoviz.io import open_slide
+    from histoviz.tiling import TilingConfig, make_tile_grid
+    from histoviz.viz.thumbnails import grid_preview
+
+    cfg = TilingConfig(**_tiling_kwargs(a))
+    with open_slide(a.slide) as r:
+        g = make_tile_grid(r, cfg)
+        print(f"{r.slide_id}: {len(g)} tiles of {g.tile_size} px ({g.tile_size_level0} px at level 0), "
+              f"mean tissue {g.tissue_fraction.mean():.0%}")
+        if a.out:
+            a.out.mkdir(parents=True, exist_ok=True)
+            import pandas as pd
+
+            from histoviz._atomic import atomic_write_text
+
+            df = pd.DataFrame({"x": g.coords[:, 0], "y": g.coords[:, 1],
+                               "tissue_fraction": np.round(g.tissue_fraction, 4)})
+            atomic_write_text(a.out / f"{r.slide_id}_tiles.csv", df.to_csv(index=False))
+            png = grid_preview(r, g, a.out / f"{r.slide_id}_tiles.png")
+            print(f"  -> {a.out / f'{r.slide_id}_tiles.csv'}, {png}")
+    return 0
+
+
+def _embed(a: argparse.Namespace) -> int:
+    from histoviz.data.cohort import read_cohort
+    from histoviz.features.cohort import embed_cohort
+    from histoviz.features.encoders import encoder_info
+    from histoviz.tiling import TilingConfig
+
+    encoder_info(a.encoder)
+    TilingConfig(**_tiling_kwargs(a))
+    src = Path(a.input)
+    enc_kw: dict = {}
+    if a.random_weights:
+        enc_kw["pretrained"] = False
+    if a.weights:
+        enc_kw["weights"] = a.weights
+    if not a.random_weights:
+        # fail fast on missing weights before any cluster starts
+        from histoviz.features.encoders import create_encoder
+
+        create_encoder(a.encoder, **enc_kw)
+    if src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
+        return _embed_one_slide(a, src, enc_kw)
+    cohort = read_cohort(src)
+    workers = a.workers if len(cohort) > 1 or a.scheduler else 0
+    res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
+                       tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,
+                       batch_size=a.batch_size, device=a.device, progress=not a.no_progress)
+    print(res.summary())
+    if res.failed:
+        return 1 if len(res.failed) == len(res.slides) else 3
+    return 0
+
+
+def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
+    from histoviz.features.embed import EmbedStats, embed_slide
+    from histoviz.features.encoders import create_encoder
+    from histoviz.io import is_complete_bag, open_slide
+    from histoviz.tiling import TilingConfig
+
+    with open_slide(src) as r:
+        out = a.out / f"{r.slide_id}.h5"
+        if is_complete_bag(out, encoder=a.encoder):
+            print(f"{r.slide_id}: already embedded -> {out}")
+            return 0
+        st = EmbedStats()
+        embed_slide(r, create_encoder(a.encoder, **enc_kw), tiling=TilingConfig(**_tiling_kwargs(a)),
+                    out=out, batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
+                    stats=st)
+    print(f"{r.slide_id}: {st.n_tiles} tiles embedded with {a.encoder} in {st.seconds:.1f} s "
+          f"({st.tiles_per_s:.0f} tiles/s) -> {out}")
+    return 0

@@ -1,0 +1,66 @@
+"""``histoviz`` command line: a thin adapter over the library.
+
+Subcommands live in ``histoviz/_cli/<area>.py``; each module exposes
+``register(subparsers)`` and its handlers call one histoviz function each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from histoviz._version import __version__
+from histoviz.errors import HistovizError
+
+__all__ = ["build_parser", "main"]
+
+_COMMAND_MODULES = (
+    "histoviz._cli.core",  # info, encoders, synth, tile, embed
+    "histoviz._cli.models",  # train, evaluate, predict
+    "histoviz._cli.demo",  # demo, bench
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all registered subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="histoviz",
+        description="Predict molecular profiles from H&E whole-slide images.",
+    )
+    parser.add_argument("--version", action="version", version=f"histoviz {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (1 with a one-line message on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except HistovizError as e:
+        print(f"histoviz {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"histoviz {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Exceptions raised by histoviz. Every message names the input and says what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "EncoderError",
+    "HistovizError",
+    "MissingMppError",
+    "MissingWeightsError",
+    "NoTissueError",
+    "SlideOpenError",
+]
+
+
+class HistovizError(Exception):
+    """Base class of all errors raised on bad user input."""
+
+
+class SlideOpenError(HistovizError, OSError):
+    """A slide file is missing, unreadable, truncated or in an unsupported format."""
+
+
+class MissingMppError(HistovizError, ValueError):
+    """A slide has no microns-per-pixel and the operation needs one."""
+
+
+class NoTissueError(HistovizError, ValueError):
+    """The tissue mask of a slide is empty, so there is nothing to tile."""
+
+
+class EncoderError(HistovizError, ValueError):
+    """Unknown encoder name or bad encoder arguments."""
+
+
+class MissingWeightsError(HistovizError, FileNotFoundError):
+    """Pretrained weights for an encoder are not on this machine."""
+
+
+class ConfigError(HistovizError, ValueError):
+    """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
+
+
+class DataError(HistovizError, ValueError):
+    """A table, feature bag or omics file does not satisfy its data contract."""

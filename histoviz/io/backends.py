@@ -1,0 +1,434 @@
+"""Slide reader backends: OpenSlide (vendor formats), tifffile (TIFF / OME-TIFF), numpy arrays."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histoviz.errors import SlideOpenError
+from histoviz.io.slide import SlideMeta, SlideReader
+
+__all__ = ["ArrayReader", "OpenSlideReader", "TiffReader"]
+
+_UM_PER_UNIT = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
+_DEFAULT_CACHE_BYTES = 192 * 2**20
+
+
+def _plausible_mpp(v: float | None) -> float | None:
+    """Scanners work between ~0.05 and ~50 um/px; anything else is a default DPI tag."""
+    if v is None or not np.isfinite(v) or not 0.02 <= v <= 50:
+        return None
+    return float(v)
+
+
+def _to_rgb(arr: np.ndarray) -> np.ndarray:
+    """Coerce a decoded image to ``(h, w, 3)`` uint8 (alpha composited on white)."""
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.integer):
+            arr = (arr >> (8 * (arr.dtype.itemsize - 1))).astype(np.uint8)
+        else:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if arr.shape[2] == 4:
+        a = arr[..., 3:4].astype(np.uint16)
+        if np.all(a == 255):
+            return np.ascontiguousarray(arr[..., :3])
+        rgb = (arr[..., :3].astype(np.uint16) * a + 255 * (255 - a)) // 255
+        return rgb.astype(np.uint8)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+class _LRU:
+    """Thread-safe byte-bounded LRU cache of decoded tiles."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: Any, value: np.ndarray) -> None:
+        with self._lock:
+            if key in self._d:
+                return
+            self._d[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes and len(self._d) > 1:
+                _, old = self._d.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
+# ------------------------------------------------------------------------------------------------
+# tifffile backend
+# ------------------------------------------------------------------------------------------------
+class _TiffLevel:
+    """One pyramid level of a TIFF: decodes its own tiles (or memory-maps strips)."""
+
+    def __init__(self, path: str, page: Any, fh: Any, fh_lock: threading.Lock, cache: _LRU) -> None:
+        self.path = path
+        self.page = page
+        self.fh = fh
+        self.fh_lock = fh_lock
+        self.cache = cache
+        shape = page.shape
+        self.planar = page.planarconfig == 2 and page.samplesperpixel > 1
+        if self.planar:
+            self.h, self.w = shape[-2], shape[-1]
+        else:
+            self.h, self.w = shape[0], shape[1]
+        self.tiled = bool(page.is_tiled) and not self.planar and page.imagedepth == 1
+        self._full: np.ndarray | None = None
+        if self.tiled:
+            self.tw, self.th = page.tilewidth, page.tilelength
+            self.ntx = -(-self.w // self.tw)
+            self.nty = -(-self.h // self.th)
+            self.offsets = page.dataoffsets
+            self.counts = page.databytecounts
+            self.jpegtables = page.jpegtables
+            self.decode = page.decode
+            if len(self.offsets) < self.ntx * self.nty:
+                raise SlideOpenError(f"{path}: TIFF tile table is incomplete (corrupt file)")
+
+    def check_truncation(self, file_size: int) -> None:
+        if self.tiled:
+            ends = np.asarray(self.offsets, dtype=np.int64) + np.asarray(self.counts, dtype=np.int64)
+            if ends.size and int(ends.max()) > file_size:
+                raise SlideOpenError(
+                    f"{self.path}: file is truncated ({file_size} bytes, tiles reference up to "
+                    f"{int(ends.max())}); re-copy or re-export the slide"
+                )
+        elif self.page.dataoffsets:
+            ends = np.asarray(self.page.dataoffsets, dtype=np.int64) + np.asarray(
+                self.page.databytecounts, dtype=np.int64
+            )
+            if int(ends.max()) > file_size:
+                raise SlideOpenError(f"{self.path}: file is truncated; re-copy or re-export the slide")
+
+    def _tile(self, tx: int, ty: int) -> np.ndarray:
+        key = (id(self), tx, ty)
+        t = self.cache.get(key)
+        if t is not None:
+            return t
+        idx = ty * self.ntx + tx
+        off, cnt = self.offsets[idx], self.counts[idx]
+        if cnt == 0:  # sparse tile: empty
+            t = np.full((self.th, self.tw, 3), 255, np.uint8)
+        else:
+            with self.fh_lock:
+                self.fh.seek(off)
+                data = self.fh.read(cnt)
+            try:
+                seg, _, _ = self.decode(data, idx, jpegtables=self.jpegtables)
+            except Exception as e:  # decoder errors come in many types
+                raise SlideOpenError(
+                    f"{self.path}: cannot decode tile {idx} ({type(e).__name__}: {e}); the file "
+                    "is corrupt or truncated"
+                ) from e
+            t = _to_rgb(np.asarray(seg).reshape(seg.shape[-3:]))
+        self.cache.put(key, t)
+        return t
+
+    def _load_full(self) -> np.ndarray:
+        if self._full is None:
+            page = self.page
+            try:
+                if page.is_contiguous and page.compression == 1 and page.fillorder == 1 and not self.planar:
+                    off = int(page.dataoffsets[0])
+                    arr = np.memmap(self.path, dtype=page.dtype, mode="r", offset=off, shape=page.shape)
+                else:
+                    arr = page.asarray()
+            except Exception as e:
+                raise SlideOpenError(f"{self.path}: cannot decode image data ({e})") from e
+            if self.planar:
+                arr = np.moveaxis(arr, 0, -1)
+            self._full = arr
+        return self._full
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if not self.tiled:
+            return _to_rgb(np.asarray(self._load_full()[y : y + h, x : x + w]))
+        tx0, tx1 = x // self.tw, (x + w - 1) // self.tw
+        ty0, ty1 = y // self.th, (y + h - 1) // self.th
+        if tx0 == tx1 and ty0 == ty1:
+            t = self._tile(tx0, ty0)
+            ox, oy = x - tx0 * self.tw, y - ty0 * self.th
+            return t[oy : oy + h, ox : ox + w].copy()
+        out = np.empty((h, w, 3), np.uint8)
+        for ty in range(ty0, ty1 + 1):
+            sy0 = max(y, ty * self.th)
+            sy1 = min(y + h, (ty + 1) * self.th)
+            for tx in range(tx0, tx1 + 1):
+                sx0 = max(x, tx * self.tw)
+                sx1 = min(x + w, (tx + 1) * self.tw)
+                t = self._tile(tx, ty)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = t[
+                    sy0 - ty * self.th : sy1 - ty * self.th, sx0 - tx * self.tw : sx1 - tx * self.tw
+                ]
+        return out
+
+
+def _tiff_mpp(tf: Any, page: Any) -> tuple[float | None, float | None, str]:
+    if tf.is_ome and tf.ome_metadata:
+        m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tf.ome_metadata)
+        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tf.ome_metadata)
+        if m:
+            v = float(m.group(1))
+            u = unit.group(1) if unit else "µm"
+            scale = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(u, 1.0)
+            my = re.search(r'PhysicalSizeY="([0-9.eE+-]+)"', tf.ome_metadata)
+            mpp = _plausible_mpp(v * scale)
+            if mpp:
+                return mpp, (_plausible_mpp(float(my.group(1)) * scale) if my else mpp), "ome"
+    desc = page.description or ""
+    m = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
+    if m:
+        mpp = _plausible_mpp(float(m.group(1)))
+        if mpp:
+            return mpp, mpp, "aperio"
+    tags = page.tags
+    unit = tags.get("ResolutionUnit")
+    xres, yres = tags.get("XResolution"), tags.get("YResolution")
+    if unit is not None and xres is not None and int(unit.value) in _UM_PER_UNIT:
+        num, den = xres.value
+        if num:
+            mpp = _plausible_mpp(_UM_PER_UNIT[int(unit.value)] * den / num)
+            mpp_y = mpp
+            if yres is not None and yres.value[0]:
+                mpp_y = _plausible_mpp(_UM_PER_UNIT[int(unit.value)] * yres.value[1] / yres.value[0])
+            if mpp:
+                return mpp, mpp_y, "tiff-resolution"
+    return None, None, "none"
+
+
+class TiffReader(SlideReader):
+    """Generic, pyramidal and OME-TIFF (and Aperio SVS) through tifffile.
+
+    Tiled levels are read by decoding the file's own tiles (libjpeg-turbo for JPEG through
+    imagecodecs) into a byte-bounded LRU cache, so a row-major sweep decodes each stored
+    tile once. Uncompressed strip images are memory-mapped.
+    """
+
+    backend = "tifffile"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        slide_id: str | None = None,
+        cache_bytes: int = _DEFAULT_CACHE_BYTES,
+    ) -> None:
+        import tifffile
+
+        path = str(path)
+        try:
+            self._tf = tifffile.TiffFile(path)
+            series = self._tf.series[0]
+            levels = list(series.levels)
+        except SlideOpenError:
+            raise
+        except Exception as e:
+            raise SlideOpenError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+        self._fh_lock = threading.Lock()
+        self._cache = _LRU(cache_bytes)
+        self._levels: list[_TiffLevel] = []
+        size = Path(path).stat().st_size
+        for lv in levels:
+            page = lv.keyframe if hasattr(lv, "keyframe") else lv.pages[0]
+            if page is None:
+                continue
+            if page.samplesperpixel not in (1, 3, 4) or page.dtype is None:
+                raise SlideOpenError(f"{path}: unsupported TIFF layout (samples={page.samplesperpixel})")
+            tl = _TiffLevel(path, page, self._tf.filehandle, self._fh_lock, self._cache)
+            tl.check_truncation(size)
+            self._levels.append(tl)
+        if not self._levels:
+            raise SlideOpenError(f"{path}: TIFF holds no image")
+        w0, h0 = self._levels[0].w, self._levels[0].h
+        dims = tuple((lv.w, lv.h) for lv in self._levels)
+        ds = tuple(float(np.mean([w0 / w, h0 / h])) for (w, h) in dims)
+        page0 = self._levels[0].page
+        mpp, mpp_y, src = _tiff_mpp(self._tf, page0)
+        desc = page0.description or ""
+        obj = None
+        m = re.search(r"AppMag\s*=\s*([0-9.]+)", desc) or re.search(
+            r'NominalMagnification="([0-9.]+)"', self._tf.ome_metadata or ""
+        )
+        if m:
+            obj = float(m.group(1))
+        vendor = "aperio" if self._tf.is_svs else ("ome" if self._tf.is_ome else "generic-tiff")
+        meta = SlideMeta(
+            path=path,
+            level_dimensions=dims,
+            level_downsamples=ds,
+            mpp=mpp,
+            mpp_y=mpp_y,
+            objective_power=obj,
+            vendor=vendor,
+            backend=self.backend,
+            mpp_source=src,
+            properties={"tiled": str(self._levels[0].tiled), "compression": str(page0.compression)},
+        )
+        super().__init__(meta, slide_id=slide_id)
+
+    @property
+    def is_tiled(self) -> bool:
+        """True when level 0 is stored as tiles (the fast decoding path applies)."""
+        return self._levels[0].tiled
+
+    def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
+        return self._levels[level].read(x, y, w, h)
+
+    def close(self) -> None:
+        """Close the TIFF file."""
+        self._tf.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenSlide backend
+# ------------------------------------------------------------------------------------------------
+class OpenSlideReader(SlideReader):
+    """Vendor formats (SVS, NDPI, MRXS, SCN, BIF, ...) through OpenSlide.
+
+    With ``tile_decode=True`` and a TIFF-structured file (Aperio SVS, tiled generic TIFF)
+    whose levels tifffile sees identically, pixel reads go through :class:`TiffReader`'s
+    direct tile decoding; metadata still comes from OpenSlide.
+    """
+
+    backend = "openslide"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        slide_id: str | None = None,
+        tile_decode: bool = True,
+        cache_bytes: int = _DEFAULT_CACHE_BYTES,
+    ) -> None:
+        import openslide
+
+        path = str(path)
+        try:
+            self._osr = openslide.OpenSlide(path)
+        except Exception as e:
+            raise SlideOpenError(f"{path}: OpenSlide cannot open it ({type(e).__name__}: {e})") from e
+        p = dict(self._osr.properties)
+
+        def _f(key: str) -> float | None:
+            try:
+                return float(p[key])
+            except (KeyError, ValueError):
+                return None
+
+        mpp = _plausible_mpp(_f("openslide.mpp-x"))
+        meta = SlideMeta(
+            path=path,
+            level_dimensions=tuple(tuple(int(v) for v in d) for d in self._osr.level_dimensions),
+            level_downsamples=tuple(float(d) for d in self._osr.level_downsamples),
+            mpp=mpp,
+            mpp_y=_plausible_mpp(_f("openslide.mpp-y")) or mpp,
+            objective_power=_f("openslide.objective-power"),
+            vendor=p.get("openslide.vendor", "unknown"),
+            backend=self.backend,
+            mpp_source="openslide" if mpp else "none",
+            properties=p,
+        )
+        super().__init__(meta, slide_id=slide_id)
+        self._tiff: TiffReader | None = None
+        if tile_decode and meta.vendor in ("aperio", "generic-tiff"):
+            try:
+                t = TiffReader(path, slide_id=slide_id, cache_bytes=cache_bytes)
+                if t.level_dimensions[: self.level_count] == self.level_dimensions and all(
+                    lv.tiled for lv in t._levels[: self.level_count]
+                ):
+                    self._tiff = t
+                    self.backend = "openslide+tiles"
+                else:
+                    t.close()
+            except SlideOpenError:
+                self._tiff = None
+
+    @property
+    def tile_decode(self) -> bool:
+        """Whether reads decode the slide's own tiles directly (fast path)."""
+        return self._tiff is not None
+
+    def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
+        if self._tiff is not None:
+            return self._tiff._read_level(x, y, w, h, level)
+        ds = self.level_downsamples[level]
+        try:
+            img = self._osr.read_region((round(x * ds), round(y * ds)), level, (w, h))
+        except Exception as e:
+            raise SlideOpenError(f"{self.path}: read failed ({type(e).__name__}: {e})") from e
+        return _to_rgb(np.asarray(img))
+
+    def close(self) -> None:
+        """Close OpenSlide (and the tile decoder)."""
+        self._osr.close()
+        if self._tiff is not None:
+            self._tiff.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# In-memory backend
+# ------------------------------------------------------------------------------------------------
+class ArrayReader(SlideReader):
+    """An RGB numpy array (or a PNG/JPEG file) as a slide, with a 2x virtual pyramid."""
+
+    backend = "array"
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        *,
+        mpp: float | None = None,
+        path: str | None = None,
+        slide_id: str | None = None,
+        min_level_side: int = 512,
+    ) -> None:
+        img = _to_rgb(np.asarray(image))
+        levels = [img]
+        while max(levels[-1].shape[:2]) >= 2 * min_level_side:
+            prev = levels[-1]
+            h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
+            levels.append(
+                prev[: 2 * h2, : 2 * w2].reshape(h2, 2, w2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+            )
+        self._levels = levels
+        h0, w0 = img.shape[:2]
+        meta = SlideMeta(
+            path=path,
+            level_dimensions=tuple((lv.shape[1], lv.shape[0]) for lv in levels),
+            level_downsamples=tuple(float(w0 / lv.shape[1]) for lv in levels),
+            mpp=_plausible_mpp(mpp) if mpp is not None else None,
+            mpp_y=_plausible_mpp(mpp) if mpp is not None else None,
+            vendor="image" if path else "array",
+            backend=self.backend,
+            mpp_source="given" if mpp is not None else "none",
+        )
+        super().__init__(meta, slide_id=slide_id or (None if path else "array"))
+
+    def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
+        return self._levels[level][y : y + h, x : x + w].copy()
+
+    def reopen_args(self) -> dict[str, Any]:
+        """In-memory arrays reopen from the array itself (same process only)."""
+        if self.path is None:
+            return {"path_or_array": self._levels[0], "mpp": self.mpp, "slide_id": self.slide_id}
+        return super().reopen_args()

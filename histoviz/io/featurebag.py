@@ -1,0 +1,205 @@
+"""``FeatureBag``: patch coordinates + embeddings of one slide, stored as CLAM/TRIDENT HDF5."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histoviz._atomic import atomic_path
+from histoviz._version import __version__
+from histoviz.errors import DataError
+
+__all__ = ["REQUIRED_ATTRS", "FeatureBag", "FeatureBagWriter", "is_complete_bag"]
+
+REQUIRED_ATTRS = ("slide_id", "encoder", "embed_dim", "tile_size", "mpp", "tile_size_level0")
+
+
+@dataclass
+class FeatureBag:
+    """Features of the patches of one slide.
+
+    Attributes
+    ----------
+    coords
+        ``(N, 2)`` int64 level-0 top-left corners ``(x, y)``.
+    features
+        ``(N, D)`` float32 embeddings.
+    attrs
+        ``slide_id, encoder, embed_dim, tile_size, mpp, tile_size_level0, histoviz_version``
+        plus anything else (slide path, dimensions).
+    """
+
+    coords: np.ndarray
+    features: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.coords = np.asarray(self.coords, dtype=np.int64)
+        self.features = np.asarray(self.features, dtype=np.float32)
+        if self.coords.ndim != 2 or self.coords.shape[1] != 2:
+            raise DataError(f"coords must be (N, 2), got {self.coords.shape}")
+        if self.features.ndim != 2 or len(self.features) != len(self.coords):
+            raise DataError(
+                f"features must be (N, D) with N = {len(self.coords)} coords, got {self.features.shape}"
+            )
+        self.attrs.setdefault("embed_dim", int(self.features.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def slide_id(self) -> str:
+        """Slide identifier."""
+        return str(self.attrs.get("slide_id", ""))
+
+    @property
+    def embed_dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.features.shape[1])
+
+    @property
+    def tile_size_level0(self) -> int:
+        """Side of one patch in level-0 pixels."""
+        return int(self.attrs["tile_size_level0"])
+
+    @property
+    def centers(self) -> np.ndarray:
+        """``(N, 2)`` float level-0 patch centres (``obsm["spatial"]`` convention)."""
+        return self.coords + self.tile_size_level0 / 2.0
+
+    def to_h5(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path`` (temp file + rename)."""
+        with atomic_path(path) as tmp:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("coords", data=self.coords)
+                f.create_dataset("features", data=self.features, chunks=True)
+                for k, v in self.attrs.items():
+                    if v is not None:
+                        f.attrs[k] = v
+                f.attrs.setdefault("histoviz_version", __version__)
+        return Path(path)
+
+    @classmethod
+    def from_h5(cls, path: str | os.PathLike, *, load_features: bool = True) -> FeatureBag:
+        """Read a bag; raises :class:`DataError` naming the file when the contract is broken."""
+        import h5py
+
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: feature file not found")
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [k for k in ("coords", "features") if k not in f]
+                if missing:
+                    raise DataError(f"{path}: missing dataset(s) {missing}; not a histoviz/CLAM bag")
+                coords = f["coords"][()]
+                feats = f["features"][()] if load_features else np.zeros((len(coords), 0), np.float32)
+                attrs = {k: _py(v) for k, v in f.attrs.items()}
+        except OSError as e:
+            raise DataError(f"{path}: not a readable HDF5 file ({e})") from e
+        if coords.ndim == 3:  # some CLAM files store (1, N, 2)
+            coords = coords[0]
+        if feats.ndim == 3:
+            feats = feats[0]
+        attrs.setdefault("slide_id", path.name.split(".")[0])
+        bag = cls(coords, feats, attrs)
+        if load_features:
+            bag.attrs["embed_dim"] = bag.embed_dim
+        return bag
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def is_complete_bag(path: str | os.PathLike, *, encoder: str | None = None) -> bool:
+    """True when ``path`` is a finished bag (all attrs present, sizes agree, same encoder)."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            if "coords" not in f or "features" not in f:
+                return False
+            if any(k not in f.attrs for k in REQUIRED_ATTRS):
+                return False
+            if f["coords"].shape[0] != f["features"].shape[0]:
+                return False
+            if encoder is not None and _py(f.attrs["encoder"]) != encoder:
+                return False
+            return bool(f.attrs.get("complete", True))
+    except OSError:
+        return False
+
+
+class FeatureBagWriter:
+    """Stream features into ``<slide_id>.h5`` without holding them all in memory.
+
+    Rows are written into a temporary file as batches arrive (in any order); ``close()``
+    renames it over the final name. An exception (or interruption) leaves no final file.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, coords: np.ndarray, embed_dim: int, attrs: dict[str, Any]
+    ) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._f = h5py.File(self._tmp, "w")
+        n = len(coords)
+        self._f.create_dataset("coords", data=np.asarray(coords, np.int64))
+        self._feats = self._f.create_dataset(
+            "features", shape=(n, embed_dim), dtype="float32", chunks=(min(max(n, 1), 256), embed_dim)
+        )
+        self._written = np.zeros(n, dtype=bool)
+        for k, v in {**attrs, "embed_dim": int(embed_dim), "histoviz_version": __version__}.items():
+            if v is not None:
+                self._f.attrs[k] = v
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        """Write rows ``start : start + len(features)``."""
+        stop = start + len(features)
+        self._feats[start:stop] = np.asarray(features, np.float32)
+        self._written[start:stop] = True
+
+    def close(self) -> Path:
+        """Finish: verify every row was written, then rename into place."""
+        if not self._written.all():
+            missing = int((~self._written).sum())
+            self.abort()
+            raise DataError(f"{self.path}: {missing} feature rows were never written")
+        self._f.close()
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        try:
+            self._f.close()
+        finally:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> FeatureBagWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,141 @@
+"""``open_slide``: pick the right backend for a path or an array."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histoviz.errors import SlideOpenError
+from histoviz.io.slide import SlideReader
+
+__all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "open_slide", "slide_id_from_path"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8", ".tf2", ".ome.tif", ".ome.tiff"}
+OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm"}
+SLIDE_SUFFIXES = IMAGE_SUFFIXES | TIFF_SUFFIXES | OPENSLIDE_SUFFIXES
+_OPENSLIDE_VENDOR_FIRST = {
+    "aperio", "hamamatsu", "leica", "mirax", "philips", "sakura", "trestle", "ventana", "zeiss",
+    "dicom", "synthetic",
+}
+
+
+def slide_id_from_path(path: str | os.PathLike) -> str:
+    """``/a/b/TCGA-XX.ome.tif`` -> ``TCGA-XX`` (everything before the first dot)."""
+    return Path(path).name.split(".")[0]
+
+
+def open_slide(
+    path_or_array: str | os.PathLike | np.ndarray,
+    *,
+    mpp: float | None = None,
+    slide_id: str | None = None,
+    backend: str = "auto",
+    tile_decode: bool = True,
+    **kwargs: Any,
+) -> SlideReader:
+    """Open a whole-slide image, an image file or an in-memory array.
+
+    Parameters
+    ----------
+    path_or_array
+        A slide file (SVS, NDPI, MRXS, SCN, BIF, TIFF, OME-TIFF, ...), a PNG/JPEG, or an RGB
+        ``(H, W, 3)`` uint8 array.
+    mpp
+        Microns per level-0 pixel. Overrides the file's value (use for images without one).
+    slide_id
+        Identifier used in outputs; defaults to the file name before its first dot.
+    backend
+        ``"auto"``, ``"openslide"``, ``"tifffile"`` or ``"array"``.
+    tile_decode
+        For TIFF-structured OpenSlide formats, read pixels by decoding the file's own tiles
+        (faster; same pixels).
+
+    Returns
+    -------
+    A :class:`~histoviz.io.SlideReader`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = open_slide(np.zeros((64, 96, 3), np.uint8), mpp=0.5)
+    >>> r.dimensions, r.mpp
+    ((96, 64), 0.5)
+    """
+    from histoviz.io.backends import ArrayReader, OpenSlideReader, TiffReader
+
+    if isinstance(path_or_array, np.ndarray):
+        if path_or_array.ndim not in (2, 3):
+            raise SlideOpenError(f"array slide must be (H, W) or (H, W, C), got {path_or_array.shape}")
+        return ArrayReader(path_or_array, mpp=mpp, slide_id=slide_id or "array")
+
+    path = Path(path_or_array)
+    if not path.exists():
+        raise SlideOpenError(f"{path}: slide file not found")
+    if path.is_dir():
+        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+    if path.stat().st_size == 0:
+        raise SlideOpenError(f"{path}: file is empty")
+    sid = slide_id or slide_id_from_path(path)
+    name = path.name.lower()
+    suffix = ".ome.tif" if name.endswith((".ome.tif", ".ome.tiff")) else path.suffix.lower()
+
+    reader: SlideReader
+    if backend == "array" or (backend == "auto" and suffix in IMAGE_SUFFIXES):
+        reader = _open_image(path, sid)
+    elif backend == "tifffile":
+        reader = TiffReader(path, slide_id=sid)
+    elif backend == "openslide":
+        reader = OpenSlideReader(path, slide_id=sid, tile_decode=tile_decode, **kwargs)
+    elif backend == "auto":
+        reader = _open_auto(path, sid, suffix, tile_decode, **kwargs)
+    else:
+        raise SlideOpenError(f"unknown backend {backend!r}; use auto, openslide, tifffile or array")
+    if mpp is not None:
+        reader.with_mpp(mpp)
+    return reader
+
+
+def _open_auto(path: Path, sid: str, suffix: str, tile_decode: bool, **kwargs: Any) -> SlideReader:
+    import openslide
+
+    from histoviz.io.backends import OpenSlideReader, TiffReader
+
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on some unreadable files
+        fmt = None
+    if fmt in _OPENSLIDE_VENDOR_FIRST:
+        return OpenSlideReader(path, slide_id=sid, tile_decode=tile_decode, **kwargs)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    is_tiff = magic[:2] in (b"II", b"MM")
+    if is_tiff:
+        return TiffReader(path, slide_id=sid)
+    if fmt is not None:
+        return OpenSlideReader(path, slide_id=sid, tile_decode=tile_decode, **kwargs)
+    if suffix in TIFF_SUFFIXES | OPENSLIDE_SUFFIXES:
+        raise SlideOpenError(f"{path}: not a valid {suffix} file (corrupt, truncated or misnamed)")
+    try:
+        return _open_image(path, sid)
+    except SlideOpenError:
+        raise SlideOpenError(
+            f"{path}: unsupported format; histoviz reads {', '.join(sorted(SLIDE_SUFFIXES))}"
+        ) from None
+
+
+def _open_image(path: Path, sid: str) -> SlideReader:
+    from PIL import Image, UnidentifiedImageError
+
+    from histoviz.io.backends import ArrayReader
+
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise SlideOpenError(f"{path}: cannot read image ({e})") from e
+    return ArrayReader(arr, path=str(path), slide_id=sid)

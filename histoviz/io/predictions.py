@@ -1,0 +1,152 @@
+"""The per-slide prediction ``.h5ad`` contract (DESIGN.md "Predictions").
+
+One observation per patch:
+
+- ``obs_names`` = ``f"{slide_id}:{i}"``; ``obs["slide_id"]``; ``obs["x"], obs["y"]`` level-0
+  top-left corners; ``obsm["spatial"]`` = level-0 patch centres ``(x, y)``;
+- ``X`` = predicted expression (``var_names`` = genes), may have zero columns;
+- optional maps: ``obsm["cell_type_weights"]`` (DataFrame, columns = cell types),
+  ``obsm["grade_proba"]`` (DataFrame, columns = grades), ``obs["risk"]``, ``obs["attention"]``,
+  ``obsm["coattention"]`` (DataFrame, one column per gene group), ``obs["grade_set"]`` /
+  ``obs["risk_lo"]``, ``obs["risk_hi"]`` (conformal);
+- ``uns["histoviz"]`` = {slide_id, slide_path, slide_dimensions, mpp, tile_size,
+  tile_size_level0, model, encoder, config, version}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz._atomic import atomic_path
+from histoviz._version import __version__
+from histoviz.errors import DataError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+__all__ = [
+    "FRAME_KEYS",
+    "make_prediction_adata",
+    "read_predictions",
+    "validate_predictions",
+    "write_predictions",
+]
+
+FRAME_KEYS = ("cell_type_weights", "grade_proba", "coattention")
+REQUIRED_UNS = ("slide_id", "tile_size_level0")
+
+
+def make_prediction_adata(
+    coords: np.ndarray,
+    *,
+    slide_id: str,
+    tile_size_level0: int,
+    expression: np.ndarray | None = None,
+    genes: list[str] | None = None,
+    obs: Mapping[str, np.ndarray] | None = None,
+    obsm: Mapping[str, pd.DataFrame | np.ndarray] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> ad.AnnData:
+    """Assemble a prediction AnnData for one slide.
+
+    Parameters
+    ----------
+    coords
+        ``(N, 2)`` level-0 top-left corners of the patches.
+    slide_id
+        Slide identifier; becomes the prefix of ``obs_names``.
+    tile_size_level0
+        Patch side in level-0 pixels (to place maps on the slide).
+    expression, genes
+        ``(N, G)`` predicted expression per patch and the gene names.
+    obs
+        Per-patch scalars (``risk``, ``attention``, ``grade_pred``, ...).
+    obsm
+        Per-patch matrices; DataFrames keep their column names (``cell_type_weights``,
+        ``grade_proba``, ``coattention``).
+    meta
+        Extra provenance stored in ``uns["histoviz"]`` (slide_path, slide_dimensions, mpp,
+        tile_size, model, encoder, config).
+
+    Returns
+    -------
+    AnnData with the keys listed in this module's docstring.
+    """
+    import anndata as ad
+
+    coords = np.asarray(coords, dtype=np.int64)
+    n = len(coords)
+    if expression is None:
+        expression = np.zeros((n, 0), np.float32)
+        genes = []
+    expression = np.asarray(expression, np.float32)
+    if expression.shape[0] != n:
+        raise DataError(f"expression has {expression.shape[0]} rows for {n} patches")
+    genes = list(genes) if genes is not None else [f"gene_{i}" for i in range(expression.shape[1])]
+    names = [f"{slide_id}:{i}" for i in range(n)]
+    obs_df = pd.DataFrame(
+        {"slide_id": pd.Categorical([slide_id] * n), "x": coords[:, 0], "y": coords[:, 1]},
+        index=names,
+    )
+    for k, v in (obs or {}).items():
+        obs_df[k] = np.asarray(v)
+    a = ad.AnnData(X=expression, obs=obs_df, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+    a.obsm["spatial"] = coords.astype(np.float64) + tile_size_level0 / 2.0
+    for k, v in (obsm or {}).items():
+        if isinstance(v, pd.DataFrame):
+            v = v.copy()
+            v.index = names
+            v.columns = [str(c) for c in v.columns]
+        a.obsm[k] = v
+    info = {"slide_id": slide_id, "tile_size_level0": int(tile_size_level0), "version": __version__}
+    for k, v in (meta or {}).items():
+        if v is None:
+            continue
+        info[k] = json.dumps(v) if isinstance(v, dict) else v
+    a.uns["histoviz"] = info
+    return a
+
+
+def validate_predictions(adata: ad.AnnData, *, source: str = "<predictions>") -> ad.AnnData:
+    """Check the contract; raise :class:`DataError` naming ``source`` and the missing key."""
+    if "spatial" not in adata.obsm:
+        raise DataError(f"{source}: obsm['spatial'] (patch centres) is missing")
+    sp = np.asarray(adata.obsm["spatial"])
+    if sp.ndim != 2 or sp.shape[1] != 2:
+        raise DataError(f"{source}: obsm['spatial'] must be (N, 2), got {sp.shape}")
+    info = adata.uns.get("histoviz")
+    if not isinstance(info, Mapping):
+        raise DataError(f"{source}: uns['histoviz'] provenance is missing; not a histoviz prediction")
+    for k in REQUIRED_UNS:
+        if k not in info:
+            raise DataError(f"{source}: uns['histoviz'][{k!r}] is missing")
+    return adata
+
+
+def write_predictions(adata: ad.AnnData, path: str | os.PathLike) -> Path:
+    """Validate and write ``adata`` atomically as ``.h5ad``."""
+    validate_predictions(adata, source=str(path))
+    with atomic_path(path, suffix=".h5ad") as tmp:
+        adata.write_h5ad(tmp)
+    return Path(path)
+
+
+def read_predictions(path: str | os.PathLike) -> ad.AnnData:
+    """Read and validate a prediction ``.h5ad`` (no pickles involved)."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: prediction file not found")
+    try:
+        a = ad.read_h5ad(path)
+    except Exception as e:  # anndata raises several types for non-h5ad files
+        raise DataError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
+    return validate_predictions(a, source=str(path))

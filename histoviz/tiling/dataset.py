@@ -1,0 +1,115 @@
+"""Torch datasets that read tiles lazily (each DataLoader worker opens its own reader).
+
+Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+if TYPE_CHECKING:
+    from histoviz.io.slide import SlideReader
+    from histoviz.tiling.grid import TileGrid
+
+__all__ = ["TileBatchIterable", "TileDataset", "read_tile"]
+
+
+def read_tile(reader: SlideReader, grid: TileGrid, i: int) -> np.ndarray:
+    """RGB ``(tile_size, tile_size, 3)`` uint8 of tile ``i`` at the grid's resolution."""
+    x, y = (int(v) for v in grid.coords[i])
+    ts = grid.tile_size
+    return reader.read_region_downsample((x, y), (ts, ts), grid.downsample)
+
+
+class _ReaderMixin:
+    _reader: SlideReader | None
+    _reopen: dict[str, Any]
+
+    def _get_reader(self) -> SlideReader:
+        if self._reader is None:
+            from histoviz.io import open_slide
+
+            self._reader = open_slide(**self._reopen)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._reopen.get("path_or_array") is not None and not isinstance(
+            self._reopen["path_or_array"], np.ndarray
+        ):
+            state["_reader"] = None  # reopened lazily in the worker process
+        return state
+
+
+class TileDataset(_ReaderMixin, Dataset):
+    """Map-style dataset of ``(tile, index)``.
+
+    Parameters
+    ----------
+    reader
+        The slide (reopened lazily in each worker from its path).
+    grid
+        Tiles to read.
+    transform
+        Callable mapping an RGB uint8 array to a tensor (default: ``uint8 CHW`` tensor).
+    """
+
+    def __init__(
+        self, reader: SlideReader, grid: TileGrid, transform: Callable[[np.ndarray], Any] | None = None
+    ) -> None:
+        self._reader = reader
+        self._reopen = reader.reopen_args()
+        self.grid = grid
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.grid)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        tile = read_tile(self._get_reader(), self.grid, int(i))
+        if self.transform is not None:
+            return self.transform(tile), int(i)
+        return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))), int(i)
+
+
+class TileBatchIterable(_ReaderMixin, IterableDataset):
+    """Iterable of contiguous batches ``(uint8 tensor (B, 3, H, W), start)`` for ``embed_slide``.
+
+    Work is split into contiguous runs of rows of the lattice, handed to DataLoader workers
+    round-robin, so each worker sweeps its own band in row-major order and decodes each
+    stored slide tile once (the readers' tile cache holds the band's tiles).
+    """
+
+    def __init__(self, reader: SlideReader, grid: TileGrid, batch_size: int, *, chunk_batches: int = 4):
+        self._reader = reader
+        self._reopen = reader.reopen_args()
+        self.grid = grid
+        self.batch_size = int(batch_size)
+        self.chunk = self.batch_size * max(1, chunk_batches)
+
+    def __len__(self) -> int:
+        return -(-len(self.grid) // self.batch_size)
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        n = len(self.grid)
+        return [(s, min(s + self.chunk, n)) for s in range(0, n, self.chunk)]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader = self._get_reader()
+        ts = self.grid.tile_size
+        for ci, (s, e) in enumerate(self._chunks()):
+            if ci % nw != wid:
+                continue
+            for b in range(s, e, self.batch_size):
+                be = min(b + self.batch_size, e)
+                out = np.empty((be - b, ts, ts, 3), np.uint8)
+                for j in range(b, be):
+                    out[j - b] = read_tile(reader, self.grid, j)
+                yield torch.from_numpy(out).permute(0, 3, 1, 2), b

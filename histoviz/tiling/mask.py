@@ -1,0 +1,147 @@
+"""Tissue detection on a low-resolution level: Otsu threshold + morphological clean-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from histoviz.io.slide import SlideReader
+
+__all__ = ["TissueMask", "tissue_mask", "tissue_mask_from_rgb"]
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """Boolean tissue mask with its scale.
+
+    ``mask[i, j]`` covers level-0 pixels ``[j * downsample, (j + 1) * downsample)`` in x and
+    the same in y.
+    """
+
+    mask: np.ndarray
+    downsample: float
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the slide covered by tissue."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    f = rgb.astype(np.float32)
+    mx = f.max(axis=2)
+    mn = f.min(axis=2)
+    return np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0.0)
+
+
+def _optical_density(rgb: np.ndarray) -> np.ndarray:
+    f = rgb.astype(np.float32)
+    return -np.log((f + 1.0) / 256.0).mean(axis=2)
+
+
+def tissue_mask_from_rgb(
+    rgb: np.ndarray,
+    *,
+    method: str = "saturation",
+    min_object_px: int = 16,
+    max_hole_px: int = 16,
+    min_signal: float = 0.04,
+) -> np.ndarray:
+    """Tissue mask of a small RGB image.
+
+    Parameters
+    ----------
+    rgb
+        ``(H, W, 3)`` uint8 thumbnail.
+    method
+        ``"saturation"`` (HSV saturation, robust to grey background) or ``"od"`` (optical
+        density, for faintly stained slides).
+    min_object_px, max_hole_px
+        Objects smaller than this are removed, holes smaller than this are filled (pixels of
+        ``rgb``).
+    min_signal
+        If the image's signal range is below this, it holds no tissue (an all-white or
+        all-grey slide) and the mask is empty instead of an arbitrary Otsu split.
+
+    Returns
+    -------
+    Boolean ``(H, W)`` mask.
+    """
+    from skimage import morphology
+    from skimage.filters import threshold_otsu
+
+    if method == "saturation":
+        sig = _saturation(rgb)
+    elif method == "od":
+        sig = _optical_density(rgb)
+    else:
+        raise ValueError(f"unknown tissue method {method!r}; use 'saturation' or 'od'")
+    lo, hi = np.percentile(sig, [1, 99.9])
+    if hi - lo < min_signal:
+        # no contrast: all background (or all tissue if uniformly stained)
+        return np.full(sig.shape, bool(np.median(sig) > 0.15 and method == "saturation"))
+    thr = threshold_otsu(sig)
+    mask = sig > max(thr, min_signal)
+    # exclude pen-black and pure white
+    gray = rgb.astype(np.float32).mean(axis=2)
+    mask &= (gray < 245) & (gray > 20)
+    if min_object_px > 0:
+        mask = morphology.remove_small_objects(mask, max_size=min_object_px)
+    if max_hole_px > 0:
+        mask = morphology.remove_small_holes(mask, max_size=max_hole_px)
+    return mask
+
+
+def tissue_mask(
+    reader: SlideReader,
+    *,
+    target_mpp: float = 8.0,
+    max_side: int = 4096,
+    method: str = "saturation",
+    min_object_um2: float = 2.0e4,
+    max_hole_um2: float = 1.0e4,
+) -> TissueMask:
+    """Compute the tissue mask of a slide on a low-resolution level.
+
+    The mask is computed at about ``target_mpp`` microns per pixel (capped to ``max_side``
+    pixels on the long side), reading the closest pyramid level so that a 100k-pixel slide
+    costs one small read.
+
+    Parameters
+    ----------
+    reader
+        An open slide.
+    target_mpp
+        Resolution of the mask; used only when the slide's mpp is known.
+    max_side
+        Upper bound on the mask's long side in pixels.
+    method
+        See :func:`tissue_mask_from_rgb`.
+    min_object_um2, max_hole_um2
+        Clean-up sizes in square microns (converted with the slide's mpp; pixel defaults
+        otherwise).
+
+    Returns
+    -------
+    :class:`TissueMask`.
+    """
+    w0, h0 = reader.dimensions
+    if reader.mpp:
+        ds = max(target_mpp / reader.mpp, 1.0)
+    else:
+        ds = max(max(w0, h0) / 2048.0, 1.0)
+    ds = max(ds, max(w0, h0) / max_side, 1.0)
+    size = (max(1, int(round(w0 / ds))), max(1, int(round(h0 / ds))))
+    thumb = reader.read_region_downsample((0, 0), size, ds)
+    px_area_um2 = (ds * reader.mpp) ** 2 if reader.mpp else None
+    if px_area_um2:
+        min_obj = int(min_object_um2 / px_area_um2)
+        max_hole = int(max_hole_um2 / px_area_um2)
+    else:
+        min_obj, max_hole = 16, 16
+    ds_eff = w0 / size[0]
+    mask = tissue_mask_from_rgb(thumb, method=method, min_object_px=min_obj, max_hole_px=max_hole)
+    return TissueMask(mask=mask, downsample=float(ds_eff))
