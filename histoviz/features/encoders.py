@@ -351,11 +351,10 @@ def _timm_builder(info: EncoderInfo, arch: str, **kw: Any) -> Callable[..., Patc
         args = {**kw, **extra}
         if "img_size" in args and "input_size" not in args:
             args["input_size"] = args["img_size"]
+        path = _require_weights(info, weights) if pretrained else None  # fail before building
         enc = TimmEncoder(arch, **args)
-        if pretrained:
-            path = _require_weights(info, weights)
-            target = enc.model
-            _load_into(target, path, info.name, ignore=("head", "fc"))
+        if path is not None:
+            _load_into(enc.model, path, info.name, ignore=("head", "fc"))
             enc.weights_source = str(path)
         return enc
 

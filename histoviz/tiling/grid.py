@@ -161,11 +161,15 @@ class TileGrid:
         ys = np.arange(ny, dtype=np.int64) * stride
         ds = mask.downsample
 
-        def _idx(v: np.ndarray, limit: int) -> np.ndarray:
-            return np.clip(np.round(v / ds).astype(np.int64), 0, limit)
+        def _lo(v: np.ndarray, limit: int) -> np.ndarray:
+            return np.clip(np.floor(v / ds + 1e-6).astype(np.int64), 0, limit)
 
-        x0, x1 = _idx(xs, m.shape[1]), _idx(xs + tile_size_level0, m.shape[1])
-        y0, y1 = _idx(ys, m.shape[0]), _idx(ys + tile_size_level0, m.shape[0])
+        def _hi(v: np.ndarray, limit: int) -> np.ndarray:
+            return np.clip(np.ceil(v / ds - 1e-6).astype(np.int64), 0, limit)
+
+        # mask pixels touched by each tile
+        x0, x1 = _lo(xs, m.shape[1]), _hi(xs + tile_size_level0, m.shape[1])
+        y0, y1 = _lo(ys, m.shape[0]), _hi(ys + tile_size_level0, m.shape[0])
         # guarantee at least one mask pixel per tile (tiles smaller than a mask pixel)
         x1 = np.maximum(x1, np.minimum(x0 + 1, m.shape[1]))
         y1 = np.maximum(y1, np.minimum(y0 + 1, m.shape[0]))

@@ -1,0 +1,840 @@
+"""Per-patch prediction maps as rasters placed on the slide (no Qt, no Streamlit).
+
+A prediction file (:mod:`histoviz.io.predictions`) holds one value per patch. To show a map on
+the slide we never draw one polygon per patch: the patches lie on a regular lattice, so a map is
+a small raster with one pixel per lattice cell (``NaN`` / label 0 where there is no patch) and an
+affine transform (scale, translate) that puts each raster pixel exactly over its patch.
+
+Coordinates
+-----------
+*Level-0 coordinates* follow OpenSlide: pixel ``x`` covers ``[x, x + 1)``, a patch with top-left
+``(x, y)`` and side ``s`` covers ``[x, x + s) x [y, y + s)``.
+
+*World coordinates* are those of a viewer that shows the slide's level 0 with a per-pixel
+``slide_scale`` and a ``slide_translate`` (napari: ``layer.scale`` / ``layer.translate``, in
+``(y, x)`` order, scale = mpp when the slide is shown in micrometres). Viewers put the *centre*
+of data pixel ``i`` at ``translate + scale * i``, so level-0 position ``x`` sits at world
+``translate + scale * (x - 0.5)``. :meth:`PatchLayout.placement` and
+:meth:`PatchLayout.patch_at_world` use exactly that convention.
+
+Examples
+--------
+>>> import numpy as np
+>>> lay = PatchLayout.from_coords(np.array([[0, 0], [224, 0], [224, 224]]), tile_size_level0=224)
+>>> lay.shape
+(2, 2)
+>>> lay.raster(np.array([1.0, 2.0, 3.0])).tolist()
+[[1.0, 2.0], [nan, 3.0]]
+>>> lay.patch_at_level0(300, 10), lay.patch_at_level0(10, 300)
+(1, None)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from histoviz.errors import DataError
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
+
+__all__ = [
+    "KIND_LABELS",
+    "MAP_KINDS",
+    "MapSpec",
+    "MapValues",
+    "PatchLayout",
+    "Placement",
+    "available_maps",
+    "check_predictions_match_slide",
+    "level0_to_world",
+    "map_values",
+    "patch_summary",
+    "top_genes",
+    "world_to_level0",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest raster (cells) a layout may need; more means the coordinates are not a lattice.
+MAX_RASTER_CELLS = 200_000_000
+
+#: Kinds of maps, in the order front ends list them.
+MAP_KINDS: tuple[str, ...] = (
+    "gene",
+    "cell_type",
+    "dominant_type",
+    "grade_proba",
+    "grade_class",
+    "risk",
+    "coattention",
+    "attention",
+    "obs",
+)
+
+#: Human-readable names of the map kinds.
+KIND_LABELS: dict[str, str] = {
+    "gene": "Gene expression",
+    "cell_type": "Cell-type weight",
+    "dominant_type": "Dominant cell type",
+    "grade_proba": "Grade probability",
+    "grade_class": "Predicted grade",
+    "risk": "Risk",
+    "coattention": "Gene-group co-attention",
+    "attention": "Attention",
+    "obs": "Other per-patch value",
+}
+
+_CATEGORICAL_KINDS = {"dominant_type", "grade_class"}
+_KEYED_KINDS = {"gene", "cell_type", "grade_proba", "coattention", "obs"}
+_FRAME_OF_KIND = {"cell_type": "cell_type_weights", "grade_proba": "grade_proba",
+                  "coattention": "coattention"}
+_DEFAULT_CMAP = {
+    "gene": "inferno",
+    "cell_type": "viridis",
+    "grade_proba": "plasma",
+    "risk": "magma",
+    "coattention": "turbo",
+    "attention": "viridis",
+    "obs": "viridis",
+}
+#: obs columns that are not maps of their own (coordinates, ids, conformal sets shown in panels)
+_OBS_NOT_MAPS = {"x", "y", "slide_id", "risk", "attention", "grade_pred", "grade_set"}
+
+
+# ------------------------------------------------------------------------------------------------
+# layout and placement
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Placement:
+    """Affine placement of a raster in world coordinates, ``(y, x)`` order (napari's).
+
+    Attributes
+    ----------
+    scale
+        World size of one raster pixel.
+    translate
+        World position of the centre of raster pixel ``(0, 0)``.
+    """
+
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+
+
+@dataclass(frozen=True, eq=False)
+class PatchLayout:
+    """The lattice that the patches of one slide lie on.
+
+    Build it with :meth:`from_coords` or :meth:`from_adata`.
+
+    Attributes
+    ----------
+    coords
+        ``(N, 2)`` int64 level-0 top-left corners ``(x, y)`` of the patches.
+    tile_size_level0
+        Patch side in level-0 pixels.
+    cell_size
+        Lattice spacing in level-0 pixels: the side of one raster pixel. Equal to the patch
+        size for non-overlapping patches; for overlapping patches (stride < size) each raster
+        pixel covers the central ``stride x stride`` part of its patch.
+    origin
+        Level-0 ``(x, y)`` of the top-left corner of raster pixel ``(0, 0)``.
+    shape
+        Raster ``(rows, cols)``.
+    index
+        ``(N, 2)`` raster ``(row, col)`` of each patch.
+    snapped
+        True when coordinates were not on one lattice and had to be rounded to it.
+    """
+
+    coords: np.ndarray
+    tile_size_level0: int
+    cell_size: int
+    origin: tuple[float, float]
+    shape: tuple[int, int]
+    index: np.ndarray
+    snapped: bool = False
+    _lookup: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_coords(
+        cls,
+        coords: np.ndarray,
+        tile_size_level0: int,
+        *,
+        stride_level0: int | None = None,
+    ) -> PatchLayout:
+        """Infer the lattice from patch corners.
+
+        Parameters
+        ----------
+        coords
+            ``(N, 2)`` level-0 top-left corners ``(x, y)``.
+        tile_size_level0
+            Patch side in level-0 pixels.
+        stride_level0
+            Lattice spacing; inferred from the coordinates when omitted (the greatest common
+            divisor of corner offsets, or the patch size when patches only leave gaps).
+
+        Raises
+        ------
+        DataError
+            No patches, a non-positive patch size, or coordinates needing an absurd raster.
+        """
+        xy = np.asarray(coords)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise DataError(f"patch coordinates must be (N, 2), got shape {xy.shape}")
+        if len(xy) == 0:
+            raise DataError("the prediction file holds no patches")
+        if not np.all(np.isfinite(xy)):
+            raise DataError("patch coordinates contain NaN or infinite values")
+        xy = np.rint(xy).astype(np.int64)
+        ts = int(round(float(tile_size_level0)))
+        if ts <= 0:
+            raise DataError(f"tile_size_level0 must be > 0, got {tile_size_level0}")
+        stride = int(stride_level0) if stride_level0 else _infer_stride(xy, ts)
+        if stride <= 0:
+            raise DataError(f"stride_level0 must be > 0, got {stride_level0}")
+        mins = xy.min(axis=0)
+        rel = xy - mins
+        snapped = bool(np.any(rel % stride))
+        if snapped:
+            logger.warning(
+                "patch corners are not on a %d px lattice; snapping them to the nearest cell", stride
+            )
+        col_row = np.rint(rel / stride).astype(np.int64)
+        rows, cols = int(col_row[:, 1].max()) + 1, int(col_row[:, 0].max()) + 1
+        if rows * cols > MAX_RASTER_CELLS:
+            raise DataError(
+                f"patch coordinates span {cols} x {rows} cells of {stride} px; they do not look "
+                "like a tile lattice (check tile_size_level0)"
+            )
+        index = np.stack([col_row[:, 1], col_row[:, 0]], axis=1)
+        off = (ts - stride) / 2.0 if stride < ts else 0.0
+        lookup = np.full((rows, cols), -1, dtype=np.int64)
+        lookup[index[:, 0], index[:, 1]] = np.arange(len(xy))
+        n_dup = len(xy) - int((lookup >= 0).sum())
+        if n_dup:
+            logger.warning("%d patches share a lattice cell with another; the last one is shown", n_dup)
+        return cls(
+            coords=xy,
+            tile_size_level0=ts,
+            cell_size=stride,
+            origin=(float(mins[0] + off), float(mins[1] + off)),
+            shape=(rows, cols),
+            index=index,
+            snapped=snapped,
+            _lookup=lookup,
+        )
+
+    @classmethod
+    def from_adata(cls, adata: ad.AnnData) -> PatchLayout:
+        """Layout of a prediction AnnData (``obs["x"], obs["y"]`` or ``obsm["spatial"]``)."""
+        info = adata.uns.get("histoviz", {})
+        if "tile_size_level0" not in info:
+            raise DataError("uns['histoviz']['tile_size_level0'] is missing; cannot place patches")
+        ts = float(info["tile_size_level0"])
+        if "x" in adata.obs and "y" in adata.obs:
+            coords = np.stack([adata.obs["x"].to_numpy(), adata.obs["y"].to_numpy()], axis=1)
+        elif "spatial" in adata.obsm:
+            coords = np.asarray(adata.obsm["spatial"], dtype=np.float64) - ts / 2.0
+        else:
+            raise DataError("patch coordinates are missing: neither obs x/y nor obsm['spatial']")
+        stride = info.get("stride_level0")
+        stride = int(stride) if stride is not None and float(stride) > 0 else None
+        return cls.from_coords(coords, int(round(ts)), stride_level0=stride)
+
+    # ---- basic properties ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def lookup(self) -> np.ndarray:
+        """``(rows, cols)`` int64 patch index of each raster pixel, ``-1`` where there is none."""
+        return self._lookup
+
+    @property
+    def extent_level0(self) -> tuple[float, float, float, float]:
+        """Level-0 ``(x0, y0, x1, y1)`` covered by the raster."""
+        x0, y0 = self.origin
+        return x0, y0, x0 + self.shape[1] * self.cell_size, y0 + self.shape[0] * self.cell_size
+
+    def patch_bounds(self, i: int) -> tuple[int, int, int, int]:
+        """Level-0 ``(x0, y0, x1, y1)`` of patch ``i``."""
+        x, y = (int(v) for v in self.coords[i])
+        return x, y, x + self.tile_size_level0, y + self.tile_size_level0
+
+    # ---- rasters ------------------------------------------------------------------------------
+    def raster(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """Per-patch ``values`` ``(N,)`` as a float32 ``(rows, cols)`` raster, ``fill`` elsewhere."""
+        v = np.asarray(values, dtype=np.float32).reshape(-1)
+        if len(v) != len(self):
+            raise DataError(f"{len(v)} values for {len(self)} patches")
+        out = np.full(self.shape, fill, dtype=np.float32)
+        out[self.index[:, 0], self.index[:, 1]] = v
+        return out
+
+    def label_raster(self, codes: np.ndarray) -> np.ndarray:
+        """Category codes ``(N,)`` (``-1`` = none) as labels ``code + 1``, background 0 (int32)."""
+        c = np.asarray(codes).reshape(-1)
+        if len(c) != len(self):
+            raise DataError(f"{len(c)} codes for {len(self)} patches")
+        out = np.zeros(self.shape, dtype=np.int32)
+        out[self.index[:, 0], self.index[:, 1]] = np.where(c >= 0, c + 1, 0).astype(np.int32)
+        return out
+
+    def values_from_raster(self, raster: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`raster`: the ``(N,)`` per-patch values read back from a raster."""
+        r = np.asarray(raster)
+        if r.shape[:2] != self.shape:
+            raise DataError(f"raster shape {r.shape[:2]} does not match the layout {self.shape}")
+        return r[self.index[:, 0], self.index[:, 1]]
+
+    # ---- placement ----------------------------------------------------------------------------
+    def placement(
+        self,
+        slide_scale: Sequence[float] = (1.0, 1.0),
+        slide_translate: Sequence[float] = (0.0, 0.0),
+    ) -> Placement:
+        """Scale and translate that put raster pixels exactly over their patches.
+
+        Parameters
+        ----------
+        slide_scale
+            World size ``(y, x)`` of one level-0 pixel of the slide layer (``(mpp, mpp)`` for a
+            slide shown in micrometres, ``(1, 1)`` in pixels).
+        slide_translate
+            World ``(y, x)`` translate of the slide layer.
+
+        Returns
+        -------
+        :class:`Placement` with ``scale = cell_size * slide_scale`` and the translate of the
+        centre of raster pixel ``(0, 0)``.
+        """
+        sy, sx = (float(v) for v in slide_scale[-2:])
+        ty, tx = (float(v) for v in slide_translate[-2:])
+        c = float(self.cell_size)
+        ox, oy = self.origin
+        return Placement(
+            scale=(c * sy, c * sx),
+            translate=(ty + sy * (oy + c / 2.0 - 0.5), tx + sx * (ox + c / 2.0 - 0.5)),
+        )
+
+    # ---- picking ------------------------------------------------------------------------------
+    def patch_at_level0(self, x: float, y: float) -> int | None:
+        """Index of the patch drawn at level-0 position ``(x, y)``, or ``None``.
+
+        A point on the boundary between two patches belongs to the right / lower one.
+        """
+        c = math.floor((float(x) - self.origin[0]) / self.cell_size)
+        r = math.floor((float(y) - self.origin[1]) / self.cell_size)
+        if not (0 <= r < self.shape[0] and 0 <= c < self.shape[1]):
+            return None
+        i = int(self._lookup[r, c])
+        return i if i >= 0 else None
+
+    def patch_at_world(
+        self,
+        position: Sequence[float],
+        slide_scale: Sequence[float] = (1.0, 1.0),
+        slide_translate: Sequence[float] = (0.0, 0.0),
+    ) -> int | None:
+        """Index of the patch under a world ``(..., y, x)`` position (a viewer click), or ``None``."""
+        x, y = world_to_level0(position, slide_scale, slide_translate)
+        return self.patch_at_level0(x, y)
+
+
+def world_to_level0(
+    position: Sequence[float],
+    slide_scale: Sequence[float] = (1.0, 1.0),
+    slide_translate: Sequence[float] = (0.0, 0.0),
+) -> tuple[float, float]:
+    """World ``(..., y, x)`` to continuous level-0 ``(x, y)`` (OpenSlide convention)."""
+    wy, wx = (float(v) for v in position[-2:])
+    sy, sx = (float(v) for v in slide_scale[-2:])
+    ty, tx = (float(v) for v in slide_translate[-2:])
+    return (wx - tx) / sx + 0.5, (wy - ty) / sy + 0.5
+
+
+def level0_to_world(
+    xy: Sequence[float],
+    slide_scale: Sequence[float] = (1.0, 1.0),
+    slide_translate: Sequence[float] = (0.0, 0.0),
+) -> tuple[float, float]:
+    """Continuous level-0 ``(x, y)`` to world ``(y, x)``; inverse of :func:`world_to_level0`."""
+    x, y = (float(v) for v in xy)
+    sy, sx = (float(v) for v in slide_scale[-2:])
+    ty, tx = (float(v) for v in slide_translate[-2:])
+    return ty + sy * (y - 0.5), tx + sx * (x - 0.5)
+
+
+def _axis_gcd(v: np.ndarray) -> int:
+    d = np.diff(np.unique(v))
+    return int(np.gcd.reduce(d)) if d.size else 0
+
+
+def _infer_stride(xy: np.ndarray, ts: int) -> int:
+    gx, gy = _axis_gcd(xy[:, 0]), _axis_gcd(xy[:, 1])
+    g = math.gcd(gx, gy)
+    if g == 0:
+        return ts
+    if g % ts == 0:  # non-overlapping patches with gaps between them
+        return ts
+    if g * 8 < ts:  # a tiny common divisor: not a lattice, snap to the patch size
+        return ts
+    return g
+
+
+# ------------------------------------------------------------------------------------------------
+# which maps a prediction file holds, and their values
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MapSpec:
+    """One map of a prediction file: a ``kind`` (see :data:`MAP_KINDS`) and, for most, a key.
+
+    ``str(spec)`` is ``"kind:key"`` (``"risk"`` for key-less kinds); :meth:`parse` reverses it.
+
+    Examples
+    --------
+    >>> MapSpec.parse("gene:CD3E")
+    MapSpec(kind='gene', key='CD3E')
+    >>> str(MapSpec("risk"))
+    'risk'
+    """
+
+    kind: str
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in MAP_KINDS:
+            raise DataError(f"unknown map kind {self.kind!r}; choose from {', '.join(MAP_KINDS)}")
+        if self.kind in _KEYED_KINDS and not self.key:
+            raise DataError(f"a {KIND_LABELS[self.kind].lower()} map needs a key (e.g. 'gene:CD3E')")
+
+    @classmethod
+    def parse(cls, text: str | MapSpec) -> MapSpec:
+        """``"gene:CD3E"`` / ``"risk"`` -> :class:`MapSpec`."""
+        if isinstance(text, MapSpec):
+            return text
+        kind, _, key = str(text).partition(":")
+        return cls(kind.strip(), key or None)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key}" if self.key else self.kind
+
+    @property
+    def label(self) -> str:
+        """Display name, e.g. ``"gene CD3E"``, ``"risk"``."""
+        names = {"gene": "gene", "cell_type": "cell type", "grade_proba": "P(grade",
+                 "coattention": "co-attention", "obs": ""}
+        if self.kind == "grade_proba":
+            return f"P(grade = {self.key})"
+        if self.key:
+            return f"{names.get(self.kind, self.kind)} {self.key}".strip()
+        return KIND_LABELS[self.kind].lower()
+
+    @property
+    def categorical(self) -> bool:
+        """True for maps shown as labels (dominant type, predicted grade)."""
+        return self.kind in _CATEGORICAL_KINDS
+
+
+@dataclass(frozen=True, eq=False)
+class MapValues:
+    """The per-patch values of one map with the defaults to display it.
+
+    Attributes
+    ----------
+    spec
+        Which map.
+    values
+        ``(N,)`` float32 for continuous maps (NaN = no value); int64 category codes for
+        categorical maps (``-1`` = none).
+    categories
+        Category names (categorical maps), code ``k`` is ``categories[k]``.
+    colormap
+        Default colormap name (continuous maps).
+    contrast_limits
+        Default display range (continuous maps).
+    """
+
+    spec: MapSpec
+    values: np.ndarray
+    categories: tuple[str, ...] = ()
+    colormap: str = "viridis"
+    contrast_limits: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def categorical(self) -> bool:
+        """True for category maps."""
+        return self.spec.categorical
+
+    @property
+    def label(self) -> str:
+        """Display name of the map."""
+        return self.spec.label
+
+    def measurement(self) -> np.ndarray:
+        """Values as floats for export (codes stay codes; ``-1`` becomes NaN)."""
+        if self.categorical:
+            v = self.values.astype(np.float64)
+            v[self.values < 0] = np.nan
+            return v
+        return self.values.astype(np.float64)
+
+    def category_names(self) -> np.ndarray:
+        """``(N,)`` object array of category names (``None`` where there is none)."""
+        cats = np.array(list(self.categories) + [None], dtype=object)
+        codes = np.where(self.values >= 0, self.values, len(self.categories))
+        return cats[codes]
+
+
+def _frame(adata: ad.AnnData, key: str) -> pd.DataFrame | None:
+    import pandas as pd
+
+    if key not in adata.obsm:
+        return None
+    m = adata.obsm[key]
+    if isinstance(m, pd.DataFrame):
+        return m
+    arr = np.asarray(m)
+    if arr.ndim != 2:
+        return None
+    return pd.DataFrame(arr, index=adata.obs_names, columns=[str(i) for i in range(arr.shape[1])])
+
+
+def _numeric_obs(adata: ad.AnnData) -> list[str]:
+    import pandas as pd
+
+    out = []
+    for c in adata.obs.columns:
+        if c in _OBS_NOT_MAPS:
+            continue
+        if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c]):
+            out.append(str(c))
+    return out
+
+
+def available_maps(adata: ad.AnnData) -> dict[str, list[str]]:
+    """Maps a prediction AnnData can show: ``kind -> keys`` (``[""]`` for key-less kinds).
+
+    Only kinds present in the file are listed, in :data:`MAP_KINDS` order.
+    """
+    out: dict[str, list[str]] = {}
+    if adata.n_vars:
+        out["gene"] = [str(g) for g in adata.var_names]
+    ct = _frame(adata, "cell_type_weights")
+    if ct is not None and ct.shape[1]:
+        out["cell_type"] = [str(c) for c in ct.columns]
+        out["dominant_type"] = [""]
+    gp = _frame(adata, "grade_proba")
+    if gp is not None and gp.shape[1]:
+        out["grade_proba"] = [str(c) for c in gp.columns]
+    if (gp is not None and gp.shape[1]) or "grade_pred" in adata.obs:
+        out["grade_class"] = [""]
+    if "risk" in adata.obs:
+        out["risk"] = [""]
+    co = _frame(adata, "coattention")
+    if co is not None and co.shape[1]:
+        out["coattention"] = [str(c) for c in co.columns]
+    if "attention" in adata.obs:
+        out["attention"] = [""]
+    extra = _numeric_obs(adata)
+    if extra:
+        out["obs"] = extra
+    return {k: out[k] for k in MAP_KINDS if k in out}
+
+
+def _robust_limits(v: np.ndarray) -> tuple[float, float]:
+    f = v[np.isfinite(v)]
+    if f.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(x) for x in np.percentile(f, [1.0, 99.0]))
+    if not hi > lo:
+        lo, hi = float(f.min()), float(f.max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, lo + 0.5
+    return lo, hi
+
+
+def _unknown(what: str, key: str, choices: Sequence[str]) -> DataError:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(choices), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    some = ", ".join(list(choices)[:5]) + (", ..." if len(choices) > 5 else "")
+    return DataError(f"unknown {what} {key!r}{hint} ({len(choices)} available: {some})")
+
+
+def map_values(adata: ad.AnnData, spec: MapSpec | str) -> MapValues:
+    """Per-patch values of one map of a prediction AnnData.
+
+    Parameters
+    ----------
+    adata
+        Predictions for one slide (:func:`histoviz.io.predictions.read_predictions`).
+    spec
+        A :class:`MapSpec` or its string form (``"gene:CD3E"``, ``"cell_type:tumour"``,
+        ``"dominant_type"``, ``"grade_proba:G3"``, ``"grade_class"``, ``"risk"``,
+        ``"coattention:immune"``, ``"attention"``, ``"obs:risk_hi"``).
+
+    Returns
+    -------
+    :class:`MapValues`.
+
+    Raises
+    ------
+    DataError
+        The file lacks the map or the key (the message lists what is available).
+    """
+    spec = MapSpec.parse(spec)
+    kind, key = spec.kind, spec.key or ""
+    avail = available_maps(adata)
+    if kind not in avail:
+        have = ", ".join(avail) or "nothing"
+        raise DataError(f"the prediction file has no {KIND_LABELS[kind].lower()} map (it has: {have})")
+    if kind == "gene":
+        if key not in adata.var_names:
+            raise _unknown("gene", key, avail["gene"])
+        j = int(adata.var_names.get_loc(key))
+        col = adata.X[:, j]
+        v = np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel()
+        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
+    if kind in _FRAME_OF_KIND:
+        fr = _frame(adata, _FRAME_OF_KIND[kind])
+        assert fr is not None
+        if key not in fr.columns:
+            raise _unknown(KIND_LABELS[kind].lower(), key, [str(c) for c in fr.columns])
+        v = fr[key].to_numpy(dtype=np.float32)
+        lim = (0.0, 1.0) if kind in ("cell_type", "grade_proba") else _robust_limits(v)
+        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=lim)
+    if kind in ("risk", "attention", "obs"):
+        col = kind if kind != "obs" else key
+        if col not in adata.obs:
+            raise _unknown("per-patch value", col, avail.get("obs", []))
+        v = adata.obs[col].to_numpy(dtype=np.float32)
+        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
+    if kind == "dominant_type":
+        fr = _frame(adata, "cell_type_weights")
+        assert fr is not None
+        return MapValues(spec, _argmax_codes(fr.to_numpy(dtype=np.float64)),
+                         categories=tuple(str(c) for c in fr.columns))
+    # grade_class
+    gp = _frame(adata, "grade_proba")
+    if "grade_pred" in adata.obs:
+        import pandas as pd
+
+        pred = adata.obs["grade_pred"]
+        if gp is not None and gp.shape[1]:
+            cats = [str(c) for c in gp.columns]
+        elif isinstance(pred.dtype, pd.CategoricalDtype):
+            cats = [str(c) for c in pred.cat.categories]
+        else:
+            cats = sorted({str(p) for p in pred.dropna()})
+        s = pred.astype(object).where(pred.notna(), None)
+        lut = {c: i for i, c in enumerate(cats)}
+        extra = sorted({str(p) for p in s if p is not None and str(p) not in lut})
+        for c in extra:
+            lut[c] = len(cats)
+            cats.append(c)
+        codes = np.array([lut[str(p)] if p is not None else -1 for p in s], dtype=np.int64)
+        return MapValues(spec, codes, categories=tuple(cats))
+    assert gp is not None
+    return MapValues(spec, _argmax_codes(gp.to_numpy(dtype=np.float64)),
+                     categories=tuple(str(c) for c in gp.columns))
+
+
+def _argmax_codes(w: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(w).any(axis=1)
+    codes = np.full(len(w), -1, dtype=np.int64)
+    if ok.any():
+        codes[ok] = np.nanargmax(np.where(np.isfinite(w[ok]), w[ok], -np.inf), axis=1)
+    return codes
+
+
+# ------------------------------------------------------------------------------------------------
+# one patch
+# ------------------------------------------------------------------------------------------------
+def top_genes(adata: ad.AnnData, index: int, n: int = 10) -> list[tuple[str, float]]:
+    """The ``n`` genes with the highest predicted expression in patch ``index``."""
+    if not adata.n_vars:
+        return []
+    row = adata.X[index]
+    v = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).ravel()
+    finite = np.where(np.isfinite(v), v, -np.inf)
+    order = np.argsort(-finite, kind="stable")[: max(0, int(n))]
+    return [(str(adata.var_names[j]), float(v[j])) for j in order if np.isfinite(v[j])]
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return None if not math.isfinite(f) else f
+    if isinstance(v, np.integer):
+        return int(v)
+    if v is None:
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v if isinstance(v, (int, str, bool)) else str(v)
+
+
+def patch_summary(
+    adata: ad.AnnData, index: int, *, n_genes: int = 10, mpp: float | None = None
+) -> dict[str, Any]:
+    """Everything predicted for one patch, as plain Python values (for info panels).
+
+    Parameters
+    ----------
+    adata
+        Predictions for one slide.
+    index
+        Patch (row of ``adata``).
+    n_genes
+        How many top genes to list.
+    mpp
+        Slide microns per pixel (default ``uns["histoviz"]["mpp"]``), for the centre in um.
+
+    Returns
+    -------
+    dict with ``index``, ``name``, ``x``, ``y`` (level-0 top-left), ``size`` (level-0 px),
+    ``centre`` (level-0), ``centre_um`` (or None), ``top_genes`` [(gene, value)],
+    ``composition`` {cell type: weight}, ``dominant_type``, ``grade_proba`` {grade: p},
+    ``grade_pred``, ``grade_set``, ``risk``, ``risk_interval`` (lo, hi) or None,
+    ``attention``, ``coattention`` {group: weight}. Missing maps are None or empty.
+    """
+    n = adata.n_obs
+    if not 0 <= int(index) < n:
+        raise DataError(f"patch index {index} out of range 0..{n - 1}")
+    i = int(index)
+    info = adata.uns.get("histoviz", {})
+    ts = float(info.get("tile_size_level0", 0))
+    obs = adata.obs.iloc[i]
+    if "x" in adata.obs and "y" in adata.obs:
+        x, y = float(obs["x"]), float(obs["y"])
+        cx, cy = x + ts / 2.0, y + ts / 2.0
+    else:
+        cx, cy = (float(v) for v in np.asarray(adata.obsm["spatial"])[i])
+        x, y = cx - ts / 2.0, cy - ts / 2.0
+    if mpp is None and info.get("mpp") is not None:
+        try:
+            mpp = float(info["mpp"])
+        except (TypeError, ValueError):
+            mpp = None
+    if mpp is not None and not mpp > 0:
+        mpp = None
+
+    def frame_row(key: str) -> dict[str, float]:
+        fr = _frame(adata, key)
+        if fr is None:
+            return {}
+        return {str(c): float(v) for c, v in fr.iloc[i].items()}
+
+    comp = frame_row("cell_type_weights")
+    grade = frame_row("grade_proba")
+    finite_comp = {k: v for k, v in comp.items() if math.isfinite(v)}
+    out: dict[str, Any] = {
+        "index": i,
+        "name": str(adata.obs_names[i]),
+        "x": int(round(x)),
+        "y": int(round(y)),
+        "size": int(round(ts)),
+        "centre": (cx, cy),
+        "centre_um": (cx * mpp, cy * mpp) if mpp else None,
+        "top_genes": top_genes(adata, i, n_genes),
+        "composition": comp,
+        "dominant_type": max(finite_comp, key=finite_comp.__getitem__) if finite_comp else None,
+        "grade_proba": grade,
+        "grade_pred": None,
+        "grade_set": _scalar(obs["grade_set"]) if "grade_set" in adata.obs else None,
+        "risk": _scalar(obs["risk"]) if "risk" in adata.obs else None,
+        "risk_interval": None,
+        "attention": _scalar(obs["attention"]) if "attention" in adata.obs else None,
+        "coattention": frame_row("coattention"),
+    }
+    if "grade_pred" in adata.obs:
+        out["grade_pred"] = _scalar(obs["grade_pred"])
+    elif grade:
+        fin = {k: v for k, v in grade.items() if math.isfinite(v)}
+        out["grade_pred"] = max(fin, key=fin.__getitem__) if fin else None
+    if "risk_lo" in adata.obs and "risk_hi" in adata.obs:
+        lo, hi = _scalar(obs["risk_lo"]), _scalar(obs["risk_hi"])
+        if lo is not None and hi is not None:
+            out["risk_interval"] = (float(lo), float(hi))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# does a prediction file belong to a slide?
+# ------------------------------------------------------------------------------------------------
+def check_predictions_match_slide(
+    adata: ad.AnnData,
+    *,
+    slide_id: str | None = None,
+    dimensions: Sequence[int] | None = None,
+    allow_other_id: bool = False,
+) -> None:
+    """Raise :class:`DataError` when predictions were made for another slide.
+
+    Parameters
+    ----------
+    adata
+        Predictions (``uns["histoviz"]`` with ``slide_id`` and, ideally, ``slide_dimensions``).
+    slide_id
+        Id of the open slide (skipped when None).
+    dimensions
+        Level-0 ``(width, height)`` of the open slide (skipped when None).
+    allow_other_id
+        Accept a different slide id (a renamed file) as long as the dimensions agree.
+
+    Raises
+    ------
+    DataError
+        Slide id or dimensions differ, or patches lie outside the slide.
+    """
+    info: Mapping[str, Any] = adata.uns.get("histoviz", {})
+    pid = info.get("slide_id")
+    if slide_id is not None and pid is not None and str(pid) != str(slide_id) and not allow_other_id:
+        raise DataError(
+            f"these predictions are for slide {str(pid)!r}, but the open slide is "
+            f"{str(slide_id)!r}; open slide {str(pid)!r} (or allow a different slide id if the "
+            "file was renamed)"
+        )
+    if dimensions is None:
+        return
+    w, h = (int(v) for v in dimensions)
+    dims = info.get("slide_dimensions")
+    if dims is not None:
+        try:
+            pw, ph = (int(v) for v in np.asarray(dims).reshape(-1)[:2])
+        except (TypeError, ValueError):
+            pw = ph = None
+        if pw is not None and (pw, ph) != (w, h):
+            raise DataError(
+                f"these predictions were made on a {pw} x {ph} px slide, but the open slide is "
+                f"{w} x {h} px: they belong to another slide (or another scan of it)"
+            )
+    lay_x = adata.obs["x"].to_numpy() if "x" in adata.obs else None
+    lay_y = adata.obs["y"].to_numpy() if "y" in adata.obs else None
+    if lay_x is None or lay_y is None:
+        ts = float(info.get("tile_size_level0", 0))
+        sp = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+        lay_x, lay_y = sp[:, 0] - ts / 2, sp[:, 1] - ts / 2
+    if len(lay_x) and (lay_x.min() < 0 or lay_y.min() < 0 or lay_x.max() >= w or lay_y.max() >= h):
+        raise DataError(
+            f"patches reach x up to {int(lay_x.max())}, y up to {int(lay_y.max())}, outside the open "
+            f"{w} x {h} px slide: these predictions belong to another slide"
+        )
