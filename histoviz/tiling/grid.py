@@ -154,9 +154,10 @@ class TileGrid:
         if nx == 0 or ny == 0:
             return cls(np.zeros((0, 2), np.int64), tile_size, tile_size_level0, stride, mpp, slide_mpp,
                        dimensions, np.zeros(0))
-        m = mask.mask.astype(np.float32)
-        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.float64)
-        ii[1:, 1:] = m.cumsum(0).cumsum(1)
+        m = mask.mask
+        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int64 if m.size >= 2**31 else np.int32)
+        np.cumsum(m, axis=0, dtype=ii.dtype, out=ii[1:, 1:])
+        np.cumsum(ii[1:, 1:], axis=1, out=ii[1:, 1:])
         xs = np.arange(nx, dtype=np.int64) * stride
         ys = np.arange(ny, dtype=np.int64) * stride
         ds = mask.downsample

@@ -1,0 +1,230 @@
+"""Core engine benchmark: tile reads, embedding overhead, memory, tissue mask + grid.
+
+Every number is a ratio against a reference measured in the same run:
+
+1. tile reads: histoviz's DataLoader path (OpenSlide backend, 1 and 2 workers) and the path
+   that decodes the slide's own JPEG tiles, against a bare ``OpenSlide.read_region`` loop over
+   the same 224-px tiles (targets: >= 0.9x with 1 worker, >= 1.7x with 2, >= 2x tile decoding);
+2. ``embed_slide`` against the bare encoder forward on preloaded tensors (target >= 0.85x);
+3. peak memory embedding a 100k-tile virtual slide vs a 10k-tile one (target <= 2 GB, flat);
+4. tissue mask + grid for a 100k x 100k px slide (target <= 1 s).
+
+Usage: ``python bench/bench_core.py [--out bench/results] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import VirtualSlide, best_of, write_result  # noqa: E402
+
+
+def make_svs_like(path: Path, side: int, src: Path) -> Path:
+    """An Aperio-style JPEG-tiled TIFF (240-px tiles, 'Aperio' description) from real H&E."""
+    import tifffile
+
+    from histoviz.io import open_slide
+
+    base = open_slide(src).read_region((0, 0), 0, (2220, 2967))[:2880, :2160]
+    reps = (-(-side // base.shape[0]), -(-side // base.shape[1]), 1)
+    big = np.tile(base, reps)[:side, :side]
+    desc = f"Aperio Image Library v12.0.0 \n{side}x{side} [0,0 {side}x{side}] (240x240) JPEG/RGB Q=70|AppMag = 20|MPP = 0.5"
+    with tifffile.TiffWriter(path, bigtiff=False) as tw:
+        tw.write(big, tile=(240, 240), compression="jpeg", compressionargs={"level": 70}, photometric="rgb", description=desc, metadata=None)
+        tw.write(big[::4, ::4].copy(), tile=(240, 240), compression="jpeg", compressionargs={"level": 70}, photometric="rgb",
+                 description=f"Aperio Image Library v12.0.0 \n{side}x{side} -> {side // 4}x{side // 4}", metadata=None)
+    return path
+
+
+def bench_reads(slide: Path, n_max: int) -> dict:
+    import openslide
+    import torch
+    from torch.utils.data import DataLoader
+
+    from histoviz.io import open_slide
+    from histoviz.tiling import TilingConfig, make_tile_grid
+    from histoviz.tiling.dataset import TileBatchIterable, TileDataset
+
+    torch.set_num_threads(1)
+    r_os = open_slide(slide, tile_decode=False)
+    grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0))
+    coords = grid.coords[:n_max]
+    from dataclasses import replace
+
+    grid = replace(grid, coords=coords, tissue_fraction=grid.tissue_fraction[:n_max])
+    n = len(coords)
+
+    def bare():
+        osr = openslide.OpenSlide(str(slide))
+        for x, y in coords:
+            np.asarray(osr.read_region((int(x), int(y)), 0, (224, 224)).convert("RGB"))
+        osr.close()
+
+    def loader(reader, workers, batched):
+        if batched:
+            ds = TileBatchIterable(reader, grid, 64)
+            dl = DataLoader(ds, batch_size=None, num_workers=workers,
+                            prefetch_factor=4 if workers else None)
+        else:
+            ds = TileDataset(reader, grid)
+            dl = DataLoader(ds, batch_size=64, num_workers=workers,
+                            prefetch_factor=4 if workers else None)
+
+        def run():
+            k = 0
+            for x, _ in dl:
+                k += len(x)
+            assert k == n, (k, n)
+
+        return run
+
+    t_bare = best_of(bare, 3)
+    out = {"slide": slide.name, "n_tiles": n, "bare_openslide_tiles_per_s": n / t_bare}
+    r_fast = open_slide(slide)
+    assert getattr(r_fast, "tile_decode", False), "tile decoding path not active"
+    cases = {
+        "openslide_backend_1_worker": (r_os, 1, False),
+        "openslide_backend_2_workers": (r_os, 2, False),
+        "tile_decode_in_process": (r_fast, 0, True),
+        "tile_decode_1_worker": (r_fast, 1, True),
+        "tile_decode_2_workers": (r_fast, 2, True),
+    }
+    for name, (reader, w, batched) in cases.items():
+        t = best_of(loader(reader, w, batched), 3)
+        out[f"{name}_tiles_per_s"] = n / t
+        out[f"{name}_ratio"] = t_bare / t
+    return out
+
+
+def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
+    import torch
+
+    from histoviz.features import EmbedStats, create_encoder, embed_slide
+    from histoviz.io import open_slide
+    from histoviz.tiling import TilingConfig, make_tile_grid
+    from histoviz.tiling.dataset import read_tile
+
+    torch.set_num_threads(2)
+    reader = open_slide(slide)
+    grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0))
+    from dataclasses import replace
+
+    grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])
+    enc = create_encoder(encoder_name)
+    tiles = torch.from_numpy(np.stack([read_tile(reader, grid, i) for i in range(len(grid))])).permute(0, 3, 1, 2).contiguous()
+    bs = 64
+
+    def bare():
+        with torch.inference_mode():
+            for s in range(0, len(tiles), bs):
+                enc(tiles[s : s + bs])
+
+    with torch.inference_mode():
+        enc(tiles[:8])  # warm-up
+    t_bare = best_of(bare, 2)
+    st = EmbedStats()
+    t_embed = best_of(lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, stats=st), 2)
+    return {"encoder": encoder_name, "n_tiles": len(grid), "bare_forward_tiles_per_s": len(grid) / t_bare,
+            "embed_slide_tiles_per_s": len(grid) / t_embed, "ratio": t_bare / t_embed}
+
+
+_MEM_CHILD = r"""
+import resource, sys, json, time, torch, numpy as np
+sys.path.insert(0, {root!r})
+from bench._common import VirtualSlide
+from histoviz.features import embed_slide
+from histoviz.tiling import TilingConfig, make_tile_grid
+torch.set_num_threads(2)
+
+class Null(torch.nn.Module):
+    # cheap stand-in encoder with a realistic output width: the pipeline, not the model, is measured
+    name, embed_dim, weights_source = "null1280", 1280, "none"
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 1280)
+    def forward(self, x):
+        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x.float(), 8).flatten(1))
+
+side = {side}
+r = VirtualSlide(side, side)
+g = make_tile_grid(r, TilingConfig(min_tissue_fraction=0.0))
+t = time.perf_counter()
+embed_slide(r, Null(), g, out={out!r}, batch_size=256, num_workers=0)
+# VmHWM: this process's own peak RSS (ru_maxrss would inherit the parent's peak across exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({{"n_tiles": len(g), "seconds": time.perf_counter() - t, "peak_rss_mb": int(hwm) / 1024}}))
+"""
+
+
+def bench_memory(sides: list[int]) -> dict:
+    root = str(Path(__file__).resolve().parents[1])
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        for side in sides:
+            code = _MEM_CHILD.format(root=root, side=side, out=f"{d}/v{side}.h5")
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            res[str(side)] = json.loads(p.stdout.strip().splitlines()[-1])
+    return res
+
+
+def bench_mask(side: int) -> dict:
+    from histoviz.tiling import make_tile_grid
+
+    r = VirtualSlide(side, side)
+    make_tile_grid(r)  # warm imports
+    times = []
+    for _ in range(3):
+        r = VirtualSlide(side, side)
+        t = time.perf_counter()
+        g = make_tile_grid(r)
+        times.append(time.perf_counter() - t)
+    return {"slide_px": side, "n_tiles": len(g), "seconds": min(times)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    svs = root / "sample_data" / "real" / "CMU-1-Small-Region.svs"
+    result: dict = {"targets": {"read_1_worker": 0.9, "read_2_workers": 1.7, "tile_decode": 2.0,
+                                "embed_ratio": 0.85, "peak_rss_mb": 2048, "mask_grid_s": 1.0}}
+    with tempfile.TemporaryDirectory() as d:
+        side = 6000 if a.quick else 12000
+        big = make_svs_like(Path(d) / "big.svs", side, svs)
+        print(f"[reads] Aperio-style SVS {side}x{side}, JPEG 240-px tiles", flush=True)
+        result["reads"] = bench_reads(big, 3000)
+        result["reads_cmu_small_region"] = bench_reads(svs, 3000)
+        for k, v in result["reads"].items():
+            print(f"  {k}: {v:.2f}" if isinstance(v, float) else f"  {k}: {v}")
+        print("[embed] embed_slide vs bare forward", flush=True)
+        result["embed"] = [bench_embed(big, 128 if a.quick else 384, "efficientnet-lite0"),
+                           bench_embed(big, 512 if a.quick else 2048, "morphology")]
+        for e in result["embed"]:
+            print(f"  {e['encoder']}: bare {e['bare_forward_tiles_per_s']:.1f} tiles/s, embed_slide "
+                  f"{e['embed_slide_tiles_per_s']:.1f} tiles/s, ratio {e['ratio']:.3f}")
+    print("[memory] peak RSS embedding virtual slides", flush=True)
+    sides = [22400, 70000] if not a.quick else [11200, 22400]
+    result["memory"] = bench_memory(sides)
+    for k, v in result["memory"].items():
+        print(f"  {k}px: {v['n_tiles']} tiles, peak {v['peak_rss_mb']:.0f} MB, {v['seconds']:.0f} s")
+    print("[mask] tissue mask + grid, 100k x 100k px", flush=True)
+    result["mask_grid"] = bench_mask(100_000)
+    print(f"  {result['mask_grid']['n_tiles']} tiles in {result['mask_grid']['seconds']:.3f} s")
+    write_result(a.out, "core", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
