@@ -53,6 +53,17 @@ def best_of(fn, repeats: int = 3) -> float:
     return best
 
 
+def compare(fns: dict[str, Any], repeats: int = 3) -> dict[str, float]:
+    """Best wall time of each callable, run round-robin so machine noise hits all alike."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
 class VirtualSlide(SlideReader):
     """A procedural slide of any size: an elliptical tissue region filled with a texture.
 

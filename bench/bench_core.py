@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import VirtualSlide, best_of, write_result  # noqa: E402
+from bench._common import VirtualSlide, compare, write_result  # noqa: E402
 
 
 def make_svs_like(path: Path, side: int, src: Path) -> Path:
@@ -70,7 +70,17 @@ def bench_reads(slide: Path, n_max: int) -> dict:
             np.asarray(osr.read_region((int(x), int(y)), 0, (224, 224)).convert("RGB"))
         osr.close()
 
-    def loader(reader, workers, batched):
+    def loader(make_reader, workers, batched):
+        def run():
+            reader = make_reader()  # cold caches every repetition, like the bare loop
+            k = 0
+            for x, _ in _dl(reader, workers, batched):
+                k += len(x)
+            assert k == n, (k, n)
+
+        return run
+
+    def _dl(reader, workers, batched):
         if batched:
             ds = TileBatchIterable(reader, grid, 64)
             dl = DataLoader(ds, batch_size=None, num_workers=workers,
@@ -79,28 +89,28 @@ def bench_reads(slide: Path, n_max: int) -> dict:
             ds = TileDataset(reader, grid)
             dl = DataLoader(ds, batch_size=64, num_workers=workers,
                             prefetch_factor=4 if workers else None)
+        return dl
 
-        def run():
-            k = 0
-            for x, _ in dl:
-                k += len(x)
-            assert k == n, (k, n)
+    out = {"slide": slide.name, "n_tiles": n}
+    assert getattr(open_slide(slide), "tile_decode", False), "tile decoding path not active"
 
-        return run
+    def os_reader():
+        return open_slide(slide, tile_decode=False)
 
-    t_bare = best_of(bare, 3)
-    out = {"slide": slide.name, "n_tiles": n, "bare_openslide_tiles_per_s": n / t_bare}
-    r_fast = open_slide(slide)
-    assert getattr(r_fast, "tile_decode", False), "tile decoding path not active"
+    def fast_reader():
+        return open_slide(slide)
+
     cases = {
-        "openslide_backend_1_worker": (r_os, 1, False),
-        "openslide_backend_2_workers": (r_os, 2, False),
-        "tile_decode_in_process": (r_fast, 0, True),
-        "tile_decode_1_worker": (r_fast, 1, True),
-        "tile_decode_2_workers": (r_fast, 2, True),
+        "openslide_backend_1_worker": (os_reader, 1, False),
+        "openslide_backend_2_workers": (os_reader, 2, False),
+        "tile_decode_in_process": (fast_reader, 0, True),
+        "tile_decode_1_worker": (fast_reader, 1, True),
+        "tile_decode_2_workers": (fast_reader, 2, True),
     }
-    for name, (reader, w, batched) in cases.items():
-        t = best_of(loader(reader, w, batched), 3)
+    times = compare({"bare": bare, **{k: loader(*v) for k, v in cases.items()}}, 3)
+    t_bare = times.pop("bare")
+    out["bare_openslide_tiles_per_s"] = n / t_bare
+    for name, t in times.items():
         out[f"{name}_tiles_per_s"] = n / t
         out[f"{name}_ratio"] = t_bare / t
     return out
@@ -121,20 +131,30 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
 
     grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])
     enc = create_encoder(encoder_name)
-    tiles = torch.from_numpy(np.stack([read_tile(reader, grid, i) for i in range(len(grid))])).permute(0, 3, 1, 2).contiguous()
+    nhwc = torch.from_numpy(np.stack([read_tile(reader, grid, i) for i in range(len(grid))]))
     bs = 64
 
-    def bare():
-        with torch.inference_mode():
-            for s in range(0, len(tiles), bs):
-                enc(tiles[s : s + bs])
+    def bare(tiles):
+        def run():
+            with torch.inference_mode():
+                for s in range(0, len(tiles), bs):
+                    enc(tiles[s : s + bs])
 
+        return run
+
+    # the reference is the faster of the two memory layouts (channels-last is what the loader
+    # yields and what oneDNN convolutions prefer on CPU)
+    layouts = {"channels_first": nhwc.permute(0, 3, 1, 2).contiguous(), "channels_last": nhwc.permute(0, 3, 1, 2)}
     with torch.inference_mode():
-        enc(tiles[:8])  # warm-up
-    t_bare = best_of(bare, 2)
+        enc(layouts["channels_last"][:8])  # warm-up
     st = EmbedStats()
-    t_embed = best_of(lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, stats=st), 2)
+    times = compare({**{k: bare(v) for k, v in layouts.items()},
+                     "embed": lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, stats=st)}, 3)
+    t_embed = times.pop("embed")
+    t_layout = times
+    t_bare = min(t_layout.values())
     return {"encoder": encoder_name, "n_tiles": len(grid), "bare_forward_tiles_per_s": len(grid) / t_bare,
+            "bare_forward_tiles_per_s_by_layout": {k: len(grid) / v for k, v in t_layout.items()},
             "embed_slide_tiles_per_s": len(grid) / t_embed, "ratio": t_bare / t_embed}
 
 

@@ -94,6 +94,10 @@ class _TiffLevel:
             self.h, self.w = shape[0], shape[1]
         self.tiled = bool(page.is_tiled) and not self.planar and page.imagedepth == 1
         self._full: np.ndarray | None = None
+        try:  # positional reads (pread) are safe across threads and forked processes
+            self._fd: int | None = fh.fileno() if fh.is_file else None
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
         if self.tiled:
             self.tw, self.th = page.tilewidth, page.tilelength
             self.ntx = -(-self.w // self.tw)
@@ -130,9 +134,12 @@ class _TiffLevel:
         if cnt == 0:  # sparse tile: empty
             t = np.full((self.th, self.tw, 3), 255, np.uint8)
         else:
-            with self.fh_lock:
-                self.fh.seek(off)
-                data = self.fh.read(cnt)
+            if self._fd is not None:
+                data = os.pread(self._fd, cnt, off)
+            else:
+                with self.fh_lock:
+                    self.fh.seek(off)
+                    data = self.fh.read(cnt)
             try:
                 seg, _, _ = self.decode(data, idx, jpegtables=self.jpegtables)
             except Exception as e:  # decoder errors come in many types
@@ -349,40 +356,63 @@ class OpenSlideReader(SlideReader):
             properties=p,
         )
         super().__init__(meta, slide_id=slide_id)
-        self._tiff: TiffReader | None = None
+        self._tf = None
+        self._tile_decode_requested = tile_decode
+        self._fast: dict[int, _TiffLevel] = {}
         if tile_decode and meta.vendor in ("aperio", "generic-tiff"):
-            try:
-                t = TiffReader(path, slide_id=slide_id, cache_bytes=cache_bytes)
-                if t.level_dimensions[: self.level_count] == self.level_dimensions and all(
-                    lv.tiled for lv in t._levels[: self.level_count]
-                ):
-                    self._tiff = t
-                    self.backend = "openslide+tiles"
-                else:
-                    t.close()
-            except SlideOpenError:
-                self._tiff = None
+            self._init_tile_decoding(path, cache_bytes)
+
+    def _init_tile_decoding(self, path: str, cache_bytes: int) -> None:
+        """Map OpenSlide levels to the TIFF's own tiled pages (same dimensions)."""
+        import tifffile
+
+        try:
+            tf = tifffile.TiffFile(path)
+            size = Path(path).stat().st_size
+            lock, cache = threading.Lock(), _LRU(cache_bytes)
+            by_dims = {}
+            for page in tf.pages:
+                if page.is_tiled and page.samplesperpixel in (3, 4) and page.planarconfig == 1:
+                    by_dims.setdefault((page.imagewidth, page.imagelength), page)
+            for lvl, dims in enumerate(self.level_dimensions):
+                page = by_dims.get(dims)
+                if page is not None:
+                    tl = _TiffLevel(path, page, tf.filehandle, lock, cache)
+                    tl.check_truncation(size)
+                    self._fast[lvl] = tl
+        except Exception:  # fall back to OpenSlide for every read
+            self._fast = {}
+        if self._fast:
+            self._tf = tf
+            self.backend = "openslide+tiles"
 
     @property
     def tile_decode(self) -> bool:
         """Whether reads decode the slide's own tiles directly (fast path)."""
-        return self._tiff is not None
+        return bool(self._fast)
+
+    def reopen_args(self) -> dict[str, Any]:
+        """Reopen with the same tile-decoding choice."""
+        return {**super().reopen_args(), "tile_decode": self._tile_decode_requested}
 
     def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
-        if self._tiff is not None:
-            return self._tiff._read_level(x, y, w, h, level)
+        fast = self._fast.get(level)
+        if fast is not None:
+            return fast.read(x, y, w, h)
         ds = self.level_downsamples[level]
         try:
             img = self._osr.read_region((round(x * ds), round(y * ds)), level, (w, h))
         except Exception as e:
             raise SlideOpenError(f"{self.path}: read failed ({type(e).__name__}: {e})") from e
+        if img.getextrema()[3] == (255, 255):  # fully opaque: drop alpha in C
+            return np.array(img.convert("RGB"))
         return _to_rgb(np.asarray(img))
 
     def close(self) -> None:
         """Close OpenSlide (and the tile decoder)."""
         self._osr.close()
-        if self._tiff is not None:
-            self._tiff.close()
+        if self._tf is not None:
+            self._tf.close()
 
 
 # ------------------------------------------------------------------------------------------------

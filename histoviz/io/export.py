@@ -48,18 +48,19 @@ _UUID_NS = uuid.UUID("6f1c3c1e-7d2b-4f7e-9a51-5b1f0f6a1c00")
 
 
 def _resolve_maps(adata: ad.AnnData, maps: Sequence[MapSpec | str] | None) -> list[Any]:
-    from histoviz.viz.maps import MapSpec, available_maps, map_values
+    from histoviz.viz.maps import MapSpec, PredictionMaps, available_maps, map_values
 
+    pm = PredictionMaps(adata)
     if maps is None:
         specs = [
             MapSpec(kind, key or None)
-            for kind, keys in available_maps(adata).items()
+            for kind, keys in available_maps(pm).items()
             for key in keys
             if kind not in ("dominant_type", "grade_class")
         ]
     else:
         specs = [MapSpec.parse(m) for m in maps]
-    return [map_values(adata, s) for s in specs]
+    return [map_values(pm, s) for s in specs]
 
 
 def write_geojson(
@@ -68,6 +69,7 @@ def write_geojson(
     *,
     maps: Sequence[MapSpec | str] | None = None,
     measurements: Mapping[str, np.ndarray] | None = None,
+    classification: tuple[np.ndarray, Sequence[str]] | None = None,
 ) -> Path:
     """Write patches as QuPath detections with their predicted values.
 
@@ -85,6 +87,9 @@ def write_geojson(
         continuous map in the file.
     measurements
         Extra measurements ``name -> (N,)`` values.
+    classification
+        ``(codes, categories)``: per-patch category codes (``-1`` = none) to use as the
+        classification instead of a categorical map.
 
     Returns
     -------
@@ -99,7 +104,7 @@ def write_geojson(
     layout = PatchLayout.from_adata(adata)
     resolved = _resolve_maps(adata, maps)
     cats = [m for m in resolved if m.categorical]
-    if len(cats) > 1:
+    if len(cats) + (classification is not None) > 1:
         raise DataError("only one categorical map can be the classification of a detection")
     cols: dict[str, np.ndarray] = {m.label: m.measurement() for m in resolved if not m.categorical}
     for k, v in (measurements or {}).items():
@@ -110,7 +115,16 @@ def write_geojson(
     names = list(cols)
     mat = np.column_stack([cols[k] for k in names]) if names else np.zeros((len(layout), 0))
     cls_names = cls_colors = None
-    if cats:
+    if classification is not None:
+        codes, categories = classification
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        categories = [str(c) for c in categories]
+        if len(codes) != len(layout) or (codes.size and codes.max() >= len(categories)):
+            raise DataError(f"classification needs {len(layout)} codes below {len(categories)}")
+        lut = np.array([*categories, None], dtype=object)
+        cls_names = lut[np.where(codes >= 0, codes, len(categories))]
+        cls_colors = {c: list(rgb) for c, rgb in legend_entries(categories)}
+    elif cats:
         cats_map = cats[0]
         cls_names = cats_map.category_names()
         cls_colors = {c: list(rgb) for c, rgb in legend_entries(cats_map.categories)}

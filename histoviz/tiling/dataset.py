@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
@@ -29,12 +31,18 @@ def read_tile(reader: SlideReader, grid: TileGrid, i: int) -> np.ndarray:
 class _ReaderMixin:
     _reader: SlideReader | None
     _reopen: dict[str, Any]
+    _pid: int = -1
 
     def _get_reader(self) -> SlideReader:
-        if self._reader is None:
+        """The reader, reopened once in each worker process (file handles are not shared)."""
+        reopenable = self._reopen.get("path_or_array") is not None and not isinstance(
+            self._reopen["path_or_array"], np.ndarray
+        )
+        if self._reader is None or (reopenable and self._pid != os.getpid()):
             from histoviz.io import open_slide
 
             self._reader = open_slide(**self._reopen)
+            self._pid = os.getpid()
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
@@ -64,6 +72,7 @@ class TileDataset(_ReaderMixin, Dataset):
     ) -> None:
         self._reader = reader
         self._reopen = reader.reopen_args()
+        self._pid = os.getpid()
         self.grid = grid
         self.transform = transform
 
@@ -74,7 +83,7 @@ class TileDataset(_ReaderMixin, Dataset):
         tile = read_tile(self._get_reader(), self.grid, int(i))
         if self.transform is not None:
             return self.transform(tile), int(i)
-        return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))), int(i)
+        return torch.from_numpy(tile).permute(2, 0, 1), int(i)  # a view: collate copies once
 
 
 class TileBatchIterable(_ReaderMixin, IterableDataset):
@@ -88,6 +97,7 @@ class TileBatchIterable(_ReaderMixin, IterableDataset):
     def __init__(self, reader: SlideReader, grid: TileGrid, batch_size: int, *, chunk_batches: int = 4):
         self._reader = reader
         self._reopen = reader.reopen_args()
+        self._pid = os.getpid()
         self.grid = grid
         self.batch_size = int(batch_size)
         self.chunk = self.batch_size * max(1, chunk_batches)

@@ -5,8 +5,8 @@ the same name to napari, plotly (via :func:`colormap_lut`) or an exported image.
 
 Examples
 --------
->>> colormap_lut("gray", 3)[:, :3].tolist()
-[[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]
+>>> colormap_lut("gray", 3)[:, 0].round(2).tolist()
+[0.0, 0.5, 1.0]
 >>> apply_colormap(np.array([0.0, 1.0, np.nan]), "gray", (0.0, 1.0))[:, 3].tolist()
 [255, 255, 0]
 """

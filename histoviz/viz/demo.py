@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +30,13 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.tiling.grid import TileGrid
 
-__all__ = ["derived_maps", "simulated_predictions", "synthetic_predictions"]
+__all__ = [
+    "default_cache_dir",
+    "derived_maps",
+    "sample_files",
+    "simulated_predictions",
+    "synthetic_predictions",
+]
 
 GRADES = ("G1", "G2", "G3")
 
@@ -229,3 +236,80 @@ def simulated_predictions(
     genes = [f"sim_gene_{i + 1:02d}" for i in range(n_genes)]
     return _assemble(reader, grid, labels, genes, comp, cell_types, comp[:, 0],
                      model="simulated: H&E density of real tiles", seed=seed)
+
+
+def default_cache_dir() -> Path:
+    """``$HISTOVIZ_CACHE`` or ``$XDG_CACHE_HOME/histoviz`` (``~/.cache/histoviz``)."""
+    env = os.environ.get("HISTOVIZ_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "histoviz"
+
+
+def _real_sample_slide() -> Path:
+    env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "sample_data" / "real")
+    for c in candidates:
+        p = c / "CMU-1-Small-Region.svs"
+        if p.is_file():
+            return p
+    raise DataError(
+        "the real sample slide CMU-1-Small-Region.svs is not here (looked in "
+        f"{', '.join(str(c) for c in candidates)}); set HISTOVIZ_SAMPLE_DATA to its folder"
+    )
+
+
+def sample_files(kind: str = "synthetic", cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """A sample slide and its prediction file, made once and cached.
+
+    Parameters
+    ----------
+    kind
+        ``"synthetic"``: a 4096 x 3072 px synthetic slide (0.5 um/px) with predictions from
+        its ground truth (:func:`synthetic_predictions`, 128 px patches). ``"real"``: the
+        shipped Aperio SVS (CMU-1-Small-Region) with :func:`simulated_predictions` (112 px
+        patches).
+    cache_dir
+        Where to keep them (default :func:`default_cache_dir` ``/ "samples"``).
+
+    Returns
+    -------
+    ``(slide_path, predictions_path)``.
+    """
+    from histoviz.io import open_slide
+    from histoviz.io.predictions import write_predictions
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "samples"
+    if kind == "synthetic":
+        import shutil
+
+        from histoviz.data.synthetic import make_synthetic_cohort
+        from histoviz.errors import ConfigError
+
+        kw = {"n_slides": 1, "slide_size": (4096, 3072), "seed": 0, "spatial_fraction": 0.0}
+        try:
+            cohort = make_synthetic_cohort(root / "synthetic", **kw)
+        except ConfigError:  # a cache made by another version of the generator: remake it
+            shutil.rmtree(root / "synthetic", ignore_errors=True)
+            cohort = make_synthetic_cohort(root / "synthetic", **kw)
+        sid = cohort.slide_ids[0]
+        slide = cohort.slides[sid]
+        pred = root / "synthetic" / f"{sid}.predictions.h5ad"
+        if not pred.is_file():
+            with open_slide(slide) as reader:
+                grid = make_tile_grid(reader, TilingConfig(tile_size=128, mpp=0.5))
+            write_predictions(synthetic_predictions(cohort, sid, grid), pred)
+        return slide, pred
+    if kind == "real":
+        slide = _real_sample_slide()
+        pred = root / "real" / f"{slide.name.split('.')[0]}.predictions.h5ad"
+        if not pred.is_file():
+            with open_slide(slide) as reader:
+                grid = make_tile_grid(reader, TilingConfig(tile_size=112, mpp=0.5))
+                adata = simulated_predictions(reader, grid)
+            write_predictions(adata, pred)
+        return slide, pred
+    raise DataError(f"unknown sample {kind!r}; choose 'synthetic' or 'real'")

@@ -52,6 +52,7 @@ __all__ = [
     "MapValues",
     "PatchLayout",
     "Placement",
+    "PredictionMaps",
     "available_maps",
     "check_predictions_match_slide",
     "level0_to_world",
@@ -523,26 +524,63 @@ def _numeric_obs(adata: ad.AnnData) -> list[str]:
     return out
 
 
-def available_maps(adata: ad.AnnData) -> dict[str, list[str]]:
+class PredictionMaps:
+    """A prediction AnnData with its map tables extracted once (fast repeated map switching).
+
+    Each ``adata.obsm[...]`` access re-validates the DataFrame's index against ``obs_names``
+    (hundreds of ms for 200k patches); front ends that switch maps interactively wrap the
+    AnnData once and pass this object wherever an AnnData is accepted by
+    :func:`available_maps` and :func:`map_values`.
+    """
+
+    def __init__(self, adata: ad.AnnData) -> None:
+        self.adata = adata
+        self._frames: dict[str, pd.DataFrame | None] = {}
+        self._available: dict[str, list[str]] | None = None
+
+    def frame(self, key: str) -> pd.DataFrame | None:
+        """``obsm[key]`` as a DataFrame (``None`` when absent or not 2-d), cached."""
+        if key not in self._frames:
+            self._frames[key] = _frame(self.adata, key)
+        return self._frames[key]
+
+    @property
+    def available(self) -> dict[str, list[str]]:
+        """:func:`available_maps` of the AnnData, cached."""
+        if self._available is None:
+            self._available = _available(self)
+        return self._available
+
+
+def _as_maps(adata: ad.AnnData | PredictionMaps) -> PredictionMaps:
+    return adata if isinstance(adata, PredictionMaps) else PredictionMaps(adata)
+
+
+def available_maps(adata: ad.AnnData | PredictionMaps) -> dict[str, list[str]]:
     """Maps a prediction AnnData can show: ``kind -> keys`` (``[""]`` for key-less kinds).
 
     Only kinds present in the file are listed, in :data:`MAP_KINDS` order.
     """
+    return dict(_as_maps(adata).available)
+
+
+def _available(pm: PredictionMaps) -> dict[str, list[str]]:
+    adata = pm.adata
     out: dict[str, list[str]] = {}
     if adata.n_vars:
         out["gene"] = [str(g) for g in adata.var_names]
-    ct = _frame(adata, "cell_type_weights")
+    ct = pm.frame("cell_type_weights")
     if ct is not None and ct.shape[1]:
         out["cell_type"] = [str(c) for c in ct.columns]
         out["dominant_type"] = [""]
-    gp = _frame(adata, "grade_proba")
+    gp = pm.frame("grade_proba")
     if gp is not None and gp.shape[1]:
         out["grade_proba"] = [str(c) for c in gp.columns]
     if (gp is not None and gp.shape[1]) or "grade_pred" in adata.obs:
         out["grade_class"] = [""]
     if "risk" in adata.obs:
         out["risk"] = [""]
-    co = _frame(adata, "coattention")
+    co = pm.frame("coattention")
     if co is not None and co.shape[1]:
         out["coattention"] = [str(c) for c in co.columns]
     if "attention" in adata.obs:
@@ -574,13 +612,14 @@ def _unknown(what: str, key: str, choices: Sequence[str]) -> DataError:
     return DataError(f"unknown {what} {key!r}{hint} ({len(choices)} available: {some})")
 
 
-def map_values(adata: ad.AnnData, spec: MapSpec | str) -> MapValues:
+def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapValues:
     """Per-patch values of one map of a prediction AnnData.
 
     Parameters
     ----------
     adata
-        Predictions for one slide (:func:`histoviz.io.predictions.read_predictions`).
+        Predictions for one slide (:func:`histoviz.io.predictions.read_predictions`), or a
+        :class:`PredictionMaps` wrapping them.
     spec
         A :class:`MapSpec` or its string form (``"gene:CD3E"``, ``"cell_type:tumour"``,
         ``"dominant_type"``, ``"grade_proba:G3"``, ``"grade_class"``, ``"risk"``,
@@ -597,7 +636,9 @@ def map_values(adata: ad.AnnData, spec: MapSpec | str) -> MapValues:
     """
     spec = MapSpec.parse(spec)
     kind, key = spec.kind, spec.key or ""
-    avail = available_maps(adata)
+    pm = _as_maps(adata)
+    adata = pm.adata
+    avail = pm.available
     if kind not in avail:
         have = ", ".join(avail) or "nothing"
         raise DataError(f"the prediction file has no {KIND_LABELS[kind].lower()} map (it has: {have})")
@@ -609,7 +650,7 @@ def map_values(adata: ad.AnnData, spec: MapSpec | str) -> MapValues:
         v = np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel()
         return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
     if kind in _FRAME_OF_KIND:
-        fr = _frame(adata, _FRAME_OF_KIND[kind])
+        fr = pm.frame(_FRAME_OF_KIND[kind])
         assert fr is not None
         if key not in fr.columns:
             raise _unknown(KIND_LABELS[kind].lower(), key, [str(c) for c in fr.columns])
@@ -623,12 +664,12 @@ def map_values(adata: ad.AnnData, spec: MapSpec | str) -> MapValues:
         v = adata.obs[col].to_numpy(dtype=np.float32)
         return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
     if kind == "dominant_type":
-        fr = _frame(adata, "cell_type_weights")
+        fr = pm.frame("cell_type_weights")
         assert fr is not None
         return MapValues(spec, _argmax_codes(fr.to_numpy(dtype=np.float64)),
                          categories=tuple(str(c) for c in fr.columns))
     # grade_class
-    gp = _frame(adata, "grade_proba")
+    gp = pm.frame("grade_proba")
     if "grade_pred" in adata.obs:
         import pandas as pd
 
@@ -693,14 +734,14 @@ def _scalar(v: Any) -> Any:
 
 
 def patch_summary(
-    adata: ad.AnnData, index: int, *, n_genes: int = 10, mpp: float | None = None
+    adata: ad.AnnData | PredictionMaps, index: int, *, n_genes: int = 10, mpp: float | None = None
 ) -> dict[str, Any]:
     """Everything predicted for one patch, as plain Python values (for info panels).
 
     Parameters
     ----------
     adata
-        Predictions for one slide.
+        Predictions for one slide (or a :class:`PredictionMaps` of them).
     index
         Patch (row of ``adata``).
     n_genes
@@ -716,6 +757,8 @@ def patch_summary(
     ``grade_pred``, ``grade_set``, ``risk``, ``risk_interval`` (lo, hi) or None,
     ``attention``, ``coattention`` {group: weight}. Missing maps are None or empty.
     """
+    pm = _as_maps(adata)
+    adata = pm.adata
     n = adata.n_obs
     if not 0 <= int(index) < n:
         raise DataError(f"patch index {index} out of range 0..{n - 1}")
@@ -738,7 +781,7 @@ def patch_summary(
         mpp = None
 
     def frame_row(key: str) -> dict[str, float]:
-        fr = _frame(adata, key)
+        fr = pm.frame(key)
         if fr is None:
             return {}
         return {str(c): float(v) for c, v in fr.iloc[i].items()}

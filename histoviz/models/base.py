@@ -1,0 +1,338 @@
+"""The estimator base class of slide-level models and the model registry.
+
+Every slide-level model follows one API (lifelines / scikit-learn style):
+
+- the constructor takes hyper-parameters only and stores them unchanged;
+- ``fit(bags, targets, *, val=None) -> self`` learns state; learned attributes end in ``_``;
+- ``predict(bags) -> {modality: (n_slides, n_targets)}`` in the targets' (processed) space;
+- ``predict_patches(bag) -> PatchMaps`` gives per-patch maps for one slide;
+- ``score(bags, targets) -> float`` is the mean per-target Pearson over modalities;
+- ``state() / load_state()`` move learned state in and out as JSON metadata plus named
+  numpy arrays, which :mod:`histoviz.training.checkpoint` writes as safetensors (no pickle).
+
+``bags`` is a sequence of ``(n_patches, n_features)`` float32 arrays (one per patient or
+slide); ``targets`` maps a modality to a :class:`~histoviz.data.omics.TargetBlock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from histoviz.data.omics import TargetBlock
+
+__all__ = [
+    "ModelInfo",
+    "PatchMaps",
+    "SlideModel",
+    "check_bags",
+    "create_model",
+    "list_models",
+    "model_info",
+    "model_param_names",
+    "register_model",
+]
+
+
+@dataclass
+class PatchMaps:
+    """Per-patch outputs of one slide.
+
+    Attributes
+    ----------
+    expression
+        ``modality -> (n_patches, n_targets)`` predicted values per patch.
+    targets
+        ``modality -> target names``.
+    slide
+        ``modality -> (n_targets,)`` slide-level prediction.
+    attention
+        ``(n_patches,)`` attention weights (sum to 1) or ``None``.
+    cell_type_weights
+        ``(n_patches, n_cell_types)`` DataFrame (CPNN) or ``None``.
+    """
+
+    expression: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    slide: dict[str, np.ndarray] = field(default_factory=dict)
+    attention: np.ndarray | None = None
+    cell_type_weights: pd.DataFrame | None = None
+
+
+def check_bags(bags: Sequence[np.ndarray], *, embed_dim: int | None = None, where: str = "bags") -> int:
+    """Validate a list of bags; return their feature dimension.
+
+    Raises
+    ------
+    DataError
+        No bags, an empty bag, a non-2-D bag, NaN/inf features, or mismatched dimensions
+        (between bags or against ``embed_dim``, the dimension a model was trained with).
+    """
+    if len(bags) == 0:
+        raise DataError(f"{where}: no feature bags")
+    dims = set()
+    for i, b in enumerate(bags):
+        shape = getattr(b, "shape", None)
+        if shape is None or len(shape) != 2:
+            raise DataError(f"{where}[{i}]: a bag must be (n_patches, n_features), got {shape}")
+        if shape[0] == 0:
+            raise DataError(f"{where}[{i}]: empty feature bag (no patches)")
+        dims.add(int(shape[1]))
+    if len(dims) > 1:
+        raise DataError(f"{where}: bags have different feature dimensions {sorted(dims)}")
+    d = dims.pop()
+    if embed_dim is not None and d != embed_dim:
+        raise DataError(
+            f"{where}: features have {d} dimensions but the model was trained on {embed_dim}; "
+            "embed with the same encoder the model was trained with"
+        )
+    return d
+
+
+class SlideModel:
+    """Base class of slide-level molecular predictors (see the module docstring).
+
+    Subclasses implement ``_fit``, ``_predict`` and ``_predict_patches`` and describe their
+    learned state with ``state``/``load_state``.
+    """
+
+    #: registry name, set by :func:`create_model`
+    name: str = ""
+    #: modalities this model can predict (``None``: any)
+    supported_modalities: tuple[str, ...] | None = None
+
+    # -- parameters -------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (hyper-parameters) of this instance."""
+        sig = inspect.signature(type(self).__init__)
+        return {
+            k: getattr(self, k)
+            for k, p in sig.parameters.items()
+            if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+
+    def __repr__(self) -> str:
+        ps = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({ps})"
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` (or ``load_state``) has run."""
+        return hasattr(self, "embed_dim_")
+
+    # -- API ----------------------------------------------------------------------------------
+    def fit(
+        self,
+        bags: Sequence[np.ndarray],
+        targets: Mapping[str, TargetBlock],
+        *,
+        val: tuple[Sequence[np.ndarray], Mapping[str, TargetBlock]] | None = None,
+    ) -> SlideModel:
+        """Fit on training bags and targets; ``val`` drives early stopping / model selection.
+
+        Parameters
+        ----------
+        bags
+            ``(n_patches, n_features)`` arrays, one per patient.
+        targets
+            ``modality -> TargetBlock`` with one row per bag (``present`` masks missing
+            modalities).
+        val
+            ``(bags, targets)`` of validation patients from the **training** data.
+
+        Returns
+        -------
+        self
+        """
+        d = check_bags(bags, where="training bags")
+        if not targets:
+            raise DataError("no target modality to fit")
+        for mod, blk in targets.items():
+            if len(blk) != len(bags):
+                raise DataError(f"{mod}: {len(blk)} target rows for {len(bags)} bags")
+            if not blk.present.any():
+                raise DataError(f"{mod}: no training patient has this modality")
+            if self.supported_modalities is not None and mod not in self.supported_modalities:
+                raise DataError(
+                    f"{type(self).__name__} predicts {list(self.supported_modalities)}, not {mod!r}"
+                )
+        if val is not None:
+            check_bags(val[0], embed_dim=d, where="validation bags")
+            if len(val[0]) == 0:
+                val = None
+        self.embed_dim_ = d
+        self.modalities_ = list(targets)
+        self.targets_ = {m: list(b.targets) for m, b in targets.items()}
+        with self._compute_context(bags):
+            self._fit(bags, targets, val)
+        return self
+
+    def predict(self, bags: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Slide-level predictions ``{modality: (n_bags, n_targets)}`` in target space."""
+        self._check_fitted()
+        check_bags(bags, embed_dim=self.embed_dim_, where="bags")
+        with self._compute_context(bags):
+            return self._predict(bags)
+
+    def predict_patches(self, bag: np.ndarray) -> PatchMaps:
+        """Per-patch maps of one slide (see :class:`PatchMaps`)."""
+        self._check_fitted()
+        check_bags([bag], embed_dim=self.embed_dim_, where="bag")
+        with self._compute_context([bag]):
+            return self._predict_patches(np.asarray(bag, dtype=np.float32))
+
+    def score(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock]) -> float:
+        """Mean over modalities of the mean per-target Pearson across ``bags``."""
+        from histoviz.evaluation.metrics import columnwise_pearson
+
+        pred = self.predict(bags)
+        vals = []
+        for mod, blk in targets.items():
+            if mod not in pred or not blk.present.any():
+                continue
+            r = columnwise_pearson(blk.values[blk.present], pred[mod][blk.present])
+            if np.isfinite(r).any():
+                vals.append(float(np.nanmean(r)))
+        return float(np.mean(vals)) if vals else float("nan")
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Learned state as JSON-able metadata and named arrays."""
+        self._check_fitted()
+        meta = {"embed_dim": self.embed_dim_, "modalities": self.modalities_, "targets": self.targets_}
+        meta_extra, arrays = self._state()
+        meta.update(meta_extra)
+        return meta, arrays
+
+    def load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> SlideModel:
+        """Restore learned state written by :meth:`state`; returns self."""
+        self.embed_dim_ = int(meta["embed_dim"])
+        self.modalities_ = list(meta["modalities"])
+        self.targets_ = {k: list(v) for k, v in meta["targets"].items()}
+        self._load_state(meta, arrays)
+        return self
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _compute_context(self, bags: Sequence[np.ndarray]) -> contextlib.AbstractContextManager:
+        """Context around fit/predict (torch models limit CPU threads here)."""
+        return contextlib.nullcontext()
+
+    def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock], val: Any) -> None:
+        raise NotImplementedError
+
+    def _predict(self, bags: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _predict_patches(self, bag: np.ndarray) -> PatchMaps:
+        raise NotImplementedError
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise DataError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    #: extra information recorded by fit (best epoch, losses); JSON-able
+    def fit_info(self) -> dict[str, Any]:
+        """Training diagnostics (best epoch, validation loss, history) when available."""
+        return dict(getattr(self, "fit_info_", {}))
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: its class, fixed arguments and a one-line description."""
+
+    name: str
+    cls: type
+    defaults: Mapping[str, Any]
+    description: str
+    builder: Callable[..., SlideModel] | None = None
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str, cls: type, *, description: str = "", **defaults: Any
+) -> ModelInfo:
+    """Register ``cls`` under ``name``; variants differ by ``defaults``, never by copied code.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is taken.
+    """
+    if name in _MODELS:
+        raise KeyError(f"model {name!r} already registered")
+    bad = set(defaults) - _init_params(cls)
+    if bad:
+        raise TypeError(f"{cls.__name__} has no parameter(s) {sorted(bad)}")
+    info = ModelInfo(name, cls, dict(defaults), description)
+    _MODELS[name] = info
+    return info
+
+
+def _ensure_builtin() -> None:
+    import histoviz.models  # noqa: F401  (registers the built-in models)
+
+
+def list_models() -> list[ModelInfo]:
+    """All registered models, sorted by name."""
+    _ensure_builtin()
+    return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry entry of ``name``; :class:`ConfigError` listing the choices when unknown."""
+    _ensure_builtin()
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def _init_params(cls: type) -> set[str]:
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {k for k, p in sig.parameters.items() if k != "self" and p.kind in kinds}
+
+
+def model_param_names(name: str) -> set[str]:
+    """Hyper-parameters ``create_model(name, ...)`` accepts."""
+    return _init_params(model_info(name).cls)
+
+
+def create_model(name: str, **params: Any) -> SlideModel:
+    """Build a registered model with hyper-parameters ``params`` (over its defaults).
+
+    Raises
+    ------
+    ConfigError
+        Unknown model name or unknown parameter (the message lists the valid ones).
+    """
+    info = model_info(name)
+    allowed = _init_params(info.cls)
+    bad = sorted(set(params) - allowed)
+    if bad:
+        raise ConfigError(f"model {name!r}: unknown parameter(s) {bad}; valid: {sorted(allowed)}")
+    try:
+        m = info.cls(**{**info.defaults, **params})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model {name!r}: {e}") from e
+    m.name = name
+    return m

@@ -1,0 +1,446 @@
+"""Experiment configuration: frozen dataclasses, read from YAML, validated before training.
+
+A config has five sections (see ``training/configs/*.yaml``)::
+
+    name: mtl                      # run name (the "model" column of metrics.parquet)
+    seed: 0
+    data:
+      cohort: data/synth/cohort.csv
+      features: data/synth/features/morphology   # <slide_id>.h5 bags
+      embed: {encoder: morphology}               # embed missing bags first (optional)
+      omics:
+        gene: {path: data/synth/omics/gene.h5ad, normalize: total, transform: log10p1}
+        protein: {path: data/synth/omics/protein.h5ad, impute: median}
+    model:
+      name: multiomics                           # registry name (histoviz.models)
+      params: {embed_dim: 128}                   # constructor hyper-parameters
+    training: {epochs: 100, lr: 0.001, ...}
+    evaluation: {n_folds: 5, topk: [50, 500], ...}
+
+Unknown keys anywhere raise :class:`~histoviz.errors.ConfigError` naming the key; relative
+paths are resolved against the current directory; :func:`apply_overrides` applies
+``--set section.key=value`` (values parsed as YAML). The resolved config (absolute paths,
+all defaults) is written next to every run's outputs as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from histoviz.data.omics import OmicsSpec
+from histoviz.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "EmbedConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+]
+
+_TRAIN_TO_MODEL = (
+    "epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "max_patches", "device", "num_threads",
+)
+
+
+def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return dict(d)
+
+
+def _check_type(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Embed slides whose feature bag is missing (with :func:`histoviz.features.cohort.embed_cohort`)."""
+
+    encoder: str = "efficientnet-lite0"
+    pretrained: bool = True
+    weights: str | None = None
+    tile_size: int = 224
+    mpp: float | None = 0.5
+    overlap: float = 0.0
+    min_tissue_fraction: float = 0.5
+    mpp_override: float | None = None
+    workers: int = 0
+    batch_size: int = 64
+    device: str = "auto"
+
+    def tiling(self) -> dict[str, Any]:
+        """TilingConfig keyword arguments."""
+        return {"tile_size": self.tile_size, "mpp": self.mpp, "overlap": self.overlap,
+                "min_tissue_fraction": self.min_tissue_fraction, "mpp_override": self.mpp_override}
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """create_encoder keyword arguments."""
+        kw: dict[str, Any] = {"pretrained": self.pretrained}
+        if self.weights:
+            kw["weights"] = self.weights
+        return kw
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the cohort, features, omics and scRNA reference are.
+
+    Attributes
+    ----------
+    cohort
+        Cohort table (``slide_id, patient_id, path[, fold]``).
+    features
+        Folder of ``<slide_id>.h5`` feature bags.
+    embed
+        When set, slides without a bag are embedded into ``features`` first.
+    omics
+        ``modality -> OmicsSpec`` (or a path).
+    targets
+        Modalities to predict (default: all in ``omics``); others may feed ``from_modality``.
+    pathway_from_predictions
+        ``{network: CSV, from: gene, compare_to: pathway, method: ulm}``: also score pathway
+        activity computed from *predicted* expression against the ``compare_to`` modality.
+    drop_patients_without_features
+        Drop patients whose slides have no bag instead of failing (default: fail).
+    """
+
+    cohort: str = ""
+    features: str = ""
+    embed: EmbedConfig | None = None
+    omics: dict[str, OmicsSpec] = field(default_factory=dict)
+    targets: tuple[str, ...] | None = None
+    pathway_from_predictions: dict[str, Any] | None = None
+    drop_patients_without_features: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Registry name and constructor hyper-parameters."""
+
+    name: str = "multiomics"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation and protocol settings.
+
+    ``epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, device,
+    num_threads`` are
+    passed to models whose constructor takes them (set them here, not in model.params).
+
+    Attributes
+    ----------
+    val_fraction
+        Share of each training fold held out for early stopping / model selection (by
+        patient). 0: no validation, train the full number of epochs.
+    shuffle_labels
+        Negative control: permute the training patients' targets (labels keep their
+        distribution, lose their link to the slides).
+    final_model
+        After cross-validation, also fit on all patients (used by ``histoviz predict``).
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 8
+    patience: int = 15
+    grad_clip: float = 1.0
+    max_patches: int = 4096
+    device: str = "auto"
+    num_threads: int = 0
+    val_fraction: float = 0.2
+    shuffle_labels: bool = False
+    final_model: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Cross-validation and reporting.
+
+    Attributes
+    ----------
+    n_folds
+        Patient-level folds (ignored when the cohort has a ``fold`` column and
+        ``use_cohort_folds``).
+    topk
+        Sizes of top-k target subsets (selected on training data by ``topk_criteria``).
+    topk_criteria
+        ``variance`` and/or ``mean`` (of the training targets).
+    min_n
+        Minimum held-out patients for a defined correlation.
+    """
+
+    n_folds: int = 5
+    use_cohort_folds: bool = True
+    topk: tuple[int, ...] = (50, 500)
+    topk_criteria: tuple[str, ...] = ("variance", "mean")
+    min_n: int = 3
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment (one ``histoviz train`` run)."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments for the model: training settings it accepts + params + seed."""
+        from histoviz.models import model_param_names
+
+        allowed = model_param_names(self.model.name)
+        kw = {k: getattr(self.training, k) for k in _TRAIN_TO_MODEL if k in allowed}
+        if "seed" in allowed:
+            kw["seed"] = self.seed
+        kw.update(self.model.params)
+        return kw
+
+
+def _resolve(p: str | None, base: Path) -> str | None:
+    if p is None or p == "" or str(p).startswith("scanpy:"):
+        return p
+    q = Path(os.path.expanduser(str(p)))
+    return str(q if q.is_absolute() else (base / q).resolve())
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _coerce_numbers(x: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; turn number-like strings into floats."""
+    if isinstance(x, Mapping):
+        return {k: _coerce_numbers(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_coerce_numbers(v) for v in x]
+    if isinstance(x, str) and _NUMBER.match(x.strip()) and ("e" in x.lower()):
+        return float(x)
+    return x
+
+
+def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
+    raw = _coerce_numbers(raw)
+    top = _strict(ExperimentConfig, raw, "config")
+    d = _strict(DataConfig, top.get("data"), "data")
+    omics_raw = d.get("omics") or {}
+    if not isinstance(omics_raw, Mapping):
+        raise ConfigError("data.omics: expected a mapping modality -> spec")
+    omics = {}
+    for mod, spec in omics_raw.items():
+        s = OmicsSpec.from_dict(spec, where=f"data.omics.{mod}")
+        s = OmicsSpec(**{**asdict(s), "path": _resolve(s.path, base) or "",
+                         "network": _resolve(s.network, base)})
+        omics[str(mod)] = s
+    embed = None
+    if d.get("embed") is not None:
+        embed = EmbedConfig(**_strict(EmbedConfig, d["embed"], "data.embed"))
+        if embed.weights:
+            embed = EmbedConfig(**{**asdict(embed), "weights": _resolve(embed.weights, base)})
+    pfp = d.get("pathway_from_predictions")
+    if pfp is not None:
+        if not isinstance(pfp, Mapping) or set(pfp) - {"network", "from", "compare_to", "method", "min_targets"}:
+            raise ConfigError(
+                "data.pathway_from_predictions: expected keys network, from, compare_to[, method, min_targets]"
+            )
+        pfp = {**pfp, "network": _resolve(pfp.get("network"), base)}
+    targets = d.get("targets")
+    data = DataConfig(
+        cohort=_resolve(d.get("cohort", ""), base) or "",
+        features=_resolve(d.get("features", ""), base) or "",
+        embed=embed,
+        omics=omics,
+        targets=tuple(targets) if targets is not None else None,
+        pathway_from_predictions=pfp,
+        drop_patients_without_features=bool(d.get("drop_patients_without_features", False)),
+    )
+    m = _strict(ModelConfig, top.get("model"), "model")
+    if "name" in m:
+        _check_type("model.name", m["name"], str, "a model name")
+    params = m.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError("model.params: expected a mapping of hyper-parameters")
+    model = ModelConfig(name=m.get("name", "multiomics"), params=dict(params))
+    t = _strict(TrainingConfig, top.get("training"), "training")
+    training = TrainingConfig(**t)
+    e = _strict(EvaluationConfig, top.get("evaluation"), "evaluation")
+    for k in ("topk", "topk_criteria"):
+        if k in e:
+            e[k] = tuple(e[k]) if isinstance(e[k], (list, tuple)) else (e[k],)
+    evaluation = EvaluationConfig(**e)
+    cfg = ExperimentConfig(
+        name=str(top.get("name", "run")), seed=int(top.get("seed", 0)), data=data, model=model,
+        training=training, evaluation=evaluation,
+    )
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Check values and cross-references; raise :class:`ConfigError` naming the key."""
+    from histoviz.models import model_info, model_param_names
+
+    d = cfg.data
+    if not d.cohort:
+        raise ConfigError("data.cohort: required (the cohort table)")
+    if not d.features:
+        raise ConfigError("data.features: required (folder of <slide_id>.h5 feature bags)")
+    if not d.omics:
+        raise ConfigError("data.omics: at least one modality is required")
+    if d.targets is not None:
+        bad = [t for t in d.targets if t not in d.omics]
+        if bad:
+            raise ConfigError(f"data.targets: {bad} not in data.omics ({sorted(d.omics)})")
+    for mod, s in d.omics.items():
+        if s.from_modality and s.from_modality not in d.omics:
+            raise ConfigError(f"data.omics.{mod}.from_modality: {s.from_modality!r} is not in data.omics")
+    if d.pathway_from_predictions:
+        p = d.pathway_from_predictions
+        for k in ("network", "from", "compare_to"):
+            if not p.get(k):
+                raise ConfigError(f"data.pathway_from_predictions.{k}: required")
+        for k in ("from", "compare_to"):
+            if p[k] not in d.omics:
+                raise ConfigError(f"data.pathway_from_predictions.{k}: {p[k]!r} is not in data.omics")
+    model_info(cfg.model.name)
+    allowed = model_param_names(cfg.model.name)
+    bad = sorted(set(cfg.model.params) - allowed)
+    if bad:
+        raise ConfigError(f"model.params: unknown parameter(s) {bad} for {cfg.model.name!r}; valid: {sorted(allowed)}")
+    clash = sorted(set(cfg.model.params) & set(_TRAIN_TO_MODEL))
+    if clash:
+        raise ConfigError(f"model.params: {clash} belong under training:, not model.params")
+    t = cfg.training
+    for k, lo in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("max_patches", 0)):
+        v = getattr(t, k)
+        _check_type(f"training.{k}", v, int, "an integer")
+        if v < lo:
+            raise ConfigError(f"training.{k}: must be >= {lo}, got {v}")
+    for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
+        _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
+    if t.lr <= 0:
+        raise ConfigError(f"training.lr: must be > 0, got {t.lr}")
+    if not 0.0 <= t.val_fraction < 0.9:
+        raise ConfigError(f"training.val_fraction: must be in [0, 0.9), got {t.val_fraction}")
+    e = cfg.evaluation
+    _check_type("evaluation.n_folds", e.n_folds, int, "an integer")
+    if e.n_folds < 2:
+        raise ConfigError(f"evaluation.n_folds: must be >= 2, got {e.n_folds}")
+    if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in e.topk):
+        raise ConfigError(f"evaluation.topk: positive integers expected, got {list(e.topk)}")
+    bad = [c for c in e.topk_criteria if c not in ("variance", "mean")]
+    if bad:
+        raise ConfigError(f"evaluation.topk_criteria: unknown {bad}; use variance and/or mean")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed with ``yaml.safe_load``).
+
+    Raises
+    ------
+    ConfigError
+        An override without ``=``.
+    """
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(raw)
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov!r}: expected key.path=value")
+        key, val = ov.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {ov!r}: empty key")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {ov!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(val)
+    return out
+
+
+def load_config(
+    path_or_dict: str | os.PathLike | Mapping[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    base_dir: str | os.PathLike | None = None,
+) -> ExperimentConfig:
+    """Read, override and validate an experiment config.
+
+    Parameters
+    ----------
+    path_or_dict
+        YAML file or an already-parsed mapping.
+    overrides
+        ``key.path=value`` strings (``training.epochs=5``).
+    base_dir
+        Folder relative paths are resolved against (default: the current directory).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable YAML, unknown keys, bad values, unknown model or parameters.
+    """
+    import yaml
+
+    if isinstance(path_or_dict, Mapping):
+        raw = dict(path_or_dict)
+        src = "<dict>"
+    else:
+        src = str(path_or_dict)
+        p = Path(path_or_dict)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    raw = apply_overrides(raw, overrides)
+    try:
+        return _build(raw, Path(base_dir) if base_dir is not None else Path.cwd())
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+    except TypeError as e:  # wrong value types reaching a dataclass
+        raise ConfigError(f"{src}: {e}") from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain-Python (YAML-safe) form of a config dataclass."""
+    if is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    return cfg

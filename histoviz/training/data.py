@@ -1,0 +1,229 @@
+"""Assemble an experiment's data: cohort, feature bags per patient, aligned omics, folds.
+
+Everything is checked here, before any training starts: missing or empty feature bags,
+feature dimensions that differ between slides, encoders that differ between slides, omics
+tables that do not match the cohort, modalities without a single patient in common.
+
+Patients are the unit of training and evaluation: a patient's bag is the concatenation of
+the bags of all its slides, folds are made over patients, and a patient without any target
+modality is dropped (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import DataError
+
+if TYPE_CHECKING:
+    from histoviz.data.omics import OmicsData
+    from histoviz.training.config import ExperimentConfig
+
+__all__ = ["ExperimentData", "inner_split", "load_experiment_data", "load_feature_bags", "patient_folds"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentData:
+    """Patients with their bags and omics.
+
+    Attributes
+    ----------
+    patients
+        Patient ids (order of every array here).
+    bags
+        One ``(n_patches, D)`` float32 array per patient (all its slides).
+    slide_ids
+        Slides of each patient.
+    omics
+        :class:`~histoviz.data.omics.OmicsData` aligned to ``patients``.
+    targets
+        Modalities to predict.
+    features
+        Provenance of the bags (encoder, embed_dim, tile_size, mpp, tile_size_level0).
+    cohort_folds
+        Per-patient fold from the cohort table, or ``None``.
+    """
+
+    patients: list[str]
+    bags: list[np.ndarray]
+    slide_ids: list[list[str]]
+    omics: OmicsData
+    targets: list[str]
+    features: dict[str, Any] = field(default_factory=dict)
+    cohort_folds: np.ndarray | None = None
+
+    def summary(self) -> str:
+        """Human-readable description."""
+        n_patch = [len(b) for b in self.bags]
+        return (
+            f"{len(self.patients)} patients, {sum(len(s) for s in self.slide_ids)} slides, "
+            f"{np.median(n_patch):.0f} patches/patient (median), {self.features.get('embed_dim')}-d "
+            f"{self.features.get('encoder')} features\n" + self.omics.summary()
+        )
+
+
+def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path) -> dict[str, Any]:
+    """Read ``<features_dir>/<slide_id>.h5`` for every slide; validate them together.
+
+    Returns
+    -------
+    ``slide_id -> FeatureBag`` for the slides that have a bag.
+
+    Raises
+    ------
+    DataError
+        Empty bags, different feature dimensions or encoders across slides (all problems
+        listed in one message).
+    """
+    from histoviz.io.featurebag import FeatureBag
+
+    folder = Path(features_dir)
+    bags = {}
+    for sid in cohort["slide_id"].astype(str):
+        p = folder / f"{sid}.h5"
+        if p.exists():
+            bags[sid] = FeatureBag.from_h5(p)
+    problems = []
+    empty = [s for s, b in bags.items() if len(b) == 0]
+    if empty:
+        problems.append(f"empty feature bag(s) (no patches): {empty[:5]}")
+    dims: dict[int, list[str]] = {}
+    encs: dict[str, list[str]] = {}
+    for s, b in bags.items():
+        dims.setdefault(b.embed_dim, []).append(s)
+        encs.setdefault(str(b.attrs.get("encoder", "?")), []).append(s)
+    if len(dims) > 1:
+        problems.append("feature dimensions differ between slides: "
+                        + "; ".join(f"{d}-d: {v[:3]}" for d, v in sorted(dims.items())))
+    if len(encs) > 1:
+        problems.append("slides were embedded with different encoders: "
+                        + "; ".join(f"{e}: {v[:3]}" for e, v in sorted(encs.items())))
+    if problems:
+        raise DataError(f"{folder}: " + " | ".join(problems))
+    return bags
+
+
+def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> ExperimentData:
+    """Cohort + bags (+ embedding of missing slides when ``data.embed`` is set) + omics.
+
+    Raises
+    ------
+    DataError
+        Any input problem (see the module docstring), before training.
+    """
+    from histoviz.data.cohort import read_cohort
+    from histoviz.data.omics import load_omics
+
+    d = cfg.data
+    cohort = read_cohort(d.cohort)
+    feat_dir = Path(d.features)
+    missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+    if missing and d.embed is not None:
+        from histoviz.features.cohort import embed_cohort
+
+        log.info("embedding %d slides with %s into %s", len(missing), d.embed.encoder, feat_dir)
+        res = embed_cohort(
+            cohort[cohort["slide_id"].isin(missing)], feat_dir, encoder=d.embed.encoder,
+            encoder_kwargs=d.embed.encoder_kwargs(), tiling=d.embed.tiling(), workers=d.embed.workers,
+            batch_size=d.embed.batch_size, device=d.embed.device, progress=progress,
+        )
+        for s in res.failed:
+            log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
+        missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+    bags = load_feature_bags(cohort, feat_dir)
+    if not bags:
+        raise DataError(
+            f"{feat_dir}: no feature bag for any of the {len(cohort)} cohort slides; run histoviz embed "
+            "or set data.embed in the config"
+        )
+    patients, pbags, pslides = [], [], []
+    without = []
+    for pid, grp in cohort.groupby("patient_id", sort=False):
+        sids = [s for s in grp["slide_id"] if s in bags]
+        if len(sids) < len(grp):
+            without.append(pid)
+            if not d.drop_patients_without_features:
+                continue
+        if not sids:
+            continue
+        patients.append(str(pid))
+        pslides.append(sids)
+        pbags.append(np.concatenate([bags[s].features for s in sids]).astype(np.float32))
+    if without and not d.drop_patients_without_features:
+        raise DataError(
+            f"{feat_dir}: {len(missing)} slide(s) have no feature bag (e.g. {missing[:5]}); embed them "
+            "(histoviz embed, or data.embed in the config) or set data.drop_patients_without_features: true"
+        )
+    if without:
+        log.warning("%d patient(s) lack features for some slides: %s", len(without), without[:5])
+    first = next(iter(bags.values()))
+    features = {k: first.attrs.get(k) for k in ("encoder", "encoder_weights", "embed_dim", "tile_size", "mpp",
+                                                "tile_size_level0")}
+    features["embed_dim"] = first.embed_dim
+    if d.embed is not None:
+        features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
+                             "weights": d.embed.weights, "tiling": d.embed.tiling()}
+
+    omics = load_omics(patients, d.omics)
+    targets = list(d.targets) if d.targets is not None else list(d.omics)
+    for m in targets:
+        if omics[m].n_present == 0:
+            raise DataError(f"data.omics.{m}: no patient with features has this modality")
+    has_any = np.zeros(len(patients), dtype=bool)
+    for m in targets:
+        has_any |= omics[m].present
+    if not has_any.all():
+        drop = [p for p, h in zip(patients, has_any) if not h]
+        log.info("dropping %d patient(s) without any target modality: %s", len(drop), drop[:5])
+        keep = np.flatnonzero(has_any)
+        patients = [patients[i] for i in keep]
+        pbags = [pbags[i] for i in keep]
+        pslides = [pslides[i] for i in keep]
+        omics = load_omics(patients, d.omics)
+    cohort_folds = None
+    if "fold" in cohort.columns:
+        f = cohort.groupby("patient_id")["fold"].agg(lambda s: s.unique().tolist())
+        bad = [p for p, v in f.items() if len(v) > 1]
+        if bad:
+            raise DataError(f"{d.cohort}: slides of one patient sit in different folds: {bad[:5]}")
+        cohort_folds = np.array([int(f[p][0]) for p in patients])
+    return ExperimentData(patients, pbags, pslides, omics, targets, features, cohort_folds)
+
+
+def patient_folds(n_patients: int, n_folds: int, seed: int, *, given: np.ndarray | None = None) -> np.ndarray:
+    """Fold index of each patient (balanced random assignment, or ``given``).
+
+    Raises
+    ------
+    DataError
+        Fewer patients than folds.
+    """
+    if given is not None:
+        u = np.unique(given)
+        return np.searchsorted(u, given).astype(np.int64)
+    if n_patients < n_folds:
+        raise DataError(f"{n_patients} patients cannot make {n_folds} folds; lower evaluation.n_folds")
+    rng = np.random.default_rng(seed)
+    folds = np.arange(n_patients) % n_folds
+    return folds[rng.permutation(n_patients)].astype(np.int64)
+
+
+def inner_split(train_idx: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split training patients into (fit, validation) by patient; empty validation when 0."""
+    train_idx = np.asarray(train_idx)
+    n_val = int(round(val_fraction * len(train_idx)))
+    if val_fraction > 0:
+        n_val = max(n_val, 2)
+    if n_val == 0 or len(train_idx) - n_val < 2:
+        return np.sort(train_idx), np.array([], dtype=train_idx.dtype)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(train_idx)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -1,0 +1,233 @@
+"""The torch fit loop shared by the neural slide models.
+
+- :class:`BagBatcher` pads variable-size bags into ``(B, N, D)`` batches with a patch mask,
+  standardising features with training statistics and (in training) sampling at most
+  ``max_patches`` patches per bag;
+- :func:`train_module` runs epochs of mini-batch AdamW with gradient clipping, evaluates a
+  validation loss after every epoch, keeps the best state (per parameter group when asked,
+  e.g. per modality for single-task models) and stops early after ``patience`` epochs
+  without improvement. Validation patients come from the training data; the test fold is
+  never seen here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["BagBatcher", "LoopSettings", "seed_everything", "train_module"]
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch (CPU and CUDA) and return a numpy generator for the same seed."""
+    torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Optimisation settings of :func:`train_module`."""
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 8
+    patience: int = 15
+    grad_clip: float = 1.0
+    seed: int = 0
+    min_epochs: int = 5
+
+
+class BagBatcher:
+    """Pad bags into batches.
+
+    Parameters
+    ----------
+    bags
+        ``(n_i, D)`` arrays.
+    mean, std
+        ``(D,)`` feature standardisation (training statistics).
+    max_patches
+        Patches sampled per bag in training batches (``0``: all).
+    device
+        Torch device of the batches.
+    """
+
+    def __init__(
+        self,
+        bags: Sequence[np.ndarray],
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        max_patches: int = 4096,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.bags = bags
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.max_patches = int(max_patches)
+        self.device = torch.device(device)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.bags)
+
+    def _bag(self, i: int) -> torch.Tensor:
+        t = self._cache.get(i)
+        if t is None:
+            b = (np.asarray(self.bags[i], np.float32) - self.mean) / self.std
+            t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+            self._cache[i] = t
+        return t
+
+    def batch(
+        self, idx: Sequence[int], rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x (B, N, D), mask (B, N) bool)``; ``rng`` given: random patch subsample."""
+        parts = []
+        for i in idx:
+            t = self._bag(int(i))
+            if self.max_patches and len(t) > self.max_patches:
+                if rng is not None:
+                    sel = np.sort(rng.choice(len(t), self.max_patches, replace=False))
+                else:  # deterministic, evenly spread subsample for evaluation
+                    sel = np.linspace(0, len(t) - 1, self.max_patches).round().astype(np.int64)
+                t = t[torch.from_numpy(sel)]
+            parts.append(t)
+        n = max(len(p) for p in parts)
+        d = parts[0].shape[1]
+        x = torch.zeros(len(parts), n, d)
+        mask = torch.zeros(len(parts), n, dtype=torch.bool)
+        for k, p in enumerate(parts):
+            x[k, : len(p)] = p
+            mask[k, : len(p)] = True
+        return x.to(self.device), mask.to(self.device)
+
+
+def _group_keys(state: Mapping[str, torch.Tensor], prefixes: Sequence[str]) -> list[str]:
+    return [k for k in state if any(k.startswith(p) for p in prefixes)]
+
+
+def train_module(
+    module: torch.nn.Module,
+    n_train: int,
+    step: Callable[[np.ndarray, np.random.Generator], tuple[torch.Tensor, dict[str, float]]],
+    settings: LoopSettings,
+    *,
+    validate: Callable[[], dict[str, float]] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    parameters: Sequence[torch.nn.Parameter] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Mini-batch training with validation-based model selection and early stopping.
+
+    Parameters
+    ----------
+    module
+        The model (its state is restored to the selected epoch(s) on return).
+    n_train
+        Number of training bags; batches are index arrays into them.
+    step
+        ``step(batch_indices, rng) -> (loss, parts)`` computes the training loss of a batch.
+    settings
+        :class:`LoopSettings`.
+    validate
+        Returns validation losses: ``"total"`` plus one entry per group. ``None``: no
+        selection, train all epochs and keep the last state.
+    groups
+        ``name -> parameter-name prefixes`` selected independently on ``validate()[name]``
+        (single-task heads); other parameters follow ``"total"``.
+    parameters
+        Parameters to optimise (default: all that require grad).
+    progress
+        tqdm bar over epochs.
+
+    Returns
+    -------
+    dict with ``best_epoch`` (per group when grouped), ``best_val``, ``epochs_run``,
+    ``seconds``, ``history`` (list of per-epoch dicts).
+    """
+    rng = np.random.default_rng(settings.seed)
+    params = [p for p in (parameters or module.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    names = ["total", *(groups or {})]
+    best = {g: math.inf for g in names}
+    best_epoch = {g: -1 for g in names}
+    best_state: dict[str, dict[str, torch.Tensor]] = {}
+    history: list[dict[str, Any]] = []
+    since = 0
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.epochs, desc=desc, unit="epoch", leave=False)
+    epoch = -1
+    try:
+        for epoch in range(settings.epochs):
+            module.train()
+            order = rng.permutation(n_train)
+            tot, nb = 0.0, 0
+            for s in range(0, n_train, settings.batch_size):
+                idx = order[s : s + settings.batch_size]
+                loss, _ = step(idx, rng)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                opt.step()
+                tot += float(loss.detach())
+                nb += 1
+            rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(nb, 1)}
+            if validate is not None:
+                module.eval()
+                with torch.no_grad():
+                    vl = validate()
+                rec.update({f"val_{k}": float(v) for k, v in vl.items()})
+                improved = False
+                for g in names:
+                    v = float(vl.get(g, math.nan))
+                    if math.isfinite(v) and v < best[g] - 1e-9:
+                        best[g] = v
+                        best_epoch[g] = epoch
+                        state = module.state_dict()
+                        keys = list(state) if g == "total" else _group_keys(state, groups[g])
+                        best_state[g] = {k: state[k].detach().clone() for k in keys}
+                        improved = True
+                since = 0 if improved else since + 1
+            history.append(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k != "epoch"})
+            if validate is not None and since >= settings.patience and epoch + 1 >= settings.min_epochs:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if validate is not None and best_state:
+        merged = copy.copy(module.state_dict())
+        merged.update(best_state.get("total", {}))
+        for g in names[1:]:
+            merged.update(best_state.get(g, {}))
+        module.load_state_dict(merged)
+    module.eval()
+    info = {
+        "epochs_run": epoch + 1,
+        "seconds": time.perf_counter() - t0,
+        "best_epoch": best_epoch["total"] if not groups else {g: best_epoch[g] for g in names},
+        "best_val": best["total"] if not groups else {g: best[g] for g in names},
+        "history": history,
+    }
+    log.debug("%s: %d epochs in %.1f s, best %s", desc, info["epochs_run"], info["seconds"], info["best_epoch"])
+    return info
