@@ -58,7 +58,7 @@ def _textures(k: int = 8) -> list[bytes]:
     tiles = []
     for j in range(k):
         base = np.array(cols[j % len(cols)], np.float32)
-        tex = np.zeros_like(xx) if j == 0 else 14 * np.sin(xx / (9 + j) + j) * np.cos(yy / (13 + j) - j)
+        tex = np.zeros_like(xx) if j == 0 else 14 * np.sin(xx / (40 + 5 * j) + j) * np.cos(yy / (55 + 3 * j) - j)
         tiles.append(np.clip(base + tex[..., None], 0, 255).astype(np.uint8))
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.concatenate(tiles, axis=1), tile=(TILE, TILE), compression="jpeg",

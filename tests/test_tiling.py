@@ -94,9 +94,16 @@ def test_tile_dataset_reads_like_read_region(svs_path):
     g = make_tile_grid(r, TilingConfig(mpp=1.0))
     ds = TileDataset(r, g)
     x, i = ds[3]
-    assert x.shape == (3, 224, 224) and i == 3
+    assert x.shape == (224, 224, 3) and i == 3
     want = r.read_region_mpp(tuple(g.coords[3]), (224, 224), 1.0)
-    assert np.array_equal(x.permute(1, 2, 0).numpy(), want)
+    assert np.array_equal(x, want)
+    from torch.utils.data import DataLoader
+
+    from histoviz.tiling.dataset import tile_collate
+
+    xb, ib = next(iter(DataLoader(ds, batch_size=5, num_workers=2, collate_fn=tile_collate)))
+    assert xb.shape == (5, 3, 224, 224) and ib.tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(xb[3].permute(1, 2, 0).numpy(), want)
 
 
 def test_config_validation():

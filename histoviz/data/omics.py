@@ -238,6 +238,15 @@ def read_omics_table(
         out = ad.AnnData(X=x.astype(np.float64), obs=a.obs.copy(), var=a.var.copy())
     else:
         sep = "," if path.name.endswith((".csv", ".csv.gz")) else "\t"
+        import gzip
+
+        opener = gzip.open if path.name.endswith(".gz") else open
+        try:
+            with opener(path, "rt") as fh:
+                header = fh.readline().rstrip("\r\n").split(sep)[1:]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read Xena-style table ({type(e).__name__}: {e})") from e
+        _check_unique(pd.Index([h.strip().strip('"') for h in header]), path, "sample")
         try:
             df = pd.read_csv(path, sep=sep, index_col=0, na_values=["NA", "NaN", "nan", ""])
         except Exception as e:
@@ -730,7 +739,8 @@ def pathway_activity(
     network
         Path of a network CSV or a DataFrame with ``source, target, weight``.
     method
-        ``ulm`` (default), ``mlm``, ``wsum`` or ``wmean`` (decoupler ``dc.mt.<method>``).
+        ``ulm`` (default), ``mlm`` (decoupler ``dc.mt.ulm/mlm``), ``wsum`` or ``wmean``
+        (``dc.mt.waggr``, no permutations; ``wsum`` is PROGENy's original score).
     min_targets
         Pathways with fewer network genes in ``expression`` are not scored.
 
@@ -758,8 +768,14 @@ def pathway_activity(
             f"no pathway has >= {min_targets} of its network genes among the {len(genes)} "
             f"expression targets (e.g. {sorted(genes)[:3]}); gene symbols must match the network"
         )
-    fn = getattr(dc.mt, method)
-    res = fn(expression.astype(np.float64), net[net["source"].isin(ok)], tmin=min_targets)
+    data = expression.astype(np.float64)
+    sub = net[net["source"].isin(ok)]
+    if method in ("wsum", "wmean"):  # PROGENy's own score is the weighted sum
+        res = dc.mt.waggr(data, sub, tmin=min_targets, fun=method, times=1)
+    elif method in ("ulm", "mlm"):
+        res = getattr(dc.mt, method)(data, sub, tmin=min_targets)
+    else:
+        raise ConfigError(f"unknown pathway method {method!r}; use ulm, mlm, wsum or wmean")
     scores = res[0] if isinstance(res, tuple) else res
     return scores.loc[:, sorted(scores.columns)].astype(np.float64)
 

@@ -507,10 +507,10 @@ class MorphologyEncoder(PatchEncoder):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed a batch of uint8 (or 0..255 float) tiles."""
-        if x.dtype == torch.uint8:
-            x = self.preprocess(x)
-        return self.forward_features(x)
+        """Embed a batch of uint8 (or 0..255 float) tiles (always in float32, even under AMP)."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.preprocess(x) if x.dtype == torch.uint8 else x.float()
+            return self.forward_features(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` float 0..255 -> ``(B, 51)``."""

@@ -404,8 +404,8 @@ class OpenSlideReader(SlideReader):
             img = self._osr.read_region((round(x * ds), round(y * ds)), level, (w, h))
         except Exception as e:
             raise SlideOpenError(f"{self.path}: read failed ({type(e).__name__}: {e})") from e
-        if img.getextrema()[3] == (255, 255):  # fully opaque: drop alpha in C
-            return np.array(img.convert("RGB"))
+        if img.getchannel("A").getextrema()[0] == 255:  # fully opaque: drop alpha in C
+            return np.asarray(img.convert("RGB"))  # read-only view, no copy
         return _to_rgb(np.asarray(img))
 
     def close(self) -> None:

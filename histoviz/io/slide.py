@@ -184,7 +184,9 @@ class SlideReader(ABC):
 
         Returns
         -------
-        RGB uint8 array of shape ``(height, width, 3)``; outside the slide is white.
+        RGB uint8 array of shape ``(height, width, 3)``; outside the slide is white. The
+        array may be read-only (no copy is made when a backend hands out its buffer): copy it
+        before writing in place.
         """
         if not 0 <= level < self.level_count:
             raise IndexError(f"{self._name()}: level {level} out of range 0..{self.level_count - 1}")

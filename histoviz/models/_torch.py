@@ -29,9 +29,10 @@ def feature_stats(bags: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     ss = np.zeros(d)
     n = 0
     for b in bags:
-        b = np.asarray(b, dtype=np.float64)
-        s += b.sum(axis=0)
-        ss += (b * b).sum(axis=0)
+        b = np.asarray(b, dtype=np.float32)
+        # per-bag sums in float32 (a bag is small), accumulated in float64
+        s += b.sum(axis=0, dtype=np.float64)
+        ss += np.einsum("ij,ij->j", b, b).astype(np.float64)
         n += len(b)
     mean = s / max(n, 1)
     var = np.maximum(ss / max(n, 1) - mean * mean, 0.0)

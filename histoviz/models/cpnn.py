@@ -484,7 +484,7 @@ class CPNNRegressor(TorchSlideModel):
                     tot += float(data_loss(fr, torch.from_numpy(idx).to(dev), vc, vy, vpres)) * len(idx)
                 return {"total": tot / n_val}
 
-        self.fit_info_ = train_module(net, len(bags), step, self._settings(), validate=validate, desc="cpnn")
+        self.fit_info_ = train_module(net, len(bags), step, settings=self._settings(), validate=validate, desc="cpnn")
 
     def _torch_output(self, dev: Any) -> Any:
         import torch

@@ -288,7 +288,7 @@ class MultiOmicsRegressor(TorchSlideModel):
             if self.mode == "stl":
                 groups = {m: [f"branches.{keys[m]}."] for m in targets}
 
-        info.update(train_module(net, len(bags), step, self._settings(), validate=validate, groups=groups))
+        info.update(train_module(net, len(bags), step, settings=self._settings(), validate=validate, groups=groups))
         self.fit_info_ = info
 
     def _pretrain(self, net: Any, tr: Any, blk: TargetBlock, dev: Any) -> dict[str, Any]:
@@ -322,7 +322,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         settings = LoopSettings(epochs=int(self.contrastive_epochs), lr=float(self.lr), weight_decay=float(self.weight_decay),
                                 batch_size=bs, patience=10**9, grad_clip=float(self.grad_clip), seed=int(self.seed) + 1)
         params = list(pool.parameters()) + list(enc.parameters())
-        info = train_module(net, len(rows), step, settings, parameters=params, desc="contrastive")
+        info = train_module(net, len(rows), step, settings=settings, parameters=params, desc="contrastive")
         return {"epochs": info["epochs_run"], "final_loss": info["history"][-1]["train_loss"] if info["history"] else None}
 
     # -- predict ---------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         with torch.no_grad():
             out, att = net(x, mask)
             per_patch: dict[str, np.ndarray] = {}
-            for name, br in net.branches.items():
+            for _name, br in net.branches.items():
                 po = br.patch_outputs(x[0])
                 for m, k in keys.items():
                     if k in po:

@@ -106,12 +106,14 @@ class BagBatcher:
             parts.append(t)
         n = max(len(p) for p in parts)
         d = parts[0].shape[1]
-        x = torch.zeros(len(parts), n, d)
+        x = torch.empty(len(parts), n, d)
         mask = torch.zeros(len(parts), n, dtype=torch.bool)
         for k, p in enumerate(parts):
             x[k, : len(p)] = p
+            if len(p) < n:
+                x[k, len(p) :] = 0.0
             mask[k, : len(p)] = True
-        return x.to(self.device), mask.to(self.device)
+        return x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
 
 
 def _group_keys(state: Mapping[str, torch.Tensor], prefixes: Sequence[str]) -> list[str]:
@@ -122,8 +124,8 @@ def train_module(
     module: torch.nn.Module,
     n_train: int,
     step: Callable[[np.ndarray, np.random.Generator], tuple[torch.Tensor, dict[str, float]]],
-    settings: LoopSettings,
     *,
+    settings: LoopSettings,
     validate: Callable[[], dict[str, float]] | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
     parameters: Sequence[torch.nn.Parameter] | None = None,

@@ -258,6 +258,12 @@ def run_experiment(
     n_folds = int(folds.max()) + 1
     if n_folds < 2:
         raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
+    smallest = int(np.bincount(folds).min())
+    if smallest < cfg.evaluation.min_n:
+        raise DataError(
+            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
+            f"correlations need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
+        )
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "features": _features_meta(data)}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))

@@ -70,6 +70,7 @@ MAX_RASTER_CELLS = 200_000_000
 #: Kinds of maps, in the order front ends list them.
 MAP_KINDS: tuple[str, ...] = (
     "gene",
+    "modality",
     "cell_type",
     "dominant_type",
     "grade_proba",
@@ -83,6 +84,7 @@ MAP_KINDS: tuple[str, ...] = (
 #: Human-readable names of the map kinds.
 KIND_LABELS: dict[str, str] = {
     "gene": "Gene expression",
+    "modality": "Other modality (protein, miRNA, pathway)",
     "cell_type": "Cell-type weight",
     "dominant_type": "Dominant cell type",
     "grade_proba": "Grade probability",
@@ -94,11 +96,14 @@ KIND_LABELS: dict[str, str] = {
 }
 
 _CATEGORICAL_KINDS = {"dominant_type", "grade_class"}
-_KEYED_KINDS = {"gene", "cell_type", "grade_proba", "coattention", "obs"}
+_KEYED_KINDS = {"gene", "modality", "cell_type", "grade_proba", "coattention", "obs"}
+#: obsm keys ``pred_<modality>`` hold per-patch predictions of non-gene modalities
+_MODALITY_PREFIX = "pred_"
 _FRAME_OF_KIND = {"cell_type": "cell_type_weights", "grade_proba": "grade_proba",
                   "coattention": "coattention"}
 _DEFAULT_CMAP = {
     "gene": "inferno",
+    "modality": "magma",
     "cell_type": "viridis",
     "grade_proba": "plasma",
     "risk": "magma",
@@ -438,6 +443,9 @@ class MapSpec:
                  "coattention": "co-attention", "obs": ""}
         if self.kind == "grade_proba":
             return f"P(grade = {self.key})"
+        if self.kind == "modality":
+            mod, _, target = str(self.key).partition("/")
+            return f"{mod} {target}"
         if self.key:
             return f"{names.get(self.kind, self.kind)} {self.key}".strip()
         return KIND_LABELS[self.kind].lower()
@@ -569,6 +577,15 @@ def _available(pm: PredictionMaps) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if adata.n_vars:
         out["gene"] = [str(g) for g in adata.var_names]
+    mods = []
+    for k in adata.obsm.keys():
+        if str(k).startswith(_MODALITY_PREFIX):
+            fr = pm.frame(str(k))
+            if fr is not None:
+                mod = str(k)[len(_MODALITY_PREFIX):]
+                mods += [f"{mod}/{c}" for c in fr.columns]
+    if mods:
+        out["modality"] = mods
     ct = pm.frame("cell_type_weights")
     if ct is not None and ct.shape[1]:
         out["cell_type"] = [str(c) for c in ct.columns]
@@ -622,7 +639,8 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
         :class:`PredictionMaps` wrapping them.
     spec
         A :class:`MapSpec` or its string form (``"gene:CD3E"``, ``"cell_type:tumour"``,
-        ``"dominant_type"``, ``"grade_proba:G3"``, ``"grade_class"``, ``"risk"``,
+        ``"modality:protein/TP53"`` (``obsm["pred_protein"]``), ``"dominant_type"``,
+        ``"grade_proba:G3"``, ``"grade_class"``, ``"risk"``,
         ``"coattention:immune"``, ``"attention"``, ``"obs:risk_hi"``).
 
     Returns
@@ -648,6 +666,13 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
         j = int(adata.var_names.get_loc(key))
         col = adata.X[:, j]
         v = np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel()
+        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
+    if kind == "modality":
+        mod, _, target = key.partition("/")
+        fr = pm.frame(_MODALITY_PREFIX + mod)
+        if fr is None or target not in fr.columns:
+            raise _unknown("target", key, avail["modality"])
+        v = fr[target].to_numpy(dtype=np.float32)
         return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
     if kind in _FRAME_OF_KIND:
         fr = pm.frame(_FRAME_OF_KIND[kind])

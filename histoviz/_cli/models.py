@@ -1,0 +1,119 @@
+"""``histoviz train | evaluate | predict | models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the model subcommands."""
+    p = sub.add_parser("train", help="patient-level K-fold cross-validation of a model config")
+    p.add_argument("config", help="experiment YAML (training/configs/*.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.epochs=20 (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="one comparison table over run directories")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories written by histoviz train")
+    p.add_argument("--topk", type=int, nargs="*", default=[50, 500], help="top-k subset sizes")
+    p.add_argument("--criteria", nargs="*", default=["variance", "mean"], choices=["variance", "mean"],
+                   help="training-data criteria for top-k subsets")
+    p.add_argument("--no-best-predicted", action="store_true",
+                   help="leave out the optimistic 'k best-predicted targets' rows")
+    p.add_argument("--all-rows", action="store_true", help="print every subset (default: main rows)")
+    p.add_argument("--out", type=Path, default=None, help="also write the table (.csv or .parquet)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
+    p.add_argument("--model", required=True, type=Path, help="run directory (or checkpoint folder)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder)")
+    src.add_argument("--features", type=Path, help="an existing <slide_id>.h5 feature bag")
+    p.add_argument("--out", required=True, type=Path, help="output .h5ad")
+    p.add_argument("--fold", default=None, help="final (default when present), ensemble or a fold number")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("models", help="registered slide-level models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_models)
+
+
+def _train(a: argparse.Namespace) -> int:
+    from histoviz.evaluation.compare import format_table
+    from histoviz.training.config import load_config
+    from histoviz.training.runner import run_experiment
+
+    cfg = load_config(a.config, overrides=a.overrides)
+    res = run_experiment(cfg, a.out, progress=not a.no_progress)
+    main = res.summary[res.summary["subset"].isin(["all", "per_patient_centered"])]
+    print(format_table(main))
+    print(f"{cfg.name}: {res.selection.get('seconds', 0):.1f} s -> {a.out}")
+    return 0
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from histoviz.evaluation.compare import compare_runs, format_table
+
+    df = compare_runs(a.runs, topk=a.topk, criteria=a.criteria, best_predicted=not a.no_best_predicted)
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        if a.out.suffix == ".parquet":
+            df.to_parquet(a.out, index=False)
+        else:
+            df.to_csv(a.out, index=False)
+    if a.json:
+        print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
+        return 0
+    shown = df if a.all_rows else df[df["subset"].isin(
+        ["all", "per_patient_centered"] + [f"top{k}_variance" for k in a.topk] + [f"best{k}_predicted" for k in a.topk]
+    )]
+    print(format_table(shown))
+    return 0
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from histoviz.io.predictions import write_predictions
+    from histoviz.predict import predict_bag, predict_slide
+
+    from histoviz.errors import ConfigError
+
+    fold = a.fold
+    if fold is not None and fold not in ("final", "ensemble"):
+        try:
+            fold = int(fold)
+        except ValueError:
+            raise ConfigError(f"--fold {fold!r}: use final, ensemble or a fold number") from None
+    if a.features is not None:
+        from histoviz.io.featurebag import FeatureBag
+
+        adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
+    else:
+        adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold)
+    out = write_predictions(adata, a.out)
+    keys = [k for k in ("attention",) if k in adata.obs] + list(adata.obsm)
+    print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} patches x {adata.n_vars} targets "
+          f"({', '.join(keys)}) -> {out}")
+    return 0
+
+
+def _models(a: argparse.Namespace) -> int:
+    from histoviz.models import list_models
+
+    rows = [{"name": i.name, "class": i.cls.__name__, "defaults": i.defaults, "description": i.description}
+            for i in list_models()]
+    if a.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['description']}")
+    return 0

@@ -1,0 +1,432 @@
+"""``predict_slide``: the one pipeline entry from a slide to per-patch molecular maps.
+
+Used by ``histoviz predict``, the napari plugin and the dashboard::
+
+    adata = predict_slide("slide.svs", "runs/mtl")
+    adata = predict_bag(FeatureBag.from_h5("feats/slide.h5"), "runs/mtl")
+
+Which fitted model of a run is used (``fold=None``): ``checkpoints/final`` (fitted on all
+patients) when the run has it, otherwise the fold whose **validation** loss was lowest
+(``selection.json``; the validation split is part of the training data, so this choice never
+looks at test patients). ``fold="ensemble"`` averages every fold's predictions; an integer
+picks that fold.
+
+The returned AnnData follows :mod:`histoviz.io.predictions` (one observation per patch):
+
+- ``X``: per-patch predictions of the gene modality (or the first modality), in the run's
+  target space (e.g. ``log10(1 + CP10k)``, z-scored when the run standardised targets);
+  ``var_names`` = targets;
+- ``obsm["pred_<modality>"]``: per-patch predictions of the other modalities (DataFrames);
+- ``obs["attention"]``: ABMIL attention weights (sum to 1 over the slide's patches);
+- ``obsm["cell_type_weights"]``: CPNN composition weights (rows sum to 1);
+- ``obsm["pred_pathway_from_<modality>"]``: pathway activity computed (decoupler) from the
+  per-patch predicted expression, when the run's config has ``data.pathway_from_predictions``;
+- ``uns["slide_prediction"]``: ``{modality: {"targets": [...], "values": [...]}}`` slide level;
+- ``uns["histoviz"]``: slide_id, slide_path, slide_dimensions, mpp, tile_size,
+  tile_size_level0, model, encoder, run_dir, checkpoint, target_space, config, version.
+
+Per-patch expression is what the model predicts for a slide made only of patches like that
+one (MTL: the heads applied to the patch embedding; CPNN: ``alpha * w_i T + beta``; ridge:
+the affine map applied to the patch features, whose mean equals the slide prediction).
+
+Cancellation: ``cancel_event`` (a ``threading.Event``) is checked between tile batches;
+when set, :class:`PredictionCancelled` (a :class:`~histoviz.errors.HistovizError`) is raised
+and nothing is returned. ``progress_callback(done, total)`` is called after every batch of
+tiles (``total`` = number of tiles + 1; the last step is the model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import DataError, HistovizError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.io.slide import SlideReader
+    from histoviz.training.checkpoint import FittedPipeline
+
+__all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide"]
+
+log = logging.getLogger(__name__)
+_CACHE: dict[tuple[str, str, float], RunModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class PredictionCancelled(HistovizError):
+    """``predict_slide`` was cancelled through its ``cancel_event``."""
+
+
+class RunModel:
+    """The fitted pipeline(s) of a run directory chosen for prediction.
+
+    Attributes
+    ----------
+    run_dir
+        The run directory.
+    pipelines
+        One :class:`~histoviz.training.checkpoint.FittedPipeline` (or several for
+        ``fold="ensemble"``).
+    checkpoint
+        Which checkpoint(s): ``final``, ``fold<k>`` or ``ensemble``.
+    config
+        The run's resolved ``config.yaml`` as a dict.
+    """
+
+    def __init__(self, run_dir: Path, pipelines: list[FittedPipeline], checkpoint: str, config: dict[str, Any]):
+        self.run_dir = run_dir
+        self.pipelines = pipelines
+        self.checkpoint = checkpoint
+        self.config = config
+
+    @property
+    def features(self) -> dict[str, Any]:
+        """Provenance of the training features (encoder, embed_dim, tile_size, mpp...)."""
+        return dict(self.pipelines[0].features)
+
+    @property
+    def model_name(self) -> str:
+        """Registry name of the model."""
+        return str(self.pipelines[0].model.name)
+
+    def target_space(self) -> dict[str, str]:
+        """Human-readable target space per modality."""
+        out = {}
+        for m, p in self.pipelines[0].preprocessors.items():
+            s = p.spec
+            parts = []
+            if s.normalize == "total":
+                parts.append(f"normalised to {s.target_sum:g} per sample")
+            if s.transform != "none":
+                parts.append(s.transform)
+            if s.standardize:
+                parts.append("z-scored with training statistics")
+            out[m] = ", ".join(parts) or "as in the table"
+        return out
+
+
+def load_run(model_dir: str | os.PathLike, *, fold: int | str | None = None) -> RunModel:
+    """Load the checkpoint(s) of a run directory (or a single checkpoint folder).
+
+    Raises
+    ------
+    DataError
+        Not a run directory, or the requested fold does not exist.
+    """
+
+    from histoviz.training.checkpoint import load_checkpoint
+
+    d = Path(model_dir)
+    if (d / "model.json").exists():  # a checkpoint folder itself
+        run_dir = d.parent.parent if d.parent.name == "checkpoints" else d
+        cfg = _read_yaml(run_dir / "config.yaml")
+        return RunModel(run_dir, [load_checkpoint(d)], d.name, cfg)
+    ck = d / "checkpoints"
+    if not ck.is_dir():
+        raise DataError(f"{d}: not a histoviz run directory (no checkpoints/); train one with histoviz train")
+    cfg = _read_yaml(d / "config.yaml")
+    folds = sorted((p for p in ck.iterdir() if p.name.startswith("fold")), key=lambda p: int(p.name[4:]))
+    if fold == "ensemble":
+        if not folds:
+            raise DataError(f"{ck}: no fold checkpoints")
+        return RunModel(d, [load_checkpoint(p) for p in folds], "ensemble", cfg)
+    if fold is None:
+        if (ck / "final").is_dir():
+            name = "final"
+        else:
+            sel = json.loads((d / "selection.json").read_text()) if (d / "selection.json").exists() else {}
+            name = f"fold{int(sel.get('selected_fold', 0))}"
+    elif fold == "final":
+        name = "final"
+    else:
+        try:
+            name = f"fold{int(fold)}"
+        except (TypeError, ValueError):
+            raise DataError(f"fold must be an integer, 'final', 'ensemble' or None; got {fold!r}") from None
+    if not (ck / name).is_dir():
+        raise DataError(f"{ck / name}: no such checkpoint; have {sorted(p.name for p in ck.iterdir())}")
+    return RunModel(d, [load_checkpoint(ck / name)], name, cfg)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    import yaml
+
+    if not p.exists():
+        return {}
+    return yaml.safe_load(p.read_text()) or {}
+
+
+def _cached_run(model_dir: str | os.PathLike | RunModel, fold: int | str | None) -> RunModel:
+    if isinstance(model_dir, RunModel):
+        return model_dir
+    d = Path(model_dir).resolve()
+    stamp = max((p.stat().st_mtime for p in d.rglob("model.safetensors")), default=0.0)
+    key = (str(d), str(fold), stamp)
+    with _CACHE_LOCK:
+        rm = _CACHE.get(key)
+        if rm is None:
+            rm = load_run(d, fold=fold)
+            _CACHE.clear()
+            _CACHE[key] = rm
+    return rm
+
+
+def _combine(maps: list[Any]) -> Any:
+    """Average several folds' PatchMaps (targets intersected in the first map's order)."""
+    first = maps[0]
+    if len(maps) == 1:
+        return first
+    from histoviz.models.base import PatchMaps
+
+    out = PatchMaps()
+    for m, names in first.targets.items():
+        common = [t for t in names if all(m in pm.targets and t in pm.targets[m] for pm in maps)]
+        if not common:
+            continue
+        stack_p = [pm.expression[m][:, [pm.targets[m].index(t) for t in common]] for pm in maps]
+        stack_s = [pm.slide[m][[pm.targets[m].index(t) for t in common]] for pm in maps]
+        out.expression[m] = np.mean(stack_p, axis=0)
+        out.slide[m] = np.mean(stack_s, axis=0)
+        out.targets[m] = common
+    att = [pm.attention for pm in maps if pm.attention is not None]
+    out.attention = np.mean(att, axis=0) if att else None
+    ctw = [pm.cell_type_weights for pm in maps if pm.cell_type_weights is not None]
+    if ctw and all(list(c.columns) == list(ctw[0].columns) for c in ctw):
+        out.cell_type_weights = sum(ctw) / len(ctw)
+    return out
+
+
+def predict_bag(
+    bag: FeatureBag,
+    model_dir: str | os.PathLike | RunModel,
+    *,
+    fold: int | str | None = None,
+    device: str = "auto",
+    meta: dict[str, Any] | None = None,
+) -> ad.AnnData:
+    """Per-patch predictions for a slide whose features exist (see the module docstring).
+
+    Parameters
+    ----------
+    bag
+        The slide's :class:`~histoviz.io.featurebag.FeatureBag`.
+    model_dir
+        Run directory, a checkpoint folder, or a :class:`RunModel`.
+    fold
+        ``None`` (final model, else the fold selected on validation), an int, ``"final"``
+        or ``"ensemble"``.
+    device
+        Torch device for the model.
+    meta
+        Extra provenance for ``uns["histoviz"]`` (slide_path, slide_dimensions, mpp).
+
+    Raises
+    ------
+    DataError
+        Empty bag, or features whose dimension or encoder differ from the training features.
+    """
+    from histoviz.io.predictions import make_prediction_adata
+
+    rm = _cached_run(model_dir, fold)
+    feats = rm.features
+    if len(bag) == 0:
+        raise DataError(f"{bag.slide_id}: empty feature bag (no patches)")
+    enc = bag.attrs.get("encoder")
+    if feats.get("encoder") and enc and enc != feats["encoder"]:
+        raise DataError(
+            f"{bag.slide_id}: features made with encoder {enc!r}, but {rm.run_dir} was trained on "
+            f"{feats['encoder']!r} features"
+        )
+    maps = []
+    for p in rm.pipelines:
+        if device != "auto" and hasattr(p.model, "module_"):
+            p.model.device = device
+            p.model.module_.to(p.model._device())
+        maps.append(p.model.predict_patches(bag.features))
+    pm = _combine(maps)
+    mods = list(pm.expression)
+    main = "gene" if "gene" in pm.expression else mods[0]
+    obs: dict[str, np.ndarray] = {}
+    if pm.attention is not None:
+        obs["attention"] = np.asarray(pm.attention, dtype=np.float32)
+    obsm: dict[str, Any] = {}
+    if pm.cell_type_weights is not None:
+        obsm["cell_type_weights"] = pm.cell_type_weights.astype(np.float32)
+    for m in mods:
+        if m != main:
+            obsm[f"pred_{m}"] = pd.DataFrame(pm.expression[m].astype(np.float32), columns=pm.targets[m])
+    pfp = (rm.config.get("data") or {}).get("pathway_from_predictions")
+    if pfp and pfp.get("from") in pm.expression:
+        from histoviz.data.omics import pathway_activity
+
+        src = pfp["from"]
+        try:
+            pa = pathway_activity(pd.DataFrame(pm.expression[src], columns=pm.targets[src]), pfp["network"],
+                                  method=pfp.get("method", "ulm"), min_targets=int(pfp.get("min_targets", 5)))
+            obsm[f"pred_pathway_from_{src}"] = pa.reset_index(drop=True).astype(np.float32)
+        except (DataError, OSError) as e:
+            log.warning("per-patch pathway activity skipped: %s", e)
+    slide_mpp = bag.attrs.get("slide_mpp")
+    dims = None
+    if bag.attrs.get("slide_width") and bag.attrs.get("slide_height"):
+        dims = [int(bag.attrs["slide_width"]), int(bag.attrs["slide_height"])]
+    info = {
+        "slide_path": str(bag.attrs.get("slide_path", "") or ""),
+        "slide_dimensions": dims,
+        "mpp": float(slide_mpp) if slide_mpp is not None and float(slide_mpp) > 0 else None,
+        "tile_size": bag.attrs.get("tile_size"),
+        "model": rm.model_name,
+        "encoder": enc or feats.get("encoder"),
+        "run_dir": str(rm.run_dir),
+        "checkpoint": rm.checkpoint,
+        "modality": main,
+        "target_space": json.dumps(rm.target_space()),
+        "config": json.dumps(rm.config, default=str),
+        **(meta or {}),
+    }
+    a = make_prediction_adata(
+        bag.coords, slide_id=bag.slide_id or "slide", tile_size_level0=bag.tile_size_level0,
+        expression=pm.expression[main], genes=pm.targets[main], obs=obs, obsm=obsm, meta=info,
+    )
+    a.uns["slide_prediction"] = {
+        m: {"targets": np.asarray(pm.targets[m], dtype=str), "values": np.asarray(pm.slide[m], np.float64)}
+        for m in mods
+    }
+    return a
+
+
+def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    f = rm.features
+    embed = f.get("embed") or {}
+    enc = embed.get("encoder") or f.get("encoder")
+    if not enc:
+        raise DataError(f"{rm.run_dir}: the run does not record which encoder made its features")
+    kw: dict[str, Any] = {}
+    if "pretrained" in embed:
+        kw["pretrained"] = bool(embed["pretrained"])
+    elif f.get("encoder_weights") == "random":
+        kw["pretrained"] = False
+    if embed.get("weights"):
+        kw["weights"] = embed["weights"]
+    tiling = dict(embed.get("tiling") or {})
+    if not tiling:
+        tiling = {"tile_size": int(f.get("tile_size") or 224), "mpp": f.get("mpp")}
+    return enc, kw, tiling
+
+
+def predict_slide(
+    reader_or_path: SlideReader | str | os.PathLike,
+    model_dir: str | os.PathLike | RunModel,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    progress_callback: Callable[[int, int], None] | None = None,
+    cancel_event: threading.Event | None = None,
+    fold: int | str | None = None,
+    batch_size: int = 64,
+) -> ad.AnnData:
+    """Tile, embed and predict one slide with a trained run (see the module docstring).
+
+    Parameters
+    ----------
+    reader_or_path
+        An open :class:`~histoviz.io.slide.SlideReader` or a slide path.
+    model_dir
+        Run directory written by ``histoviz train`` (or a checkpoint folder).
+    device
+        Torch device for the encoder and the model (``"auto"``: CUDA when available).
+    progress
+        tqdm bar over tiles.
+    progress_callback
+        ``callback(done, total)`` after each batch of tiles and at the end.
+    cancel_event
+        Checked between batches; when set, :class:`PredictionCancelled` is raised.
+    fold
+        Which checkpoint (see :func:`load_run`).
+    batch_size
+        Tiles per encoder batch.
+
+    Returns
+    -------
+    AnnData (one observation per patch) following :mod:`histoviz.io.predictions`.
+
+    Raises
+    ------
+    PredictionCancelled
+        ``cancel_event`` was set.
+    HistovizError
+        Unreadable slide, no tissue, missing mpp or weights, incompatible model.
+    """
+    import torch
+
+    from histoviz.features.embed import resolve_device
+    from histoviz.features.encoders import create_encoder
+    from histoviz.io import open_slide
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.tiling.dataset import TileBatchIterable
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+
+    rm = _cached_run(model_dir, fold)
+    enc_name, enc_kw, tiling = _encoder_for(rm)
+    own = not hasattr(reader_or_path, "read_region")
+    reader = open_slide(reader_or_path) if own else reader_or_path
+    try:
+        grid = make_tile_grid(reader, TilingConfig(**tiling))
+        encoder = create_encoder(enc_name, **enc_kw)
+        if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
+            raise DataError(
+                f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
+                f"{rm.features.get('embed_dim')}"
+            )
+        dev = resolve_device(device)
+        encoder = encoder.to(dev).eval()
+        n = len(grid)
+        total = n + 1
+        feats = np.empty((n, encoder.embed_dim), np.float32)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc=f"predict {reader.slide_id}", unit="tile", leave=False)
+        done = 0
+        try:
+            with torch.inference_mode():
+                for x, start in TileBatchIterable(reader, grid, batch_size):
+                    if cancel_event is not None and cancel_event.is_set():
+                        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
+                    y = encoder(x.to(dev)).float().cpu().numpy()
+                    feats[int(start) : int(start) + len(y)] = y
+                    done += len(y)
+                    if bar is not None:
+                        bar.update(len(y))
+                    if progress_callback is not None:
+                        progress_callback(done, total)
+        finally:
+            if bar is not None:
+                bar.close()
+        if cancel_event is not None and cancel_event.is_set():
+            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
+        attrs = {"slide_id": reader.slide_id, "encoder": enc_name, "slide_path": str(reader.path or ""),
+                 **grid.attrs()}
+        bag = FeatureBag(grid.coords, feats, attrs)
+        meta = {"slide_path": str(reader.path or ""), "slide_dimensions": list(map(int, reader.dimensions)),
+                "mpp": reader.mpp, "tile_size": int(grid.tile_size)}
+        dev_name = "auto" if device == "auto" else str(dev)
+        a = predict_bag(bag, rm, device=dev_name, meta=meta)
+        if progress_callback is not None:
+            progress_callback(total, total)
+        return a
+    finally:
+        if own:
+            reader.close()
