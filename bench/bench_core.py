@@ -101,8 +101,10 @@ def bench_reads(slide: Path, n_max: int) -> dict:
         return open_slide(slide)
 
     cases = {
-        "openslide_backend_1_worker": (os_reader, 1, False),
-        "openslide_backend_2_workers": (os_reader, 2, False),
+        "openslide_backend_in_process": (os_reader, 0, True),
+        "openslide_backend_1_worker": (os_reader, 1, True),
+        "openslide_backend_2_workers": (os_reader, 2, True),
+        "openslide_tiledataset_1_worker": (os_reader, 1, False),
         "tile_decode_in_process": (fast_reader, 0, True),
         "tile_decode_1_worker": (fast_reader, 1, True),
         "tile_decode_2_workers": (fast_reader, 2, True),

@@ -95,13 +95,16 @@ def test_pyramidal_tiff_levels_and_mpp(tmp_path, ome):
         assert openslide.OpenSlide(str(p)).level_count == r.level_count
 
 
-def test_multiscale_dask_matches_reads(layout_slide):
+def test_lazy_levels_match_reads(layout_slide):
     p, img, _ = layout_slide
     r = open_slide(p)
-    levels = r.multiscale(min_side=128, chunk=300)
-    assert [lv.shape[:2] for lv in levels] == [(h, w) for (w, h) in r.level_dimensions]
-    crop = levels[0][250:400, 500:900].compute()
-    assert np.array_equal(crop, r.read_region((500, 250), 0, (400, 150)))
+    d = r.to_dask(1, chunk=300)
+    assert d.shape[:2] == r.level_dimensions[1][::-1]
+    assert np.array_equal(d[100:250, 200:500].compute(), r.read_region((400, 200), 1, (300, 150)))
+    levels = r.multiscale(max_coarse_side=256)
+    assert [lv.shape[:2] for lv in levels[: r.level_count]] == [(h, w) for (w, h) in r.level_dimensions]
+    assert max(levels[-1].shape[:2]) <= 256
+    assert np.array_equal(levels[0][250:400, 500:900], r.read_region((500, 250), 0, (400, 150)))
 
 
 def test_resize_rgb_box():

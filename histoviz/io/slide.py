@@ -263,7 +263,8 @@ class SlideReader(ABC):
 
         @dask.delayed(pure=True)
         def _chunk(x: int, y: int, w: int, h: int) -> np.ndarray:
-            return self.read_region((round(x * ds), round(y * ds)), level, (w, h))
+            # the smallest level-0 position that maps back to (x, y) at this downsample
+            return self.read_region((math.ceil(x * ds - 1e-9), math.ceil(y * ds - 1e-9)), level, (w, h))
 
         rows = []
         for y in range(0, lh, chunk):
@@ -275,14 +276,15 @@ class SlideReader(ABC):
             rows.append(da.concatenate(row, axis=1))
         return da.concatenate(rows, axis=0)
 
-    def multiscale(self, min_side: int = 256, chunk: int = 1024) -> list[da.Array]:
-        """All pyramid levels (down to ``min_side`` px) as dask arrays, for napari."""
-        levels = [self.to_dask(0, chunk)]
-        for i in range(1, self.level_count):
-            if max(self.level_dimensions[i]) < min_side:
-                break
-            levels.append(self.to_dask(i, chunk))
-        return levels
+    def multiscale(self, max_coarse_side: int = 1024) -> list[Any]:
+        """Pyramid levels for viewers (napari), finest first, as lazy array-likes.
+
+        See :func:`histoviz.viz.pyramid.display_levels`: indexing a level reads only that
+        region; single-level files get virtual 2x levels so overviews stay cheap.
+        """
+        from histoviz.viz.pyramid import display_levels
+
+        return display_levels(self, max_coarse_side=max_coarse_side)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def reopen_args(self) -> dict[str, Any]:

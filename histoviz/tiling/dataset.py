@@ -5,10 +5,9 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-
-import os
 
 import numpy as np
 import torch

@@ -30,7 +30,7 @@ class TilingConfig:
     overlap: float = 0.0
     min_tissue_fraction: float = 0.5
     mask_mpp: float = 8.0
-    mask_method: str = "saturation"
+    mask_method: str = "combined"
     mpp_override: float | None = None
 
     def __post_init__(self) -> None:

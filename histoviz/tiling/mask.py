@@ -45,7 +45,7 @@ def _optical_density(rgb: np.ndarray) -> np.ndarray:
 def tissue_mask_from_rgb(
     rgb: np.ndarray,
     *,
-    method: str = "saturation",
+    method: str = "combined",
     min_object_px: int = 16,
     max_hole_px: int = 16,
     min_signal: float = 0.04,
@@ -57,8 +57,9 @@ def tissue_mask_from_rgb(
     rgb
         ``(H, W, 3)`` uint8 thumbnail.
     method
-        ``"saturation"`` (HSV saturation, robust to grey background) or ``"od"`` (optical
-        density, for faintly stained slides).
+        ``"combined"`` (default: saturation OR optical density, each Otsu-thresholded, so
+        stained tissue and pale grey tissue such as necrosis both count), ``"saturation"``
+        (HSV saturation, robust to grey background) or ``"od"`` (optical density).
     min_object_px, max_hole_px
         Objects smaller than this are removed, holes smaller than this are filled (pixels of
         ``rgb``).
@@ -70,21 +71,18 @@ def tissue_mask_from_rgb(
     -------
     Boolean ``(H, W)`` mask.
     """
-    from skimage.filters import threshold_otsu
-
-    if method == "saturation":
-        sig = _saturation(rgb)
+    # Otsu alone splits pale from densely stained tissue when the tissue itself is bimodal,
+    # so each threshold is capped at a level that background (white, grey or slightly tinted
+    # glass) does not reach: saturation 0.10, optical density 0.15 (mean RGB ~ 220).
+    if method == "combined":
+        mask = _otsu_mask(_saturation(rgb), min_signal, 0.15, cap=0.10)
+        mask |= _otsu_mask(_optical_density(rgb), 2 * min_signal, None, floor=0.12, cap=0.15)
+    elif method == "saturation":
+        mask = _otsu_mask(_saturation(rgb), min_signal, 0.15, cap=0.10)
     elif method == "od":
-        sig = _optical_density(rgb)
+        mask = _otsu_mask(_optical_density(rgb), 2 * min_signal, None, floor=0.12, cap=0.15)
     else:
-        raise ValueError(f"unknown tissue method {method!r}; use 'saturation' or 'od'")
-    step = max(1, int(np.sqrt(sig.size / 2.5e5)))  # percentiles on a <= 250k-pixel subsample
-    lo, hi = np.percentile(sig[::step, ::step], [1, 99.9])
-    if hi - lo < min_signal:
-        # no contrast: all background (or all tissue if uniformly stained)
-        return np.full(sig.shape, bool(np.median(sig[::step, ::step]) > 0.15 and method == "saturation"))
-    thr = threshold_otsu(sig)
-    mask = sig > max(thr, min_signal)
+        raise ValueError(f"unknown tissue method {method!r}; use 'combined', 'saturation' or 'od'")
     # exclude pen-black and pure white
     gray = rgb[..., 0].astype(np.uint16) + rgb[..., 1] + rgb[..., 2]
     mask &= (gray < 3 * 245) & (gray > 3 * 20)
@@ -93,6 +91,22 @@ def tissue_mask_from_rgb(
     if max_hole_px > 0:
         mask = ~_drop_small_components(~mask, max_hole_px)
     return mask
+
+
+def _otsu_mask(sig: np.ndarray, min_signal: float, uniform_tissue: float | None,
+               floor: float = 0.0, cap: float = np.inf) -> np.ndarray:
+    """Otsu split of a signal (threshold clipped to [floor, cap]); empty (or full) when the
+    image has no contrast at all."""
+    from skimage.filters import threshold_otsu
+
+    step = max(1, int(np.sqrt(sig.size / 2.5e5)))  # percentiles on a <= 250k-pixel subsample
+    sub = sig[::step, ::step]
+    lo, hi = np.percentile(sub, [1, 99.9])
+    if hi - lo < min_signal:
+        # no contrast: all background (or all tissue if uniformly stained)
+        full = uniform_tissue is not None and float(np.median(sub)) > uniform_tissue
+        return np.full(sig.shape, full)
+    return sig > max(min(threshold_otsu(sig), cap), min_signal, floor)
 
 
 def _drop_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -113,7 +127,7 @@ def tissue_mask(
     *,
     target_mpp: float = 8.0,
     max_side: int = 4096,
-    method: str = "saturation",
+    method: str = "combined",
     min_object_um2: float = 2.0e4,
     max_hole_um2: float = 1.0e4,
 ) -> TissueMask:

@@ -1,0 +1,142 @@
+"""QuPath GeoJSON and OME-TIFF heatmap export (round trips, alignment, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from histoviz.errors import DataError
+from histoviz.io.export import (
+    read_geojson,
+    read_ome_tiff_heatmap,
+    write_geojson,
+    write_ome_tiff_heatmap,
+)
+from histoviz.io.predictions import make_prediction_adata
+
+TS = 224
+
+
+@pytest.fixture
+def adata():
+    rng = np.random.default_rng(1)
+    coords = np.array([[x, y] for y in range(224, 1120, TS) for x in range(448, 1344, TS)])
+    n = len(coords)
+    expr = rng.random((n, 3)).astype(np.float32)
+    expr[2, 1] = np.nan
+    ct = pd.DataFrame(rng.dirichlet(np.ones(3), n), columns=["tumour", "stroma", "immune"])
+    return make_prediction_adata(
+        coords, slide_id="S7", tile_size_level0=TS, expression=expr, genes=["A", "B", "C"],
+        obs={"risk": rng.standard_normal(n)}, obsm={"cell_type_weights": ct},
+        meta={"slide_dimensions": [1500, 1200], "mpp": 0.5},
+    )
+
+
+def test_geojson_is_qupath_detections_that_round_trip(adata, tmp_path):
+    p = write_geojson(adata, tmp_path / "d.geojson", maps=["gene:A", "gene:B", "risk", "dominant_type"])
+    doc = json.loads(p.read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == adata.n_obs
+    f0 = doc["features"][0]
+    assert f0["properties"]["objectType"] == "detection"
+    x, y = (int(v) for v in adata.obs[["x", "y"]].iloc[0])
+    assert f0["geometry"] == {"type": "Polygon", "coordinates": [[[x, y], [x + TS, y], [x + TS, y + TS],
+                                                                   [x, y + TS], [x, y]]]}
+    assert set(f0["properties"]["measurements"]) == {"gene A", "gene B", "risk"}
+    assert f0["properties"]["classification"]["name"] in {"tumour", "stroma", "immune"}
+    # NaN measurements are left out, not written as invalid JSON
+    assert "gene B" not in doc["features"][2]["properties"]["measurements"]
+    df = read_geojson(p).set_index("name").loc[adata.obs_names]
+    assert df["gene A"].to_numpy() == pytest.approx(np.asarray(adata[:, "A"].X).ravel())
+    assert np.isnan(df["gene B"].iloc[2]) and df["gene B"].iloc[3] == pytest.approx(adata.X[3, 1])
+    assert df["risk"].to_numpy() == pytest.approx(adata.obs["risk"].to_numpy())
+    assert (df[["x", "y"]].to_numpy() == adata.obs[["x", "y"]].to_numpy()).all()
+    assert (df["width"] == TS).all() and (df["height"] == TS).all()
+    assert (df["classification"].to_numpy() == adata.obsm["cell_type_weights"].idxmax(axis=1).to_numpy()).all()
+    # ids are stable UUIDs
+    p2 = write_geojson(adata, tmp_path / "again.geojson", maps=["risk"])
+    assert json.loads(p2.read_text())["features"][0]["id"] == f0["id"]
+
+
+def test_geojson_default_exports_every_continuous_map(adata, tmp_path):
+    df = read_geojson(write_geojson(adata, tmp_path / "all.geojson"))
+    assert {"gene A", "gene B", "gene C", "risk", "cell type tumour", "cell type immune"} <= set(df.columns)
+    assert df["classification"].isna().all()
+
+
+def test_geojson_explicit_measurements_and_classification(adata, tmp_path):
+    codes = np.arange(adata.n_obs) % 2 - (np.arange(adata.n_obs) == 0)
+    p = write_geojson(adata, tmp_path / "x.geojson", maps=[], measurements={"score": np.arange(adata.n_obs)},
+                      classification=(codes, ["low", "high"]))
+    df = read_geojson(p)
+    assert df["score"].tolist() == list(range(adata.n_obs))
+    assert df["classification"].iloc[0] is None and df["classification"].iloc[1] == "high"
+    with pytest.raises(DataError, match="values for"):
+        write_geojson(adata, tmp_path / "bad.geojson", measurements={"s": np.zeros(3)})
+    with pytest.raises(DataError, match="only one categorical"):
+        write_geojson(adata, tmp_path / "bad.geojson", maps=["dominant_type"], classification=(codes, ["a", "b"]))
+    assert not (tmp_path / "bad.geojson").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic: no temporary left behind
+
+
+def test_read_geojson_accepts_qupath_list_measurements(tmp_path):
+    doc = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]},
+            "properties": {"objectType": "detection", "measurements": [{"name": "m", "value": 2.5}],
+                           "classification": {"name": "Tumor", "color": [200, 0, 0]}}}]
+    p = tmp_path / "q.geojson"
+    p.write_text(json.dumps(doc))
+    df = read_geojson(p)
+    assert df.loc[0, "m"] == 2.5 and df.loc[0, "classification"] == "Tumor" and df.loc[0, "width"] == 10
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_geojson(tmp_path / "bad.json")
+    with pytest.raises(DataError, match="not found"):
+        read_geojson(tmp_path / "missing.geojson")
+
+
+def test_ome_tiff_heatmap_is_aligned_to_the_slide(adata, tmp_path):
+    p = write_ome_tiff_heatmap(adata, tmp_path / "a.ome.tif", "gene:A")
+    arr, meta = read_ome_tiff_heatmap(p)
+    # default downsample = patch size (the lattice starts at multiples of 224)
+    assert meta["downsample"] == TS and meta["slide_dimensions"] == [1500, 1200]
+    assert meta["physical_size_x"] == pytest.approx(0.5 * TS) and meta["map"] == "gene A"
+    assert arr.shape == (-(-1200 // TS), -(-1500 // TS)) and arr.dtype == np.float32
+    a = np.asarray(adata[:, "A"].X).ravel()
+    for i, (x, y) in enumerate(adata.obs[["x", "y"]].to_numpy()):
+        assert arr[y // TS, x // TS] == pytest.approx(a[i])
+    assert np.isnan(arr[0, 0]) and np.isfinite(arr).sum() == adata.n_obs
+
+
+def test_ome_tiff_full_resolution_pyramid_and_labels(adata, tmp_path):
+    p = write_ome_tiff_heatmap(adata, tmp_path / "t.ome.tif", "dominant_type", downsample=1, tile=128)
+    arr, meta = read_ome_tiff_heatmap(p)
+    assert arr.shape == (1200, 1500) and arr.dtype == np.uint16
+    assert meta["categories"] == ["tumour", "stroma", "immune"] and meta["physical_size_x"] == 0.5
+    want = adata.obsm["cell_type_weights"].to_numpy().argmax(1) + 1
+    x, y = (int(v) for v in adata.obs[["x", "y"]].iloc[5])
+    # every level-0 pixel of the patch, and none outside it, carries its label
+    assert (arr[y : y + TS, x : x + TS] == want[5]).all()
+    assert (arr[:224, :] == 0).all() and (arr[:, :448] == 0).all()
+    with tifffile.TiffFile(p) as tf:
+        levels = tf.series[0].levels
+        assert [lv.shape for lv in levels] == [(1200, 1500), (600, 750), (300, 375), (150, 188), (75, 94)]
+        assert tf.pages[0].is_tiled and tf.is_ome
+    lvl1, _ = read_ome_tiff_heatmap(p, level=1)
+    assert lvl1[(y + 112) // 2, (x + 112) // 2] == want[5]
+
+
+def test_ome_tiff_from_values_and_errors(adata, tmp_path):
+    v = np.arange(adata.n_obs, dtype=np.float32)
+    arr, meta = read_ome_tiff_heatmap(write_ome_tiff_heatmap(adata, tmp_path / "v.ome.tif", v, name="idx",
+                                                             downsample=112))
+    assert meta["map"] == "idx" and arr.shape == (-(-1200 // 112), -(-1500 // 112))
+    x, y = (int(c) for c in adata.obs[["x", "y"]].iloc[3])
+    assert (arr[y // 112 : y // 112 + 2, x // 112 : x // 112 + 2] == 3).all()
+    with pytest.raises(DataError, match="values for"):
+        write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", np.zeros(3))
+    with pytest.raises(DataError, match="unknown gene"):
+        write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", "gene:Z")
+    assert not (tmp_path / "bad.ome.tif").exists()
