@@ -272,7 +272,8 @@ def _stand_in_model(adata, *, steps=20, gate: threading.Event | None = None):
 
 def test_run_model_in_background_with_progress(slide_viewer, svs_predictions, qtbot, tmp_path):
     viewer, widget = slide_viewer
-    predict, calls = _stand_in_model(read_predictions(svs_predictions))
+    expected = read_predictions(svs_predictions)
+    predict, calls = _stand_in_model(expected)
     widget.predict_fn = predict
     seen = []
     widget.progress.valueChanged.connect(seen.append)
@@ -281,7 +282,7 @@ def test_run_model_in_background_with_progress(slide_viewer, svs_predictions, qt
     qtbot.waitUntil(lambda: not widget.running, timeout=10000)
     assert calls and calls[0][0] == "CMU-1-Small-Region" and calls[0][2] != "MainThread"
     assert seen and max(seen) == 20 and widget.progress.maximum() == 20
-    assert widget.adata is not None and widget.adata.n_obs == 41
+    assert widget.adata is not None and widget.adata.n_obs == expected.n_obs
     assert not widget.message_is_error and widget.current is not None
 
 
