@@ -9,7 +9,9 @@ For each model (multi-task ABMIL ``multiomics`` and ``cpnn``):
 2. *bare*: the same network, loss and optimiser on batches that were padded, standardised and
    moved to the device beforehand: forward + backward + optimiser step only.
 
-``ratio = fit slides/s / bare slides/s`` (1.0: the loop adds nothing to the compute).
+``ratio = fit slides/s / bare slides/s`` (1.0: the loop adds nothing to the compute); the
+whole fit includes one-time set-up (feature statistics, first standardisation and upload of
+every bag), so the ratio of the loop's epochs after the first is reported as well.
 Inference time per slide is measured for ``predict`` (slide level, batched) and
 ``predict_patches`` (all per-patch maps of one slide).
 
@@ -37,7 +39,6 @@ from bench._common import write_result  # noqa: E402
 
 
 def _data(n: int, patches: int, dim: int, genes: int, proteins: int, seed: int = 0):
-    import anndata as ad
     import pandas as pd
 
     from histoviz.data.omics import OutputTransform, TargetBlock
@@ -66,10 +67,9 @@ def _data(n: int, patches: int, dim: int, genes: int, proteins: int, seed: int =
     present = rng.random(n) > 0.15
     prot_vals[~present] = np.nan
     protein = TargetBlock("protein", [f"PR{i}" for i in range(proteins)], prot_vals, present)
-    cells = np.repeat(np.arange(c), 50)
-    ref = ad.AnnData(X=rng.poisson(proto[cells] * 2000).astype(np.float32),
-                     obs=pd.DataFrame({"cell_type": [f"T{k}" for k in cells]}, index=[f"c{i}" for i in range(len(cells))]),
-                     var=pd.DataFrame(index=gene.targets))
+    # prototypes as a table (cell types x genes): no anndata needed on a bare GPU image
+    ref = pd.DataFrame(proto * np.exp(rng.normal(0, 0.1, proto.shape)), index=[f"T{k}" for k in range(c)],
+                       columns=gene.targets)
     return bags, {"gene": gene, "protein": protein}, ref
 
 
@@ -146,8 +146,8 @@ def main() -> int:
 
     bags, targets, ref = _data(n, patches, dim, genes, proteins)
     tmp = Path(tempfile.mkdtemp(prefix="bench_training_"))
-    ref_path = tmp / "ref.h5ad"
-    ref.write_h5ad(ref_path)
+    ref_path = tmp / "prototypes.csv"
+    ref.to_csv(ref_path)
     common = {"epochs": epochs, "batch_size": 8, "max_patches": patches, "device": a.device, "seed": 0}
     models = {
         "multiomics": ("multiomics", {**common, "embed_dim": 256, "attn_dim": 128, "hidden": 512}, targets),
@@ -166,6 +166,9 @@ def main() -> int:
         t_bare = _bare(m, bags, tg, epochs)
         fit_sps = n * epochs / t_fit
         bare_sps = n * epochs / t_bare
+        # steady state: the training loop's own epochs after the first (one-time set-up excluded)
+        ep = [h["train_seconds"] for h in m.fit_info()["history"]][1:]
+        steady_sps = n / float(np.median(ep)) if ep else float("nan")
         m.predict(bags[:8])
         t = time.perf_counter()
         m.predict(bags)
@@ -177,11 +180,13 @@ def main() -> int:
         t_patch = (time.perf_counter() - t) / k
         results[label] = {
             "fit_slides_per_s": fit_sps, "bare_slides_per_s": bare_sps, "ratio_fit_vs_bare": fit_sps / bare_sps,
+            "fit_epoch_slides_per_s": steady_sps, "ratio_epoch_vs_bare": steady_sps / bare_sps,
             "predict_ms_per_slide": 1e3 * t_pred, "predict_patches_ms_per_slide": 1e3 * t_patch,
             "fit_seconds": t_fit, "bare_seconds": t_bare, "device": str(m._device()),
         }
-        print(f"{label:11s} fit {fit_sps:8.1f} slides/s | bare fwd+bwd {bare_sps:8.1f} slides/s | "
-              f"ratio {fit_sps / bare_sps:.2f} | predict {1e3 * t_pred:.2f} ms/slide | "
+        print(f"{label:11s} fit {fit_sps:8.1f} slides/s (epochs 2+: {steady_sps:8.1f}) | bare fwd+bwd "
+              f"{bare_sps:8.1f} slides/s | ratio {fit_sps / bare_sps:.2f} (epochs 2+: {steady_sps / bare_sps:.2f}) | "
+              f"predict {1e3 * t_pred:.2f} ms/slide | "
               f"per-patch maps {1e3 * t_patch:.2f} ms/slide", flush=True)
     write_result(a.out, "training", {
         "workload": {"slides": n, "max_patches": patches, "feature_dim": dim, "genes": genes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "Cancelled",
     "ConfigError",
     "DataError",
     "EncoderError",
@@ -44,3 +45,7 @@ class ConfigError(HistovizError, ValueError):
 
 class DataError(HistovizError, ValueError):
     """A table, feature bag or omics file does not satisfy its data contract."""
+
+
+class Cancelled(HistovizError):
+    """Long work (embedding, prediction) was stopped through its ``cancel_event``."""

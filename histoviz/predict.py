@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import DataError, HistovizError
+from histoviz.errors import Cancelled, DataError, HistovizError
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -64,7 +64,7 @@ _CACHE: dict[tuple[str, str, float], RunModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-class PredictionCancelled(HistovizError):
+class PredictionCancelled(Cancelled):
     """``predict_slide`` was cancelled through its ``cancel_event``."""
 
 
@@ -284,6 +284,7 @@ def predict_bag(
     info = {
         "slide_path": str(bag.attrs.get("slide_path", "") or ""),
         "slide_dimensions": dims,
+        "stride_level0": bag.attrs.get("stride_level0"),
         "mpp": float(slide_mpp) if slide_mpp is not None and float(slide_mpp) > 0 else None,
         "tile_size": bag.attrs.get("tile_size"),
         "model": rm.model_name,
@@ -368,13 +369,9 @@ def predict_slide(
     HistovizError
         Unreadable slide, no tissue, missing mpp or weights, incompatible model.
     """
-    import torch
-
-    from histoviz.features.embed import resolve_device
+    from histoviz.features.embed import embed_slide, resolve_device
     from histoviz.features.encoders import create_encoder
     from histoviz.io import open_slide
-    from histoviz.io.featurebag import FeatureBag
-    from histoviz.tiling.dataset import TileBatchIterable
     from histoviz.tiling.grid import TilingConfig, make_tile_grid
 
     rm = _cached_run(model_dir, fold)
@@ -390,38 +387,17 @@ def predict_slide(
                 f"{rm.features.get('embed_dim')}"
             )
         dev = resolve_device(device)
-        encoder = encoder.to(dev).eval()
-        n = len(grid)
-        total = n + 1
-        feats = np.empty((n, encoder.embed_dim), np.float32)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n, desc=f"predict {reader.slide_id}", unit="tile", leave=False)
-        done = 0
+        total = len(grid) + 1  # the last step is the model itself
+        cb = (lambda done, _n: progress_callback(done, total)) if progress_callback else None
         try:
-            with torch.inference_mode():
-                for x, start in TileBatchIterable(reader, grid, batch_size):
-                    if cancel_event is not None and cancel_event.is_set():
-                        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
-                    y = encoder(x.to(dev)).float().cpu().numpy()
-                    feats[int(start) : int(start) + len(y)] = y
-                    done += len(y)
-                    if bar is not None:
-                        bar.update(len(y))
-                    if progress_callback is not None:
-                        progress_callback(done, total)
-        finally:
-            if bar is not None:
-                bar.close()
+            bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
+                              progress=progress, progress_callback=cb, cancel_event=cancel_event)
+        except Cancelled as e:
+            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
         if cancel_event is not None and cancel_event.is_set():
             raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
-        attrs = {"slide_id": reader.slide_id, "encoder": enc_name, "slide_path": str(reader.path or ""),
-                 **grid.attrs()}
-        bag = FeatureBag(grid.coords, feats, attrs)
-        meta = {"slide_path": str(reader.path or ""), "slide_dimensions": list(map(int, reader.dimensions)),
-                "mpp": reader.mpp, "tile_size": int(grid.tile_size)}
+        meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
+                "mpp": reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
         dev_name = "auto" if device == "auto" else str(dev)
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
         if progress_callback is not None:

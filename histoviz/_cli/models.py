@@ -81,10 +81,9 @@ def _evaluate(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace) -> int:
+    from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_bag, predict_slide
-
-    from histoviz.errors import ConfigError
 
     fold = a.fold
     if fold is not None and fold not in ("final", "ensemble"):

@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from histoviz.errors import Cancelled
 from histoviz.io.featurebag import FeatureBag, FeatureBagWriter
 
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
     import torch
 
     from histoviz.features.encoders import PatchEncoder
@@ -60,6 +64,8 @@ def embed_slide(
     device: str | None = "auto",
     amp: bool = True,
     progress: bool = False,
+    progress_callback: Callable[[int, int], None] | None = None,
+    cancel_event: threading.Event | None = None,
     stats: EmbedStats | None = None,
 ) -> FeatureBag | Path:
     """Embed every tile of a slide.
@@ -86,6 +92,11 @@ def embed_slide(
         bfloat16 autocast on CUDA.
     progress
         Show a tqdm progress bar.
+    progress_callback
+        ``callback(done, total)`` after every batch (for GUIs).
+    cancel_event
+        Checked between batches; when set, :class:`~histoviz.errors.Cancelled` is raised and
+        nothing is written.
     stats
         Filled with timings when given.
 
@@ -111,7 +122,7 @@ def embed_slide(
         "slide_id": reader.slide_id,
         "encoder": encoder.name,
         "encoder_weights": encoder.weights_source,
-        "slide_path": str(reader.path) if reader.path else "",
+        "slide_path": str(Path(reader.path).resolve()) if reader.path else "",
         **grid.attrs(),
     }
     n = len(grid)
@@ -134,7 +145,10 @@ def embed_slide(
     t_fwd = 0.0
     try:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            done = 0
             for x, start in loader:
+                if cancel_event is not None and cancel_event.is_set():
+                    raise Cancelled(f"{reader.path or reader.slide_id}: embedding cancelled")
                 tf = time.perf_counter()
                 y = encoder(x.to(dev, non_blocking=True)).float().cpu().numpy()
                 t_fwd += time.perf_counter() - tf
@@ -142,8 +156,11 @@ def embed_slide(
                     writer.write(int(start), y)
                 else:
                     feats[int(start) : int(start) + len(y)] = y
+                done += len(y)
                 if bar is not None:
                     bar.update(len(y))
+                if progress_callback is not None:
+                    progress_callback(done, n)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -31,6 +31,7 @@ predicted. ``cell_type_weights`` are the paper's ``w_i``: shares of each cell ty
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
     from histoviz.data.omics import TargetBlock
 
-__all__ = ["CPNNRegressor", "build_prototypes", "load_reference", "nnls_proportions"]
+__all__ = ["CPNNRegressor", "build_prototypes", "load_reference", "nnls_proportions", "prototype_table"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,47 @@ def build_prototypes(
     return pd.DataFrame(proto, index=pd.Index(types, name="cell_type"), columns=var_names[cols])
 
 
+def prototype_table(path: str | os.PathLike, genes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Prototypes from a table (cell types x genes, e.g. cell2location's per-type means).
+
+    Parameters
+    ----------
+    path
+        CSV/TSV/parquet with cell types as the first column (index) and genes as columns.
+    genes
+        Genes to keep (order kept; absent ones skipped).
+
+    Returns
+    -------
+    DataFrame cell types x genes, rows normalised to sum to 1.
+
+    Raises
+    ------
+    DataError
+        Missing file, negative values, fewer than 2 cell types or shared genes.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: prototype table not found")
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    else:
+        df = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",", index_col=0)
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    if genes is not None:
+        df = df[[g for g in map(str, genes) if g in df.columns]]
+    x = df.to_numpy(np.float64)
+    if df.shape[0] < 2 or df.shape[1] < 2:
+        raise DataError(f"{p}: need >= 2 cell types and >= 2 genes shared with the targets, got {df.shape}")
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise DataError(f"{p}: prototypes must be finite and non-negative")
+    x = x / np.maximum(x.sum(axis=1, keepdims=True), 1e-12)
+    return pd.DataFrame(x, index=pd.Index(df.index, name="cell_type"), columns=df.columns)
+
+
 def nnls_proportions(bulk_fractions: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
     """Non-negative least-squares deconvolution of each bulk profile on the prototypes.
 
@@ -236,7 +278,8 @@ class CPNNRegressor(TorchSlideModel):
     Parameters
     ----------
     reference
-        scRNA reference: ``.h5ad`` path or ``"scanpy:pbmc68k_reduced"``.
+        scRNA reference: ``.h5ad`` path or ``"scanpy:pbmc68k_reduced"``; or a prototype
+        table (``.csv``/``.tsv``/``.parquet``, cell types x genes; see :func:`prototype_table`).
     label_key, reference_layer, reference_use_raw, reference_log1p
         Where the reference keeps labels and expression (see :func:`build_prototypes`).
     modality
@@ -368,10 +411,13 @@ class CPNNRegressor(TorchSlideModel):
             raise ConfigError("CPNN needs reference= (an scRNA .h5ad with cell-type labels)")
         seed_everything(self.seed)
         dev = self._device()
-        proto = build_prototypes(
-            load_reference(self.reference), blk.targets, label_key=self.label_key,
-            layer=self.reference_layer, use_raw=self.reference_use_raw, log1p_input=self.reference_log1p,
-        )
+        if str(self.reference).endswith((".csv", ".tsv", ".parquet")):
+            proto = prototype_table(self.reference, blk.targets)
+        else:
+            proto = build_prototypes(
+                load_reference(self.reference), blk.targets, label_key=self.label_key,
+                layer=self.reference_layer, use_raw=self.reference_use_raw, log1p_input=self.reference_log1p,
+            )
         genes = list(proto.columns)
         gidx = pd.Index(blk.targets).get_indexer(genes)
         self.genes_, self.gene_index_ = genes, gidx.astype(np.int64)

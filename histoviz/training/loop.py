@@ -61,6 +61,9 @@ class BagBatcher:
         Patches sampled per bag in training batches (``0``: all).
     device
         Torch device of the batches.
+    device_cache_bytes
+        On an accelerator, standardised bags are kept on the device up to this many bytes
+        (padding and sampling then run there); the rest stay in host memory.
     """
 
     def __init__(
@@ -71,22 +74,37 @@ class BagBatcher:
         *,
         max_patches: int = 4096,
         device: torch.device | str = "cpu",
+        device_cache_bytes: int = 8 << 30,
     ) -> None:
         self.bags = bags
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.max_patches = int(max_patches)
         self.device = torch.device(device)
+        self.device_cache_bytes = int(device_cache_bytes)
         self._cache: dict[int, torch.Tensor] = {}
+        self._cached_on_device = 0
+        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.bags)
 
+    def _mean_std(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(dev)
+        if key not in self._stats:
+            self._stats[key] = (torch.from_numpy(self.mean).to(dev), torch.from_numpy(self.std).to(dev))
+        return self._stats[key]
+
     def _bag(self, i: int) -> torch.Tensor:
         t = self._cache.get(i)
         if t is None:
-            b = (np.asarray(self.bags[i], np.float32) - self.mean) / self.std
-            t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+            raw = torch.from_numpy(np.ascontiguousarray(self.bags[i], dtype=np.float32))
+            dev = torch.device("cpu")
+            if self.device.type != "cpu" and self._cached_on_device + raw.nbytes <= self.device_cache_bytes:
+                dev = self.device
+                self._cached_on_device += raw.nbytes
+            mean, std = self._mean_std(dev)
+            t = (raw.to(dev) - mean) / std
             self._cache[i] = t
         return t
 
@@ -102,18 +120,18 @@ class BagBatcher:
                     sel = np.sort(rng.choice(len(t), self.max_patches, replace=False))
                 else:  # deterministic, evenly spread subsample for evaluation
                     sel = np.linspace(0, len(t) - 1, self.max_patches).round().astype(np.int64)
-                t = t[torch.from_numpy(sel)]
+                t = t[torch.from_numpy(sel).to(t.device)]
             parts.append(t)
         n = max(len(p) for p in parts)
         d = parts[0].shape[1]
-        x = torch.empty(len(parts), n, d)
-        mask = torch.zeros(len(parts), n, dtype=torch.bool)
+        x = torch.empty(len(parts), n, d, device=self.device)
+        mask = torch.zeros(len(parts), n, dtype=torch.bool, device=self.device)
         for k, p in enumerate(parts):
-            x[k, : len(p)] = p
+            x[k, : len(p)] = p.to(self.device, non_blocking=True)
             if len(p) < n:
                 x[k, len(p) :] = 0.0
             mask[k, : len(p)] = True
-        return x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        return x, mask
 
 
 def _group_keys(state: Mapping[str, torch.Tensor], prefixes: Sequence[str]) -> list[str]:
@@ -179,6 +197,7 @@ def train_module(
     try:
         for epoch in range(settings.epochs):
             module.train()
+            te = time.perf_counter()
             order = rng.permutation(n_train)
             tot, nb = 0.0, 0
             for s in range(0, n_train, settings.batch_size):
@@ -191,7 +210,8 @@ def train_module(
                 opt.step()
                 tot += float(loss.detach())
                 nb += 1
-            rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(nb, 1)}
+            rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(nb, 1),
+                                   "train_seconds": time.perf_counter() - te}
             if validate is not None:
                 module.eval()
                 with torch.no_grad():

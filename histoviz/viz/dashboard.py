@@ -1,0 +1,638 @@
+"""Computations behind the Streamlit dashboard (``app.py``), as plain functions.
+
+Everything here returns DataFrames, numpy arrays, dicts or plotly figures, so the dashboard only
+parses input, calls one of these (or another histoviz function) and renders the result. No
+Streamlit import here; plotly is imported only by the ``*_figure`` functions.
+
+- finding things on disk: :func:`find_slides`, :func:`find_predictions`, :func:`find_run_dirs`,
+  :func:`find_embed_summaries`, :func:`parse_path_list`;
+- one slide: :func:`slide_overview` (metadata + tissue grid preview), :func:`map_spec`,
+  :func:`legend_html`;
+- a cohort: :func:`km_curves`, :func:`logrank`, :func:`km_figure`, :func:`embed_summary`;
+- runs: :func:`mark_optimistic`, :func:`read_run_metrics`, :func:`filter_targets`,
+  :func:`per_target_summary`, :func:`pearson_bar_figure`.
+
+Examples
+--------
+>>> import pandas as pd
+>>> df = pd.DataFrame({"time": [1, 2, 3, 4], "event": [1, 0, 1, 1], "grade": [1, 1, 2, 2]})
+>>> km_curves(df, unit=None)["survival"].round(2).tolist()
+[1.0, 0.5, 0.5, 1.0, 0.5, 0.0]
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import DataError, HistovizError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from histoviz.io.slide import SlideReader
+    from histoviz.tiling.grid import TilingConfig
+
+__all__ = [
+    "KM_COLUMNS",
+    "PER_TARGET_COLUMNS",
+    "SlideOverview",
+    "embed_summary",
+    "find_embed_summaries",
+    "find_predictions",
+    "find_run_dirs",
+    "filter_targets",
+    "find_slides",
+    "km_curves",
+    "km_figure",
+    "legend_html",
+    "logrank",
+    "map_spec",
+    "mark_optimistic",
+    "meta_table",
+    "parse_path_list",
+    "pearson_bar_figure",
+    "per_target_summary",
+    "read_run_metrics",
+    "slide_overview",
+]
+
+#: Columns of :func:`km_curves`.
+KM_COLUMNS = ("group", "time", "survival", "ci_lower", "ci_upper", "at_risk", "n")
+#: Columns of :func:`per_target_summary`.
+PER_TARGET_COLUMNS = (
+    "run", "model", "modality", "target", "pearson_mean", "pearson_std", "spearman_mean",
+    "spearman_std", "n_folds", "n_patients",
+)
+#: Most files a folder search returns (a data root pointing at ``/`` must not hang the app).
+MAX_FOUND = 2000
+
+
+# ------------------------------------------------------------------------------------------------
+# finding things on disk
+# ------------------------------------------------------------------------------------------------
+def _is_slide(p: Path) -> bool:
+    from histoviz.io.open import SLIDE_SUFFIXES
+
+    name = p.name.lower()
+    if name.startswith("."):
+        return False
+    return any(name.endswith(s) for s in SLIDE_SUFFIXES)
+
+
+def find_slides(root: str | os.PathLike, *, recursive: bool = True, limit: int = MAX_FOUND) -> list[Path]:
+    """Slide files (any suffix :func:`histoviz.io.open_slide` reads) under ``root``, sorted.
+
+    A missing or empty ``root`` gives an empty list; at most ``limit`` files are returned.
+    """
+    if not str(root).strip():
+        return []
+    r = Path(root)
+    if not r.is_dir():
+        return []
+    it = r.rglob("*") if recursive else r.iterdir()
+    out: list[Path] = []
+    for p in it:
+        if _is_slide(p) and p.is_file():
+            out.append(p)
+            if len(out) >= limit:
+                break
+    return sorted(out)
+
+
+def find_predictions(slide_id: str, roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Prediction ``.h5ad`` files that name ``slide_id``, under each of ``roots``.
+
+    Looks at ``<root>/maps/<slide_id>*.h5ad`` (``histoviz predict`` outputs),
+    ``<root>/*<slide_id>*.h5ad`` (e.g. the demo's ``pred_<model>_<slide_id>.h5ad``) and
+    ``<root>/maps/*<slide_id>*.h5ad``. Whether a file really belongs to the slide is checked
+    when it is loaded (:func:`histoviz.viz.maps.check_predictions_match_slide`).
+    """
+    found: dict[str, Path] = {}
+    for root in roots:
+        if not str(root).strip():
+            continue
+        r = Path(root)
+        if not r.is_dir():
+            continue
+        for pattern in (f"maps/{slide_id}*.h5ad", f"*{slide_id}*.h5ad", f"maps/*{slide_id}*.h5ad"):
+            for p in sorted(r.glob(pattern)):
+                if p.is_file() and _names_slide(p.name, slide_id):
+                    found.setdefault(str(p), p)
+    return list(found.values())
+
+
+def _names_slide(name: str, slide_id: str) -> bool:
+    """``name`` contains ``slide_id`` not as part of a longer id (``S1`` is not in ``S10``)."""
+    stem = name[: -len(".h5ad")] if name.endswith(".h5ad") else name
+    start = 0
+    while (i := stem.find(slide_id, start)) >= 0:
+        before = stem[i - 1] if i > 0 else ""
+        after = stem[i + len(slide_id)] if i + len(slide_id) < len(stem) else ""
+        if not (before.isalnum() or after.isalnum()):
+            return True
+        start = i + 1
+    return False
+
+
+def find_run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Run directories (folders holding ``metrics.parquet``) directly under ``root``, sorted.
+
+    ``root`` itself counts when it is a run directory.
+    """
+    if not str(root).strip():
+        return []
+    r = Path(root)
+    if not r.is_dir():
+        return []
+    if (r / "metrics.parquet").is_file():
+        return [r]
+    return sorted(p for p in r.iterdir() if p.is_dir() and (p / "metrics.parquet").is_file())
+
+
+def find_embed_summaries(cohort_table: str | os.PathLike) -> list[Path]:
+    """``embed_summary.csv`` files of feature folders next to a cohort table.
+
+    Looks at ``<table dir>/features/*/embed_summary.csv`` and ``<table dir>/features/embed_summary.csv``.
+    """
+    base = Path(cohort_table).parent / "features"
+    if not base.is_dir():
+        return []
+    out = sorted(base.glob("*/embed_summary.csv"))
+    if (base / "embed_summary.csv").is_file():
+        out.insert(0, base / "embed_summary.csv")
+    return out
+
+
+def parse_path_list(text: str) -> list[Path]:
+    """One path per line (or separated by commas); blank lines and ``#`` comments skipped."""
+    out: list[Path] = []
+    for line in str(text).splitlines():
+        line = line.split("#", 1)[0]
+        for part in line.split(","):
+            part = part.strip()
+            if part:
+                out.append(Path(part))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# one slide
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class SlideOverview:
+    """Metadata and a tissue-grid preview of one slide (:func:`slide_overview`).
+
+    Attributes
+    ----------
+    slide_id
+        The slide's id.
+    meta
+        :meth:`histoviz.io.SlideMeta.to_dict`.
+    preview
+        ``(H, W, 3)`` uint8 thumbnail with the kept tiles outlined (no outlines when tiling
+        failed).
+    n_tiles
+        Tiles kept (0 when tiling failed).
+    mean_tissue
+        Mean tissue fraction of the kept tiles (NaN without tiles).
+    tile_size, mpp
+        Tile side in pixels and target microns per pixel.
+    tile_size_level0
+        Tile side in level-0 pixels (0 when tiling failed).
+    grid_error
+        Why there is no grid (missing mpp, no tissue), or ``None``.
+    """
+
+    slide_id: str
+    meta: dict[str, Any]
+    preview: np.ndarray
+    n_tiles: int = 0
+    mean_tissue: float = float("nan")
+    tile_size: int = 224
+    mpp: float | None = 0.5
+    tile_size_level0: int = 0
+    grid_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str:
+        """One line describing the grid (or why there is none)."""
+        if self.grid_error:
+            return f"no tile grid: {self.grid_error}"
+        at = f" at {self.mpp:g} um/px" if self.mpp else ""
+        return (f"{self.n_tiles} tiles of {self.tile_size} px{at} ({self.tile_size_level0} px at "
+                f"level 0), mean tissue {self.mean_tissue:.0%}")
+
+
+def slide_overview(reader: SlideReader, config: TilingConfig | None = None, *,
+                   max_size: int = 1024) -> SlideOverview:
+    """Metadata, tissue grid and a thumbnail with the kept tiles outlined.
+
+    Tiling errors that are about the input (no mpp, no tissue) do not raise: they are returned
+    in :attr:`SlideOverview.grid_error` with the plain thumbnail, so a front end can still show
+    the slide.
+    """
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+    from histoviz.viz.thumbnails import draw_grid
+
+    cfg = config or TilingConfig()
+    thumb = reader.get_thumbnail(max_size)
+    ov = SlideOverview(slide_id=reader.slide_id, meta=reader.meta.to_dict(), preview=thumb,
+                       tile_size=cfg.tile_size, mpp=cfg.mpp)
+    try:
+        grid = make_tile_grid(reader, cfg)
+    except HistovizError as e:
+        ov.grid_error = str(e)
+        return ov
+    scale = thumb.shape[1] / reader.dimensions[0]
+    ov.preview = draw_grid(thumb, grid, scale)
+    ov.n_tiles = len(grid)
+    ov.mean_tissue = float(np.mean(grid.tissue_fraction)) if len(grid) else float("nan")
+    ov.tile_size_level0 = int(grid.tile_size_level0)
+    return ov
+
+
+def meta_table(meta: dict[str, Any]) -> pd.DataFrame:
+    """``SlideMeta.to_dict()`` as a two-column table of strings (``field``, ``value``)."""
+    def one(x: Any) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, (list, tuple)):
+            if v and all(isinstance(d, (list, tuple)) for d in v):
+                return ", ".join(" x ".join(one(x) for x in d) for d in v)
+            if len(v) == 2 and all(isinstance(x, (int, np.integer)) for x in v):
+                return f"{v[0]} x {v[1]}"
+            return ", ".join(one(x) for x in v)
+        return one(v)
+
+    return pd.DataFrame({"field": list(meta), "value": [fmt(v) for v in meta.values()]})
+
+
+def map_spec(kind: str, key: str | None = None) -> str:
+    """The string form of a map (``"gene:MKI67"``, ``"risk"``), validated.
+
+    Raises
+    ------
+    DataError
+        Unknown kind, or a keyed kind without a key.
+    """
+    from histoviz.viz.maps import MapSpec
+
+    return str(MapSpec(kind, key or None))
+
+
+def legend_html(categories: dict[str, Sequence[int]]) -> str:
+    """Colour swatches and names (from :func:`histoviz.viz.overlay.render_overlay` info)."""
+    items = []
+    for name, rgb in categories.items():
+        r, g, b = (int(v) for v in list(rgb)[:3])
+        items.append(
+            f'<span style="display:inline-block;margin-right:1.2em;white-space:nowrap">'
+            f'<span style="display:inline-block;width:0.9em;height:0.9em;vertical-align:middle;'
+            f'margin-right:0.35em;border:1px solid #555;background:rgb({r},{g},{b})"></span>'
+            f"{html.escape(str(name))}</span>"
+        )
+    return "".join(items)
+
+
+# ------------------------------------------------------------------------------------------------
+# cohort: Kaplan-Meier and log-rank
+# ------------------------------------------------------------------------------------------------
+def _survival_frame(df: pd.DataFrame, group: str | None, time: str, event: str,
+                    unit: str | None) -> pd.DataFrame:
+    need = [time, event] + ([group] if group else [])
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"the cohort table lacks column(s) {missing} needed for survival curves")
+    d = df
+    if unit and unit in d.columns:
+        d = d.drop_duplicates(subset=unit, keep="first")
+    cols = need
+    d = d[cols].copy()
+    d[time] = pd.to_numeric(d[time], errors="coerce")
+    d[event] = pd.to_numeric(d[event], errors="coerce")
+    d = d.dropna(subset=cols)
+    if d.empty:
+        raise DataError("no rows with time, event" + (f" and {group}" if group else "") + " to analyse")
+    if (d[time] < 0).any():
+        raise DataError(f"column {time!r} has negative survival times")
+    d[event] = (d[event] != 0).astype(int)
+    if group:
+        d["_group"] = d[group].map(_group_label)
+    else:
+        d["_group"] = "all"
+    return d
+
+
+def _group_label(v: Any) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _group_order(labels: Iterable[str]) -> list[str]:
+    labs = list(dict.fromkeys(labels))
+    try:
+        return sorted(labs, key=float)
+    except ValueError:
+        return sorted(labs)
+
+
+def km_curves(
+    df: pd.DataFrame,
+    group: str | None = "grade",
+    *,
+    time: str = "time",
+    event: str = "event",
+    unit: str | None = "patient_id",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Kaplan-Meier survival curves per group (lifelines ``KaplanMeierFitter``).
+
+    Parameters
+    ----------
+    df
+        Cohort table (:func:`histoviz.data.cohort.read_cohort`).
+    group
+        Column to stratify by (``None``: one curve, group ``"all"``).
+    time, event
+        Survival time and event indicator (1 = event, 0 = censored) columns.
+    unit
+        Count each value of this column once (first row), so a patient with several slides
+        is one subject; ``None`` uses every row.
+    alpha
+        The confidence bands are ``1 - alpha``.
+
+    Returns
+    -------
+    DataFrame with :data:`KM_COLUMNS`: one row per group and time point of lifelines'
+    timeline (starting at 0), ``survival`` = ``survival_function_``, the confidence band,
+    subjects at risk and the group size ``n``. Groups are ordered numerically when they can be.
+    """
+    from lifelines import KaplanMeierFitter
+
+    d = _survival_frame(df, group, time, event, unit)
+    frames = []
+    for g in _group_order(d["_group"]):
+        sub = d[d["_group"] == g]
+        kmf = KaplanMeierFitter(alpha=alpha)
+        kmf.fit(sub[time].to_numpy(dtype=float), sub[event].to_numpy(), label=str(g))
+        sf = kmf.survival_function_.iloc[:, 0]
+        ci = kmf.confidence_interval_survival_function_
+        at_risk = kmf.event_table["at_risk"].reindex(sf.index)
+        frames.append(pd.DataFrame({
+            "group": str(g),
+            "time": sf.index.to_numpy(dtype=float),
+            "survival": sf.to_numpy(dtype=float),
+            "ci_lower": ci.iloc[:, 0].to_numpy(dtype=float),
+            "ci_upper": ci.iloc[:, 1].to_numpy(dtype=float),
+            "at_risk": at_risk.to_numpy(dtype=float),
+            "n": len(sub),
+        }))
+    return pd.concat(frames, ignore_index=True)[list(KM_COLUMNS)]
+
+
+def logrank(
+    df: pd.DataFrame,
+    group: str = "grade",
+    *,
+    time: str = "time",
+    event: str = "event",
+    unit: str | None = "patient_id",
+) -> dict[str, float]:
+    """Log-rank test across the groups of ``group`` (lifelines ``multivariate_logrank_test``).
+
+    Returns
+    -------
+    dict with ``p_value``, ``test_statistic``, ``degrees_of_freedom``, ``n_groups`` and
+    ``n`` (subjects). Fewer than two groups gives NaN statistics.
+    """
+    from lifelines.statistics import multivariate_logrank_test
+
+    d = _survival_frame(df, group, time, event, unit)
+    k = int(d["_group"].nunique())
+    out = {"p_value": float("nan"), "test_statistic": float("nan"),
+           "degrees_of_freedom": float(max(k - 1, 0)), "n_groups": float(k), "n": float(len(d))}
+    if k < 2:
+        return out
+    res = multivariate_logrank_test(d[time].to_numpy(dtype=float), d["_group"].to_numpy(),
+                                    d[event].to_numpy())
+    out["p_value"] = float(res.p_value)
+    out["test_statistic"] = float(res.test_statistic)
+    return out
+
+
+def km_figure(curves: pd.DataFrame, *, title: str = "", group_label: str = "group",
+              time_label: str = "time", bands: bool = True) -> go.Figure:
+    """Step plot of :func:`km_curves` output (plotly), with optional confidence bands."""
+    import plotly.graph_objects as go
+
+    from histoviz.viz.colors import category_colors
+
+    fig = go.Figure()
+    groups = list(dict.fromkeys(curves["group"]))
+    cols = category_colors(len(groups))
+    for g, c in zip(groups, cols):
+        sub = curves[curves["group"] == g]
+        rgb = f"{int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)}"
+        n = int(sub["n"].iloc[0]) if len(sub) else 0
+        if bands:
+            fig.add_trace(go.Scatter(
+                x=np.concatenate([sub["time"], sub["time"][::-1]]),
+                y=np.concatenate([sub["ci_upper"], sub["ci_lower"][::-1]]),
+                fill="toself", fillcolor=f"rgba({rgb},0.12)", line={"width": 0, "shape": "hv"},
+                hoverinfo="skip", showlegend=False, legendgroup=str(g),
+            ))
+        fig.add_trace(go.Scatter(
+            x=sub["time"], y=sub["survival"], mode="lines", line={"shape": "hv", "color": f"rgb({rgb})"},
+            name=f"{group_label} {g} (n={n})", legendgroup=str(g),
+            customdata=sub[["at_risk"]].to_numpy(),
+            hovertemplate=f"{group_label} {g}<br>{time_label} %{{x:.3g}}<br>S(t) %{{y:.3f}}"
+                          "<br>at risk %{customdata[0]:.0f}<extra></extra>",
+        ))
+    fig.update_layout(title=title or None, xaxis_title=time_label, yaxis_title="survival probability",
+                      yaxis={"range": [0, 1.02]}, legend_title_text=group_label,
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return fig
+
+
+def embed_summary(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """An ``embed_summary.csv`` (written by cohort embedding) and its totals.
+
+    Returns
+    -------
+    ``(table, totals)`` where totals has ``slides``, per-status counts (``done``, ``skipped``,
+    ``failed``), ``tiles`` and ``seconds``; plus ``encoder`` / ``embed_dim`` when an
+    ``embed_config.json`` lies next to the summary.
+    """
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: embedding summary not found")
+    try:
+        df = pd.read_csv(p)
+    except Exception as e:
+        raise DataError(f"{p}: cannot read the embedding summary ({type(e).__name__}: {e})") from e
+    totals: dict[str, Any] = {"slides": len(df)}
+    if "status" in df.columns:
+        vc = df["status"].astype(str).value_counts()
+        for s in ("done", "skipped", "failed"):
+            totals[s] = int(vc.get(s, 0))
+    if "n_tiles" in df.columns:
+        totals["tiles"] = int(pd.to_numeric(df["n_tiles"], errors="coerce").fillna(0).sum())
+    if "seconds" in df.columns:
+        totals["seconds"] = float(pd.to_numeric(df["seconds"], errors="coerce").fillna(0).sum())
+    cfg = p.parent / "embed_config.json"
+    if cfg.is_file():
+        try:
+            c = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            c = {}
+        if isinstance(c, dict):
+            for k in ("encoder", "embed_dim"):
+                if k in c:
+                    totals[k] = c[k]
+    return df, totals
+
+
+# ------------------------------------------------------------------------------------------------
+# runs
+# ------------------------------------------------------------------------------------------------
+def mark_optimistic(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``optimistic`` (bool) and ``view`` (text) columns to a :func:`compare_runs` table.
+
+    Rows whose ``selection`` is :data:`histoviz.evaluation.metrics.OPTIMISTIC_LABEL` (targets
+    chosen on the test correlations: the papers' "best predicted" view) are optimistic; every
+    other row is honest (``view`` = ``"held-out"``).
+    """
+    from histoviz.evaluation.metrics import OPTIMISTIC_LABEL
+
+    t = table.copy()
+    sel = t["selection"].astype(str) if "selection" in t.columns else pd.Series("", index=t.index)
+    opt = (sel == OPTIMISTIC_LABEL) | sel.str.contains("optimistic", case=False, regex=False)
+    if "subset" in t.columns:
+        opt |= t["subset"].astype(str).str.match(r"best\d+_predicted$")
+    t.insert(0, "optimistic", opt.to_numpy(dtype=bool))
+    t.insert(0, "view", np.where(opt, "⚠ OPTIMISTIC (selected on test)", "held-out"))
+    return t
+
+
+def read_run_metrics(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Every run's ``metrics.parquet`` stacked, with a ``run`` column (the folder name).
+
+    Raises
+    ------
+    DataError
+        A folder without ``metrics.parquet``.
+    """
+    frames = []
+    for d in run_dirs:
+        p = Path(d) / "metrics.parquet"
+        if not p.is_file():
+            raise DataError(f"{d}: no metrics.parquet (not a finished histoviz run directory)")
+        m = pd.read_parquet(p)
+        missing = [c for c in ("model", "fold", "modality", "target", "pearson") if c not in m.columns]
+        if missing:
+            raise DataError(f"{p}: lacks column(s) {missing}")
+        frames.append(m.assign(run=Path(d).name))
+    if not frames:
+        raise DataError("no run directories given")
+    out = pd.concat(frames, ignore_index=True)
+    for c in ("model", "modality", "target", "run"):
+        out[c] = out[c].astype(str)
+    return out
+
+
+def filter_targets(metrics: pd.DataFrame, query: str = "") -> pd.DataFrame:
+    """Rows whose ``target`` contains any comma-separated term of ``query`` (case-insensitive).
+
+    An empty query keeps every row.
+    """
+    terms = [t.strip().lower() for t in str(query).split(",") if t.strip()]
+    if not terms:
+        return metrics
+    low = metrics["target"].astype(str).str.lower()
+    keep = np.zeros(len(metrics), bool)
+    for t in terms:
+        keep |= low.str.contains(t, regex=False).to_numpy()
+    return metrics[keep]
+
+
+def per_target_summary(metrics: pd.DataFrame, query: str = "", *, limit: int | None = None) -> pd.DataFrame:
+    """Per-target Pearson / Spearman over folds, optionally filtered by a target search.
+
+    Parameters
+    ----------
+    metrics
+        :func:`read_run_metrics` output (or one ``metrics.parquet``; ``run`` defaults to the model).
+    query
+        Case-insensitive substring of the target name; ``"a, b"`` matches either; empty: all.
+    limit
+        Keep at most this many rows (after sorting by ``pearson_mean`` descending).
+
+    Returns
+    -------
+    DataFrame with :data:`PER_TARGET_COLUMNS`; means and standard deviations are over folds
+    (the std is NaN with one fold), ``n_patients`` is the mean held-out ``n`` per fold.
+    """
+    m = metrics if "run" in metrics.columns else metrics.assign(run=metrics["model"].astype(str))
+    m = filter_targets(m, query)
+    if m.empty:
+        return pd.DataFrame(columns=list(PER_TARGET_COLUMNS))
+    spearman = m["spearman"] if "spearman" in m.columns else pd.Series(np.nan, index=m.index)
+    n = m["n"] if "n" in m.columns else pd.Series(np.nan, index=m.index)
+    g = m.assign(_s=spearman, _n=n).groupby(["run", "model", "modality", "target"], observed=True, sort=False)
+    out = g.agg(
+        pearson_mean=("pearson", "mean"), pearson_std=("pearson", "std"),
+        spearman_mean=("_s", "mean"), spearman_std=("_s", "std"),
+        n_folds=("fold", "nunique"), n_patients=("_n", "mean"),
+    ).reset_index()
+    out = out.sort_values(["pearson_mean", "target"], ascending=[False, True], kind="mergesort",
+                          na_position="last").reset_index(drop=True)
+    if limit is not None:
+        out = out.head(int(limit))
+    return out[list(PER_TARGET_COLUMNS)]
+
+
+def pearson_bar_figure(table: pd.DataFrame, *, subset: str = "all", axis: str = "per-target") -> go.Figure:
+    """Grouped bars: mean held-out Pearson per modality (x) and model (colour), +- std over folds.
+
+    Uses the rows of a :func:`compare_runs` table with the given ``subset`` and ``axis``
+    (default: all targets, per-target correlation, the honest headline).
+    """
+    import plotly.graph_objects as go
+
+    from histoviz.viz.colors import category_colors
+
+    t = table[(table["subset"] == subset) & (table["axis"] == axis)]
+    fig = go.Figure()
+    models = list(dict.fromkeys(t["model"].astype(str)))
+    for mname, c in zip(models, category_colors(len(models))):
+        sub = t[t["model"].astype(str) == mname]
+        err = sub["pearson_std"].to_numpy(dtype=float)
+        fig.add_trace(go.Bar(
+            x=sub["modality"].astype(str), y=sub["pearson_mean"], name=mname,
+            marker_color=f"rgb({int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)})",
+            error_y={"type": "data", "array": np.nan_to_num(err, nan=0.0), "visible": bool(np.isfinite(err).any())},
+            customdata=np.stack([sub["n_targets"].to_numpy(dtype=float), sub["n_folds"].to_numpy(dtype=float),
+                                 err], axis=1) if len(sub) else None,
+            hovertemplate=f"{mname}<br>%{{x}}: Pearson %{{y:.3f}} ± %{{customdata[2]:.3f}}"
+                          "<br>%{customdata[0]:.0f} targets, %{customdata[1]:.0f} folds<extra></extra>",
+        ))
+    fig.update_layout(barmode="group", xaxis_title="modality",
+                      yaxis_title=f"mean held-out Pearson ({axis}, {subset} targets)",
+                      legend_title_text="model", margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    fig.add_hline(y=0, line_width=1, line_color="#888")
+    return fig
