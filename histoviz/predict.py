@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import Cancelled, DataError, HistovizError
+from histoviz.errors import Cancelled, DataError
 
 if TYPE_CHECKING:
     import anndata as ad
