@@ -383,8 +383,11 @@ class OpenSlideReader(SlideReader):
         except Exception:  # fall back to OpenSlide for every read
             self._fast = {}
         if self._fast:
+            from dataclasses import replace
+
             self._tf = tf
             self.backend = "openslide+tiles"
+            self.meta = replace(self.meta, backend=self.backend)
 
     @property
     def tile_decode(self) -> bool:

@@ -447,12 +447,15 @@ def km_figure(curves: pd.DataFrame, *, title: str = "", group_label: str = "grou
         sub = curves[curves["group"] == g]
         rgb = f"{int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)}"
         n = int(sub["n"].iloc[0]) if len(sub) else 0
-        if bands:
+        if bands:  # upper edge, then the lower edge filled up to it (both as steps)
             fig.add_trace(go.Scatter(
-                x=np.concatenate([sub["time"], sub["time"][::-1]]),
-                y=np.concatenate([sub["ci_upper"], sub["ci_lower"][::-1]]),
-                fill="toself", fillcolor=f"rgba({rgb},0.12)", line={"width": 0, "shape": "hv"},
+                x=sub["time"], y=sub["ci_upper"], mode="lines", line={"width": 0, "shape": "hv"},
                 hoverinfo="skip", showlegend=False, legendgroup=str(g),
+            ))
+            fig.add_trace(go.Scatter(
+                x=sub["time"], y=sub["ci_lower"], mode="lines", line={"width": 0, "shape": "hv"},
+                fill="tonexty", fillcolor=f"rgba({rgb},0.12)", hoverinfo="skip", showlegend=False,
+                legendgroup=str(g),
             ))
         fig.add_trace(go.Scatter(
             x=sub["time"], y=sub["survival"], mode="lines", line={"shape": "hv", "color": f"rgb({rgb})"},
@@ -462,8 +465,9 @@ def km_figure(curves: pd.DataFrame, *, title: str = "", group_label: str = "grou
                           "<br>at risk %{customdata[0]:.0f}<extra></extra>",
         ))
     fig.update_layout(title=title or None, xaxis_title=time_label, yaxis_title="survival probability",
-                      yaxis={"range": [0, 1.02]}, legend_title_text=group_label,
-                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+                      yaxis={"range": [0, 1.02]},
+                      legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+                      margin={"l": 10, "r": 10, "t": 60 if title else 30, "b": 10})
     return fig
 
 

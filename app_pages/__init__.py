@@ -1,0 +1,1 @@
+"""Pages of the histoviz Streamlit dashboard (``streamlit run app.py``); thin over histoviz."""

@@ -1,0 +1,236 @@
+"""histoviz.viz.dashboard: the computations behind the Streamlit app, checked against lifelines,
+compare_runs and the slide/tiling functions they wrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histoviz.errors import DataError
+from histoviz.viz import dashboard as dash
+
+
+def write_run(run_dir: Path, model: str, *, seed: int = 0, n_genes: int = 60, n_proteins: int = 8,
+              n_folds: int = 3) -> Path:
+    """A run directory with a ``metrics.parquet`` in the documented format."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in range(n_folds):
+        for mod, n in (("gene", n_genes), ("protein", n_proteins)):
+            for j in range(n):
+                rows.append({
+                    "model": model, "fold": fold, "modality": mod, "target": f"{mod.upper()[:1]}{j:03d}",
+                    "pearson": float(np.tanh(rng.normal(0.3, 0.4))), "spearman": float(np.tanh(rng.normal(0.25, 0.4))),
+                    "n": 8, "train_mean": float(rng.normal()), "train_var": float(rng.gamma(2.0)),
+                })
+    run_dir.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    df["model"] = df["model"].astype("category")
+    df["modality"] = df["modality"].astype("category")
+    df.to_parquet(run_dir / "metrics.parquet", index=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def gbsg2() -> pd.DataFrame:
+    from lifelines.datasets import load_gbsg2
+
+    d = load_gbsg2().rename(columns={"cens": "event", "tgrade": "grade"})
+    d["patient_id"] = [f"P{i:04d}" for i in range(len(d))]
+    return d
+
+
+# ---- Kaplan-Meier and log-rank against lifelines -------------------------------------------------
+def test_km_curves_equal_lifelines_survival_function(gbsg2: pd.DataFrame) -> None:
+    from lifelines import KaplanMeierFitter
+
+    curves = dash.km_curves(gbsg2, "grade")
+    assert list(curves.columns) == list(dash.KM_COLUMNS)
+    assert list(dict.fromkeys(curves["group"])) == ["I", "II", "III"]
+    for g, sub in gbsg2.groupby("grade"):
+        kmf = KaplanMeierFitter().fit(sub["time"], sub["event"])
+        mine = curves[curves["group"] == g]
+        assert len(mine) == len(kmf.survival_function_)
+        np.testing.assert_allclose(mine["time"], kmf.survival_function_.index.to_numpy(dtype=float))
+        np.testing.assert_allclose(mine["survival"], kmf.survival_function_.iloc[:, 0].to_numpy())
+        ci = kmf.confidence_interval_survival_function_
+        np.testing.assert_allclose(mine["ci_lower"], ci.iloc[:, 0].to_numpy())
+        np.testing.assert_allclose(mine["ci_upper"], ci.iloc[:, 1].to_numpy())
+        assert (mine["n"] == len(sub)).all()
+        assert mine["at_risk"].iloc[0] == len(sub)
+
+
+def test_logrank_equals_lifelines(gbsg2: pd.DataFrame) -> None:
+    from lifelines.statistics import multivariate_logrank_test
+
+    ref = multivariate_logrank_test(gbsg2["time"], gbsg2["grade"], gbsg2["event"])
+    res = dash.logrank(gbsg2, "grade")
+    assert res["p_value"] == pytest.approx(ref.p_value, rel=1e-12)
+    assert res["test_statistic"] == pytest.approx(ref.test_statistic, rel=1e-12)
+    assert res["degrees_of_freedom"] == 2 and res["n_groups"] == 3 and res["n"] == len(gbsg2)
+    assert res["p_value"] < 1e-3  # grade separates survival in GBSG2
+
+
+def test_km_counts_each_patient_once(gbsg2: pd.DataFrame) -> None:
+    """A patient with several slides (rows) is one subject unless unit=None."""
+    from lifelines import KaplanMeierFitter
+
+    d = gbsg2.head(120)
+    doubled = pd.concat([d, d.head(30)], ignore_index=True)  # 30 patients with a second slide
+    per_patient = dash.km_curves(doubled, None)
+    np.testing.assert_allclose(per_patient["survival"],
+                               KaplanMeierFitter().fit(d["time"], d["event"]).survival_function_.iloc[:, 0])
+    assert per_patient["n"].iloc[0] == 120
+    per_row = dash.km_curves(doubled, None, unit=None)
+    assert per_row["n"].iloc[0] == 150
+    assert set(per_row["group"]) == {"all"}
+    assert dash.logrank(doubled, "grade")["n"] == 120
+
+
+def test_km_numeric_groups_and_bad_input() -> None:
+    df = pd.DataFrame({"time": [1, 2, 3, 4, 5, 6], "event": [1, 0, 1, 1, 0, 1],
+                       "grade": [10.0, 2.0, 2.0, 10.0, 3.0, np.nan]})
+    curves = dash.km_curves(df, "grade", unit=None)
+    assert list(dict.fromkeys(curves["group"])) == ["2", "3", "10"]  # numeric order, NaN dropped
+    one = dash.logrank(df[df["grade"] == 2.0], "grade", unit=None)
+    assert np.isnan(one["p_value"]) and one["n_groups"] == 1
+    with pytest.raises(DataError, match="lacks column"):
+        dash.km_curves(df.drop(columns="event"), "grade")
+    with pytest.raises(DataError, match="negative"):
+        dash.km_curves(df.assign(time=-df["time"]), "grade", unit=None)
+    fig = dash.km_figure(curves, group_label="grade")
+    lines = [t for t in fig.data if t.showlegend is not False]  # not the confidence bands
+    assert [t.name for t in lines] == ["grade 2 (n=2)", "grade 3 (n=1)", "grade 10 (n=2)"]
+    assert all(t.line.shape == "hv" for t in lines)
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+def test_mark_optimistic_and_bar_figure(tmp_path: Path) -> None:
+    from histoviz.evaluation.compare import compare_runs
+    from histoviz.evaluation.metrics import OPTIMISTIC_LABEL
+
+    dirs = [write_run(tmp_path / "a", "ridge", seed=1), write_run(tmp_path / "b", "mtl", seed=2)]
+    table = compare_runs(dirs, topk=(50,))
+    shown = dash.mark_optimistic(table)
+    assert list(shown.columns[:2]) == ["view", "optimistic"]
+    assert shown["optimistic"].sum() > 0
+    assert (shown["optimistic"] == (table["selection"] == OPTIMISTIC_LABEL)).all()
+    assert shown.loc[shown["optimistic"], "subset"].str.startswith("best50").all()
+    assert shown.loc[shown["optimistic"], "view"].str.contains("OPTIMISTIC").all()
+    pd.testing.assert_frame_equal(shown.drop(columns=["view", "optimistic"]), table)
+
+    fig = dash.pearson_bar_figure(table)
+    head = table[(table["subset"] == "all") & (table["axis"] == "per-target")]
+    assert {t.name for t in fig.data} == {"ridge", "mtl"}
+    for t in fig.data:
+        ref = head[head["model"] == t.name].set_index("modality")["pearson_mean"]
+        assert dict(zip(t.x, t.y)) == pytest.approx(ref.to_dict())
+
+
+def test_per_target_summary_and_search(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path / "a", "ridge", seed=1), write_run(tmp_path / "b", "mtl", seed=2)]
+    m = dash.read_run_metrics(dirs)
+    assert set(m["run"]) == {"a", "b"} and len(m) == 2 * 3 * 68
+    s = dash.per_target_summary(m)
+    assert list(s.columns) == list(dash.PER_TARGET_COLUMNS) and len(s) == 2 * 68
+    assert s["pearson_mean"].is_monotonic_decreasing
+    row = s[(s["run"] == "a") & (s["target"] == "G007")].iloc[0]
+    ref = m[(m["run"] == "a") & (m["target"] == "G007")]
+    assert row["pearson_mean"] == pytest.approx(ref["pearson"].mean())
+    assert row["pearson_std"] == pytest.approx(ref["pearson"].std(ddof=1))
+    assert row["n_folds"] == 3 and row["n_patients"] == 8
+    hit = dash.per_target_summary(m, "g007, p00")
+    assert set(hit["target"]) == {"G007"} | {f"P{j:03d}" for j in range(8)}
+    assert dash.per_target_summary(m, "nothing-like-this").empty
+    assert len(dash.filter_targets(m, "G01")) == 2 * 3 * 10
+    with pytest.raises(DataError, match="metrics.parquet"):
+        dash.read_run_metrics([tmp_path / "missing"])
+
+
+def test_find_helpers(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs" / "r1", "ridge")
+    write_run(tmp_path / "runs" / "r2", "mtl")
+    (tmp_path / "runs" / "not_a_run").mkdir()
+    assert [p.name for p in dash.find_run_dirs(tmp_path / "runs")] == ["r1", "r2"]
+    assert dash.find_run_dirs(tmp_path / "runs" / "r1") == [tmp_path / "runs" / "r1"]
+    assert dash.find_run_dirs(tmp_path / "nope") == [] and dash.find_run_dirs("") == []
+
+    out = tmp_path / "out"
+    (out / "maps").mkdir(parents=True)
+    for name in ("maps/S001.h5ad", "maps/S001.mtl.h5ad", "pred_cpnn_S001.h5ad", "maps/S0010.h5ad",
+                 "pred_mtl_S0010.h5ad", "S001.csv"):
+        (out / name).write_text("x")
+    found = dash.find_predictions("S001", [out, tmp_path / "absent", ""])
+    assert sorted(p.name for p in found) == ["S001.h5ad", "S001.mtl.h5ad", "pred_cpnn_S001.h5ad"]
+
+    slides = tmp_path / "slides"
+    (slides / "sub").mkdir(parents=True)
+    for name in ("a.svs", "sub/b.ome.tif", "c.txt", ".hidden.svs", "d.png"):
+        (slides / name).write_text("x")
+    assert [p.name for p in dash.find_slides(slides)] == ["a.svs", "d.png", "b.ome.tif"]
+    assert dash.find_slides(tmp_path / "nope") == [] and dash.find_slides(" ") == []
+
+    assert dash.parse_path_list("runs/a\n\n# comment\nruns/b, runs/c  # trailing\n") == [
+        Path("runs/a"), Path("runs/b"), Path("runs/c")]
+
+
+def test_embed_summary(tmp_path: Path) -> None:
+    feats = tmp_path / "features" / "morphology"
+    feats.mkdir(parents=True)
+    pd.DataFrame({"slide_id": ["S1", "S2", "S3"], "status": ["done", "skipped", "failed"],
+                  "path": ["a", "b", "c"], "n_tiles": [10, 5, 0], "seconds": [1.0, 0.0, 0.5],
+                  "error": ["", "", "boom"]}).to_csv(feats / "embed_summary.csv", index=False)
+    (feats / "embed_config.json").write_text('{"encoder": "morphology", "embed_dim": 51}')
+    cohort_csv = tmp_path / "cohort.csv"
+    assert dash.find_embed_summaries(cohort_csv) == [feats / "embed_summary.csv"]
+    table, totals = dash.embed_summary(feats / "embed_summary.csv")
+    assert len(table) == 3
+    assert totals == {"slides": 3, "done": 1, "skipped": 1, "failed": 1, "tiles": 15, "seconds": 1.5,
+                      "encoder": "morphology", "embed_dim": 51}
+    with pytest.raises(DataError, match="not found"):
+        dash.embed_summary(tmp_path / "nope.csv")
+
+
+# ---- one slide ----------------------------------------------------------------------------------
+def test_slide_overview_real_svs(svs_path: Path) -> None:
+    from histoviz.io import open_slide
+    from histoviz.tiling import TilingConfig, make_tile_grid
+
+    with open_slide(svs_path) as r:
+        ov = dash.slide_overview(r, TilingConfig(), max_size=512)
+        grid = make_tile_grid(r, TilingConfig())
+        thumb = r.get_thumbnail(512)
+    assert ov.grid_error is None and ov.n_tiles == len(grid) > 0
+    assert ov.meta["vendor"] == "aperio" and ov.meta["dimensions"] == [2220, 2967]
+    assert ov.preview.shape == thumb.shape and ov.preview.dtype == np.uint8
+    assert (ov.preview != thumb).any()  # tile outlines drawn
+    assert ov.mean_tissue == pytest.approx(float(grid.tissue_fraction.mean()))
+    assert ov.caption.startswith(f"{len(grid)} tiles of 224 px at 0.5 um/px")
+    t = dash.meta_table(ov.meta)
+    assert list(t.columns) == ["field", "value"]
+    assert dict(zip(t["field"], t["value"]))["dimensions"] == "2220 x 2967"
+
+
+def test_slide_overview_without_mpp_keeps_thumbnail(png_path: Path) -> None:
+    from histoviz.io import open_slide
+
+    with open_slide(png_path) as r:
+        ov = dash.slide_overview(r, max_size=256)
+    assert ov.n_tiles == 0 and "microns per pixel" in (ov.grid_error or "")
+    assert ov.preview.shape[:2] == (256, 256)
+    assert ov.caption.startswith("no tile grid")
+    assert dict(zip(*dash.meta_table(ov.meta).to_dict("list").values()))["mpp"] == "—"
+
+
+def test_map_spec_and_legend() -> None:
+    assert dash.map_spec("gene", "MKI67") == "gene:MKI67"
+    assert dash.map_spec("risk", "") == "risk"
+    with pytest.raises(DataError):
+        dash.map_spec("gene")
+    with pytest.raises(DataError):
+        dash.map_spec("nonsense", "x")
+    html = dash.legend_html({"tumour": (230, 159, 0), "<b>x</b>": (1, 2, 3)})
+    assert "rgb(230,159,0)" in html and "&lt;b&gt;x&lt;/b&gt;" in html and "<b>" not in html
