@@ -173,7 +173,8 @@ def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
 
     with open_slide(src) as r:
         out = a.out / f"{r.slide_id}.h5"
-        if is_complete_bag(out, encoder=a.encoder):
+        if is_complete_bag(out, encoder=a.encoder, tile_size=a.tile_size,
+                           mpp=a.mpp if a.mpp is not None else -1.0):
             print(f"{r.slide_id}: already embedded -> {out}")
             return 0
         st = EmbedStats()

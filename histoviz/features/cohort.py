@@ -171,7 +171,9 @@ def embed_cohort(
     encoder_info(encoder)  # unknown encoder -> clear error before any work
     encoder_kwargs = dict(encoder_kwargs or {})
     tiling = dict(tiling or {})
-    TilingConfig(**tiling)  # validate early
+    tcfg = TilingConfig(**tiling)  # validate early
+    done_kw = {"encoder": encoder, "tile_size": tcfg.tile_size,
+               "mpp": tcfg.mpp if tcfg.mpp is not None else -1.0}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
@@ -184,7 +186,7 @@ def embed_cohort(
     for row in cohort.itertuples(index=False):
         sid, path = str(row.slide_id), str(row.path)
         final = out / f"{sid}.h5"
-        if is_complete_bag(final, encoder=encoder):
+        if is_complete_bag(final, **done_kw):
             result.slides.append(SlideStatus(sid, "skipped", str(final)))
             continue
         _clean_stale_tmp(out, sid)

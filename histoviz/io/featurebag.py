@@ -124,8 +124,18 @@ def _py(v: Any) -> Any:
     return v
 
 
-def is_complete_bag(path: str | os.PathLike, *, encoder: str | None = None) -> bool:
-    """True when ``path`` is a finished bag (all attrs present, sizes agree, same encoder)."""
+def is_complete_bag(
+    path: str | os.PathLike,
+    *,
+    encoder: str | None = None,
+    tile_size: int | None = None,
+    mpp: float | None = None,
+) -> bool:
+    """True when ``path`` is a finished bag made the same way.
+
+    All attributes present, as many feature rows as coordinates, and (when given) the same
+    encoder, tile size and target mpp (``mpp=-1`` stands for native level-0 pixels).
+    """
     import h5py
 
     path = Path(path)
@@ -140,6 +150,10 @@ def is_complete_bag(path: str | os.PathLike, *, encoder: str | None = None) -> b
             if f["coords"].shape[0] != f["features"].shape[0]:
                 return False
             if encoder is not None and _py(f.attrs["encoder"]) != encoder:
+                return False
+            if tile_size is not None and int(f.attrs["tile_size"]) != int(tile_size):
+                return False
+            if mpp is not None and abs(float(f.attrs["mpp"]) - float(mpp)) > 1e-9:
                 return False
             return bool(f.attrs.get("complete", True))
     except OSError:
