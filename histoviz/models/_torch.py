@@ -113,9 +113,15 @@ class TorchSlideModel(SlideModel):
 
     # -- state -------------------------------------------------------------------------------
     def _arch_meta(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return dict(self.arch_)
 
     def _build_module(self, meta: Mapping[str, Any]) -> Any:
+        self.arch_ = dict(meta)
+        return self._make_net(self.arch_)
+
+    @staticmethod
+    def _make_net(arch: Mapping[str, Any]) -> Any:
+        """The ``torch.nn.Module`` of an architecture description (subclasses set this)."""
         raise NotImplementedError
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

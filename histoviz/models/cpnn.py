@@ -360,12 +360,7 @@ class CPNNRegressor(TorchSlideModel):
         self.device = device
         self.num_threads = num_threads
 
-    def _arch_meta(self) -> dict[str, Any]:
-        return dict(self.arch_)
-
-    def _build_module(self, meta: Mapping[str, Any]) -> Any:
-        self.arch_ = dict(meta)
-        return _net(self.arch_)
+    _make_net = staticmethod(lambda arch: _net(arch))
 
     def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         from histoviz.data.omics import OutputTransform

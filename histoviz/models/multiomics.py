@@ -196,12 +196,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         self.num_threads = num_threads
 
     # -- architecture --------------------------------------------------------------------------
-    def _arch_meta(self) -> dict[str, Any]:
-        return dict(self.arch_)
-
-    def _build_module(self, meta: Mapping[str, Any]) -> Any:
-        self.arch_ = dict(meta)
-        return _net(self.arch_)
+    _make_net = staticmethod(lambda arch: _net(arch))
 
     # -- fit -------------------------------------------------------------------------------------
     def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock], val: Any) -> None:
