@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def sample_data_dir() -> Path | None:
-    """The repository's ``sample_data/real`` folder (``None`` outside a source checkout)."""
-    p = Path(__file__).resolve().parents[1] / "sample_data" / "real"
-    return p if p.is_dir() else None
+    """The real sample slides: ``$HISTOVIZ_SAMPLE_DATA`` if set, else the repository's
+    ``sample_data/real`` (``None`` when neither exists, e.g. an installed wheel)."""
+    env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
+    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1] / "sample_data" / "real"]:
+        if p.is_dir():
+            return p
+    return None
 
 
 @dataclass

@@ -8,7 +8,6 @@ are white.
 from __future__ import annotations
 
 import math
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -107,7 +106,6 @@ class SlideReader(ABC):
     def __init__(self, meta: SlideMeta, *, slide_id: str | None = None) -> None:
         self.meta = meta
         self.slide_id = slide_id or (Path(meta.path).name.split(".")[0] if meta.path else "array")
-        self._lock = threading.Lock()
 
     # --- metadata shortcuts ---------------------------------------------------------------
     @property
@@ -243,14 +241,6 @@ class SlideReader(ABC):
         ds = max(w0 / max_size[0], h0 / max_size[1], 1.0)
         size = (max(1, int(w0 / ds)), max(1, int(h0 / ds)))
         return self.read_region_downsample((0, 0), size, ds)
-
-    def level_for_max_side(self, max_side: int) -> int:
-        """Largest-downsample level whose longest side is still >= ``max_side`` (or level 0)."""
-        chosen = 0
-        for i, (w, h) in enumerate(self.level_dimensions):
-            if max(w, h) >= max_side:
-                chosen = i
-        return chosen
 
     # --- lazy pyramids for viewers -----------------------------------------------------------
     def to_dask(self, level: int = 0, chunk: int = 1024) -> da.Array:

@@ -248,17 +248,16 @@ def default_cache_dir() -> Path:
 
 
 def _real_sample_slide() -> Path:
-    env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "sample_data" / "real")
-    for c in candidates:
-        p = c / "CMU-1-Small-Region.svs"
-        if p.is_file():
-            return p
-    raise DataError(
-        "the real sample slide CMU-1-Small-Region.svs is not here (looked in "
-        f"{', '.join(str(c) for c in candidates)}); set HISTOVIZ_SAMPLE_DATA to its folder"
-    )
+    from histoviz.demo import sample_data_dir
+
+    d = sample_data_dir()
+    p = d / "CMU-1-Small-Region.svs" if d is not None else None
+    if p is None or not p.is_file():
+        raise DataError(
+            "the real sample slide CMU-1-Small-Region.svs is not here (looked in $HISTOVIZ_SAMPLE_DATA "
+            "and the repository's sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
+        )
+    return p
 
 
 def sample_files(kind: str = "synthetic", cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
