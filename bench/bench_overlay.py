@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                *(argv if argv is not None else sys.argv[1:])]
         return subprocess.run(cmd, check=False).returncode
     logging.basicConfig(level=logging.WARNING)
-    from histoviz.viz.demo import default_cache_dir
+    from histoviz.datasets import default_cache_dir
 
     n = 20_000 if a.quick else a.patches
     reps = 1 if a.quick else a.repeats

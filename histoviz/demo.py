@@ -20,19 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoResult", "run_demo", "sample_data_dir"]
+__all__ = ["DemoResult", "run_demo"]
 
 log = logging.getLogger(__name__)
-
-
-def sample_data_dir() -> Path | None:
-    """The real sample slides: ``$HISTOVIZ_SAMPLE_DATA`` if set, else the repository's
-    ``sample_data/real`` (``None`` when neither exists, e.g. an installed wheel)."""
-    env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1] / "sample_data" / "real"]:
-        if p.is_dir():
-            return p
-    return None
 
 
 @dataclass
@@ -86,6 +76,8 @@ def run_demo(
     t_all = time.perf_counter()
 
     # 1-2. real slides ---------------------------------------------------------------------------
+    from histoviz.datasets import sample_data_dir
+
     real = sample_data_dir()
     if real is None:
         echo("[1/5] real sample slides: not in this installation (run from a source checkout)")

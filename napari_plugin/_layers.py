@@ -59,7 +59,7 @@ def slide_layer_data(
     reader: SlideReader, *, predictions: str | None = None
 ) -> tuple[list[Any], dict[str, Any], str]:
     """Layer data tuple of a slide: lazy multiscale RGB in micrometres (pixels without mpp)."""
-    from histoviz.viz.pyramid import display_levels
+    from histoviz.io.pyramid import display_levels
 
     levels = display_levels(reader)
     mpp = reader.mpp

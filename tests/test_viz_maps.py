@@ -261,7 +261,7 @@ def test_colours():
 # ---- display pyramid and demo predictions -------------------------------------------------------------
 def test_display_levels_read_lazily_what_is_asked(svs_path):
     from histoviz.io import open_slide
-    from histoviz.viz.pyramid import display_levels
+    from histoviz.io.pyramid import display_levels
 
     r = open_slide(svs_path)
     levels = display_levels(r)

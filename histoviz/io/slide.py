@@ -269,10 +269,10 @@ class SlideReader(ABC):
     def multiscale(self, max_coarse_side: int = 1024) -> list[Any]:
         """Pyramid levels for viewers (napari), finest first, as lazy array-likes.
 
-        See :func:`histoviz.viz.pyramid.display_levels`: indexing a level reads only that
+        See :func:`histoviz.io.pyramid.display_levels`: indexing a level reads only that
         region; single-level files get virtual 2x levels so overviews stay cheap.
         """
-        from histoviz.viz.pyramid import display_levels
+        from histoviz.io.pyramid import display_levels
 
         return display_levels(self, max_coarse_side=max_coarse_side)
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from histoviz.tiling.grid import TileGrid
 
 __all__ = [
-    "default_cache_dir",
     "derived_maps",
     "sample_files",
     "simulated_predictions",
@@ -238,28 +237,6 @@ def simulated_predictions(
                      model="simulated: H&E density of real tiles", seed=seed)
 
 
-def default_cache_dir() -> Path:
-    """``$HISTOVIZ_CACHE`` or ``$XDG_CACHE_HOME/histoviz`` (``~/.cache/histoviz``)."""
-    env = os.environ.get("HISTOVIZ_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "histoviz"
-
-
-def _real_sample_slide() -> Path:
-    from histoviz.demo import sample_data_dir
-
-    d = sample_data_dir()
-    p = d / "CMU-1-Small-Region.svs" if d is not None else None
-    if p is None or not p.is_file():
-        raise DataError(
-            "the real sample slide CMU-1-Small-Region.svs is not here (looked in $HISTOVIZ_SAMPLE_DATA "
-            "and the repository's sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
-        )
-    return p
-
-
 def sample_files(kind: str = "synthetic", cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """A sample slide and its prediction file, made once and cached.
 
@@ -277,6 +254,7 @@ def sample_files(kind: str = "synthetic", cache_dir: str | os.PathLike | None = 
     -------
     ``(slide_path, predictions_path)``.
     """
+    from histoviz.datasets import default_cache_dir
     from histoviz.io import open_slide
     from histoviz.io.predictions import write_predictions
     from histoviz.tiling.grid import TilingConfig, make_tile_grid
@@ -303,7 +281,9 @@ def sample_files(kind: str = "synthetic", cache_dir: str | os.PathLike | None = 
             write_predictions(synthetic_predictions(cohort, sid, grid), pred)
         return slide, pred
     if kind == "real":
-        slide = _real_sample_slide()
+        from histoviz.datasets import real_sample
+
+        slide = real_sample("CMU-1-Small-Region.svs")
         pred = root / "real" / f"{slide.name.split('.')[0]}.predictions.h5ad"
         if not pred.is_file():
             with open_slide(slide) as reader:

@@ -44,7 +44,7 @@ def test_reader_opens_svs_lazily_as_pyramid_in_micrometres(slide_viewer, svs_pat
     assert [lvl.shape[:2] for lvl in layer.data] == [(2967, 2220), (1483, 1110), (741, 555)]
     # lazy: indexing a level reads that region only, with the reader's pixels
     from histoviz.io import open_slide
-    from histoviz.viz.pyramid import LevelArray
+    from histoviz.io.pyramid import LevelArray
 
     assert all(isinstance(lvl, LevelArray) for lvl in layer.data)
     want = open_slide(svs_path).read_region((700, 1200), 0, (64, 48))

@@ -1,0 +1,64 @@
+"""Sample data and demo cohorts (as ``scanpy.datasets``): the one home for their paths.
+
+- :func:`sample_data_dir`: the real sample slides shipped in the repository's
+  ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
+- :func:`real_sample`: one of them by file name, with a clear error when it is not here;
+- :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
+- :func:`default_cache_dir`: where generated samples are cached (``$HISTOVIZ_CACHE`` or
+  ``~/.cache/histoviz``).
+
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from histoviz.errors import DataError
+
+__all__ = ["default_cache_dir", "real_sample", "resource_dir", "sample_data_dir"]
+
+_REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def sample_data_dir() -> Path | None:
+    """The real sample slides: ``$HISTOVIZ_SAMPLE_DATA`` if set, else the repository's
+    ``sample_data/real`` (``None`` when neither exists, e.g. an installed wheel)."""
+    env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
+    for p in ([Path(env)] if env else []) + [_REPO_SAMPLE / "real"]:
+        if p.is_dir():
+            return p
+    return None
+
+
+def resource_dir() -> Path | None:
+    """The repository's ``sample_data/`` folder (tables shipped with histoviz), or ``None``."""
+    return _REPO_SAMPLE if _REPO_SAMPLE.is_dir() else None
+
+
+def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
+    """Path of a shipped real sample file.
+
+    Raises
+    ------
+    DataError
+        The file is not here (names where it looked and what to set).
+    """
+    d = sample_data_dir()
+    p = d / name if d is not None else None
+    if p is None or not p.exists():
+        raise DataError(
+            f"the real sample {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
+            "sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
+        )
+    return p
+
+
+def default_cache_dir() -> Path:
+    """``$HISTOVIZ_CACHE`` or ``$XDG_CACHE_HOME/histoviz`` (``~/.cache/histoviz``)."""
+    env = os.environ.get("HISTOVIZ_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "histoviz"
