@@ -8,13 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
-from histoviz.viz.dashboard import (
-    embed_summary,
-    find_embed_summaries,
-    km_curves,
-    km_figure,
-    logrank,
-)
+from histoviz.evaluation.survival import km_curves, logrank
+from histoviz.viz.dashboard import embed_summary, find_embed_summaries, km_figure
 
 NONE = "(none)"
 NOT_GROUPS = {"slide_id", "patient_id", "path", "time", "event"}

@@ -79,7 +79,7 @@ st.dataframe(
     styled, hide_index=True, key="comparison",
     column_config={
         "optimistic": None,
-        **{k: NUMBER for k in ("pearson_mean", "pearson_std", "spearman_mean", "spearman_std")},
+        **{k: NUMBER for k in ("mean", "std")},
         "n_targets": st.column_config.NumberColumn(format="%.0f"),
     },
 )

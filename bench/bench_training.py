@@ -77,7 +77,7 @@ def _bare(model, bags, targets, epochs: int) -> float:
     """Seconds for ``epochs`` epochs of forward + backward + step on preloaded batches."""
     import torch
 
-    from histoviz.training.losses import masked_mse, nb_nll
+    from histoviz.nn.losses import masked_mse, nb_nll
 
     dev = model._device()
     bs = int(model.batch_size)

@@ -4,8 +4,12 @@
 2. Tiles the SVS at 0.5 um/px and embeds it with the ImageNet EfficientNet-Lite0 encoder.
 3. Writes a synthetic cohort with ground truth (pyramidal TIFFs, omics tables, survival).
 4. Embeds the cohort (one task per slide; resumable) with the weight-free morphology encoder.
-5. Trains and cross-validates models on the cohort when :mod:`histoviz.training` is present,
-   prints the comparison, and writes per-patch prediction maps for one slide.
+5. Trains and cross-validates the omics models on the cohort when :mod:`histoviz.training` is
+   present, prints the comparison, and writes per-patch prediction maps for one slide.
+6. Makes a second synthetic cohort for outcomes (200 patients, small slides), trains grade and
+   survival (joint ABMIL, PCA + logistic / Cox baselines, a shuffled control) with
+   split-conformal calibration, prints AUC, c-index and coverage, and writes per-patch grade,
+   risk and uncertainty maps.
 
 Everything lands under ``out_dir``; rerunning reuses what is already there.
 """
@@ -80,9 +84,9 @@ def run_demo(
 
     real = sample_data_dir()
     if real is None:
-        echo("[1/5] real sample slides: not in this installation (run from a source checkout)")
+        echo("[1/6] real sample slides: not in this installation (run from a source checkout)")
     else:
-        echo("[1/5] real sample slides")
+        echo("[1/6] real sample slides")
         for name in ("CMU-1-Small-Region.svs", "he_1000px.png"):
             with open_slide(real / name) as r:
                 m = r.meta
@@ -94,7 +98,7 @@ def run_demo(
             grid = make_tile_grid(r, TilingConfig())
             res.outputs["tiles_preview"] = grid_preview(r, grid, out / "real" / "CMU-1-Small-Region_tiles.png")
             bag_path = out / "real" / "CMU-1-Small-Region.h5"
-            echo(f"[2/5] tiled {r.slide_id}: {len(grid)} tiles of 224 px at 0.5 um/px "
+            echo(f"[2/6] tiled {r.slide_id}: {len(grid)} tiles of 224 px at 0.5 um/px "
                  f"(mean tissue {grid.tissue_fraction.mean():.0%}) -> {res.outputs['tiles_preview']}")
             if not is_complete_bag(bag_path, encoder="efficientnet-lite0"):
                 st = EmbedStats()
@@ -111,7 +115,7 @@ def run_demo(
     cohort = make_synthetic_cohort(out / "synth", n_slides=n_slides, seed=seed,
                                    slide_size=(slide_size, slide_size), progress=progress)
     df = cohort.cohort_table()
-    echo(f"[3/5] synthetic cohort: {len(df)} slides, {df['patient_id'].nunique()} patients, "
+    echo(f"[3/6] synthetic cohort: {len(df)} slides, {df['patient_id'].nunique()} patients, "
          f"{int(df['event'].sum())} deaths, grades {sorted(df['grade'].unique().tolist())} "
          f"({time.perf_counter() - t:.1f} s) -> {cohort.root}")
     res.outputs["cohort"] = cohort.cohort_csv
@@ -125,7 +129,7 @@ def run_demo(
                        progress=progress)
     n_tiles = sum(len(FeatureBag.from_h5(feats / f"{s}.h5", load_features=False))
                   for s in df["slide_id"] if (feats / f"{s}.h5").exists())
-    echo(f"[4/5] embedded cohort with 'morphology': {rep.counts()}, {n_tiles} tiles "
+    echo(f"[4/6] embedded cohort with 'morphology': {rep.counts()}, {n_tiles} tiles "
          f"({time.perf_counter() - t:.1f} s) -> {feats}")
     res.numbers["cohort_tiles"] = n_tiles
     res.outputs["features"] = feats
@@ -135,8 +139,19 @@ def run_demo(
         try:
             from histoviz.training.demo import train_demo_models
         except ImportError:
-            echo("[5/5] models: histoviz.training is not available in this build; skipped")
+            echo("[5/6] models: histoviz.training is not available in this build; skipped")
         else:
             train_demo_models(cohort, feats, out, res, echo=echo, progress=progress)
+            from histoviz.training.demo import train_outcome_models
+
+            oc = make_synthetic_cohort(out / "outcomes", n_slides=240, seed=1, slide_size=(768, 768),
+                                       spatial_fraction=0.0, progress=progress)
+            ofeats = out / "outcomes" / "features" / "morphology"
+            rep = embed_cohort(read_cohort(oc.cohort_csv), ofeats, encoder="morphology", workers=0,
+                               progress=progress)
+            odf = oc.cohort_table()
+            echo(f"  outcome cohort: {len(odf)} slides of 768 px, {odf['patient_id'].nunique()} patients, "
+                 f"{int(odf.drop_duplicates('patient_id')['event'].sum())} deaths, embedded {rep.counts()} -> {oc.root}")
+            train_outcome_models(oc, ofeats, out, res, echo=echo, progress=progress)
     echo(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")
     return res

@@ -11,23 +11,31 @@ patients) when the run has it, otherwise the fold whose **validation** loss was 
 looks at test patients). ``fold="ensemble"`` averages every fold's predictions; an integer
 picks that fold.
 
-The returned AnnData follows :mod:`histoviz.io.predictions` (one observation per patch):
+The returned AnnData follows :mod:`histoviz.io.predictions` (one observation per patch). What
+goes where is decided by each block's task (:meth:`histoviz.tasks.Task.patch_outputs`) and
+the output registry (:mod:`histoviz.outputs`), never by the model:
 
-- ``X``: per-patch predictions of the gene modality (or the first modality), in the run's
-  target space (e.g. ``log10(1 + CP10k)``, z-scored when the run standardised targets);
-  ``var_names`` = targets;
-- ``obsm["pred_<modality>"]``: per-patch predictions of the other modalities (DataFrames);
-- ``obs["attention"]``: ABMIL attention weights (sum to 1 over the slide's patches);
-- ``obsm["cell_type_weights"]``: CPNN composition weights (rows sum to 1);
+- regression blocks: ``X`` = the gene modality (or the first one) in the run's target space
+  (e.g. ``log10(1 + CP10k)``, z-scored when the run standardised targets), ``var_names`` =
+  targets; ``obsm["pred_<modality>"]`` = the others;
+- classification blocks: ``obsm["grade_proba"]`` (DataFrame, one column per class),
+  ``obs["grade_pred"]``, and with a calibrated run ``obs["grade_set_size"]`` and
+  ``obs["grade_uncertainty"]`` (the conformal set of each patch alone);
+- survival blocks: ``obs["risk"]`` (``-sum_k S_k``), and with a calibrated run
+  ``obs["risk_width"]`` and ``obs["risk_uncertainty"]``;
+- extra model outputs: ``obs["attention"]``, ``obsm["cell_type_weights"]``,
+  ``obsm["coattention"]``, ...;
 - ``obsm["pred_pathway_from_<modality>"]``: pathway activity computed (decoupler) from the
   per-patch predicted expression, when the run's config has ``data.pathway_from_predictions``;
-- ``uns["slide_prediction"]``: ``{modality: {"targets": [...], "values": [...]}}`` slide level;
+- ``uns["slide_prediction"]``: ``{block: {kind, targets, values, ...}}`` slide level (with the
+  conformal set or interval when calibrated);
 - ``uns["histoviz"]``: slide_id, slide_path, slide_dimensions, mpp, tile_size,
   tile_size_level0, model, encoder, run_dir, checkpoint, target_space, config, version.
 
-Per-patch expression is what the model predicts for a slide made only of patches like that
-one (MTL: the heads applied to the patch embedding; CPNN: ``alpha * w_i T + beta``; ridge:
-the affine map applied to the patch features, whose mean equals the slide prediction).
+Per-patch values are what the model predicts for a slide made only of patches like that one
+(ABMIL: the heads applied to the patch embedding; CPNN: ``alpha * w_i T + beta``; ridge: the
+affine map applied to the patch features, whose mean equals the slide prediction; PathGen's
+"distributed" prediction).
 
 Cancellation: ``cancel_event`` (a ``threading.Event``) is checked between tile batches;
 when set, :class:`PredictionCancelled` (a :class:`~histoviz.errors.HistovizError`) is raised
@@ -104,7 +112,13 @@ class RunModel:
         """Human-readable target space per modality."""
         out = {}
         for m, p in self.pipelines[0].preprocessors.items():
-            s = p.spec
+            s = getattr(p, "spec", None)
+            if s is None:  # outcomes: classes or survival bins
+                if hasattr(p, "edges_"):
+                    out[m] = f"survival per time bin ({', '.join(p.bin_labels())} {p.time_unit}); risk = -sum S"
+                else:
+                    out[m] = "class probabilities"
+                continue
             parts = []
             if s.normalize == "total":
                 parts.append(f"normalised to {s.target_sum:g} per sample")
@@ -124,7 +138,7 @@ def load_run(model_dir: str | os.PathLike, *, fold: int | str | None = None) -> 
     DataError
         Not a run directory, or the requested fold does not exist.
     """
-
+    from histoviz.io.rundir import RunDir
     from histoviz.training.checkpoint import load_checkpoint
 
     d = Path(model_dir)
@@ -132,21 +146,15 @@ def load_run(model_dir: str | os.PathLike, *, fold: int | str | None = None) -> 
         run_dir = d.parent.parent if d.parent.name == "checkpoints" else d
         cfg = _read_yaml(run_dir / "config.yaml")
         return RunModel(run_dir, [load_checkpoint(d)], d.name, cfg)
-    ck = d / "checkpoints"
-    if not ck.is_dir():
-        raise DataError(f"{d}: not a histoviz run directory (no checkpoints/); train one with histoviz train")
-    cfg = _read_yaml(d / "config.yaml")
-    folds = sorted((p for p in ck.iterdir() if p.name.startswith("fold")), key=lambda p: int(p.name[4:]))
+    run = RunDir(d)
+    cfg = run.config
     if fold == "ensemble":
+        folds = [n for n in run.checkpoint_names() if n != "final"]
         if not folds:
-            raise DataError(f"{ck}: no fold checkpoints")
-        return RunModel(d, [load_checkpoint(p) for p in folds], "ensemble", cfg)
+            raise DataError(f"{d}/checkpoints: no fold checkpoints")
+        return RunModel(d, [load_checkpoint(run.checkpoint(n)) for n in folds], "ensemble", cfg)
     if fold is None:
-        if (ck / "final").is_dir():
-            name = "final"
-        else:
-            sel = json.loads((d / "selection.json").read_text()) if (d / "selection.json").exists() else {}
-            name = f"fold{int(sel.get('selected_fold', 0))}"
+        name = run.default_checkpoint()
     elif fold == "final":
         name = "final"
     else:
@@ -154,9 +162,7 @@ def load_run(model_dir: str | os.PathLike, *, fold: int | str | None = None) -> 
             name = f"fold{int(fold)}"
         except (TypeError, ValueError):
             raise DataError(f"fold must be an integer, 'final', 'ensemble' or None; got {fold!r}") from None
-    if not (ck / name).is_dir():
-        raise DataError(f"{ck / name}: no such checkpoint; have {sorted(p.name for p in ck.iterdir())}")
-    return RunModel(d, [load_checkpoint(ck / name)], name, cfg)
+    return RunModel(d, [load_checkpoint(run.checkpoint(name))], name, cfg)
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
@@ -189,22 +195,38 @@ def _combine(maps: list[Any]) -> Any:
         return first
     from histoviz.models.base import PatchMaps
 
-    out = PatchMaps()
+    out = PatchMaps(kinds=dict(first.kinds))
     for m, names in first.targets.items():
         common = [t for t in names if all(m in pm.targets and t in pm.targets[m] for pm in maps)]
         if not common:
             continue
-        stack_p = [pm.expression[m][:, [pm.targets[m].index(t) for t in common]] for pm in maps]
-        stack_s = [pm.slide[m][[pm.targets[m].index(t) for t in common]] for pm in maps]
-        out.expression[m] = np.mean(stack_p, axis=0)
-        out.slide[m] = np.mean(stack_s, axis=0)
+        out.patch[m] = np.mean([pm.patch[m][:, [pm.targets[m].index(t) for t in common]] for pm in maps], axis=0)
+        out.slide[m] = np.mean([pm.slide[m][[pm.targets[m].index(t) for t in common]] for pm in maps], axis=0)
         out.targets[m] = common
-    att = [pm.attention for pm in maps if pm.attention is not None]
-    out.attention = np.mean(att, axis=0) if att else None
-    ctw = [pm.cell_type_weights for pm in maps if pm.cell_type_weights is not None]
-    if ctw and all(list(c.columns) == list(ctw[0].columns) for c in ctw):
-        out.cell_type_weights = sum(ctw) / len(ctw)
+    for k, v in first.extra.items():
+        vals = [pm.extra.get(k) for pm in maps]
+        if any(x is None for x in vals):
+            continue
+        if isinstance(v, pd.DataFrame):
+            if all(list(x.columns) == list(v.columns) for x in vals):
+                out.extra[k] = sum(vals) / len(vals)
+        else:
+            out.extra[k] = np.mean([np.asarray(x, np.float64) for x in vals], axis=0)
     return out
+
+
+def _conformal_of(rm: RunModel) -> dict[str, Any]:
+    """Calibration thresholds of the chosen checkpoint (ensembles: none, they were not calibrated)."""
+    if len(rm.pipelines) != 1:
+        return {}
+    return dict(rm.pipelines[0].info.get("conformal") or {})
+
+
+def _main_regression(pm: Any) -> str | None:
+    reg = [m for m, k in pm.kinds.items() if k == "regression" and m in pm.patch]
+    if not reg:
+        return None
+    return "gene" if "gene" in reg else reg[0]
 
 
 def predict_bag(
@@ -237,6 +259,7 @@ def predict_bag(
         Empty bag, or features whose dimension or encoder differ from the training features.
     """
     from histoviz.io.predictions import make_prediction_adata
+    from histoviz.tasks import get_task
 
     rm = _cached_run(model_dir, fold)
     feats = rm.features
@@ -255,24 +278,35 @@ def predict_bag(
             p.model.module_.to(p.model._device())
         maps.append(p.model.predict_patches(bag.features))
     pm = _combine(maps)
-    mods = list(pm.expression)
-    main = "gene" if "gene" in pm.expression else mods[0]
-    obs: dict[str, np.ndarray] = {}
-    if pm.attention is not None:
-        obs["attention"] = np.asarray(pm.attention, dtype=np.float32)
+    conformal = _conformal_of(rm)
+    main = _main_regression(pm)
+    obs: dict[str, Any] = {}
     obsm: dict[str, Any] = {}
-    if pm.cell_type_weights is not None:
-        obsm["cell_type_weights"] = pm.cell_type_weights.astype(np.float32)
-    for m in mods:
-        if m != main:
-            obsm[f"pred_{m}"] = pd.DataFrame(pm.expression[m].astype(np.float32), columns=pm.targets[m])
+    expression, genes = None, None
+    slide_pred: dict[str, Any] = {}
+    for b, values in pm.patch.items():
+        kind = pm.kinds.get(b, "regression")
+        task = get_task(kind)
+        conf = conformal.get(b)
+        outs = task.patch_outputs(b, values, pm.targets[b], conformal=conf)
+        slide_pred[b] = task.slide_summary(b, pm.slide[b], pm.targets[b], conformal=conf)
+        for name, v in outs.items():
+            if name.startswith("pred:"):
+                if b == main:
+                    expression, genes = np.asarray(v, np.float32), list(v.columns)
+                else:
+                    obsm[f"pred_{b}"] = v
+            else:
+                _place(name, v, obs, obsm)
+    for name, v in pm.extra.items():
+        _place(name, v, obs, obsm)
     pfp = (rm.config.get("data") or {}).get("pathway_from_predictions")
-    if pfp and pfp.get("from") in pm.expression:
+    if pfp and pfp.get("from") in pm.patch:
         from histoviz.data.omics import pathway_activity
 
         src = pfp["from"]
         try:
-            pa = pathway_activity(pd.DataFrame(pm.expression[src], columns=pm.targets[src]), pfp["network"],
+            pa = pathway_activity(pd.DataFrame(pm.patch[src], columns=pm.targets[src]), pfp["network"],
                                   method=pfp.get("method", "ulm"), min_targets=int(pfp.get("min_targets", 5)))
             obsm[f"pred_pathway_from_{src}"] = pa.reset_index(drop=True).astype(np.float32)
         except (DataError, OSError) as e:
@@ -291,20 +325,33 @@ def predict_bag(
         "encoder": enc or feats.get("encoder"),
         "run_dir": str(rm.run_dir),
         "checkpoint": rm.checkpoint,
-        "modality": main,
+        "modality": main or "",
+        "tasks": json.dumps({b: pm.kinds.get(b, "regression") for b in pm.patch}),
+        "calibrated": bool(conformal),
         "target_space": json.dumps(rm.target_space()),
         "config": json.dumps(rm.config, default=str),
         **(meta or {}),
     }
     a = make_prediction_adata(
         bag.coords, slide_id=bag.slide_id or "slide", tile_size_level0=bag.tile_size_level0,
-        expression=pm.expression[main], genes=pm.targets[main], obs=obs, obsm=obsm, meta=info,
+        expression=expression, genes=genes, obs=obs, obsm=obsm, meta=info,
     )
-    a.uns["slide_prediction"] = {
-        m: {"targets": np.asarray(pm.targets[m], dtype=str), "values": np.asarray(pm.slide[m], np.float64)}
-        for m in mods
-    }
+    a.uns["slide_prediction"] = slide_pred
     return a
+
+
+def _place(name: str, v: Any, obs: dict[str, Any], obsm: dict[str, Any]) -> None:
+    """Put output ``name`` where the registry says it lives."""
+    from histoviz.outputs import get_output
+
+    spec = get_output(name)
+    key = spec.anndata_key
+    if spec.store in ("obs", "obs_category"):
+        obs[key] = v
+    elif spec.store == "obsm":
+        obsm[key] = v
+    else:
+        raise DataError(f"output {name!r} is stored as {spec.store!r}; models write obs or obsm outputs")
 
 
 def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -72,3 +72,54 @@ def model_cohort(tmp_path_factory: pytest.TempPathFactory) -> ModelCohort:
         if res.failed:
             raise RuntimeError(f"embedding the test cohort failed: {res.summary()}")
     return ModelCohort(root, feats)
+
+
+OUTCOME_SLIDES = 240
+OUTCOME_SIZE = 768
+OUTCOME_SEED = 1
+
+
+@dataclass(frozen=True)
+class OutcomeCohort:
+    """Paths of the session's outcome cohort (200 patients, grade and survival from tumour content)."""
+
+    root: Path
+    features: Path
+
+    @property
+    def cohort_csv(self) -> Path:
+        """The cohort table."""
+        return self.root / "cohort.csv"
+
+    def config(self, name: str, model: str, *, params: dict | None = None, outcomes: tuple[str, ...] = (
+            "grade", "survival"), evaluation: dict | None = None, **training: Any) -> dict[str, Any]:
+        """An outcome experiment config on this cohort (4 folds, 20% calibration, no final model)."""
+        specs = {"grade": {"column": "grade", "classes": [1, 2, 3, 4]},
+                 "survival": {"time": "time", "event": "event", "n_bins": 4}}
+        return {
+            "name": name, "seed": 0,
+            "data": {"cohort": str(self.cohort_csv), "features": str(self.features),
+                     "outcomes": {k: specs[k] for k in outcomes}},
+            "model": {"name": model, "params": dict(params or {})},
+            "training": {"epochs": 60, "lr": 5e-4, "batch_size": 16, "patience": 10, "val_fraction": 0.15,
+                         "final_model": False, **training},
+            "evaluation": {"n_folds": 4, "calibration_fraction": 0.2, "conformal": {"alpha": 0.1},
+                           **(evaluation or {})},
+        }
+
+
+def outcome_cohort(tmp_path_factory: pytest.TempPathFactory) -> OutcomeCohort:
+    """Build (or find) the session outcome cohort and its morphology bags."""
+    from histoviz.data.cohort import read_cohort
+    from histoviz.data.synthetic import make_synthetic_cohort
+    from histoviz.features.cohort import embed_cohort
+
+    root = tmp_path_factory.getbasetemp() / "histoviz_outcome_cohort"
+    feats = root / "features" / "morphology"
+    with _LOCK:
+        c = make_synthetic_cohort(root, n_slides=OUTCOME_SLIDES, seed=OUTCOME_SEED,
+                                  slide_size=(OUTCOME_SIZE, OUTCOME_SIZE), spatial_fraction=0.0)
+        res = embed_cohort(read_cohort(c.cohort_csv), feats, encoder="morphology", workers=0, progress=False)
+        if res.failed:
+            raise RuntimeError(f"embedding the outcome cohort failed: {res.summary()}")
+    return OutcomeCohort(root, feats)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _runs import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -63,20 +64,6 @@ def with_maps(workdir: Path, pred: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(pred, dst)
     return dst
-
-
-def write_run(run_dir: Path, model: str, *, seed: int = 0, n_genes: int = 60, n_folds: int = 3) -> Path:
-    """A run directory with a ``metrics.parquet`` in the documented format."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        {"model": model, "fold": f, "modality": mod, "target": f"{mod[0].upper()}{j:03d}",
-         "pearson": float(np.tanh(rng.normal(0.3, 0.4))), "spearman": float(np.tanh(rng.normal(0.2, 0.4))),
-         "n": 8, "train_mean": float(rng.normal()), "train_var": float(rng.gamma(2.0))}
-        for f in range(n_folds) for mod, n in (("gene", n_genes), ("protein", 6)) for j in range(n)
-    ]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(run_dir / "metrics.parquet", index=False)
-    return run_dir
 
 
 def app(page: str | None = None, **query: str) -> AppTest:
@@ -199,7 +186,7 @@ def test_slide_page_errors_are_messages(workdir: Path, svs_predictions: Path) ->
 def test_cohort_page_km_and_logrank(workdir: Path) -> None:
     from lifelines.datasets import load_gbsg2
 
-    from histoviz.viz.dashboard import logrank
+    from histoviz.evaluation.survival import logrank
 
     d = load_gbsg2().head(150)
     synth = workdir / "demo_out" / "synth"
@@ -235,13 +222,12 @@ def test_models_page_table_equals_compare_runs(workdir: Path) -> None:
     at = app("models")
     assert not at.error
     assert at.text_area(key="run_dirs").value == "demo_out/runs/mtl\ndemo_out/runs/ridge"
-    shown = frame(at, "view", "pearson_mean")
+    shown = frame(at, "view", "mean")
     ref = compare_runs(sorted(dirs), topk=(50, 500))
     assert len(shown) == len(ref) and len(ref) > 0
-    for col in ("model", "modality", "subset", "axis", "selection"):
+    for col in ("model", "task", "metric", "subset", "axis", "selection"):
         assert shown[col].astype(str).tolist() == ref[col].astype(str).tolist()
-    for col in ("n_targets", "n_folds", "pearson_mean", "pearson_std", "spearman_mean", "spearman_std",
-                "n_undefined"):
+    for col in ("n_targets", "n_folds", "mean", "std", "n_undefined"):
         np.testing.assert_allclose(shown[col].to_numpy(float), ref[col].to_numpy(float), rtol=1e-12)
     optimistic = (ref["selection"] == OPTIMISTIC_LABEL).to_numpy()
     assert optimistic.any()
@@ -259,13 +245,13 @@ def test_models_page_table_equals_compare_runs(workdir: Path) -> None:
     write_run(runs / "knn", "knn", seed=3)  # a run finished after the page was opened
     at.button(key="find_runs").click().run()
     assert at.text_area(key="run_dirs").value.splitlines() == [f"demo_out/runs/{n}" for n in ("knn", "mtl", "ridge")]
-    assert set(frame(at, "view", "pearson_mean")["model"].astype(str)) == {"knn", "mtl", "ridge"}
+    assert set(frame(at, "view", "mean")["model"].astype(str)) == {"knn", "mtl", "ridge"}
 
     at.text_area(key="run_dirs").input("demo_out/runs/ridge").run()
-    assert set(frame(at, "view", "pearson_mean")["model"].astype(str)) == {"ridge"}
+    assert set(frame(at, "view", "mean")["model"].astype(str)) == {"ridge"}
     at.text_area(key="run_dirs").input("demo_out/runs/ridge\nnot/a/run").run()
     assert not at.exception
-    assert any("not/a/run" in e.value and "metrics.parquet" in e.value for e in at.error)
+    assert any("not/a/run" in e.value and "run directory" in e.value for e in at.error)
 
 
 # ---- served, in a real browser --------------------------------------------------------------------------

@@ -8,30 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _runs import write_run
 
 from histoviz.errors import DataError
+from histoviz.evaluation import survival as surv
 from histoviz.viz import dashboard as dash
-
-
-def write_run(run_dir: Path, model: str, *, seed: int = 0, n_genes: int = 60, n_proteins: int = 8,
-              n_folds: int = 3) -> Path:
-    """A run directory with a ``metrics.parquet`` in the documented format."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for fold in range(n_folds):
-        for mod, n in (("gene", n_genes), ("protein", n_proteins)):
-            for j in range(n):
-                rows.append({
-                    "model": model, "fold": fold, "modality": mod, "target": f"{mod.upper()[:1]}{j:03d}",
-                    "pearson": float(np.tanh(rng.normal(0.3, 0.4))), "spearman": float(np.tanh(rng.normal(0.25, 0.4))),
-                    "n": 8, "train_mean": float(rng.normal()), "train_var": float(rng.gamma(2.0)),
-                })
-    run_dir.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)
-    df["model"] = df["model"].astype("category")
-    df["modality"] = df["modality"].astype("category")
-    df.to_parquet(run_dir / "metrics.parquet", index=False)
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +28,8 @@ def gbsg2() -> pd.DataFrame:
 def test_km_curves_equal_lifelines_survival_function(gbsg2: pd.DataFrame) -> None:
     from lifelines import KaplanMeierFitter
 
-    curves = dash.km_curves(gbsg2, "grade")
-    assert list(curves.columns) == list(dash.KM_COLUMNS)
+    curves = surv.km_curves(gbsg2, "grade")
+    assert list(curves.columns) == list(surv.KM_COLUMNS)
     assert list(dict.fromkeys(curves["group"])) == ["I", "II", "III"]
     for g, sub in gbsg2.groupby("grade"):
         kmf = KaplanMeierFitter().fit(sub["time"], sub["event"])
@@ -67,7 +48,7 @@ def test_logrank_equals_lifelines(gbsg2: pd.DataFrame) -> None:
     from lifelines.statistics import multivariate_logrank_test
 
     ref = multivariate_logrank_test(gbsg2["time"], gbsg2["grade"], gbsg2["event"])
-    res = dash.logrank(gbsg2, "grade")
+    res = surv.logrank(gbsg2, "grade")
     assert res["p_value"] == pytest.approx(ref.p_value, rel=1e-12)
     assert res["test_statistic"] == pytest.approx(ref.test_statistic, rel=1e-12)
     assert res["degrees_of_freedom"] == 2 and res["n_groups"] == 3 and res["n"] == len(gbsg2)
@@ -80,27 +61,27 @@ def test_km_counts_each_patient_once(gbsg2: pd.DataFrame) -> None:
 
     d = gbsg2.head(120)
     doubled = pd.concat([d, d.head(30)], ignore_index=True)  # 30 patients with a second slide
-    per_patient = dash.km_curves(doubled, None)
+    per_patient = surv.km_curves(doubled, None)
     np.testing.assert_allclose(per_patient["survival"],
                                KaplanMeierFitter().fit(d["time"], d["event"]).survival_function_.iloc[:, 0])
     assert per_patient["n"].iloc[0] == 120
-    per_row = dash.km_curves(doubled, None, unit=None)
+    per_row = surv.km_curves(doubled, None, unit=None)
     assert per_row["n"].iloc[0] == 150
     assert set(per_row["group"]) == {"all"}
-    assert dash.logrank(doubled, "grade")["n"] == 120
+    assert surv.logrank(doubled, "grade")["n"] == 120
 
 
 def test_km_numeric_groups_and_bad_input() -> None:
     df = pd.DataFrame({"time": [1, 2, 3, 4, 5, 6], "event": [1, 0, 1, 1, 0, 1],
                        "grade": [10.0, 2.0, 2.0, 10.0, 3.0, np.nan]})
-    curves = dash.km_curves(df, "grade", unit=None)
+    curves = surv.km_curves(df, "grade", unit=None)
     assert list(dict.fromkeys(curves["group"])) == ["2", "3", "10"]  # numeric order, NaN dropped
-    one = dash.logrank(df[df["grade"] == 2.0], "grade", unit=None)
+    one = surv.logrank(df[df["grade"] == 2.0], "grade", unit=None)
     assert np.isnan(one["p_value"]) and one["n_groups"] == 1
     with pytest.raises(DataError, match="lacks column"):
-        dash.km_curves(df.drop(columns="event"), "grade")
+        surv.km_curves(df.drop(columns="event"), "grade")
     with pytest.raises(DataError, match="negative"):
-        dash.km_curves(df.assign(time=-df["time"]), "grade", unit=None)
+        surv.km_curves(df.assign(time=-df["time"]), "grade", unit=None)
     fig = dash.km_figure(curves, group_label="grade")
     lines = [t for t in fig.data if t.showlegend is not False]  # not the confidence bands
     assert [t.name for t in lines] == ["grade 2 (n=2)", "grade 3 (n=1)", "grade 10 (n=2)"]
@@ -126,27 +107,27 @@ def test_mark_optimistic_and_bar_figure(tmp_path: Path) -> None:
     head = table[(table["subset"] == "all") & (table["axis"] == "per-target")]
     assert {t.name for t in fig.data} == {"ridge", "mtl"}
     for t in fig.data:
-        ref = head[head["model"] == t.name].set_index("modality")["pearson_mean"]
+        ref = head[(head["model"] == t.name) & (head["metric"] == "pearson")].set_index("task")["mean"]
         assert dict(zip(t.x, t.y)) == pytest.approx(ref.to_dict())
 
 
 def test_per_target_summary_and_search(tmp_path: Path) -> None:
     dirs = [write_run(tmp_path / "a", "ridge", seed=1), write_run(tmp_path / "b", "mtl", seed=2)]
     m = dash.read_run_metrics(dirs)
-    assert set(m["run"]) == {"a", "b"} and len(m) == 2 * 3 * 68
+    assert set(m["run"]) == {"a", "b"} and len(m) == 2 * 3 * 68 * 2
     s = dash.per_target_summary(m)
     assert list(s.columns) == list(dash.PER_TARGET_COLUMNS) and len(s) == 2 * 68
     assert s["pearson_mean"].is_monotonic_decreasing
     row = s[(s["run"] == "a") & (s["target"] == "G007")].iloc[0]
-    ref = m[(m["run"] == "a") & (m["target"] == "G007")]
-    assert row["pearson_mean"] == pytest.approx(ref["pearson"].mean())
-    assert row["pearson_std"] == pytest.approx(ref["pearson"].std(ddof=1))
+    ref = m[(m["run"] == "a") & (m["target"] == "G007") & (m["metric"] == "pearson")]
+    assert row["pearson_mean"] == pytest.approx(ref["value"].mean())
+    assert row["pearson_std"] == pytest.approx(ref["value"].std(ddof=1))
     assert row["n_folds"] == 3 and row["n_patients"] == 8
     hit = dash.per_target_summary(m, "g007, p00")
     assert set(hit["target"]) == {"G007"} | {f"P{j:03d}" for j in range(8)}
     assert dash.per_target_summary(m, "nothing-like-this").empty
-    assert len(dash.filter_targets(m, "G01")) == 2 * 3 * 10
-    with pytest.raises(DataError, match="metrics.parquet"):
+    assert len(dash.filter_targets(m, "G01")) == 2 * 3 * 10 * 2
+    with pytest.raises(DataError, match="run directory"):
         dash.read_run_metrics([tmp_path / "missing"])
 
 

@@ -11,13 +11,13 @@ from histoviz.evaluation.compare import summarise_metrics
 from histoviz.evaluation.metrics import (
     OPTIMISTIC_LABEL,
     columnwise_pearson,
-    concordance_index,
     per_sample_correlation,
     per_target_correlation,
     select_topk,
     summarise_over_folds,
     topk_best_predicted,
 )
+from histoviz.evaluation.survival import concordance_index
 
 
 @pytest.fixture
@@ -108,10 +108,16 @@ def test_summaries_mean_and_std_over_folds():
     assert s["mean"][0] == pytest.approx((0.3 + 0.6) / 2)
     assert s["std"][0] == pytest.approx(np.std([0.3, 0.6], ddof=1))
     assert s["n_undefined"][0] == 1
-    t = summarise_metrics(df, topk=[1], criteria=["variance"])
+    long = df.rename(columns={"modality": "task", "pearson": "value"}).assign(
+        metric="pearson", kind="regression", axis="per-target", subset="all")
+    long = long[["model", "fold", "task", "kind", "target", "metric", "value", "n", "axis", "subset"]]
+    targets = df[["model", "fold", "modality", "target", "train_var", "train_mean"]].rename(columns={"modality": "task"})
+    t = summarise_metrics(long, targets=targets, topk=[1], criteria=["variance"])
+    t = t[t.metric == "pearson"]
+    assert t[t.subset == "all"].iloc[0]["mean"] == pytest.approx((0.3 + 0.6) / 2)
     top = t[t.subset == "top1_variance"].iloc[0]
     # fold 0 keeps target b (train_var 2) -> 0.4; fold 1 keeps a -> 0.6
-    assert top.pearson_mean == pytest.approx(0.5)
+    assert top["mean"] == pytest.approx(0.5)
     best = t[t.subset == "best1_predicted"].iloc[0]
     assert best.selection == OPTIMISTIC_LABEL
-    assert best.pearson_mean == pytest.approx((0.4 + 0.6) / 2)
+    assert best["mean"] == pytest.approx((0.4 + 0.6) / 2)

@@ -28,13 +28,14 @@ def _base(**kw) -> dict:
 def test_shipped_configs_validate(path):
     cfg = load_config(path, base_dir=ROOT)
     assert Path(cfg.data.cohort).is_absolute()
-    assert cfg.data.cohort.endswith("data/synth/cohort.csv")
+    assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv"))
     kw = cfg.model_kwargs()
-    assert "epochs" in kw or cfg.model.name in ("ridge", "knn")
+    assert "epochs" in kw or cfg.model.name in ("ridge", "knn", "pca-outcomes")
 
 
 def test_at_least_the_issue_configs_exist():
-    assert {"multiomics.yaml", "cpnn.yaml", "ridge.yaml"} <= {p.name for p in CONFIGS}
+    assert {"multiomics.yaml", "cpnn.yaml", "ridge.yaml", "grade.yaml", "survival.yaml",
+            "outcome_baselines.yaml"} <= {p.name for p in CONFIGS}
 
 
 @pytest.mark.parametrize(

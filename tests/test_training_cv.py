@@ -82,10 +82,10 @@ def signal(cohort):
 
 
 def _score(run, signal) -> dict[str, float]:
-    m = run.metrics
-    m = m[[t in signal.get(str(mod), ()) for t, mod in zip(m["target"], m["modality"])]]
-    per_fold = m.groupby(["modality", "fold"], observed=True)["pearson"].mean()
-    return per_fold.groupby("modality", observed=True).mean().to_dict()
+    m = run.per_target("pearson")
+    m = m[[t in signal.get(str(mod), ()) for t, mod in zip(m["target"], m["task"])]]
+    per_fold = m.groupby(["task", "fold"], observed=True)["value"].mean()
+    return per_fold.groupby("task", observed=True).mean().to_dict()
 
 
 def test_models_beat_ridge_and_the_shuffled_control(runs, signal):
@@ -145,27 +145,32 @@ def test_cpnn_patch_weights_follow_true_composition(runs, cohort):
 def test_metrics_equal_scipy_on_the_stored_predictions(runs):
     run = runs["mtl"]
     pred, met = run.predictions, run.metrics
-    for (fold, mod), g in list(pred.groupby(["fold", "modality"], observed=True))[:6]:
+    met = met[met["axis"] == "per-target"]
+    for (fold, mod), g in list(pred.groupby(["fold", "task"], observed=True))[:6]:
         for t in list(g["target"].unique())[:4]:
             rows = g[g["target"] == t]
             r = stats.pearsonr(rows["y_true"], rows["y_pred"])[0]
             rho = stats.spearmanr(rows["y_true"], rows["y_pred"])[0]
-            m = met[(met["fold"] == fold) & (met["modality"] == mod) & (met["target"] == t)].iloc[0]
-            assert m["pearson"] == pytest.approx(r, abs=1e-9)
-            assert m["spearman"] == pytest.approx(rho, abs=1e-9)
-            assert m["n"] == len(rows)
+            m = met[(met["fold"] == fold) & (met["task"] == mod) & (met["target"] == t)].set_index("metric")
+            # metrics are computed on the unstandardised scale, an affine map of the stored values
+            assert m.loc["pearson", "value"] == pytest.approx(r, abs=1e-7)
+            assert m.loc["spearman", "value"] == pytest.approx(rho, abs=1e-7)
+            assert m.loc["pearson", "n"] == len(rows)
 
 
 def test_run_directory_contract(runs, data):
     run = runs["mtl"]
     d = run.out_dir
-    for f in ("config.yaml", "metrics.parquet", "patient_metrics.parquet", "predictions.parquet",
-              "history.parquet", "folds.csv", "selection.json", "summary.csv"):
+    for f in ("run.json", "config.yaml", "metrics.parquet", "targets.parquet", "predictions.parquet",
+              "heldout/gene.parquet", "splits.parquet", "history.parquet", "folds.csv", "selection.json",
+              "summary.csv", "conformal.json"):
         assert (d / f).exists(), f
-    assert list(pd.read_parquet(d / "metrics.parquet").columns)[:7] == [
-        "model", "fold", "modality", "target", "pearson", "spearman", "n"]
-    assert {"model", "fold", "patient_id", "modality", "target", "y_true", "y_pred"} <= set(
+    assert not d.with_name(d.name + ".partial").exists()
+    assert list(pd.read_parquet(d / "metrics.parquet").columns) == [
+        "model", "fold", "task", "kind", "target", "metric", "value", "n", "axis", "subset"]
+    assert {"model", "fold", "patient_id", "task", "target", "y_true", "y_pred"} <= set(
         pd.read_parquet(d / "predictions.parquet").columns)
+    assert json.loads((d / "run.json").read_text())["blocks"] == {m: "regression" for m in MODALITIES}
     ck = d / "checkpoints" / "fold0"
     assert sorted(p.name for p in ck.iterdir()) == ["model.json", "model.safetensors"]
     sel = json.loads((d / "selection.json").read_text())
@@ -222,11 +227,15 @@ def test_no_target_selection_or_model_selection_touches_test_data(cohort, data):
 
 
 def test_top_k_uses_training_statistics(runs):
-    met = runs["ridge"].metrics
-    g = met[(met["fold"] == 0) & (met["modality"] == "gene")]
+    from histoviz.io.rundir import RunDir
+
+    tt = RunDir(runs["ridge"].out_dir).targets()
+    g = tt[(tt["fold"] == 0) & (tt["task"] == "gene")]
     assert g["train_var"].notna().all()
+    assert g["train_var"].std() > 0.01  # unstandardised scale: variances differ between genes
     top = set(g.nlargest(20, "train_var")["target"])
-    best = set(g.nlargest(20, "pearson")["target"])
+    met = runs["ridge"].per_target("pearson")
+    best = set(met[(met["fold"] == 0) & (met["task"] == "gene")].nlargest(20, "value")["target"])
     assert top != best  # the honest subset is not the optimistic one
     s = runs["ridge"].summary
     assert {"top20_variance", "top20_mean", "best20_predicted"} <= set(s["subset"])
@@ -243,7 +252,7 @@ def test_predict_slide_per_patch_maps(runs, cohort, tmp_path):
     a = predict_slide(slide, runs["mtl"].out_dir, device="cpu", progress_callback=lambda d, t: calls.append((d, t)))
     assert calls[-1][0] == calls[-1][1] == a.n_obs + 1
     assert a.obs["attention"].sum() == pytest.approx(1.0, abs=1e-4)
-    assert a.n_vars == len(runs["mtl"].predictions.query("modality == 'gene'")["target"].unique())
+    assert a.n_vars == len(runs["mtl"].predictions.query("task == 'gene'")["target"].unique())
     assert {"pred_protein", "pred_mirna", "pred_pathway", "pred_pathway_from_gene", "spatial"} <= set(a.obsm)
     info = a.uns["histoviz"]
     assert info["model"] == "multiomics" and info["encoder"] == "morphology"

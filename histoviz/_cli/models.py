@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 __all__ = ["register"]
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder)")
     src.add_argument("--features", type=Path, help="an existing <slide_id>.h5 feature bag")
-    p.add_argument("--out", required=True, type=Path, help="output .h5ad")
+    p.add_argument("--out", required=True, help="output .h5ad, or a folder (ending in / or existing) to write "
+                   "<slide_id>.<run>.h5ad into")
     p.add_argument("--fold", default=None, help="final (default when present), ensemble or a fold number")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -48,35 +50,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(a: argparse.Namespace) -> int:
-    from histoviz.evaluation.compare import format_table
+    from histoviz.evaluation.compare import format_table, main_rows
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
     cfg = load_config(a.config, overrides=a.overrides)
     res = run_experiment(cfg, a.out, progress=not a.no_progress)
-    main = res.summary[res.summary["subset"].isin(["all", "per_patient_centered"])]
-    print(format_table(main))
+    print(format_table(main_rows(res.summary)))
     print(f"{cfg.name}: {res.selection.get('seconds', 0):.1f} s -> {a.out}")
     return 0
 
 
 def _evaluate(a: argparse.Namespace) -> int:
-    from histoviz.evaluation.compare import compare_runs, format_table
+    from histoviz.errors import ConfigError
+    from histoviz.evaluation.compare import compare_runs, format_table, main_rows
+    from histoviz.evaluation.report import outcome_report
 
     df = compare_runs(a.runs, topk=a.topk, criteria=a.criteria, best_predicted=not a.no_best_predicted)
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        if a.out.suffix == ".parquet":
-            df.to_parquet(a.out, index=False)
-        else:
-            df.to_csv(a.out, index=False)
+        if a.out.is_dir() or str(a.out).endswith(("/", "\\")):
+            raise ConfigError(f"--out {a.out}: is a directory; give a file name ending in .csv or .parquet")
+        from histoviz._atomic import atomic_path
+
+        with atomic_path(a.out) as tmp:
+            if a.out.suffix == ".parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
     if a.json:
         print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
         return 0
-    shown = df if a.all_rows else df[df["subset"].isin(
-        ["all", "per_patient_centered"] + [f"top{k}_variance" for k in a.topk] + [f"best{k}_predicted" for k in a.topk]
-    )]
+    shown = df if a.all_rows else main_rows(df, topk=a.topk)
     print(format_table(shown))
+    for line in outcome_report(a.runs):
+        print(line)
     return 0
 
 
@@ -97,22 +104,39 @@ def _predict(a: argparse.Namespace) -> int:
         adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
     else:
         adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold)
-    out = write_predictions(adata, a.out)
-    keys = [k for k in ("attention",) if k in adata.obs] + list(adata.obsm)
+    out = Path(a.out)
+    if out.is_dir() or str(a.out).endswith(("/", os.sep)):
+        out = out / f"{adata.uns['histoviz']['slide_id']}.{Path(a.model).resolve().name}.h5ad"
+    out = write_predictions(adata, out)
+    keys = [k for k in adata.obs.columns if k not in ("x", "y", "slide_id")] + [k for k in adata.obsm if k != "spatial"]
     print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} patches x {adata.n_vars} targets "
           f"({', '.join(keys)}) -> {out}")
+    for b, sp in adata.uns.get("slide_prediction", {}).items():
+        print(f"  slide {b}: {_slide_line(sp)}")
     return 0
+
+
+def _slide_line(sp: dict) -> str:
+    kind = sp.get("kind", "regression")
+    if kind == "classification":
+        probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
+        extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
+        return f"predicted {sp['predicted']} ({probs}){extra}"
+    if kind == "survival":
+        extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
+        return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
+    return f"{len(sp['targets'])} targets"
 
 
 def _models(a: argparse.Namespace) -> int:
     from histoviz.models import list_models
 
-    rows = [{"name": i.name, "class": i.cls.__name__, "defaults": i.defaults, "description": i.description}
-            for i in list_models()]
+    rows = [{"name": i.name, "class": i.cls.__name__, "tasks": list(i.tasks), "defaults": i.defaults,
+             "description": i.description} for i in list_models()]
     if a.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['description']}")
+        print(f"{r['name']:<{w}}  {'+'.join(r['tasks']):<37}  {r['description']}")
     return 0

@@ -586,6 +586,16 @@ class TargetBlock:
         """Same patients, labels reassigned by ``perm`` (the shuffled-label control)."""
         return self.subset(perm)
 
+    @property
+    def kind(self) -> str:
+        """Task kind (:mod:`histoviz.tasks`): always ``"regression"``."""
+        return "regression"
+
+    @property
+    def name(self) -> str:
+        """Block name (the modality)."""
+        return self.modality
+
     def __len__(self) -> int:
         return len(self.values)
 

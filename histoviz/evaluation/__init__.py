@@ -11,13 +11,13 @@ from histoviz.evaluation.metrics import (
     OPTIMISTIC_LABEL,
     columnwise_pearson,
     columnwise_spearman,
-    concordance_index,
     per_sample_correlation,
     per_target_correlation,
     select_topk,
     summarise_over_folds,
     topk_best_predicted,
 )
+from histoviz.evaluation.survival import concordance_index
 
 __all__ = [
     "OPTIMISTIC_LABEL",

@@ -37,7 +37,6 @@ __all__ = [
     "OPTIMISTIC_LABEL",
     "columnwise_pearson",
     "columnwise_spearman",
-    "concordance_index",
     "per_sample_correlation",
     "per_target_correlation",
     "rankdata_columns",
@@ -325,30 +324,3 @@ def summarise_over_folds(values: pd.DataFrame, *, by: Sequence[str], value: str)
         .reset_index()
     )
     return out
-
-
-def concordance_index(time: np.ndarray, risk: np.ndarray, event: np.ndarray | None = None) -> float:
-    """Harrell's C-index where a **higher risk means a shorter survival time**.
-
-    A thin wrapper around ``lifelines.utils.concordance_index`` (which expects scores that
-    grow with survival time) so every histoviz model reports risks with one sign.
-
-    Parameters
-    ----------
-    time
-        Observed times.
-    risk
-        Predicted risk scores (higher = earlier event).
-    event
-        1 if the event was observed, 0 if censored (default: all observed).
-
-    Returns
-    -------
-    C-index in ``[0, 1]``; 0.5 is random ordering.
-    """
-    from lifelines.utils import concordance_index as _ci
-
-    time = np.asarray(time, dtype=np.float64)
-    risk = np.asarray(risk, dtype=np.float64)
-    ev = np.ones_like(time) if event is None else np.asarray(event, dtype=np.float64)
-    return float(_ci(time, -risk, ev))

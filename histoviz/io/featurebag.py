@@ -101,6 +101,7 @@ class FeatureBag:
                 coords = f["coords"][()]
                 feats = f["features"][()] if load_features else np.zeros((len(coords), 0), np.float32)
                 attrs = {k: _py(v) for k, v in f.attrs.items()}
+                coord_attrs = {k: _py(v) for k, v in f["coords"].attrs.items()}
         except OSError as e:
             raise DataError(f"{path}: not a readable HDF5 file ({e})") from e
         if coords.ndim == 3:  # some CLAM files store (1, N, 2)
@@ -108,10 +109,33 @@ class FeatureBag:
         if feats.ndim == 3:
             feats = feats[0]
         attrs.setdefault("slide_id", path.name.split(".")[0])
+        _foreign_attrs(attrs, coord_attrs)
         bag = cls(coords, feats, attrs)
         if load_features:
             bag.attrs["embed_dim"] = bag.embed_dim
         return bag
+
+
+def _foreign_attrs(attrs: dict[str, Any], coord_attrs: dict[str, Any]) -> None:
+    """Fill histoviz attributes from a TRIDENT or CLAM bag (kept on the ``coords`` dataset).
+
+    TRIDENT writes ``patch_size``, ``patch_size_level0``, ``target_magnification``,
+    ``level0_magnification`` and ``name`` (the slide); CLAM writes ``patch_size`` and
+    ``patch_level``. Missing values stay missing (``tile_size_level0`` is then unknown and maps
+    cannot be placed, but the bag trains).
+    """
+    if not coord_attrs:
+        return
+    attrs.setdefault("source_format", "trident" if "patch_size_level0" in coord_attrs else "clam")
+    if "patch_size_level0" in coord_attrs:
+        attrs.setdefault("tile_size_level0", int(coord_attrs["patch_size_level0"]))
+    if "patch_size" in coord_attrs:
+        attrs.setdefault("tile_size", int(coord_attrs["patch_size"]))
+        if "tile_size_level0" not in attrs and int(coord_attrs.get("patch_level", -1) or 0) == 0:
+            attrs.setdefault("tile_size_level0", int(coord_attrs["patch_size"]))
+    if "name" in coord_attrs and isinstance(coord_attrs["name"], str):
+        attrs.setdefault("slide_id", coord_attrs["name"])
+    attrs.setdefault("encoder", str(coord_attrs.get("encoder", "unknown (external bag)")))
 
 
 def _py(v: Any) -> Any:

@@ -5,10 +5,12 @@ One observation per patch:
 - ``obs_names`` = ``f"{slide_id}:{i}"``; ``obs["slide_id"]``; ``obs["x"], obs["y"]`` level-0
   top-left corners; ``obsm["spatial"]`` = level-0 patch centres ``(x, y)``;
 - ``X`` = predicted expression (``var_names`` = genes), may have zero columns;
-- optional maps: ``obsm["cell_type_weights"]`` (DataFrame, columns = cell types),
-  ``obsm["grade_proba"]`` (DataFrame, columns = grades), ``obs["risk"]``, ``obs["attention"]``,
-  ``obsm["coattention"]`` (DataFrame, one column per gene group), ``obs["grade_set"]`` /
-  ``obs["risk_lo"]``, ``obs["risk_hi"]`` (conformal);
+- optional maps, each declared in the output registry (:mod:`histoviz.outputs`):
+  ``obsm["cell_type_weights"]`` (DataFrame, columns = cell types), ``obsm["grade_proba"]``
+  (DataFrame, columns = grades), ``obs["grade_pred"]``, ``obs["grade_set_size"]``,
+  ``obs["risk"]``, ``obs["risk_width"]``, ``obs["attention"]``, ``obsm["coattention"]``
+  (DataFrame, one column per gene group), ``obsm["pred_<modality>"]``, ...;
+  :func:`undeclared_keys` lists what a file holds that no output declares;
 - ``uns["histoviz"]`` = {slide_id, slide_path, slide_dimensions, mpp, tile_size,
   tile_size_level0, model, encoder, config, version}.
 """
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAME_KEYS",
+    "undeclared_keys",
     "make_prediction_adata",
     "read_predictions",
     "validate_predictions",
@@ -96,7 +99,7 @@ def make_prediction_adata(
         index=names,
     )
     for k, v in (obs or {}).items():
-        obs_df[k] = np.asarray(v)
+        obs_df[k] = v if isinstance(v, pd.Categorical) else np.asarray(v)
     a = ad.AnnData(X=expression, obs=obs_df, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
     a.obsm["spatial"] = coords.astype(np.float64) + tile_size_level0 / 2.0
     for k, v in (obsm or {}).items():
@@ -130,9 +133,29 @@ def validate_predictions(adata: ad.AnnData, *, source: str = "<predictions>") ->
     return adata
 
 
+def undeclared_keys(adata: ad.AnnData) -> list[str]:
+    """``obs`` / ``obsm`` keys of a prediction AnnData that no registered output declares."""
+    from histoviz.outputs import list_outputs
+
+    outs = list_outputs()
+    obs_keys = {o.anndata_key for o in outs if o.store in ("obs", "obs_category")}
+    obsm_keys = {o.anndata_key for o in outs if o.store == "obsm"}
+    prefixes = tuple(o.anndata_key for o in outs if o.store == "obsm_prefix")
+    bad = [f"obs[{c!r}]" for c in adata.obs.columns if c not in obs_keys and c not in ("x", "y", "slide_id")]
+    bad += [f"obsm[{k!r}]" for k in adata.obsm.keys()
+            if k != "spatial" and k not in obsm_keys and not str(k).startswith(prefixes)]
+    return bad
+
+
 def write_predictions(adata: ad.AnnData, path: str | os.PathLike) -> Path:
-    """Validate and write ``adata`` atomically as ``.h5ad``."""
+    """Validate and write ``adata`` atomically as ``.h5ad`` (undeclared maps are logged: viewers
+    show numeric obs columns as generic values, but nothing else of them)."""
     validate_predictions(adata, source=str(path))
+    bad = undeclared_keys(adata)
+    if bad:
+        import logging
+
+        logging.getLogger(__name__).info("%s: keys no output declares: %s", path, ", ".join(bad))
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
     return Path(path)

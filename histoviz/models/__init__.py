@@ -1,21 +1,18 @@
-"""Slide-level molecular prediction models and their registry.
+"""Slide- and spot-level models and their registry.
 
-Registered models (``histoviz.models.list_models()``):
-
-========================  =============================================================
-``multiomics``            ABMIL + shared FC-512 + one linear head per modality (MTL)
-``multiomics-stl``        one ABMIL + FC-512 + linear model per modality (STL)
-``multiomics-tangle``     MTL after TANGLE-style contrastive pretraining
-``meanpool-mlp``          mean-pooled features + FC-512 + heads (baseline)
-``cpnn``                  cell-type prototypes x image-derived composition weights
-``ridge``                 mean-pool + PCA + ridge (HEST protocol)
-``knn``                   mean-pool + PCA + k-nearest neighbours
-========================  =============================================================
+A model is one file in ``histoviz/models/slide/`` or ``histoviz/models/spot/``: a class with
+the estimator API (:class:`~histoviz.models.base.SlideModel`) carrying one or more
+``@register_model(...)`` decorators. Every module in those two folders is imported the first
+time the registry is used, so adding a model touches no shared file. ``histoviz models``
+lists them with the tasks they serve.
 
 Importing this package does not import torch; the torch models import it when built.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from histoviz.models.base import (
     ModelInfo,
@@ -28,17 +25,10 @@ from histoviz.models.base import (
     model_param_names,
     register_model,
 )
-from histoviz.models.baselines import KNNBaseline, RidgeBaseline
-from histoviz.models.cpnn import CPNNRegressor
-from histoviz.models.multiomics import MultiOmicsRegressor
 
 __all__ = [
-    "CPNNRegressor",
-    "KNNBaseline",
     "ModelInfo",
-    "MultiOmicsRegressor",
     "PatchMaps",
-    "RidgeBaseline",
     "SlideModel",
     "check_bags",
     "create_model",
@@ -49,22 +39,12 @@ __all__ = [
 ]
 
 
-def _register_builtin() -> None:
-    from histoviz.models.base import _MODELS
-
-    if "multiomics" in _MODELS:
-        return
-    register_model("multiomics", MultiOmicsRegressor, mode="mtl", pooling="abmil",
-                   description="ABMIL + shared FC-512 + linear head per modality (multi-task)")
-    register_model("multiomics-stl", MultiOmicsRegressor, mode="stl", pooling="abmil",
-                   description="one ABMIL + FC-512 + linear model per modality (single-task)")
-    register_model("multiomics-tangle", MultiOmicsRegressor, mode="mtl", pooling="abmil", contrastive_epochs=30,
-                   description="multi-task after TANGLE-style contrastive pretraining on expression")
-    register_model("meanpool-mlp", MultiOmicsRegressor, mode="mtl", pooling="mean",
-                   description="mean-pooled features + FC-512 + linear heads (baseline)")
-    register_model("cpnn", CPNNRegressor, description="cell-type prototypes x per-patch composition weights")
-    register_model("ridge", RidgeBaseline, description="mean-pool + PCA + ridge (HEST protocol)")
-    register_model("knn", KNNBaseline, description="mean-pool + PCA + k-nearest neighbours")
+def _import_model_files() -> None:
+    for pkg in ("histoviz.models.slide", "histoviz.models.spot"):
+        mod = importlib.import_module(pkg)
+        for info in pkgutil.iter_modules(mod.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg}.{info.name}")
 
 
-_register_builtin()
+_import_model_files()

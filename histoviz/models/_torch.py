@@ -76,7 +76,7 @@ class TorchSlideModel(SlideModel):
     """
 
     def _settings(self) -> Any:
-        from histoviz.training.loop import LoopSettings
+        from histoviz.nn.loop import LoopSettings
 
         return LoopSettings(
             epochs=int(self.epochs),
@@ -101,7 +101,7 @@ class TorchSlideModel(SlideModel):
         return resolve_torch_device(self.device)
 
     def _batcher(self, bags: Sequence[np.ndarray], *, train: bool) -> Any:
-        from histoviz.training.loop import BagBatcher
+        from histoviz.nn.loop import BagBatcher
 
         return BagBatcher(
             bags,

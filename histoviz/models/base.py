@@ -4,14 +4,23 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
 
 - the constructor takes hyper-parameters only and stores them unchanged;
 - ``fit(bags, targets, *, val=None) -> self`` learns state; learned attributes end in ``_``;
-- ``predict(bags) -> {modality: (n_slides, n_targets)}`` in the targets' (processed) space;
-- ``predict_patches(bag) -> PatchMaps`` gives per-patch maps for one slide;
-- ``score(bags, targets) -> float`` is the mean per-target Pearson over modalities;
+- ``predict(bags) -> {block: array}`` in each task's prediction format
+  (:mod:`histoviz.tasks`: regression values, class probabilities, survival per time bin);
+- ``predict_patches(bag) -> PatchMaps`` gives per-patch predictions for one slide (the model
+  applied to each patch alone) plus extra per-patch outputs (attention, cell-type weights,
+  co-attention) named as in the output registry (:mod:`histoviz.outputs`);
+- ``score(bags, targets) -> float`` is the mean over blocks of each task's primary metric
+  (Pearson, macro AUC, c-index);
 - ``state() / load_state()`` move learned state in and out as JSON metadata plus named
   numpy arrays, which :mod:`histoviz.training.checkpoint` writes as safetensors (no pickle).
 
 ``bags`` is a sequence of ``(n_patches, n_features)`` float32 arrays (one per patient or
-slide); ``targets`` maps a modality to a :class:`~histoviz.data.omics.TargetBlock`.
+slide); ``targets`` maps a block name (``"gene"``, ``"grade"``, ``"survival"``) to a target
+block (:class:`~histoviz.data.omics.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
+:class:`~histoviz.data.outcomes.SurvivalBlock`). A model declares the task kinds it serves in
+``tasks``; :func:`register_model` is a decorator placed on the model class, and every module in
+``histoviz/models/slide`` and ``histoviz/models/spot`` is imported when the registry is first
+used, so a new model is one file.
 """
 
 from __future__ import annotations
@@ -20,15 +29,12 @@ import contextlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from histoviz.data.omics import TargetBlock
 
 __all__ = [
     "ModelInfo",
@@ -45,27 +51,46 @@ __all__ = [
 
 @dataclass
 class PatchMaps:
-    """Per-patch outputs of one slide.
+    """Per-patch predictions of one slide.
 
     Attributes
     ----------
-    expression
-        ``modality -> (n_patches, n_targets)`` predicted values per patch.
-    targets
-        ``modality -> target names``.
+    patch
+        ``block -> (n_patches, ...)`` the model's prediction for each patch alone, in the
+        block's task format (regression values, class probabilities, survival per bin).
     slide
-        ``modality -> (n_targets,)`` slide-level prediction.
-    attention
-        ``(n_patches,)`` attention weights (sum to 1) or ``None``.
-    cell_type_weights
-        ``(n_patches, n_cell_types)`` DataFrame (CPNN) or ``None``.
+        ``block -> (...)`` the slide-level prediction.
+    targets
+        ``block -> names`` of the prediction's columns (targets, classes, time bins).
+    kinds
+        ``block -> task kind``.
+    extra
+        ``output name -> per-patch values`` of outputs that belong to no task block:
+        ``attention`` ``(n,)``, ``cell_type`` (composition weights) / ``coattention``
+        DataFrames. Keys are registry output names (:mod:`histoviz.outputs`), which say where
+        each is stored (``cell_type`` -> ``obsm["cell_type_weights"]``).
     """
 
-    expression: dict[str, np.ndarray] = field(default_factory=dict)
-    targets: dict[str, list[str]] = field(default_factory=dict)
+    patch: dict[str, np.ndarray] = field(default_factory=dict)
     slide: dict[str, np.ndarray] = field(default_factory=dict)
-    attention: np.ndarray | None = None
-    cell_type_weights: pd.DataFrame | None = None
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def expression(self) -> dict[str, np.ndarray]:
+        """Per-patch predictions of the regression blocks."""
+        return {k: v for k, v in self.patch.items() if self.kinds.get(k, "regression") == "regression"}
+
+    @property
+    def attention(self) -> np.ndarray | None:
+        """``extra["attention"]`` or ``None``."""
+        return self.extra.get("attention")
+
+    @property
+    def cell_type_weights(self) -> pd.DataFrame | None:
+        """``extra["cell_type"]`` (composition weights) or ``None``."""
+        return self.extra.get("cell_type")
 
 
 def check_bags(bags: Sequence[np.ndarray], *, embed_dim: int | None = None, where: str = "bags") -> int:
@@ -107,7 +132,9 @@ class SlideModel:
 
     #: registry name, set by :func:`create_model`
     name: str = ""
-    #: modalities this model can predict (``None``: any)
+    #: task kinds this model serves (:data:`histoviz.tasks.TASK_KINDS`)
+    tasks: tuple[str, ...] = ("regression",)
+    #: regression modalities this model can predict (``None``: any)
     supported_modalities: tuple[str, ...] | None = None
 
     # -- parameters -------------------------------------------------------------------------
@@ -133,9 +160,9 @@ class SlideModel:
     def fit(
         self,
         bags: Sequence[np.ndarray],
-        targets: Mapping[str, TargetBlock],
+        targets: Mapping[str, Any],
         *,
-        val: tuple[Sequence[np.ndarray], Mapping[str, TargetBlock]] | None = None,
+        val: tuple[Sequence[np.ndarray], Mapping[str, Any]] | None = None,
     ) -> SlideModel:
         """Fit on training bags and targets; ``val`` drives early stopping / model selection.
 
@@ -144,8 +171,8 @@ class SlideModel:
         bags
             ``(n_patches, n_features)`` arrays, one per patient.
         targets
-            ``modality -> TargetBlock`` with one row per bag (``present`` masks missing
-            modalities).
+            ``block -> target block`` with one row per bag (``present`` masks patients
+            without that modality or label).
         val
             ``(bags, targets)`` of validation patients from the **training** data.
 
@@ -153,15 +180,23 @@ class SlideModel:
         -------
         self
         """
+        from histoviz.tasks import block_kind
+
         d = check_bags(bags, where="training bags")
         if not targets:
-            raise DataError("no target modality to fit")
+            raise DataError("no target to fit")
         for mod, blk in targets.items():
+            kind = block_kind(blk)
+            if kind not in self.tasks:
+                raise DataError(
+                    f"{type(self).__name__} serves {list(self.tasks)} tasks, not {kind} ({mod!r}); "
+                    "choose a model for this target in model.name"
+                )
             if len(blk) != len(bags):
                 raise DataError(f"{mod}: {len(blk)} target rows for {len(bags)} bags")
             if not blk.present.any():
-                raise DataError(f"{mod}: no training patient has this modality")
-            if self.supported_modalities is not None and mod not in self.supported_modalities:
+                raise DataError(f"{mod}: no training patient has this target")
+            if kind == "regression" and self.supported_modalities is not None and mod not in self.supported_modalities:
                 raise DataError(
                     f"{type(self).__name__} predicts {list(self.supported_modalities)}, not {mod!r}"
                 )
@@ -172,12 +207,13 @@ class SlideModel:
         self.embed_dim_ = d
         self.modalities_ = list(targets)
         self.targets_ = {m: list(b.targets) for m, b in targets.items()}
+        self.kinds_ = {m: block_kind(b) for m, b in targets.items()}
         with self._compute_context(bags):
             self._fit(bags, targets, val)
         return self
 
     def predict(self, bags: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Slide-level predictions ``{modality: (n_bags, n_targets)}`` in target space."""
+        """Slide-level predictions ``{block: (n_bags, ...)}`` in each task's format."""
         self._check_fitted()
         check_bags(bags, embed_dim=self.embed_dim_, where="bags")
         with self._compute_context(bags):
@@ -188,27 +224,37 @@ class SlideModel:
         self._check_fitted()
         check_bags([bag], embed_dim=self.embed_dim_, where="bag")
         with self._compute_context([bag]):
-            return self._predict_patches(np.asarray(bag, dtype=np.float32))
+            pm = self._predict_patches(np.asarray(bag, dtype=np.float32))
+        for m in pm.patch:
+            pm.kinds.setdefault(m, self.kinds_.get(m, "regression"))
+            pm.targets.setdefault(m, list(self.targets_.get(m, [])))
+        return pm
 
-    def score(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock]) -> float:
-        """Mean over modalities of the mean per-target Pearson across ``bags``."""
-        from histoviz.evaluation.metrics import columnwise_pearson
+    def score(self, bags: Sequence[np.ndarray], targets: Mapping[str, Any]) -> float:
+        """Mean over blocks of each task's primary metric (per-target Pearson averaged over
+        targets, macro AUC, Harrell's c-index) across ``bags``."""
+        from histoviz.tasks import get_task
 
         pred = self.predict(bags)
         vals = []
         for mod, blk in targets.items():
             if mod not in pred or not blk.present.any():
                 continue
-            r = columnwise_pearson(blk.values[blk.present], pred[mod][blk.present])
-            if np.isfinite(r).any():
-                vals.append(float(np.nanmean(r)))
+            task = get_task(blk)
+            m = task.metrics(blk, pred[mod])
+            if m.empty:
+                continue
+            v = m[(m["metric"] == task.primary) & (m["axis"] == "per-target")]["value"]
+            if np.isfinite(v).any():
+                vals.append(float(np.nanmean(v)))
         return float(np.mean(vals)) if vals else float("nan")
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Learned state as JSON-able metadata and named arrays."""
         self._check_fitted()
-        meta = {"embed_dim": self.embed_dim_, "modalities": self.modalities_, "targets": self.targets_}
+        meta = {"embed_dim": self.embed_dim_, "modalities": self.modalities_, "targets": self.targets_,
+                "kinds": self.kinds_}
         meta_extra, arrays = self._state()
         meta.update(meta_extra)
         return meta, arrays
@@ -218,6 +264,7 @@ class SlideModel:
         self.embed_dim_ = int(meta["embed_dim"])
         self.modalities_ = list(meta["modalities"])
         self.targets_ = {k: list(v) for k, v in meta["targets"].items()}
+        self.kinds_ = {k: str(v) for k, v in (meta.get("kinds") or {m: "regression" for m in self.modalities_}).items()}
         self._load_state(meta, arrays)
         return self
 
@@ -226,7 +273,7 @@ class SlideModel:
         """Context around fit/predict (torch models limit CPU threads here)."""
         return contextlib.nullcontext()
 
-    def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock], val: Any) -> None:
+    def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, Any], val: Any) -> None:
         raise NotImplementedError
 
     def _predict(self, bags: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -264,38 +311,62 @@ class ModelInfo:
     description: str
     builder: Callable[..., SlideModel] | None = None
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Task kinds the model serves (a variant's ``tasks=`` default, else the class's)."""
+        return tuple(self.defaults.get("tasks", getattr(self.cls, "tasks", ("regression",))))
+
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(
-    name: str, cls: type, *, description: str = "", **defaults: Any
-) -> ModelInfo:
-    """Register ``cls`` under ``name``; variants differ by ``defaults``, never by copied code.
+def register_model(name: str, cls: type | None = None, *, description: str = "", **defaults: Any) -> Any:
+    """Register a model class under ``name``; variants differ by ``defaults``, never by copied code.
+
+    Used as a class decorator (stackable for variants)::
+
+        @register_model("abmil-grade", tasks_used=("grade",), description="...")
+        @register_model("abmil-survival", tasks_used=("survival",), description="...")
+        class OutcomeABMIL(TorchSlideModel): ...
+
+    or called directly, ``register_model("ridge", RidgeBaseline, description=...)``.
 
     Raises
     ------
     KeyError
-        ``name`` is taken.
+        ``name`` is taken by another class.
+    TypeError
+        ``defaults`` name a parameter the class does not have.
     """
-    if name in _MODELS:
-        raise KeyError(f"model {name!r} already registered")
-    bad = set(defaults) - _init_params(cls)
-    if bad:
-        raise TypeError(f"{cls.__name__} has no parameter(s) {sorted(bad)}")
-    info = ModelInfo(name, cls, dict(defaults), description)
-    _MODELS[name] = info
-    return info
+
+    def deco(c: type) -> type:
+        old = _MODELS.get(name)
+        if old is not None:
+            if old.cls.__qualname__ == c.__qualname__ and old.cls.__module__ == c.__module__:
+                _MODELS[name] = ModelInfo(name, c, dict(defaults), description or old.description)
+                return c  # the same class re-imported (e.g. reloaded module)
+            raise KeyError(f"model {name!r} already registered (by {old.cls.__module__}.{old.cls.__qualname__})")
+        bad = set(defaults) - _init_params(c)
+        if bad:
+            raise TypeError(f"{c.__name__} has no parameter(s) {sorted(bad)}")
+        _MODELS[name] = ModelInfo(name, c, dict(defaults), description or (c.__doc__ or "").strip().split("\n")[0])
+        return c
+
+    if cls is not None:
+        deco(cls)
+        return _MODELS[name]
+    return deco
 
 
 def _ensure_builtin() -> None:
-    import histoviz.models  # noqa: F401  (registers the built-in models)
+    import histoviz.models  # noqa: F401  (imports every model file, which registers it)
 
 
-def list_models() -> list[ModelInfo]:
-    """All registered models, sorted by name."""
+def list_models(task: str | None = None) -> list[ModelInfo]:
+    """Registered models sorted by name (only those serving ``task`` when given)."""
     _ensure_builtin()
-    return [_MODELS[k] for k in sorted(_MODELS)]
+    out = [_MODELS[k] for k in sorted(_MODELS)]
+    return [m for m in out if task is None or task in m.tasks]
 
 
 def model_info(name: str) -> ModelInfo:

@@ -97,7 +97,6 @@ def load_checkpoint(folder: str | os.PathLike) -> FittedPipeline:
     """
     from safetensors.numpy import load_file
 
-    from histoviz.data.omics import TargetPreprocessor
     from histoviz.models import create_model
 
     folder = Path(folder)
@@ -110,17 +109,38 @@ def load_checkpoint(folder: str | os.PathLike) -> FittedPipeline:
         raise DataError(f"{jpath}: unreadable ({e})") from e
     if doc.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{jpath}: checkpoint format {doc.get('format')} (this histoviz reads {CHECKPOINT_FORMAT})")
-    tensors = load_file(str(tpath))
+    try:
+        tensors = load_file(str(tpath))
+    except Exception as e:  # safetensors raises SafetensorError / OSError on foreign files
+        raise DataError(f"{tpath}: not a readable safetensors file ({type(e).__name__}: {e}); "
+                        "checkpoints are written by histoviz train, never unpickled") from e
     params = dict(doc["params"])
     for k, v in params.items():  # JSON turns tuples into lists
         if isinstance(v, list):
             params[k] = tuple(v)
     model = create_model(doc["model"], **params)
     marrays = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state(doc["state"], marrays)
+    try:
+        model.load_state(doc["state"], marrays)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise DataError(f"{tpath}: the stored state does not fit model {doc['model']!r} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); retrain or use the matching histoviz") from e
     preps = {}
     for mod, pm in doc.get("preprocessors", {}).items():
         pre = f"prep.{mod}."
         pa = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-        preps[mod] = TargetPreprocessor.from_state(pm, pa)
+        preps[mod] = _preprocessor_from_state(pm, pa)
     return FittedPipeline(model, preps, dict(doc.get("features", {})), dict(doc.get("info", {})))
+
+
+def _preprocessor_from_state(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Any:
+    """The target preprocessor a checkpoint stored (omics, classes or survival bins)."""
+    from histoviz.data.omics import TargetPreprocessor
+    from histoviz.data.outcomes import GradeEncoder, SurvivalBins
+
+    kind = meta.get("type")
+    if kind == "classes":
+        return GradeEncoder.from_state(meta, arrays)
+    if kind == "survival_bins":
+        return SurvivalBins.from_state(meta, arrays)
+    return TargetPreprocessor.from_state(meta, arrays)

@@ -11,11 +11,15 @@ A config has five sections (see ``training/configs/*.yaml``)::
       omics:
         gene: {path: data/synth/omics/gene.h5ad, normalize: total, transform: log10p1}
         protein: {path: data/synth/omics/protein.h5ad, impute: median}
+      outcomes:                                  # cohort-table columns (optional)
+        grade: {column: grade, classes: [1, 2, 3, 4]}
+        survival: {time: time, event: event, n_bins: 4}
     model:
       name: multiomics                           # registry name (histoviz.models)
       params: {embed_dim: 128}                   # constructor hyper-parameters
     training: {epochs: 100, lr: 0.001, ...}
-    evaluation: {n_folds: 5, topk: [50, 500], ...}
+    evaluation: {n_folds: 5, topk: [50, 500], calibration_fraction: 0.25,
+                 conformal: {alpha: 0.1, class_score: lac}, ...}
 
 Unknown keys anywhere raise :class:`~histoviz.errors.ConfigError` naming the key; relative
 paths are resolved against the current directory; :func:`apply_overrides` applies
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from histoviz.data.omics import OmicsSpec
+from histoviz.data.outcomes import OutcomeSpec
 from histoviz.errors import ConfigError
 
 __all__ = [
@@ -114,8 +119,11 @@ class DataConfig:
         When set, slides without a bag are embedded into ``features`` first.
     omics
         ``modality -> OmicsSpec`` (or a path).
+    outcomes
+        ``name -> OutcomeSpec``: grade / survival columns of the cohort table.
     targets
-        Modalities to predict (default: all in ``omics``); others may feed ``from_modality``.
+        Blocks to predict (default: every omics modality and outcome); other modalities may
+        feed ``from_modality``.
     pathway_from_predictions
         ``{network: CSV, from: gene, compare_to: pathway, method: ulm}``: also score pathway
         activity computed from *predicted* expression against the ``compare_to`` modality.
@@ -127,6 +135,7 @@ class DataConfig:
     features: str = ""
     embed: EmbedConfig | None = None
     omics: dict[str, OmicsSpec] = field(default_factory=dict)
+    outcomes: dict[str, OutcomeSpec] = field(default_factory=dict)
     targets: tuple[str, ...] | None = None
     pathway_from_predictions: dict[str, Any] | None = None
     drop_patients_without_features: bool = False
@@ -189,6 +198,14 @@ class EvaluationConfig:
         ``variance`` and/or ``mean`` (of the training targets).
     min_n
         Minimum held-out patients for a defined correlation.
+    calibration_fraction
+        Share of each fold's training patients held out (by patient) as the split-conformal
+        calibration set; 0: no conformal sets or intervals.
+    conformal
+        :class:`~histoviz.tasks.ConformalSettings` (``alpha``, ``class_score``,
+        ``empty_sets``, ``censored``, ``group``).
+    risk_groups
+        Groups of predicted risk for Kaplan-Meier / log-rank (2: median, 3: tertiles).
     """
 
     n_folds: int = 5
@@ -196,6 +213,9 @@ class EvaluationConfig:
     topk: tuple[int, ...] = (50, 500)
     topk_criteria: tuple[str, ...] = ("variance", "mean")
     min_n: int = 3
+    calibration_fraction: float = 0.0
+    conformal: Any = None
+    risk_groups: int = 2
 
 
 @dataclass(frozen=True)
@@ -260,6 +280,10 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         embed = EmbedConfig(**_strict(EmbedConfig, d["embed"], "data.embed"))
         if embed.weights:
             embed = EmbedConfig(**{**asdict(embed), "weights": _resolve(embed.weights, base)})
+    outcomes_raw = d.get("outcomes") or {}
+    if not isinstance(outcomes_raw, Mapping):
+        raise ConfigError("data.outcomes: expected a mapping name -> {column / time, event, ...}")
+    outcomes = {str(k): OutcomeSpec.from_dict(str(k), v, where="data.outcomes") for k, v in outcomes_raw.items()}
     pfp = d.get("pathway_from_predictions")
     if pfp is not None:
         if not isinstance(pfp, Mapping) or set(pfp) - {"network", "from", "compare_to", "method", "min_targets"}:
@@ -273,9 +297,10 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         features=_resolve(d.get("features", ""), base) or "",
         embed=embed,
         omics=omics,
+        outcomes=outcomes,
         targets=tuple(targets) if targets is not None else None,
         pathway_from_predictions=pfp,
-        drop_patients_without_features=bool(d.get("drop_patients_without_features", False)),
+        drop_patients_without_features=d.get("drop_patients_without_features", False),
     )
     m = _strict(ModelConfig, top.get("model"), "model")
     if "name" in m:
@@ -290,9 +315,18 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     for k in ("topk", "topk_criteria"):
         if k in e:
             e[k] = tuple(e[k]) if isinstance(e[k], (list, tuple)) else (e[k],)
+    from histoviz.tasks import ConformalSettings
+
+    conf = e.get("conformal")
+    if conf is None or isinstance(conf, ConformalSettings):
+        e["conformal"] = conf or ConformalSettings()
+    else:
+        e["conformal"] = ConformalSettings(**_strict(ConformalSettings, conf, "evaluation.conformal"))
     evaluation = EvaluationConfig(**e)
+    seed = top.get("seed", 0)
+    _check_type("seed", seed, int, "an integer")
     cfg = ExperimentConfig(
-        name=str(top.get("name", "run")), seed=int(top.get("seed", 0)), data=data, model=model,
+        name=str(top.get("name", "run")), seed=int(seed), data=data, model=model,
         training=training, evaluation=evaluation,
     )
     validate_config(cfg)
@@ -308,12 +342,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError("data.cohort: required (the cohort table)")
     if not d.features:
         raise ConfigError("data.features: required (folder of <slide_id>.h5 feature bags)")
-    if not d.omics:
-        raise ConfigError("data.omics: at least one modality is required")
+    if not d.omics and not d.outcomes:
+        raise ConfigError("data: give at least one omics modality (data.omics) or outcome (data.outcomes)")
+    clash = sorted(set(d.omics) & set(d.outcomes))
+    if clash:
+        raise ConfigError(f"data: {clash} are both an omics modality and an outcome; rename one")
     if d.targets is not None:
-        bad = [t for t in d.targets if t not in d.omics]
+        bad = [t for t in d.targets if t not in d.omics and t not in d.outcomes]
         if bad:
-            raise ConfigError(f"data.targets: {bad} not in data.omics ({sorted(d.omics)})")
+            raise ConfigError(f"data.targets: {bad} not in data.omics ({sorted(d.omics)}) or data.outcomes "
+                              f"({sorted(d.outcomes)})")
     for mod, s in d.omics.items():
         if s.from_modality and s.from_modality not in d.omics:
             raise ConfigError(f"data.omics.{mod}.from_modality: {s.from_modality!r} is not in data.omics")
@@ -325,7 +363,13 @@ def validate_config(cfg: ExperimentConfig) -> None:
         for k in ("from", "compare_to"):
             if p[k] not in d.omics:
                 raise ConfigError(f"data.pathway_from_predictions.{k}: {p[k]!r} is not in data.omics")
-    model_info(cfg.model.name)
+    info = model_info(cfg.model.name)
+    wanted = {m: "regression" for m in d.omics} | {n: o.kind for n, o in d.outcomes.items()}
+    used = list(d.targets) if d.targets is not None else list(wanted)
+    unserved = sorted({wanted[m] for m in used} - set(info.tasks))
+    if unserved and not set(wanted[m] for m in used) & set(info.tasks):
+        raise ConfigError(f"model.name: {cfg.model.name!r} serves {list(info.tasks)} tasks but the targets are "
+                          f"{[f'{m} ({wanted[m]})' for m in used]}; pick a model with `histoviz models`")
     allowed = model_param_names(cfg.model.name)
     bad = sorted(set(cfg.model.params) - allowed)
     if bad:
@@ -339,6 +383,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         _check_type(f"training.{k}", v, int, "an integer")
         if v < lo:
             raise ConfigError(f"training.{k}: must be >= {lo}, got {v}")
+    for where, v in (("training.shuffle_labels", t.shuffle_labels), ("training.final_model", t.final_model),
+                     ("evaluation.use_cohort_folds", cfg.evaluation.use_cohort_folds),
+                     ("data.drop_patients_without_features", d.drop_patients_without_features)):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: expected true or false, got {v!r}")
     for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
         _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
     if t.lr <= 0:
@@ -349,6 +398,22 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_type("evaluation.n_folds", e.n_folds, int, "an integer")
     if e.n_folds < 2:
         raise ConfigError(f"evaluation.n_folds: must be >= 2, got {e.n_folds}")
+    _check_type("evaluation.calibration_fraction", e.calibration_fraction, (int, float), "a number")
+    if not 0.0 <= e.calibration_fraction < 0.9:
+        raise ConfigError(f"evaluation.calibration_fraction: must be in [0, 0.9), got {e.calibration_fraction}")
+    if t.val_fraction + e.calibration_fraction >= 0.9:
+        raise ConfigError("training.val_fraction + evaluation.calibration_fraction must be < 0.9 "
+                          "(something must be left to fit on)")
+    c = e.conformal
+    _check_type("evaluation.conformal.alpha", c.alpha, (int, float), "a number")
+    if not 0.0 < c.alpha < 1.0:
+        raise ConfigError(f"evaluation.conformal.alpha: must be in (0, 1), got {c.alpha}")
+    for k, allowed in (("class_score", ("lac", "aps")), ("empty_sets", ("keep", "all", "argmax")),
+                       ("censored", ("exclude", "observed_bin"))):
+        if getattr(c, k) not in allowed:
+            raise ConfigError(f"evaluation.conformal.{k}: must be one of {allowed}, got {getattr(c, k)!r}")
+    if e.risk_groups not in (2, 3):
+        raise ConfigError(f"evaluation.risk_groups: must be 2 (median) or 3 (tertiles), got {e.risk_groups!r}")
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in e.topk):
         raise ConfigError(f"evaluation.topk: positive integers expected, got {list(e.topk)}")
     bad = [c for c in e.topk_criteria if c not in ("variance", "mean")]

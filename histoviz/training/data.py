@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
     from histoviz.training.config import ExperimentConfig
 
-__all__ = ["ExperimentData", "inner_split", "load_experiment_data", "load_feature_bags", "patient_folds"]
+__all__ = ["ExperimentData", "calibration_split", "inner_split", "load_experiment_data", "load_feature_bags", "patient_folds"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ExperimentData:
     omics
         :class:`~histoviz.data.omics.OmicsData` aligned to ``patients``.
     targets
-        Modalities to predict.
+        Blocks to predict (omics modalities and outcome names).
     features
         Provenance of the bags (encoder, embed_dim, tile_size, mpp, tile_size_level0).
     cohort_folds
@@ -59,6 +59,12 @@ class ExperimentData:
     targets: list[str]
     features: dict[str, Any] = field(default_factory=dict)
     cohort_folds: np.ndarray | None = None
+    outcomes: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+
+    def kind(self, name: str) -> str:
+        """Task kind of block ``name``."""
+        return self.outcomes[name].kind if name in self.outcomes else "regression"
 
     def summary(self) -> str:
         """Human-readable description."""
@@ -67,6 +73,8 @@ class ExperimentData:
             f"{len(self.patients)} patients, {sum(len(s) for s in self.slide_ids)} slides, "
             f"{np.median(n_patch):.0f} patches/patient (median), {self.features.get('embed_dim')}-d "
             f"{self.features.get('encoder')} features\n" + self.omics.summary()
+            + "".join(f"\n{n}: {int(b.present.sum())}/{len(self.patients)} patients ({b.kind})"
+                      for n, b in self.outcomes.items())
         )
 
 
@@ -120,7 +128,8 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         Any input problem (see the module docstring), before training.
     """
     from histoviz.data.cohort import read_cohort
-    from histoviz.data.omics import load_omics
+    from histoviz.data.omics import OmicsData, load_omics
+    from histoviz.data.outcomes import load_outcomes
 
     d = cfg.data
     cohort = read_cohort(d.cohort)
@@ -172,22 +181,39 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
                              "weights": d.embed.weights, "tiling": d.embed.tiling()}
 
-    omics = load_omics(patients, d.omics)
-    targets = list(d.targets) if d.targets is not None else list(d.omics)
+    def load(pats: list[str]) -> tuple[Any, dict[str, Any]]:
+        om = load_omics(pats, d.omics) if d.omics else OmicsData(pats)
+        oc = load_outcomes(cohort, pats, d.outcomes, source=d.cohort) if d.outcomes else {}
+        return om, oc
+
+    omics, outcomes = load(patients)
+    targets = list(d.targets) if d.targets is not None else [*d.omics, *d.outcomes]
     for m in targets:
-        if omics[m].n_present == 0:
+        if m in d.omics and omics[m].n_present == 0:
             raise DataError(f"data.omics.{m}: no patient with features has this modality")
+        if m in outcomes and not outcomes[m].present.any():
+            raise DataError(f"{d.cohort}: no patient with features has outcome {m!r}")
     has_any = np.zeros(len(patients), dtype=bool)
     for m in targets:
-        has_any |= omics[m].present
+        has_any |= omics[m].present if m in d.omics else outcomes[m].present
     if not has_any.all():
         drop = [p for p, h in zip(patients, has_any) if not h]
-        log.info("dropping %d patient(s) without any target modality: %s", len(drop), drop[:5])
+        log.info("dropping %d patient(s) without any target: %s", len(drop), drop[:5])
         keep = np.flatnonzero(has_any)
         patients = [patients[i] for i in keep]
         pbags = [pbags[i] for i in keep]
         pslides = [pslides[i] for i in keep]
-        omics = load_omics(patients, d.omics)
+        omics, outcomes = load(patients)
+    groups = None
+    gcol = cfg.evaluation.conformal.group if cfg.evaluation.conformal is not None else None
+    if gcol:
+        if gcol not in cohort.columns:
+            raise DataError(f"{d.cohort}: no column {gcol!r} for evaluation.conformal.group (Mondrian calibration)")
+        g = cohort.groupby("patient_id")[gcol].agg(lambda s: s.dropna().astype(str).unique().tolist())
+        bad = [p for p, v in g.items() if len(v) > 1]
+        if bad:
+            raise DataError(f"{d.cohort}: column {gcol!r} differs between slides of patient(s) {bad[:5]}")
+        groups = np.array([g[p][0] if len(g[p]) else "missing" for p in patients], dtype=object)
     cohort_folds = None
     if "fold" in cohort.columns:
         f = cohort.groupby("patient_id")["fold"].agg(lambda s: s.unique().tolist())
@@ -195,7 +221,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         if bad:
             raise DataError(f"{d.cohort}: slides of one patient sit in different folds: {bad[:5]}")
         cohort_folds = np.array([int(f[p][0]) for p in patients])
-    return ExperimentData(patients, pbags, pslides, omics, targets, features, cohort_folds)
+    return ExperimentData(patients, pbags, pslides, omics, targets, features, cohort_folds, outcomes, groups)
 
 
 def patient_folds(n_patients: int, n_folds: int, seed: int, *, given: np.ndarray | None = None) -> np.ndarray:
@@ -227,3 +253,19 @@ def inner_split(train_idx: np.ndarray, val_fraction: float, seed: int) -> tuple[
     rng = np.random.default_rng(seed)
     perm = rng.permutation(train_idx)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def calibration_split(train_idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of the training patients (by patient) for conformal calibration.
+
+    Returns ``(rest, calibration)``; an empty calibration set when ``fraction`` is 0. The
+    split uses its own random stream, so runs without calibration keep their fit/validation
+    split unchanged.
+    """
+    train_idx = np.asarray(train_idx)
+    n_cal = int(round(fraction * len(train_idx)))
+    if fraction <= 0 or n_cal == 0:
+        return np.sort(train_idx), np.array([], dtype=train_idx.dtype)
+    rng = np.random.default_rng([int(seed), 104729])
+    perm = rng.permutation(train_idx)
+    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])

@@ -3,38 +3,30 @@
 Protocol (per fold ``k``):
 
 1. test patients = fold ``k``; the rest are training patients;
-2. a validation split of the **training** patients (``training.val_fraction``) drives early
-   stopping and model selection; the test fold is used only for the final predictions;
-3. target preprocessing (median-zero filter, imputation, standardisation) is fitted on the
-   training patients; with ``training.shuffle_labels`` their targets are permuted first
-   (negative control);
-4. the model is fitted, held-out predictions are scored per target across the held-out
-   patients of that fold, and per patient across targets.
+2. ``evaluation.calibration_fraction`` of the training patients are held out (by patient) as
+   the split-conformal **calibration** set; they are never used for fitting or selection;
+3. a validation split of the remaining training patients (``training.val_fraction``) drives
+   early stopping and model selection; the test fold is used only for the final predictions;
+4. target preprocessing (median-zero filter, imputation, standardisation; survival time bins)
+   is fitted on the training patients; with ``training.shuffle_labels`` their targets are
+   permuted first (negative control);
+5. the model is fitted on every block it serves; each block's task (:mod:`histoviz.tasks`)
+   scores the held-out predictions, writes the held-out table and, with a calibration set,
+   computes the conformal threshold on the calibration patients and the coverage of the test
+   patients' sets / intervals (per subgroup too when ``evaluation.conformal.group`` is set).
 
-Run directory layout (column names are a contract; the dashboard reads these files)::
+Regression metrics are computed on the unstandardised target scale (per-target correlations
+do not change; per-patient correlations across targets do, and their centred version
+subtracts the training means of that scale). The training statistics used to pick top-k
+targets are also on that scale, and saved per fold (``targets.parquet``).
 
-    config.yaml              resolved config (absolute paths, all defaults)
-    folds.csv                patient_id, fold, split_in_final ("train"/"val")
-    metrics.parquet          model, fold, modality, target, pearson, spearman, n,
-                             train_mean, train_var      (one row per fold x target;
-                             train_* are training-fold statistics used for top-k selection)
-    patient_metrics.parquet  model, fold, modality, patient_id, pearson, spearman,
-                             pearson_centered, n_targets
-    predictions.parquet      model, fold, patient_id, slide_ids, modality, target,
-                             y_true, y_pred             (held-out predictions, target space)
-    history.parquet          model, fold, epoch, train_loss, val_* (torch models)
-    selection.json           per-fold best epoch / validation loss, selected fold
-    summary.csv              mean +- std over folds per modality and target subset
-    checkpoints/fold<k>/     model.safetensors + model.json  (one per fold)
-    checkpoints/final/       fitted on all patients (``training.final_model``)
-
-Fold ``-1`` never appears in metrics; pooled-over-folds numbers are computed on demand by
-:mod:`histoviz.evaluation.compare` and labelled as pooled.
+The run directory is owned by :class:`~histoviz.io.rundir.RunWriter` /
+:class:`~histoviz.io.rundir.RunDir` (layout there): assembled under ``<out>.partial``,
+resumable, published whole.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -45,8 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz._atomic import atomic_path, atomic_write_text
-from histoviz.errors import DataError
+from histoviz.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -63,20 +54,39 @@ class RunResult:
 
     out_dir: Path
     metrics: pd.DataFrame
-    patient_metrics: pd.DataFrame
-    predictions: pd.DataFrame
+    heldout: dict[str, pd.DataFrame]
     summary: pd.DataFrame
     selection: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """Held-out predictions of the regression blocks (long; ``task`` column)."""
+        parts = [h for h in self.heldout.values() if "target" in h.columns and "y_true" in h.columns]  # regression
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def per_target(self, metric: str = "pearson") -> pd.DataFrame:
+        """Per-target rows of ``metric`` (``fold, task, target, value``)."""
+        m = self.metrics
+        return m[(m["metric"] == metric) & (m["axis"] == "per-target")]
 
 
 _STATELESS = ("path", "format", "layer", "patient_column", "id_length", "normalize", "target_sum", "transform",
               "from_modality", "network", "method", "min_targets")
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+def _served(cfg: ExperimentConfig, data: ExperimentData) -> list[str]:
+    from histoviz.models import model_info
+
+    tasks = model_info(cfg.model.name).tasks
+    served = [b for b in data.targets if data.kind(b) in tasks]
+    skipped = [b for b in data.targets if b not in served]
+    if skipped:
+        log.info("%s serves %s tasks; not predicting %s", cfg.model.name, list(tasks), skipped)
+    if not served:
+        raise ConfigError(f"model {cfg.model.name!r} serves {list(tasks)} tasks; none of the targets "
+                          f"{[f'{b} ({data.kind(b)})' for b in data.targets]} is one")
+    return served
 
 
 def fit_pipeline(
@@ -95,12 +105,23 @@ def fit_pipeline(
     validation rows.
     """
     from histoviz.data.omics import TargetPreprocessor
+    from histoviz.data.outcomes import GradeEncoder, SurvivalBins
     from histoviz.models import create_model
     from histoviz.training.data import inner_split
 
     preps: dict[str, Any] = {}
     blocks: dict[str, Any] = {}
-    for m in data.targets:
+    for m in _served(cfg, data):
+        if m in data.outcomes:
+            blk = data.outcomes[m]
+            if not blk.present[train_idx].any():
+                raise DataError(f"{m}: no training patient in this fold has this outcome")
+            if blk.kind == "classification":
+                preps[m] = GradeEncoder(blk.classes)
+            else:
+                preps[m] = SurvivalBins(cfg.data.outcomes[m].n_bins, blk.time_unit).fit(blk.subset(train_idx))
+            blocks[m] = preps[m].block(blk)
+            continue
         md = data.omics[m]
         rows = train_idx[md.present[train_idx]]
         if len(rows) == 0:
@@ -130,83 +151,221 @@ def fit_pipeline(
     return model, preps, blocks, fit_idx, val_idx
 
 
-def _score_fold(
-    cfg: ExperimentConfig,
-    data: ExperimentData,
-    model: Any,
-    blocks: dict[str, Any],
-    train_idx: np.ndarray,
-    test_idx: np.ndarray,
-    fold: int,
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[pd.DataFrame]]:
-    from histoviz.evaluation.metrics import per_sample_correlation, per_target_correlation
+# ------------------------------------------------------------------------------------------------
+# one fold
+# ------------------------------------------------------------------------------------------------
+def _raw_scale(blk: Any, prep: Any, values: np.ndarray) -> np.ndarray:
+    """Undo the fold's standardisation (regression), so metrics see the unstandardised scale."""
+    mean = getattr(prep, "mean_", None)
+    if mean is None:
+        return np.asarray(values, np.float64)
+    cols = pd.Index(prep.targets_).get_indexer(blk.targets)
+    return np.asarray(values, np.float64) * np.asarray(prep.std_)[cols] + np.asarray(mean)[cols]
 
-    pred = model.predict([data.bags[i] for i in test_idx])
-    mrows, prows, preds = [], [], []
-    extra = {}
+
+def _pathway_block(cfg: ExperimentConfig, data: ExperimentData, model: Any, pred: dict[str, np.ndarray]) -> Any:
+    """Pathway activity computed from predicted expression, as an extra regression block."""
+    from histoviz.data.omics import TargetBlock, pathway_activity
+
     pfp = cfg.data.pathway_from_predictions
-    if pfp and pfp["from"] in pred:
-        from histoviz.data.omics import pathway_activity
+    if not pfp or pfp["from"] not in pred:
+        return None
+    src, cmp_mod = pfp["from"], pfp["compare_to"]
+    try:
+        pa = pathway_activity(pd.DataFrame(pred[src], columns=model.targets_[src]), pfp["network"],
+                              method=pfp.get("method", "ulm"), min_targets=int(pfp.get("min_targets", 5)))
+    except DataError as e:
+        raise DataError(f"data.pathway_from_predictions: {e}") from None
+    md = data.omics[cmp_mod]
+    common = [t for t in pa.columns if t in md.targets]
+    if not common:
+        return None
+    cols = [md.targets.index(t) for t in common]
+    name = f"{cmp_mod}_from_predicted_{src}"
+    return name, TargetBlock(name, common, md.values[:, cols], md.present), pa[common].to_numpy()
 
-        src = pfp["from"]
-        cmp_mod = pfp["compare_to"]
-        gene_pred = pd.DataFrame(pred[src], columns=model.targets_[src])
-        try:
-            pa = pathway_activity(gene_pred, pfp["network"], method=pfp.get("method", "ulm"),
-                                  min_targets=int(pfp.get("min_targets", 5)))
-        except DataError as e:
-            raise DataError(f"data.pathway_from_predictions: {e}") from None
-        md = data.omics[cmp_mod]
-        common = [t for t in pa.columns if t in md.targets]
-        if common:
-            cols = [md.targets.index(t) for t in common]
-            name = f"{cmp_mod}_from_predicted_{src}"
-            extra[name] = (pa[common].to_numpy(), md.values[np.ix_(test_idx, cols)], md.present[test_idx],
-                           common, md.values[np.ix_(train_idx, cols)])
-    for mod, yhat in pred.items():
-        blk = blocks[mod]
-        names = model.targets_[mod]
-        col = pd.Index(blk.targets).get_indexer(names)
-        ytrue = blk.values[np.ix_(test_idx, col)].astype(np.float64)
-        pres = blk.present[test_idx]
-        ytr = blk.values[np.ix_(train_idx, col)].astype(np.float64)
-        extra_mod = (yhat, ytrue, pres, names, ytr)
-        extra[mod] = extra_mod
-    for mod, (yhat, ytrue, pres, names, ytr) in extra.items():
-        if not pres.any():
-            continue
-        pt = per_target_correlation(ytrue[pres], yhat[pres], targets=names, min_n=cfg.evaluation.min_n)
-        with np.errstate(all="ignore"):
-            trp = ytr[~np.isnan(ytr).all(axis=1)]
-            pt["train_mean"] = np.nanmean(trp, axis=0) if len(trp) else np.nan
-            pt["train_var"] = np.nanvar(trp, axis=0) if len(trp) > 1 else np.nan
-        pt.insert(0, "modality", mod)
-        pt.insert(0, "fold", fold)
-        mrows.append(pt)
-        pids = [data.patients[i] for i in test_idx[pres]]
-        center = pt["train_mean"].to_numpy()
-        ps = per_sample_correlation(ytrue[pres], yhat[pres], samples=pids,
-                                    center=np.nan_to_num(center), min_n=cfg.evaluation.min_n)
-        ps = ps.rename(columns={"sample": "patient_id"})
-        ps.insert(0, "modality", mod)
-        ps.insert(0, "fold", fold)
-        prows.append(ps)
-        n, m = int(pres.sum()), len(names)
-        slides = [";".join(data.slide_ids[i]) for i in test_idx[pres]]
-        preds.append(pd.DataFrame({
-            "fold": fold,
-            "patient_id": np.repeat(pids, m),
-            "slide_ids": np.repeat(slides, m),
-            "modality": mod,
-            "target": np.tile(np.asarray(names, dtype=object), n),
-            "y_true": ytrue[pres].reshape(-1),
-            "y_pred": yhat[pres].reshape(-1),
-        }))
-    return mrows, prows, preds
+
+def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, Any], model: Any,
+               cal_idx: np.ndarray, where: str) -> dict[str, Any]:
+    """Thresholds per block from the calibration patients (``{}`` without calibration)."""
+    from dataclasses import asdict
+
+    from histoviz.evaluation.conformal import conformal_quantile, mondrian_quantiles
+    from histoviz.tasks import get_task
+
+    if not len(cal_idx):
+        return {}
+    cs = cfg.evaluation.conformal
+    pred = model.predict([data.bags[i] for i in cal_idx])
+    out: dict[str, Any] = {}
+    for b, p in pred.items():
+        task = get_task(blocks[b])
+        sc = task.scores(blocks[b].subset(cal_idx), p, cs)
+        entry: dict[str, Any] = {"kind": task.kind, **asdict(cs), "n_cal": int(np.isfinite(sc).any(axis=-1).sum()
+                                                                          if sc.ndim == 2 else np.isfinite(sc).sum())}
+        entry["qhat"] = np.asarray(conformal_quantile(sc, cs.alpha, where=f"{where}, {b}")).tolist()
+        if cs.group and data.groups is not None:
+            mq = mondrian_quantiles(sc, data.groups[cal_idx], cs.alpha, where=f"{where}, {b}")
+            entry["qhat_by_group"] = {str(g): np.asarray(v).tolist() for g, v in mq.items()}
+        out[b] = entry
+    return out
+
+
+def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray, test_idx: np.ndarray,
+              key: str, seed: int, writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from histoviz.tasks import get_task
+    from histoviz.training.checkpoint import FittedPipeline, save_checkpoint
+    from histoviz.training.data import calibration_split
+
+    t0 = time.perf_counter()
+    final = key == "final"
+    rest, cal_idx = calibration_split(train_idx, cfg.evaluation.calibration_fraction, seed)
+    model, preps, blocks, fit_idx, val_idx = fit_pipeline(cfg, data, rest, seed=seed)
+    conf = _conformal(cfg, data, blocks, model, cal_idx, f"fold {key} calibration split")
+    save_checkpoint(FittedPipeline(model, preps, _features_meta(data),
+                                   {"fold": key, "run": cfg.name, "conformal": conf,
+                                    "test_patients": [data.patients[i] for i in test_idx]}),
+                    writer.checkpoint_dir(key))
+    info = model.fit_info()
+    history = info.pop("history", None)
+    info.pop("contrastive", None)
+    info.update({"fold": key, "n_fit": len(fit_idx), "n_val": len(val_idx), "n_cal": len(cal_idx),
+                 "n_test": len(test_idx)})
+    splits = pd.DataFrame({"patient_id": [data.patients[i] for i in (*fit_idx, *val_idx, *cal_idx, *test_idx)],
+                           "split": ["fit"] * len(fit_idx) + ["val"] * len(val_idx) + ["cal"] * len(cal_idx)
+                           + ["test"] * len(test_idx)})
+    tables: dict[str, pd.DataFrame] = {"splits": splits}
+    if history:
+        tables["history"] = pd.DataFrame(history)
+    if final:
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        return tables, {"info": info, "conformal": conf}
+
+    cs = cfg.evaluation.conformal
+    pred = model.predict([data.bags[i] for i in test_idx])
+    pids = [data.patients[i] for i in test_idx]
+    sids = [";".join(data.slide_ids[i]) for i in test_idx]
+    mrows, trows = [], []
+    held: dict[str, pd.DataFrame] = {}
+    items: list[tuple[str, Any, np.ndarray, Any]] = [(b, blocks[b], pred[b], preps.get(b)) for b in pred]
+    extra = _pathway_block(cfg, data, model, pred)
+    if extra is not None:
+        name, blk, vals = extra
+        items.append((name, blk.subset(test_idx), vals, None))
+    for b, blk_all, p, prep in items:
+        blk = blk_all if extra is not None and b == extra[0] else blk_all.subset(test_idx)
+        task = get_task(blk)
+        train_vals = None
+        if task.kind == "regression":
+            src = data.omics[b] if b in data.omics.modalities else None
+            if src is not None and prep is not None:
+                cols = pd.Index(src.targets).get_indexer(blk.targets)
+                train_vals = src.values[np.ix_(rest[src.present[rest]], cols)]
+                raw_blk = type(blk)(blk.modality, blk.targets, _raw_scale(blk, prep, blk.values), blk.present)
+                m = task.metrics(raw_blk, _raw_scale(blk, prep, p), min_n=cfg.evaluation.min_n,
+                                 train=train_vals, patients=pids)
+            else:
+                if extra is not None and b == extra[0]:
+                    src_m = data.omics[cfg.data.pathway_from_predictions["compare_to"]]
+                    cols = pd.Index(src_m.targets).get_indexer(blk.targets)
+                    train_vals = src_m.values[np.ix_(rest[src_m.present[rest]], cols)]
+                m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, train=train_vals, patients=pids)
+            if train_vals is not None and len(train_vals):
+                with np.errstate(all="ignore"):
+                    trows.append(pd.DataFrame({
+                        "task": b, "target": blk.targets,
+                        "train_mean": np.nanmean(train_vals, axis=0),
+                        "train_var": np.nanvar(train_vals, axis=0) if len(train_vals) > 1 else np.nan,
+                    }))
+        else:
+            m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, patients=pids,
+                             train=blocks[b].subset(rest) if task.kind == "survival" else None)
+        h = task.heldout(blk, p, patients=pids, slide_ids=sids)
+        if b in conf:
+            entry = conf[b]
+            q = entry["qhat"]
+            if "qhat_by_group" in entry:
+                groups = data.groups[test_idx]
+                q = np.array([entry["qhat_by_group"].get(g, entry["qhat"]) for g in groups], dtype=object)
+                q = np.stack([np.asarray(v, np.float64) for v in q])
+            reg = task.regions(p, q, cs)
+            cov = task.coverage(blk, p, reg, cs)
+            m = pd.concat([m, cov], ignore_index=True)
+            if data.groups is not None:
+                g_test = data.groups[test_idx]
+                for g in dict.fromkeys(g_test.tolist()):
+                    sel = g_test == g
+                    sub = {k: v[sel] for k, v in reg.items()}
+                    cg = task.coverage(blk.subset(np.flatnonzero(sel)), p[sel], sub, cs)
+                    if not cg.empty:
+                        cg["subset"] = f"{cs.group}={g}"
+                        m = pd.concat([m, cg], ignore_index=True)
+            h = _with_regions(task.kind, h, blk, reg)
+        if not m.empty:
+            m.insert(0, "kind", task.kind)
+            m.insert(0, "task", b)
+            mrows.append(m)
+        h.insert(0, "fold", int(key))
+        if task.kind == "regression":
+            h.insert(1, "task", b)
+        held[b] = h
+    if mrows:
+        tables["metrics"] = pd.concat(mrows, ignore_index=True)
+    if trows:
+        tables["targets"] = pd.concat(trows, ignore_index=True)
+    for b, h in held.items():
+        tables[f"heldout__{b}"] = h
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    return tables, {"info": info, "conformal": conf}
+
+
+def _with_regions(kind: str, h: pd.DataFrame, blk: Any, reg: dict[str, np.ndarray]) -> pd.DataFrame:
+    pres = blk.present
+    if kind == "classification":
+        sets = reg["sets"][pres]
+        h["set"] = ["|".join(c for c, s in zip(blk.classes, row) if s) for row in sets]
+        h["set_size"] = reg["set_size"][pres]
+        h["covered"] = sets[np.arange(len(sets)), blk.codes[pres]] if len(sets) else []
+        h["uncertainty"] = reg["uncertainty"][pres]
+    elif kind == "survival":
+        for k in ("lo", "hi", "width", "uncertainty"):
+            h[f"risk_{k}" if k in ("lo", "hi") else k] = reg[k][pres]
+        tgt = -blk.bins[pres].astype(float)
+        h["covered"] = np.where(blk.event[pres] == 1, (tgt >= h["risk_lo"] - 1e-9) & (tgt <= h["risk_hi"] + 1e-9),
+                                np.nan)
+    else:
+        h["lo"] = reg["lo"][pres].reshape(-1)
+        h["hi"] = reg["hi"][pres].reshape(-1)
+    return h
 
 
 def _features_meta(data: ExperimentData) -> dict[str, Any]:
     return {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in data.features.items()}
+
+
+def _check_sizes(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray) -> None:
+    from histoviz.evaluation.conformal import min_calibration_size
+
+    n_folds = int(folds.max()) + 1
+    if n_folds < 2:
+        raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
+    smallest = int(np.bincount(folds).min())
+    if smallest < cfg.evaluation.min_n:
+        raise DataError(
+            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
+            f"metrics need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
+        )
+    frac = cfg.evaluation.calibration_fraction
+    if frac > 0:
+        need = min_calibration_size(cfg.evaluation.conformal.alpha)
+        n_train = len(data.patients) - int(np.bincount(folds).max())
+        n_cal = int(round(frac * n_train))
+        if n_cal < need:
+            raise DataError(
+                f"{cfg.data.cohort}: a calibration split of {frac:g} x {n_train} training patients is {n_cal} "
+                f"patient(s); alpha={cfg.evaluation.conformal.alpha:g} needs at least {need} (raise "
+                "evaluation.calibration_fraction, use fewer folds or more patients, or a larger alpha)"
+            )
 
 
 def run_experiment(
@@ -216,14 +375,14 @@ def run_experiment(
     progress: bool = False,
     data: ExperimentData | None = None,
 ) -> RunResult:
-    """Cross-validate ``cfg``'s model and write the run directory (see module docstring).
+    """Cross-validate ``cfg``'s model and publish the run directory (see the module docstring).
 
     Parameters
     ----------
     cfg
         A validated :class:`~histoviz.training.config.ExperimentConfig`.
     out_dir
-        Run directory (created; existing files are replaced).
+        Run directory (replaced as a whole when the new run is complete).
     progress
         Progress bars (embedding, folds).
     data
@@ -240,131 +399,138 @@ def run_experiment(
     """
     import yaml
 
-    from histoviz.evaluation.compare import summarise_run
-    from histoviz.training.checkpoint import FittedPipeline, save_checkpoint
+    from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
     from histoviz.training.data import load_experiment_data, patient_folds
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if data is None:
         data = load_experiment_data(cfg, progress=progress)
     log.info("%s", data.summary())
-    folds = patient_folds(
-        len(data.patients), cfg.evaluation.n_folds, cfg.seed,
-        given=data.cohort_folds if cfg.evaluation.use_cohort_folds else None,
-    )
+    folds = patient_folds(len(data.patients), cfg.evaluation.n_folds, cfg.seed,
+                          given=data.cohort_folds if cfg.evaluation.use_cohort_folds else None)
+    _check_sizes(cfg, data, folds)
+    _served(cfg, data)
     n_folds = int(folds.max()) + 1
-    if n_folds < 2:
-        raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
-    smallest = int(np.bincount(folds).min())
-    if smallest < cfg.evaluation.min_n:
-        raise DataError(
-            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
-            f"correlations need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
-        )
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "features": _features_meta(data)}
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    inputs = [cfg.data.cohort, cfg.data.features, *(s.path for s in cfg.data.omics.values())]
+    fp = fingerprint({**resolved, "_patients": data.patients, "_folds": folds.tolist()}, inputs)
 
-    mrows: list[pd.DataFrame] = []
-    prows: list[pd.DataFrame] = []
-    preds: list[pd.DataFrame] = []
-    hist: list[pd.DataFrame] = []
-    sel: dict[str, Any] = {"folds": []}
+    keys = [str(k) for k in range(n_folds)] + (["final"] if cfg.training.final_model else [])
+    pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    with RunWriter(out, fp) as w:
+        w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_folds + int(cfg.training.final_model), desc=f"{cfg.name} folds", unit="fold")
-    try:
-        for k in range(n_folds):
-            test_idx = np.flatnonzero(folds == k)
-            train_idx = np.flatnonzero(folds != k)
-            tf = time.perf_counter()
-            model, preps, blocks, fit_idx, val_idx = fit_pipeline(cfg, data, train_idx, seed=cfg.seed + k)
-            a, b, c = _score_fold(cfg, data, model, blocks, train_idx, test_idx, k)
-            mrows += a
-            prows += b
-            preds += c
-            info = model.fit_info()
-            h = info.pop("history", None)
-            if h:
-                hd = pd.DataFrame(h)
-                hd.insert(0, "fold", k)
-                hist.append(hd)
-            info.pop("contrastive", None)
-            sel["folds"].append({"fold": k, "n_fit": len(fit_idx), "n_val": len(val_idx), "n_test": len(test_idx),
-                                 "seconds": round(time.perf_counter() - tf, 3), **info})
-            save_checkpoint(
-                FittedPipeline(model, preps, _features_meta(data),
-                               {"fold": k, "run": cfg.name, "test_patients": [data.patients[i] for i in test_idx]}),
-                out / "checkpoints" / f"fold{k}",
-            )
+            bar = tqdm(total=len(keys), desc=f"{cfg.name} folds", unit="fold", initial=len(w.resumed))
+        try:
+            for key in keys:
+                if w.done(key):
+                    pieces[key] = w.load_piece(key)
+                    continue
+                if key == "final":
+                    train_idx, test_idx, seed = np.arange(len(data.patients)), np.array([], np.int64), cfg.seed + 1000
+                else:
+                    k = int(key)
+                    train_idx, test_idx, seed = np.flatnonzero(folds != k), np.flatnonzero(folds == k), cfg.seed + k
+                tables, info = _run_fold(cfg, data, train_idx, test_idx, key, seed, w)
+                w.save_piece(key, tables, info)
+                pieces[key] = (tables, info)
+                if bar is not None:
+                    bar.update(1)
+        finally:
             if bar is not None:
-                bar.update(1)
-        val_losses = []
-        for f in sel["folds"]:
-            bv = f.get("best_val")
-            bv = bv.get("total") if isinstance(bv, dict) else bv
-            val_losses.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
-        sel["selected_fold"] = int(np.argmin(val_losses)) if np.isfinite(val_losses).any() else 0
-        sel["selection_rule"] = "lowest validation loss (validation split of the training patients)"
-        final_split = np.full(len(data.patients), "", dtype=object)
-        if cfg.training.final_model:
-            all_idx = np.arange(len(data.patients))
-            model, preps, _, fit_idx, val_idx = fit_pipeline(cfg, data, all_idx, seed=cfg.seed + 1000)
-            final_split[fit_idx] = "train"
-            final_split[val_idx] = "val"
-            info = model.fit_info()
-            info.pop("history", None)
-            info.pop("contrastive", None)
-            sel["final"] = {"n_fit": len(fit_idx), "n_val": len(val_idx), **info}
-            save_checkpoint(FittedPipeline(model, preps, _features_meta(data), {"fold": "final", "run": cfg.name}),
-                            out / "checkpoints" / "final")
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
+        result = _assemble(cfg, data, folds, pieces, w, t0)
+        from histoviz.evaluation.compare import summarise_metrics
 
-    metrics = pd.concat(mrows, ignore_index=True)
-    metrics.insert(0, "model", cfg.name)
-    pmet = pd.concat(prows, ignore_index=True)
-    pmet.insert(0, "model", cfg.name)
-    predictions = pd.concat(preds, ignore_index=True)
-    predictions.insert(0, "model", cfg.name)
-    for df in (metrics, pmet, predictions):
-        for c in ("model", "modality"):
-            df[c] = df[c].astype("category")
-    predictions["target"] = predictions["target"].astype("category")
-    _write_parquet(metrics, out / "metrics.parquet")
-    _write_parquet(pmet, out / "patient_metrics.parquet")
-    _write_parquet(predictions, out / "predictions.parquet")
-    if hist:
-        hd = pd.concat(hist, ignore_index=True)
-        hd.insert(0, "model", cfg.name)
-        _write_parquet(hd, out / "history.parquet")
-    atomic_write_text(
-        out / "folds.csv",
-        pd.DataFrame({"patient_id": data.patients, "fold": folds, "split_in_final": final_split}).to_csv(index=False),
-    )
+        result.summary = summarise_metrics(result.metrics, targets=w.read_table("targets.parquet"),
+                                           predictions=result.predictions, topk=cfg.evaluation.topk,
+                                           criteria=cfg.evaluation.topk_criteria)
+        w.write_text("summary.csv", result.summary.to_csv(index=False))
+        w.publish({"name": cfg.name, "model": cfg.model.name, "n_folds": n_folds, "n_patients": len(data.patients),
+                   "blocks": {b: data.kind(b) for b in _served(cfg, data)}, "seconds": result.seconds})
+    result.out_dir = out
+    log.info("%s: %d folds in %.1f s -> %s", cfg.name, n_folds, result.seconds, out)
+    return result
+
+
+def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
+              pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
+    """Concatenate the fold pieces into the run's tables (written into the staging folder)."""
+    def cat(name: str, key_col: bool = True) -> pd.DataFrame | None:
+        parts = []
+        for key, (tables, _) in pieces.items():
+            if name in tables:
+                d = tables[name].copy()
+                if key_col and "fold" not in d.columns:
+                    d.insert(0, "fold", -1 if key == "final" else int(key))
+                parts.append(d)
+        if not parts:
+            return None
+        df = pd.concat(parts, ignore_index=True)
+        df.insert(0, "model", cfg.name)
+        return df
+
+    metrics = cat("metrics")
+    if metrics is None:
+        raise DataError(f"{cfg.name}: no fold produced metrics (no held-out patient has a target)")
+    metrics = metrics[metrics["fold"] >= 0]
+    for c in ("model", "task", "kind", "metric", "axis", "subset"):
+        metrics[c] = metrics[c].astype("category")
+    w.write_table("metrics.parquet", metrics)
+    targets = cat("targets")
+    if targets is not None:
+        w.write_table("targets.parquet", targets[targets["fold"] >= 0])
+    heldout: dict[str, pd.DataFrame] = {}
+    names = sorted({n for t, _ in pieces.values() for n in t if n.startswith("heldout__")})
+    for n in names:
+        h = cat(n, key_col=False)
+        assert h is not None
+        b = n[len("heldout__"):]
+        heldout[b] = h
+        w.write_table(f"heldout/{b}.parquet", h)
+    reg = [h for h in heldout.values() if "target" in h.columns and "y_true" in h.columns]
+    if reg:
+        pr = pd.concat(reg, ignore_index=True)
+        for c in ("model", "task", "target"):
+            pr[c] = pr[c].astype("category")
+        w.write_table("predictions.parquet", pr)
+    hist = cat("history")
+    if hist is not None:
+        w.write_table("history.parquet", hist)
+    splits = cat("splits")
+    if splits is not None:
+        w.write_table("splits.parquet", splits.drop(columns="model"))
+    sel: dict[str, Any] = {"folds": [], "conformal": {}}
+    for key, (_, info) in pieces.items():
+        i = dict(info["info"])
+        if key == "final":
+            sel["final"] = i
+        else:
+            sel["folds"].append(i)
+        if info.get("conformal"):
+            sel["conformal"][key] = info["conformal"]
+    vl = []
+    for f in sel["folds"]:
+        bv = f.get("best_val")
+        bv = bv.get("total") if isinstance(bv, dict) else bv
+        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
+    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
+    sel["selection_rule"] = "lowest validation loss (validation split of the training patients)"
     sel["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_text(out / "selection.json", json.dumps(_clean(sel), indent=1))
-    summary = summarise_run(out, topk=cfg.evaluation.topk, criteria=cfg.evaluation.topk_criteria)
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    log.info("%s: %d folds in %.1f s -> %s", cfg.name, n_folds, sel["seconds"], out)
-    return RunResult(out, metrics, pmet, predictions, summary, sel, sel["seconds"])
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
+    w.write_json("conformal.json", sel.pop("conformal"))
+    w.write_json("selection.json", sel)
+    final_split = np.full(len(data.patients), "", dtype=object)
+    if "final" in pieces and "splits" in pieces["final"][0]:
+        fs = pieces["final"][0]["splits"]
+        lut = dict(zip(fs["patient_id"], fs["split"]))
+        final_split = np.array([{"fit": "train"}.get(lut.get(p, ""), lut.get(p, "")) for p in data.patients],
+                               dtype=object)
+    w.write_text("folds.csv", pd.DataFrame({"patient_id": data.patients, "fold": folds,
+                                            "split_in_final": final_split}).to_csv(index=False))
+    return RunResult(w.out, metrics, heldout, pd.DataFrame(), sel, sel["seconds"])

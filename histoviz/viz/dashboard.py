@@ -8,16 +8,15 @@ Streamlit import here; plotly is imported only by the ``*_figure`` functions.
   :func:`find_embed_summaries`, :func:`parse_path_list`;
 - one slide: :func:`slide_overview` (metadata + tissue grid preview), :func:`map_spec`,
   :func:`legend_html`;
-- a cohort: :func:`km_curves`, :func:`logrank`, :func:`km_figure`, :func:`embed_summary`;
+- a cohort: :func:`km_figure` (Kaplan-Meier curves and log-rank come from
+  :mod:`histoviz.evaluation.survival`), :func:`embed_summary`;
 - runs: :func:`mark_optimistic`, :func:`read_run_metrics`, :func:`filter_targets`,
   :func:`per_target_summary`, :func:`pearson_bar_figure`.
 
 Examples
 --------
->>> import pandas as pd
->>> df = pd.DataFrame({"time": [1, 2, 3, 4], "event": [1, 0, 1, 1], "grade": [1, 1, 2, 2]})
->>> km_curves(df, unit=None)["survival"].round(2).tolist()
-[1.0, 0.5, 0.5, 1.0, 0.5, 0.0]
+>>> parse_path_list("runs/a\n\nruns/b")
+[PosixPath('runs/a'), PosixPath('runs/b')]
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from histoviz.tiling.grid import TilingConfig
 
 __all__ = [
-    "KM_COLUMNS",
     "PER_TARGET_COLUMNS",
     "SlideOverview",
     "embed_summary",
@@ -50,10 +48,8 @@ __all__ = [
     "find_run_dirs",
     "filter_targets",
     "find_slides",
-    "km_curves",
     "km_figure",
     "legend_html",
-    "logrank",
     "map_spec",
     "mark_optimistic",
     "meta_table",
@@ -64,8 +60,6 @@ __all__ = [
     "slide_overview",
 ]
 
-#: Columns of :func:`km_curves`.
-KM_COLUMNS = ("group", "time", "survival", "ci_lower", "ci_upper", "at_risk", "n")
 #: Columns of :func:`per_target_summary`.
 PER_TARGET_COLUMNS = (
     "run", "model", "modality", "target", "pearson_mean", "pearson_std", "spearman_mean",
@@ -143,18 +137,19 @@ def _names_slide(name: str, slide_id: str) -> bool:
 
 
 def find_run_dirs(root: str | os.PathLike) -> list[Path]:
-    """Run directories (folders holding ``metrics.parquet``) directly under ``root``, sorted.
+    """Published run directories (:func:`~histoviz.io.rundir.is_run_dir`) directly under
+    ``root``, sorted; ``root`` itself counts when it is one. Interrupted runs (``.partial``) are
+    not listed."""
+    from histoviz.io.rundir import is_run_dir
 
-    ``root`` itself counts when it is a run directory.
-    """
     if not str(root).strip():
         return []
     r = Path(root)
     if not r.is_dir():
         return []
-    if (r / "metrics.parquet").is_file():
+    if is_run_dir(r):
         return [r]
-    return sorted(p for p in r.iterdir() if p.is_dir() and (p / "metrics.parquet").is_file())
+    return sorted(p for p in r.iterdir() if p.is_dir() and is_run_dir(p))
 
 
 def find_embed_summaries(cohort_table: str | os.PathLike) -> list[Path]:
@@ -306,133 +301,6 @@ def legend_html(categories: dict[str, Sequence[int]]) -> str:
     return "".join(items)
 
 
-# ------------------------------------------------------------------------------------------------
-# cohort: Kaplan-Meier and log-rank
-# ------------------------------------------------------------------------------------------------
-def _survival_frame(df: pd.DataFrame, group: str | None, time: str, event: str,
-                    unit: str | None) -> pd.DataFrame:
-    need = [time, event] + ([group] if group else [])
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise DataError(f"the cohort table lacks column(s) {missing} needed for survival curves")
-    d = df
-    if unit and unit in d.columns:
-        d = d.drop_duplicates(subset=unit, keep="first")
-    cols = need
-    d = d[cols].copy()
-    d[time] = pd.to_numeric(d[time], errors="coerce")
-    d[event] = pd.to_numeric(d[event], errors="coerce")
-    d = d.dropna(subset=cols)
-    if d.empty:
-        raise DataError("no rows with time, event" + (f" and {group}" if group else "") + " to analyse")
-    if (d[time] < 0).any():
-        raise DataError(f"column {time!r} has negative survival times")
-    d[event] = (d[event] != 0).astype(int)
-    if group:
-        d["_group"] = d[group].map(_group_label)
-    else:
-        d["_group"] = "all"
-    return d
-
-
-def _group_label(v: Any) -> str:
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def _group_order(labels: Iterable[str]) -> list[str]:
-    labs = list(dict.fromkeys(labels))
-    try:
-        return sorted(labs, key=float)
-    except ValueError:
-        return sorted(labs)
-
-
-def km_curves(
-    df: pd.DataFrame,
-    group: str | None = "grade",
-    *,
-    time: str = "time",
-    event: str = "event",
-    unit: str | None = "patient_id",
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Kaplan-Meier survival curves per group (lifelines ``KaplanMeierFitter``).
-
-    Parameters
-    ----------
-    df
-        Cohort table (:func:`histoviz.data.cohort.read_cohort`).
-    group
-        Column to stratify by (``None``: one curve, group ``"all"``).
-    time, event
-        Survival time and event indicator (1 = event, 0 = censored) columns.
-    unit
-        Count each value of this column once (first row), so a patient with several slides
-        is one subject; ``None`` uses every row.
-    alpha
-        The confidence bands are ``1 - alpha``.
-
-    Returns
-    -------
-    DataFrame with :data:`KM_COLUMNS`: one row per group and time point of lifelines'
-    timeline (starting at 0), ``survival`` = ``survival_function_``, the confidence band,
-    subjects at risk and the group size ``n``. Groups are ordered numerically when they can be.
-    """
-    from lifelines import KaplanMeierFitter
-
-    d = _survival_frame(df, group, time, event, unit)
-    frames = []
-    for g in _group_order(d["_group"]):
-        sub = d[d["_group"] == g]
-        kmf = KaplanMeierFitter(alpha=alpha)
-        kmf.fit(sub[time].to_numpy(dtype=float), sub[event].to_numpy(), label=str(g))
-        sf = kmf.survival_function_.iloc[:, 0]
-        ci = kmf.confidence_interval_survival_function_
-        at_risk = kmf.event_table["at_risk"].reindex(sf.index)
-        frames.append(pd.DataFrame({
-            "group": str(g),
-            "time": sf.index.to_numpy(dtype=float),
-            "survival": sf.to_numpy(dtype=float),
-            "ci_lower": ci.iloc[:, 0].to_numpy(dtype=float),
-            "ci_upper": ci.iloc[:, 1].to_numpy(dtype=float),
-            "at_risk": at_risk.to_numpy(dtype=float),
-            "n": len(sub),
-        }))
-    return pd.concat(frames, ignore_index=True)[list(KM_COLUMNS)]
-
-
-def logrank(
-    df: pd.DataFrame,
-    group: str = "grade",
-    *,
-    time: str = "time",
-    event: str = "event",
-    unit: str | None = "patient_id",
-) -> dict[str, float]:
-    """Log-rank test across the groups of ``group`` (lifelines ``multivariate_logrank_test``).
-
-    Returns
-    -------
-    dict with ``p_value``, ``test_statistic``, ``degrees_of_freedom``, ``n_groups`` and
-    ``n`` (subjects). Fewer than two groups gives NaN statistics.
-    """
-    from lifelines.statistics import multivariate_logrank_test
-
-    d = _survival_frame(df, group, time, event, unit)
-    k = int(d["_group"].nunique())
-    out = {"p_value": float("nan"), "test_statistic": float("nan"),
-           "degrees_of_freedom": float(max(k - 1, 0)), "n_groups": float(k), "n": float(len(d))}
-    if k < 2:
-        return out
-    res = multivariate_logrank_test(d[time].to_numpy(dtype=float), d["_group"].to_numpy(),
-                                    d[event].to_numpy())
-    out["p_value"] = float(res.p_value)
-    out["test_statistic"] = float(res.test_statistic)
-    return out
-
-
 def km_figure(curves: pd.DataFrame, *, title: str = "", group_label: str = "group",
               time_label: str = "time", bands: bool = True) -> go.Figure:
     """Step plot of :func:`km_curves` output (plotly), with optional confidence bands."""
@@ -534,27 +402,21 @@ def mark_optimistic(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_run_metrics(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Every run's ``metrics.parquet`` stacked, with a ``run`` column (the folder name).
+    """Every run's long metric table (:class:`~histoviz.io.rundir.RunDir`) stacked, with a
+    ``run`` column (the folder name).
 
     Raises
     ------
     DataError
-        A folder without ``metrics.parquet``.
+        A folder that is not a finished run (names it), or no folder.
     """
-    frames = []
-    for d in run_dirs:
-        p = Path(d) / "metrics.parquet"
-        if not p.is_file():
-            raise DataError(f"{d}: no metrics.parquet (not a finished histoviz run directory)")
-        m = pd.read_parquet(p)
-        missing = [c for c in ("model", "fold", "modality", "target", "pearson") if c not in m.columns]
-        if missing:
-            raise DataError(f"{p}: lacks column(s) {missing}")
-        frames.append(m.assign(run=Path(d).name))
+    from histoviz.io.rundir import RunDir
+
+    frames = [RunDir(d).metrics().assign(run=Path(d).name) for d in run_dirs]
     if not frames:
         raise DataError("no run directories given")
     out = pd.concat(frames, ignore_index=True)
-    for c in ("model", "modality", "target", "run"):
+    for c in ("model", "task", "kind", "metric", "axis", "subset", "target", "run"):
         out[c] = out[c].astype(str)
     return out
 
@@ -592,15 +454,22 @@ def per_target_summary(metrics: pd.DataFrame, query: str = "", *, limit: int | N
     (the std is NaN with one fold), ``n_patients`` is the mean held-out ``n`` per fold.
     """
     m = metrics if "run" in metrics.columns else metrics.assign(run=metrics["model"].astype(str))
+    m = m[(m["axis"].astype(str) == "per-target") & (m["subset"].astype(str) == "all")
+          & m["metric"].astype(str).isin(["pearson", "spearman"])]
     m = filter_targets(m, query)
     if m.empty:
         return pd.DataFrame(columns=list(PER_TARGET_COLUMNS))
-    spearman = m["spearman"] if "spearman" in m.columns else pd.Series(np.nan, index=m.index)
-    n = m["n"] if "n" in m.columns else pd.Series(np.nan, index=m.index)
-    g = m.assign(_s=spearman, _n=n).groupby(["run", "model", "modality", "target"], observed=True, sort=False)
+    w = m.pivot_table(index=["run", "model", "task", "target", "fold"], columns="metric", values="value",
+                      observed=True, sort=False).reset_index()
+    n = m[m["metric"].astype(str) == "pearson"].set_index(["run", "model", "task", "target", "fold"])["n"]
+    w["_n"] = n.reindex(pd.MultiIndex.from_frame(w[["run", "model", "task", "target", "fold"]])).to_numpy()
+    if "spearman" not in w.columns:
+        w["spearman"] = np.nan
+    g = w.rename(columns={"task": "modality"}).groupby(["run", "model", "modality", "target"], observed=True,
+                                                        sort=False)
     out = g.agg(
         pearson_mean=("pearson", "mean"), pearson_std=("pearson", "std"),
-        spearman_mean=("_s", "mean"), spearman_std=("_s", "std"),
+        spearman_mean=("spearman", "mean"), spearman_std=("spearman", "std"),
         n_folds=("fold", "nunique"), n_patients=("_n", "mean"),
     ).reset_index()
     out = out.sort_values(["pearson_mean", "target"], ascending=[False, True], kind="mergesort",
@@ -620,14 +489,14 @@ def pearson_bar_figure(table: pd.DataFrame, *, subset: str = "all", axis: str = 
 
     from histoviz.viz.colors import category_colors
 
-    t = table[(table["subset"] == subset) & (table["axis"] == axis)]
+    t = table[(table["subset"] == subset) & (table["axis"] == axis) & (table["metric"] == "pearson")]
     fig = go.Figure()
     models = list(dict.fromkeys(t["model"].astype(str)))
     for mname, c in zip(models, category_colors(len(models))):
         sub = t[t["model"].astype(str) == mname]
-        err = sub["pearson_std"].to_numpy(dtype=float)
+        err = sub["std"].to_numpy(dtype=float)
         fig.add_trace(go.Bar(
-            x=sub["modality"].astype(str), y=sub["pearson_mean"], name=mname,
+            x=sub["task"].astype(str), y=sub["mean"], name=mname,
             marker_color=f"rgb({int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)})",
             error_y={"type": "data", "array": np.nan_to_num(err, nan=0.0), "visible": bool(np.isfinite(err).any())},
             customdata=np.stack([sub["n_targets"].to_numpy(dtype=float), sub["n_folds"].to_numpy(dtype=float),

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "KIND_LABELS",
-    "MAP_KINDS",
     "MapSpec",
     "MapValues",
     "PatchLayout",
@@ -55,7 +53,9 @@ __all__ = [
     "PredictionMaps",
     "available_maps",
     "check_predictions_match_slide",
+    "kind_labels",
     "level0_to_world",
+    "map_kinds",
     "map_values",
     "patch_summary",
     "top_genes",
@@ -67,52 +67,40 @@ logger = logging.getLogger(__name__)
 #: Largest raster (cells) a layout may need; more means the coordinates are not a lattice.
 MAX_RASTER_CELLS = 200_000_000
 
-#: Kinds of maps, in the order front ends list them.
-MAP_KINDS: tuple[str, ...] = (
-    "gene",
-    "modality",
-    "cell_type",
-    "dominant_type",
-    "grade_proba",
-    "grade_class",
-    "risk",
-    "coattention",
-    "attention",
-    "obs",
-)
+#: Per-patch numeric obs columns that are not maps of their own (coordinates, ids).
+_OBS_NOT_MAPS = {"x", "y", "slide_id"}
+#: The catch-all kind for numeric obs columns no registered output owns.
+_GENERIC = "obs"
 
-#: Human-readable names of the map kinds.
-KIND_LABELS: dict[str, str] = {
-    "gene": "Gene expression",
-    "modality": "Other modality (protein, miRNA, pathway)",
-    "cell_type": "Cell-type weight",
-    "dominant_type": "Dominant cell type",
-    "grade_proba": "Grade probability",
-    "grade_class": "Predicted grade",
-    "risk": "Risk",
-    "coattention": "Gene-group co-attention",
-    "attention": "Attention",
-    "obs": "Other per-patch value",
-}
 
-_CATEGORICAL_KINDS = {"dominant_type", "grade_class"}
-_KEYED_KINDS = {"gene", "modality", "cell_type", "grade_proba", "coattention", "obs"}
-#: obsm keys ``pred_<modality>`` hold per-patch predictions of non-gene modalities
-_MODALITY_PREFIX = "pred_"
-_FRAME_OF_KIND = {"cell_type": "cell_type_weights", "grade_proba": "grade_proba",
-                  "coattention": "coattention"}
-_DEFAULT_CMAP = {
-    "gene": "inferno",
-    "modality": "magma",
-    "cell_type": "viridis",
-    "grade_proba": "plasma",
-    "risk": "magma",
-    "coattention": "turbo",
-    "attention": "viridis",
-    "obs": "viridis",
-}
-#: obs columns that are not maps of their own (coordinates, ids, conformal sets shown in panels)
-_OBS_NOT_MAPS = {"x", "y", "slide_id", "risk", "attention", "grade_pred", "grade_set"}
+def map_kinds() -> tuple[str, ...]:
+    """Kinds of maps in the order front ends list them: every registered output
+    (:mod:`histoviz.outputs`) plus ``"obs"`` (any other numeric per-patch column)."""
+    from histoviz.outputs import list_outputs
+
+    return (*[o.name for o in list_outputs()], _GENERIC)
+
+
+def kind_labels() -> dict[str, str]:
+    """Human-readable names of the map kinds."""
+    from histoviz.outputs import list_outputs
+
+    return {**{o.name: o.label for o in list_outputs()}, _GENERIC: "Other per-patch value"}
+
+
+def __getattr__(name: str) -> Any:
+    # ``MAP_KINDS`` / ``KIND_LABELS`` stay importable and always reflect the registry
+    if name == "MAP_KINDS":
+        return map_kinds()
+    if name == "KIND_LABELS":
+        return kind_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _spec_of(kind: str) -> Any:
+    from histoviz.outputs import get_output
+
+    return None if kind == _GENERIC else get_output(kind)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,10 +408,13 @@ class MapSpec:
     key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in MAP_KINDS:
-            raise DataError(f"unknown map kind {self.kind!r}; choose from {', '.join(MAP_KINDS)}")
-        if self.kind in _KEYED_KINDS and not self.key:
-            raise DataError(f"a {KIND_LABELS[self.kind].lower()} map needs a key (e.g. 'gene:CD3E')")
+        kinds = map_kinds()
+        if self.kind not in kinds:
+            raise DataError(f"unknown map kind {self.kind!r}; choose from {', '.join(kinds)}")
+        spec = _spec_of(self.kind)
+        keyed = spec is None or spec.keyed
+        if keyed and not self.key:
+            raise DataError(f"a {kind_labels()[self.kind].lower()} map needs a key (e.g. 'gene:CD3E')")
 
     @classmethod
     def parse(cls, text: str | MapSpec) -> MapSpec:
@@ -438,22 +429,30 @@ class MapSpec:
 
     @property
     def label(self) -> str:
-        """Display name, e.g. ``"gene CD3E"``, ``"risk"``."""
-        names = {"gene": "gene", "cell_type": "cell type", "grade_proba": "P(grade",
-                 "coattention": "co-attention", "obs": ""}
-        if self.kind == "grade_proba":
-            return f"P(grade = {self.key})"
+        """Display name, e.g. ``"gene CD3E"``, ``"P(grade = 3)"``, ``"risk"``."""
+        names = {"gene": "gene", "cell_type": "cell type", "coattention": "co-attention", _GENERIC: ""}
+        spec = _spec_of(self.kind)
+        if spec is not None and spec.kind == "probability" and self.key and self.kind != "cell_type":
+            what = spec.label.lower().replace(" probability", "")
+            return f"P({what} = {self.key})"
         if self.kind == "modality":
             mod, _, target = str(self.key).partition("/")
             return f"{mod} {target}"
         if self.key:
-            return f"{names.get(self.kind, self.kind)} {self.key}".strip()
-        return KIND_LABELS[self.kind].lower()
+            return f"{names.get(self.kind, self.kind.replace('_', ' '))} {self.key}".strip()
+        return kind_labels()[self.kind].lower()
 
     @property
     def categorical(self) -> bool:
         """True for maps shown as labels (dominant type, predicted grade)."""
-        return self.kind in _CATEGORICAL_KINDS
+        spec = _spec_of(self.kind)
+        return bool(spec is not None and spec.categorical)
+
+    @property
+    def unit(self) -> str:
+        """Unit of the values (from the output registry)."""
+        spec = _spec_of(self.kind)
+        return "" if spec is None else spec.unit
 
 
 @dataclass(frozen=True, eq=False)
@@ -473,6 +472,8 @@ class MapValues:
         Default colormap name (continuous maps).
     contrast_limits
         Default display range (continuous maps).
+    unit
+        Unit of the values (colour bars).
     """
 
     spec: MapSpec
@@ -480,6 +481,7 @@ class MapValues:
     categories: tuple[str, ...] = ()
     colormap: str = "viridis"
     contrast_limits: tuple[float, float] = (0.0, 1.0)
+    unit: str = ""
 
     @property
     def categorical(self) -> bool:
@@ -520,12 +522,19 @@ def _frame(adata: ad.AnnData, key: str) -> pd.DataFrame | None:
     return pd.DataFrame(arr, index=adata.obs_names, columns=[str(i) for i in range(arr.shape[1])])
 
 
+def _owned_obs() -> set[str]:
+    from histoviz.outputs import list_outputs
+
+    return {o.anndata_key for o in list_outputs() if o.store in ("obs", "obs_category")}
+
+
 def _numeric_obs(adata: ad.AnnData) -> list[str]:
     import pandas as pd
 
     out = []
+    owned = _owned_obs()
     for c in adata.obs.columns:
-        if c in _OBS_NOT_MAPS:
+        if c in _OBS_NOT_MAPS or c in owned:
             continue
         if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c]):
             out.append(str(c))
@@ -573,39 +582,40 @@ def available_maps(adata: ad.AnnData | PredictionMaps) -> dict[str, list[str]]:
 
 
 def _available(pm: PredictionMaps) -> dict[str, list[str]]:
+    from histoviz.outputs import list_outputs
+
     adata = pm.adata
     out: dict[str, list[str]] = {}
-    if adata.n_vars:
-        out["gene"] = [str(g) for g in adata.var_names]
-    mods = []
-    for k in adata.obsm.keys():
-        if str(k).startswith(_MODALITY_PREFIX):
-            fr = pm.frame(str(k))
-            if fr is not None:
-                mod = str(k)[len(_MODALITY_PREFIX):]
-                mods += [f"{mod}/{c}" for c in fr.columns]
-    if mods:
-        out["modality"] = mods
-    ct = pm.frame("cell_type_weights")
-    if ct is not None and ct.shape[1]:
-        out["cell_type"] = [str(c) for c in ct.columns]
-        out["dominant_type"] = [""]
-    gp = pm.frame("grade_proba")
-    if gp is not None and gp.shape[1]:
-        out["grade_proba"] = [str(c) for c in gp.columns]
-    if (gp is not None and gp.shape[1]) or "grade_pred" in adata.obs:
-        out["grade_class"] = [""]
-    if "risk" in adata.obs:
-        out["risk"] = [""]
-    co = pm.frame("coattention")
-    if co is not None and co.shape[1]:
-        out["coattention"] = [str(c) for c in co.columns]
-    if "attention" in adata.obs:
-        out["attention"] = [""]
+    for spec in list_outputs():
+        key = spec.anndata_key
+        if spec.store == "X":
+            if adata.n_vars:
+                out[spec.name] = [str(g) for g in adata.var_names]
+        elif spec.store == "obsm":
+            fr = pm.frame(key)
+            if fr is not None and fr.shape[1]:
+                out[spec.name] = [str(c) for c in fr.columns]
+        elif spec.store == "obsm_prefix":
+            keys = []
+            for k in adata.obsm.keys():
+                if str(k).startswith(key):
+                    fr = pm.frame(str(k))
+                    if fr is not None:
+                        keys += [f"{str(k)[len(key):]}/{c}" for c in fr.columns]
+            if keys:
+                out[spec.name] = keys
+        elif spec.store == "obs":
+            if key in adata.obs:
+                out[spec.name] = [""]
+        elif spec.store == "obs_category":
+            if key in adata.obs or spec.source in out:
+                out[spec.name] = [""]
+        elif spec.store == "argmax" and spec.source in out:
+            out[spec.name] = [""]
     extra = _numeric_obs(adata)
     if extra:
-        out["obs"] = extra
-    return {k: out[k] for k in MAP_KINDS if k in out}
+        out[_GENERIC] = extra
+    return out
 
 
 def _robust_limits(v: np.ndarray) -> tuple[float, float]:
@@ -657,50 +667,55 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
     pm = _as_maps(adata)
     adata = pm.adata
     avail = pm.available
+    labels = kind_labels()
     if kind not in avail:
         have = ", ".join(avail) or "nothing"
-        raise DataError(f"the prediction file has no {KIND_LABELS[kind].lower()} map (it has: {have})")
-    if kind == "gene":
+        raise DataError(f"the prediction file has no {labels[kind].lower()} map (it has: {have})")
+    out = _spec_of(kind)
+    if out is None:  # generic numeric obs column
+        if key not in adata.obs or key not in avail[kind]:
+            raise _unknown("per-patch value", key, avail.get(_GENERIC, []))
+        v = adata.obs[key].to_numpy(dtype=np.float32)
+        return MapValues(spec, v, colormap="viridis", contrast_limits=_robust_limits(v))
+
+    def cont(v: np.ndarray) -> MapValues:
+        lim = out.limits if out.limits is not None else _robust_limits(v)
+        return MapValues(spec, v, colormap=out.colormap, contrast_limits=lim, unit=out.unit)
+
+    store = out.store
+    if store == "X":
         if key not in adata.var_names:
-            raise _unknown("gene", key, avail["gene"])
+            raise _unknown("gene" if kind == "gene" else out.label.lower(), key, avail[kind])
         j = int(adata.var_names.get_loc(key))
         col = adata.X[:, j]
-        v = np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel()
-        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
-    if kind == "modality":
+        return cont(np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel())
+    if store == "obsm_prefix":
         mod, _, target = key.partition("/")
-        fr = pm.frame(_MODALITY_PREFIX + mod)
+        fr = pm.frame(out.anndata_key + mod)
         if fr is None or target not in fr.columns:
-            raise _unknown("target", key, avail["modality"])
-        v = fr[target].to_numpy(dtype=np.float32)
-        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
-    if kind in _FRAME_OF_KIND:
-        fr = pm.frame(_FRAME_OF_KIND[kind])
+            raise _unknown("target", key, avail[kind])
+        return cont(fr[target].to_numpy(dtype=np.float32))
+    if store == "obsm":
+        fr = pm.frame(out.anndata_key)
         assert fr is not None
         if key not in fr.columns:
-            raise _unknown(KIND_LABELS[kind].lower(), key, [str(c) for c in fr.columns])
-        v = fr[key].to_numpy(dtype=np.float32)
-        lim = (0.0, 1.0) if kind in ("cell_type", "grade_proba") else _robust_limits(v)
-        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=lim)
-    if kind in ("risk", "attention", "obs"):
-        col = kind if kind != "obs" else key
-        if col not in adata.obs:
-            raise _unknown("per-patch value", col, avail.get("obs", []))
-        v = adata.obs[col].to_numpy(dtype=np.float32)
-        return MapValues(spec, v, colormap=_DEFAULT_CMAP[kind], contrast_limits=_robust_limits(v))
-    if kind == "dominant_type":
-        fr = pm.frame("cell_type_weights")
-        assert fr is not None
-        return MapValues(spec, _argmax_codes(fr.to_numpy(dtype=np.float64)),
-                         categories=tuple(str(c) for c in fr.columns))
-    # grade_class
-    gp = pm.frame("grade_proba")
-    if "grade_pred" in adata.obs:
+            raise _unknown(out.label.lower(), key, [str(c) for c in fr.columns])
+        return cont(fr[key].to_numpy(dtype=np.float32))
+    if store == "obs":
+        return cont(adata.obs[out.anndata_key].to_numpy(dtype=np.float32))
+    src = _spec_of(out.source) if out.source else None
+    src_frame = pm.frame(src.anndata_key) if src is not None and src.store == "obsm" else None
+    if store == "argmax":
+        assert src_frame is not None
+        return MapValues(spec, _argmax_codes(src_frame.to_numpy(dtype=np.float64)),
+                         categories=tuple(str(c) for c in src_frame.columns))
+    # obs_category: a label column, categories from the source's columns when present
+    if out.anndata_key in adata.obs:
         import pandas as pd
 
-        pred = adata.obs["grade_pred"]
-        if gp is not None and gp.shape[1]:
-            cats = [str(c) for c in gp.columns]
+        pred = adata.obs[out.anndata_key]
+        if src_frame is not None and src_frame.shape[1]:
+            cats = [str(c) for c in src_frame.columns]
         elif isinstance(pred.dtype, pd.CategoricalDtype):
             cats = [str(c) for c in pred.cat.categories]
         else:
@@ -713,9 +728,9 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
             cats.append(c)
         codes = np.array([lut[str(p)] if p is not None else -1 for p in s], dtype=np.int64)
         return MapValues(spec, codes, categories=tuple(cats))
-    assert gp is not None
-    return MapValues(spec, _argmax_codes(gp.to_numpy(dtype=np.float64)),
-                     categories=tuple(str(c) for c in gp.columns))
+    assert src_frame is not None
+    return MapValues(spec, _argmax_codes(src_frame.to_numpy(dtype=np.float64)),
+                     categories=tuple(str(c) for c in src_frame.columns))
 
 
 def _argmax_codes(w: np.ndarray) -> np.ndarray:
@@ -780,7 +795,9 @@ def patch_summary(
     ``centre`` (level-0), ``centre_um`` (or None), ``top_genes`` [(gene, value)],
     ``composition`` {cell type: weight}, ``dominant_type``, ``grade_proba`` {grade: p},
     ``grade_pred``, ``grade_set``, ``risk``, ``risk_interval`` (lo, hi) or None,
-    ``attention``, ``coattention`` {group: weight}. Missing maps are None or empty.
+    ``attention``, ``coattention`` {group: weight}, and ``outputs``: {label: value} of every
+    single-valued registered output present (set sizes, interval widths, uncertainty, any map
+    a new model declares). Missing maps are None or empty.
     """
     pm = _as_maps(adata)
     adata = pm.adata
@@ -833,6 +850,13 @@ def patch_summary(
         "attention": _scalar(obs["attention"]) if "attention" in adata.obs else None,
         "coattention": frame_row("coattention"),
     }
+    from histoviz.outputs import list_outputs
+
+    outputs: dict[str, Any] = {}
+    for spec in list_outputs():
+        if spec.store in ("obs", "obs_category") and spec.anndata_key in adata.obs:
+            outputs[spec.label] = _scalar(obs[spec.anndata_key])
+    out["outputs"] = outputs
     if "grade_pred" in adata.obs:
         out["grade_pred"] = _scalar(obs["grade_pred"])
     elif grade:

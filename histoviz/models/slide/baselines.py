@@ -6,7 +6,7 @@
   efficient leave-one-out CV **on the training slides** (``RidgeCV``), never on test data.
 - :class:`KNNBaseline`: the same features, k-nearest-neighbour regression.
 
-The mean-pool MLP baseline is :class:`~histoviz.models.multiomics.MultiOmicsRegressor` with
+The mean-pool MLP baseline is :class:`~histoviz.models.slide.multiomics.MultiOmicsRegressor` with
 ``pooling="mean"`` (registered as ``meanpool-mlp``).
 
 Each modality gets its own regressor, fitted on the training patients that have it.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from histoviz.errors import ConfigError
-from histoviz.models.base import PatchMaps, SlideModel
+from histoviz.models.base import PatchMaps, SlideModel, register_model
 
 if TYPE_CHECKING:
     from histoviz.data.omics import TargetBlock
@@ -78,7 +78,7 @@ class _PooledSklearn(SlideModel):
         x = np.asarray(bag, np.float64)
         slide = self._predict([bag])
         return PatchMaps(
-            expression={m: self._apply(a, x) for m, a in self.maps_.items()},
+            patch={m: self._apply(a, x) for m, a in self.maps_.items()},
             targets={m: self.targets_[m] for m in self.maps_},
             slide={m: v[0] for m, v in slide.items()},
         )
@@ -111,6 +111,7 @@ def _affine_projection(pipe: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, c
 
 
+@register_model("ridge", description="mean-pool + PCA + ridge (HEST protocol)")
 class RidgeBaseline(_PooledSklearn):
     """Mean-pooled features -> standardise -> PCA -> ridge (HEST protocol).
 
@@ -160,6 +161,7 @@ class RidgeBaseline(_PooledSklearn):
         return x @ a["W"] + a["b"]
 
 
+@register_model("knn", description="mean-pool + PCA + k-nearest neighbours")
 class KNNBaseline(_PooledSklearn):
     """Mean-pooled features -> standardise -> PCA -> k-nearest-neighbour regression.
 

@@ -40,7 +40,7 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps
+from histoviz.models.base import PatchMaps, register_model
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -272,6 +272,7 @@ def _net(arch: Mapping[str, Any], proto_init: np.ndarray | None = None) -> Any:
     return CPNNNet()
 
 
+@register_model("cpnn", description="cell-type prototypes x per-patch composition weights")
 class CPNNRegressor(TorchSlideModel):
     """Gene expression through cell-type prototypes and image-derived composition weights.
 
@@ -387,8 +388,8 @@ class CPNNRegressor(TorchSlideModel):
     def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock], val: Any) -> None:
         import torch
 
-        from histoviz.training.loop import seed_everything, train_module
-        from histoviz.training.losses import nb_nll
+        from histoviz.nn.loop import seed_everything, train_module
+        from histoviz.nn.losses import nb_nll
 
         if self.modality not in targets:
             raise DataError(f"CPNN predicts {self.modality!r} but the targets are {list(targets)}")
@@ -601,8 +602,8 @@ class CPNNRegressor(TorchSlideModel):
             patch_fr = self.module_.mix(w[0])
         weights = pd.DataFrame(w[0].cpu().numpy().astype(np.float64), columns=self.cell_types_)
         return PatchMaps(
-            expression={self.modality: self._to_target_space(patch_fr.cpu().numpy().astype(np.float64))},
+            patch={self.modality: self._to_target_space(patch_fr.cpu().numpy().astype(np.float64))},
             targets={self.modality: self.genes_},
             slide={self.modality: self._to_target_space(fr.cpu().numpy().astype(np.float64))[0]},
-            cell_type_weights=weights,
+            extra={"cell_type": weights},
         )

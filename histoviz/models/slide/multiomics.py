@@ -33,7 +33,7 @@ import numpy as np
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps
+from histoviz.models.base import PatchMaps, register_model
 
 if TYPE_CHECKING:
     from histoviz.data.omics import TargetBlock
@@ -45,7 +45,7 @@ def _net(arch: Mapping[str, Any]) -> Any:
     import torch
     from torch import nn
 
-    from histoviz.models.abmil import GatedABMIL, MeanPool
+    from histoviz.nn.abmil import GatedABMIL, MeanPool
 
     class Branch(nn.Module):
         def __init__(self, out_dims: dict[str, int]) -> None:
@@ -95,6 +95,14 @@ def _net(arch: Mapping[str, Any]) -> Any:
     return Net()
 
 
+@register_model("multiomics", mode="mtl", pooling="abmil",
+                description="ABMIL + shared FC-512 + linear head per modality (multi-task)")
+@register_model("multiomics-stl", mode="stl", pooling="abmil",
+                description="one ABMIL + FC-512 + linear model per modality (single-task)")
+@register_model("multiomics-tangle", mode="mtl", pooling="abmil", contrastive_epochs=30,
+                description="multi-task after TANGLE-style contrastive pretraining on expression")
+@register_model("meanpool-mlp", mode="mtl", pooling="mean",
+                description="mean-pooled features + FC-512 + linear heads (baseline)")
 class MultiOmicsRegressor(TorchSlideModel):
     """Slide -> multi-omics regression with ABMIL and single-/multi-task heads.
 
@@ -202,8 +210,8 @@ class MultiOmicsRegressor(TorchSlideModel):
     def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, TargetBlock], val: Any) -> None:
         import torch
 
-        from histoviz.training.loop import seed_everything, train_module
-        from histoviz.training.losses import masked_mse
+        from histoviz.nn.loop import seed_everything, train_module
+        from histoviz.nn.losses import masked_mse
 
         seed_everything(self.seed)
         dev = self._device()
@@ -290,8 +298,8 @@ class MultiOmicsRegressor(TorchSlideModel):
         """TANGLE-style symmetric InfoNCE between slide and expression embeddings."""
         import torch
 
-        from histoviz.training.loop import LoopSettings, train_module
-        from histoviz.training.losses import info_nce
+        from histoviz.nn.loop import LoopSettings, train_module
+        from histoviz.nn.losses import info_nce
 
         rows = np.flatnonzero(blk.present)
         if len(rows) < 4:
@@ -360,8 +368,8 @@ class MultiOmicsRegressor(TorchSlideModel):
         first = "shared" if "shared" in att else keys[self.modalities_[0]]
         attention = att[first][0].cpu().numpy().astype(np.float64) if self.pooling == "abmil" else None
         return PatchMaps(
-            expression=per_patch,
+            patch=per_patch,
             targets={m: self.targets_[m] for m in keys},
             slide={m: out[k][0].cpu().numpy().astype(np.float64) for m, k in keys.items()},
-            attention=attention,
+            extra={} if attention is None else {"attention": attention},
         )

@@ -1,0 +1,1 @@
+"""Slide-level models, one file each; every module here is imported by the registry."""

@@ -1,0 +1,527 @@
+"""Tasks: what a prediction means and how it is judged, for every kind of target.
+
+Three kinds of target blocks reach the models (one block per modality or outcome):
+
+============== =================================== ==============================================
+kind           block                               prediction (``model.predict`` per block)
+============== =================================== ==============================================
+regression     :class:`~histoviz.data.omics.TargetBlock` ``(n, m)`` values in target space
+classification :class:`~histoviz.data.outcomes.ClassBlock` ``(n, K)`` class probabilities
+survival       :class:`~histoviz.data.outcomes.SurvivalBlock` ``(n, B)`` survival ``S_k`` at the end of each time bin
+============== =================================== ==============================================
+
+The scalar survival risk is ``-sum_k S_k`` (MCAT / PathGen): in ``[-B, 0]``, higher = worse,
+and ``-b`` is the risk of a patient whose event falls in bin ``b``.
+
+Each :class:`Task` owns, for its kind:
+
+- :meth:`Task.metrics`: long-format metric rows of one fold (``target, metric, value, n,
+  axis, subset``); regression: Pearson / Spearman per target and per patient; classification:
+  per-class and macro / micro AUC, balanced accuracy, accuracy; survival: Harrell's and Uno's
+  c-index and the log-rank p of a median split of predicted risk;
+- :meth:`Task.heldout`: the held-out prediction table of one fold;
+- :meth:`Task.scores` / :meth:`Task.regions`: the split-conformal nonconformity score and the
+  prediction sets or intervals a threshold gives, with their coverage rows;
+- :meth:`Task.patch_outputs`: the registry outputs (:mod:`histoviz.outputs`) a per-patch
+  prediction becomes in a prediction AnnData.
+
+Models declare the kinds they serve (``tasks = ("classification", "survival")``); evaluation,
+comparison, prediction and the dashboard ask :func:`get_task` and never branch on a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import DataError
+
+__all__ = [
+    "TASK_KINDS",
+    "ClassificationTask",
+    "ConformalSettings",
+    "RegressionTask",
+    "SurvivalTask",
+    "Task",
+    "block_kind",
+    "get_task",
+    "risk_from_survival",
+]
+
+TASK_KINDS = ("regression", "classification", "survival")
+
+
+def block_kind(block: Any) -> str:
+    """Task kind of a target block (``TargetBlock`` -> regression)."""
+    k = getattr(block, "kind", "regression")
+    if k not in TASK_KINDS:
+        raise DataError(f"unknown target kind {k!r}")
+    return k
+
+
+def risk_from_survival(surv: np.ndarray) -> np.ndarray:
+    """``-sum_k S_k`` of ``(..., B)`` survival functions."""
+    return -np.asarray(surv, np.float64).sum(axis=-1)
+
+
+@dataclass(frozen=True)
+class ConformalSettings:
+    """Split-conformal settings (``evaluation.conformal`` in a config).
+
+    Attributes
+    ----------
+    alpha
+        Miscoverage (PathGen: 0.1).
+    class_score
+        ``"lac"`` (``1 - p_true``, PathGen) or ``"aps"``.
+    empty_sets
+        ``"keep"``, ``"all"`` (PathGen) or ``"argmax"`` for empty grade sets.
+    censored
+        Survival: ``"exclude"`` calibrates and covers on patients with an observed event
+        (their risk target ``-b`` is known); ``"observed_bin"`` treats a censored patient's bin
+        as its event bin (PathGen; optimistic for censored patients).
+    group
+        Cohort column for group-conditional (Mondrian) calibration; ``None``: marginal.
+    """
+
+    alpha: float = 0.1
+    class_score: str = "lac"
+    empty_sets: str = "keep"
+    censored: str = "exclude"
+    group: str | None = None
+
+
+class Task:
+    """Base class; see the module docstring."""
+
+    kind: ClassVar[str] = ""
+    primary: ClassVar[str] = ""
+
+    def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
+                patients: Sequence[str] = ()) -> pd.DataFrame:
+        """Metric rows of one fold's held-out patients."""
+        raise NotImplementedError
+
+    def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
+        """Held-out prediction table of one fold."""
+        raise NotImplementedError
+
+    def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:
+        """Nonconformity scores (NaN where a patient does not count)."""
+        raise NotImplementedError
+
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+        """Prediction sets / intervals of ``pred`` for threshold(s) ``qhat``."""
+        raise NotImplementedError
+
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+        """Coverage and size rows of the regions of held-out patients."""
+        raise NotImplementedError
+
+    def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Per-patch registry outputs (``output name -> values``) of one block."""
+        raise NotImplementedError
+
+    def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """JSON-able slide-level prediction of one block (``uns["slide_prediction"]``)."""
+        raise NotImplementedError
+
+
+def _rows(target: Any, metric: str, value: float, n: int, *, axis: str = "per-target",
+          subset: str = "all") -> dict[str, Any]:
+    return {"target": str(target), "metric": metric, "value": float(value) if value is not None else np.nan,
+            "n": int(n), "axis": axis, "subset": subset}
+
+
+# ------------------------------------------------------------------------------------------------
+# regression
+# ------------------------------------------------------------------------------------------------
+class RegressionTask(Task):
+    """Omics targets (and spots): per-target correlation across patients."""
+
+    kind = "regression"
+    primary = "pearson"
+
+    def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
+                patients: Sequence[str] = ()) -> pd.DataFrame:
+        """Per-target Pearson/Spearman across the present patients; per-patient correlation
+        across targets (``center``: the training means, when ``train`` values are given)."""
+        from histoviz.evaluation.metrics import per_sample_correlation, per_target_correlation
+
+        pres = blk.present
+        y = np.asarray(blk.values, np.float64)[pres]
+        p = np.asarray(pred, np.float64)[pres]
+        rows: list[dict[str, Any]] = []
+        if not pres.any():
+            return pd.DataFrame(rows)
+        pt = per_target_correlation(y, p, targets=blk.targets, min_n=min_n)
+        for t, pe, sp, n in pt[["target", "pearson", "spearman", "n"]].itertuples(index=False):
+            rows.append(_rows(t, "pearson", pe, n))
+            rows.append(_rows(t, "spearman", sp, n))
+        pids = [patients[i] for i in np.flatnonzero(pres)] if len(patients) else None
+        center = None
+        if train is not None:
+            with np.errstate(all="ignore"):
+                center = np.nan_to_num(np.nanmean(np.asarray(train, np.float64), axis=0))
+        ps = per_sample_correlation(y, p, samples=pids, center=center, min_n=min_n)
+        for r in ps.itertuples(index=False):
+            rows.append(_rows(r.sample, "pearson", r.pearson, r.n_targets, axis="per-patient"))
+            rows.append(_rows(r.sample, "spearman", r.spearman, r.n_targets, axis="per-patient"))
+            if center is not None:
+                rows.append(_rows(r.sample, "pearson_centered", r.pearson_centered, r.n_targets, axis="per-patient"))
+        return pd.DataFrame(rows)
+
+    def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
+        """Long table ``patient_id, slide_ids, target, y_true, y_pred``."""
+        pres = blk.present
+        n, m = int(pres.sum()), len(blk.targets)
+        return pd.DataFrame({
+            "patient_id": np.repeat(np.asarray(patients, dtype=object)[pres], m),
+            "slide_ids": np.repeat(np.asarray(slide_ids, dtype=object)[pres], m),
+            "target": np.tile(np.asarray(blk.targets, dtype=object), n),
+            "y_true": np.asarray(blk.values, np.float64)[pres].reshape(-1),
+            "y_pred": np.asarray(pred, np.float64)[pres].reshape(-1),
+        })
+
+    def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:
+        """``|y - y_hat|`` per target (NaN for absent patients / values)."""
+        s = np.abs(np.asarray(blk.values, np.float64) - np.asarray(pred, np.float64))
+        s[~blk.present] = np.nan
+        return s
+
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+        """``lo, hi = y_hat -+ q_hat`` per target."""
+        p = np.asarray(pred, np.float64)
+        q = np.asarray(qhat, np.float64)
+        q = q if q.ndim == 2 else np.broadcast_to(q, p.shape)
+        return {"lo": p - q, "hi": p + q}
+
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+        """Per-target coverage and interval width of the held-out patients."""
+        pres = blk.present
+        y = np.asarray(blk.values, np.float64)[pres]
+        lo, hi = reg["lo"][pres], reg["hi"][pres]
+        ok = np.isfinite(y)
+        cov = np.where(ok, (y >= lo) & (y <= hi), np.nan)
+        rows = []
+        for j, t in enumerate(blk.targets):
+            n = int(ok[:, j].sum())
+            if n:
+                rows.append(_rows(t, "coverage", np.nanmean(cov[:, j]), n))
+                rows.append(_rows(t, "interval_width", float(np.mean(hi[:, j] - lo[:, j])), n))
+        return pd.DataFrame(rows)
+
+    def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``pred:<block>`` -> a DataFrame (the writer puts the main modality into ``X``)."""
+        return {f"pred:{name}": pd.DataFrame(np.asarray(values, np.float32), columns=[str(t) for t in targets])}
+
+    def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Slide values (and conformal bounds when calibrated)."""
+        v = np.asarray(value, np.float64)
+        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": v}
+        if conformal and conformal.get("qhat") is not None:
+            q = np.asarray(conformal["qhat"], np.float64)
+            out["lo"], out["hi"] = v - q, v + q
+            out["alpha"] = float(conformal.get("alpha", np.nan))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# classification
+# ------------------------------------------------------------------------------------------------
+def _output_names(name: str) -> dict[str, str]:
+    """Registry names of a classification block's outputs (``grade`` has built-in ones)."""
+    if name == "grade":
+        return {"proba": "grade_proba", "pred": "grade_class", "set_size": "grade_set_size",
+                "uncertainty": "grade_uncertainty"}
+    return {"proba": f"{name}_proba", "pred": f"{name}_class", "set_size": f"{name}_set_size",
+            "uncertainty": f"{name}_uncertainty"}
+
+
+def declare_class_outputs(name: str) -> dict[str, str]:
+    """Register the outputs of a classification block named ``name`` (no-op for ``grade``)."""
+    from histoviz.outputs import OutputSpec, register_output
+
+    names = _output_names(name)
+    if name != "grade":
+        label = name.replace("_", " ")
+        register_output(OutputSpec(names["proba"], f"{label.capitalize()} probability", kind="probability",
+                                   store="obsm", key=names["proba"], colormap="plasma", limits=(0.0, 1.0), order=44))
+        register_output(OutputSpec(names["pred"], f"Predicted {label}", kind="categorical", store="obs_category",
+                                   key=f"{name}_pred", source=names["proba"], order=45))
+        register_output(OutputSpec(names["set_size"], f"{label.capitalize()} set size (conformal)", kind="count",
+                                   store="obs", colormap="cividis", unit="classes", order=46))
+        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} uncertainty", kind="interval",
+                                   store="obs", colormap="cividis", limits=(0.0, 1.0), order=47))
+    return names
+
+
+class ClassificationTask(Task):
+    """Grade (or any class label): AUC, balanced accuracy, conformal sets."""
+
+    kind = "classification"
+    primary = "auc_macro"
+
+    def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
+                patients: Sequence[str] = ()) -> pd.DataFrame:
+        """Per-class one-vs-rest AUC; macro and micro AUC, balanced accuracy and accuracy."""
+        from histoviz.evaluation.classification import classification_metrics
+
+        pres = blk.present
+        rows = []
+        if pres.sum() < min_n:
+            return pd.DataFrame(rows)
+        m = classification_metrics(blk.codes[pres], np.asarray(pred, np.float64)[pres], blk.classes)
+        n = int(pres.sum())
+        for c in blk.classes:
+            rows.append(_rows(c, "auc", m["auc_per_class"].get(c, np.nan), int((blk.codes[pres] == blk.classes.index(c)).sum())))
+        for k in ("auc_macro", "auc_micro", "balanced_accuracy", "accuracy"):
+            rows.append(_rows("all", k, m[k], n))
+        return pd.DataFrame(rows)
+
+    def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
+        """``patient_id, slide_ids, y_true, y_pred, p_<class>...``."""
+        pres = blk.present
+        p = np.asarray(pred, np.float64)[pres]
+        cls = np.asarray(blk.classes, dtype=object)
+        df = pd.DataFrame({
+            "patient_id": np.asarray(patients, dtype=object)[pres],
+            "slide_ids": np.asarray(slide_ids, dtype=object)[pres],
+            "y_true": cls[blk.codes[pres]],
+            "y_pred": cls[np.argmax(p, axis=1)] if len(p) else np.array([], dtype=object),
+        })
+        for j, c in enumerate(blk.classes):
+            df[f"p_{c}"] = p[:, j]
+        return df
+
+    def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:
+        """LAC or APS score of the true class."""
+        from histoviz.evaluation.conformal import class_scores
+
+        codes = np.where(blk.present, blk.codes, -1)
+        return class_scores(pred, codes, method=cs.class_score)
+
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+        """``sets (n, K)``, ``set_size``, ``uncertainty`` (PathGen Eq. 10)."""
+        from histoviz.evaluation.conformal import class_sets, grade_uncertainty
+
+        sets = class_sets(pred, qhat, method=cs.class_score, empty=cs.empty_sets)
+        return {"sets": sets, "set_size": sets.sum(axis=1).astype(np.float64), "uncertainty": grade_uncertainty(sets)}
+
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+        """Coverage and mean set size overall (``target="all"``) and per true class
+        (``class_coverage`` / ``class_set_size``)."""
+        pres = blk.present
+        codes = blk.codes[pres]
+        sets = reg["sets"][pres]
+        covered = sets[np.arange(len(codes)), codes] if len(codes) else np.zeros(0, bool)
+        size = reg["set_size"][pres]
+        rows = []
+        if len(codes):
+            rows += [_rows("all", "coverage", covered.mean(), len(codes)),
+                     _rows("all", "set_size", size.mean(), len(codes)),
+                     _rows("all", "uncertainty", reg["uncertainty"][pres].mean(), len(codes))]
+        for j, c in enumerate(blk.classes):
+            sel = codes == j
+            if sel.any():  # class-conditional view (the marginal guarantee does not hold per class)
+                rows.append(_rows(c, "class_coverage", covered[sel].mean(), int(sel.sum())))
+                rows.append(_rows(c, "class_set_size", size[sel].mean(), int(sel.sum())))
+        return pd.DataFrame(rows)
+
+    def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Class probabilities, predicted class and (calibrated) set size / uncertainty."""
+        names = declare_class_outputs(name)
+        p = np.asarray(values, np.float64)
+        cls = [str(t) for t in targets]
+        out: dict[str, Any] = {
+            names["proba"]: pd.DataFrame(p.astype(np.float32), columns=cls),
+            names["pred"]: pd.Categorical(np.asarray(cls, dtype=object)[np.argmax(p, axis=1)], categories=cls),
+        }
+        if conformal and conformal.get("qhat") is not None:
+            reg = self.regions(p, conformal["qhat"], _settings(conformal))
+            out[names["set_size"]] = reg["set_size"].astype(np.float32)
+            out[names["uncertainty"]] = reg["uncertainty"].astype(np.float32)
+        return out
+
+    def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Probabilities, predicted class and the conformal set."""
+        p = np.asarray(value, np.float64)
+        cls = [str(t) for t in targets]
+        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(cls, dtype=str), "values": p,
+                               "predicted": cls[int(np.argmax(p))]}
+        if conformal and conformal.get("qhat") is not None:
+            reg = self.regions(p[None, :], conformal["qhat"], _settings(conformal))
+            out["set"] = np.asarray([c for c, s in zip(cls, reg["sets"][0]) if s], dtype=str)
+            out["uncertainty"] = float(reg["uncertainty"][0])
+            out["alpha"] = float(conformal.get("alpha", np.nan))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# survival
+# ------------------------------------------------------------------------------------------------
+def _risk_names(name: str) -> dict[str, str]:
+    if name == "survival":
+        return {"risk": "risk", "width": "risk_width", "uncertainty": "risk_uncertainty"}
+    return {"risk": f"{name}_risk", "width": f"{name}_risk_width", "uncertainty": f"{name}_risk_uncertainty"}
+
+
+def declare_survival_outputs(name: str) -> dict[str, str]:
+    """Register the outputs of a survival block named ``name`` (no-op for ``survival``)."""
+    from histoviz.outputs import OutputSpec, register_output
+
+    names = _risk_names(name)
+    if name != "survival":
+        label = name.replace("_", " ")
+        register_output(OutputSpec(names["risk"], f"{label.capitalize()} risk", store="obs", colormap="magma",
+                                   unit="-sum S (higher = worse)", order=53))
+        register_output(OutputSpec(names["width"], f"{label.capitalize()} risk interval width", kind="interval",
+                                   store="obs", colormap="cividis", order=54))
+        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} risk uncertainty", kind="interval",
+                                   store="obs", colormap="cividis", limits=(0.0, 1.0), order=55))
+    return names
+
+
+class SurvivalTask(Task):
+    """Censored survival: c-index, KM / log-rank of risk groups, conformal risk intervals."""
+
+    kind = "survival"
+    primary = "c_index"
+
+    def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
+                patients: Sequence[str] = ()) -> pd.DataFrame:
+        """Harrell's and Uno's c-index; log-rank p of a median split of the predicted risk."""
+        from histoviz.evaluation.survival import (
+            concordance_index,
+            logrank,
+            risk_groups,
+            uno_concordance_index,
+        )
+
+        pres = blk.present
+        n = int(pres.sum())
+        rows = []
+        if n < min_n or blk.event[pres].sum() == 0:
+            return pd.DataFrame(rows)
+        t, e = blk.time[pres], blk.event[pres]
+        r = risk_from_survival(np.asarray(pred)[pres])
+        rows.append(_rows("risk", "c_index", concordance_index(t, r, e), n))
+        tt = te = None
+        if train is not None:
+            tt, te = train.time[train.present], train.event[train.present]
+        rows.append(_rows("risk", "c_index_uno", uno_concordance_index(t, r, e, train_time=tt, train_event=te), n))
+        g = risk_groups(r, n_groups=2)
+        if len(set(g)) == 2:
+            lr = logrank(pd.DataFrame({"time": t, "event": e, "g": g}), "g", unit=None)
+            rows.append(_rows("risk", "logrank_p", lr["p_value"], n))
+        rows.append(_rows("risk", "events", float(e.sum()), n))
+        return pd.DataFrame(rows)
+
+    def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
+        """``patient_id, slide_ids, time, event, bin, risk, S_0..S_{B-1}``."""
+        pres = blk.present
+        s = np.asarray(pred, np.float64)[pres]
+        df = pd.DataFrame({
+            "patient_id": np.asarray(patients, dtype=object)[pres],
+            "slide_ids": np.asarray(slide_ids, dtype=object)[pres],
+            "time": blk.time[pres], "event": blk.event[pres], "bin": blk.bins[pres],
+            "risk": risk_from_survival(s),
+        })
+        for k in range(s.shape[1] if s.ndim == 2 else 0):
+            df[f"S_{k}"] = s[:, k]
+        return df
+
+    def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:
+        """``|(-bin) - risk|``; censored patients NaN unless ``censored="observed_bin"``."""
+        r = risk_from_survival(pred)
+        s = np.abs(-blk.bins.astype(np.float64) - r)
+        use = blk.present & (blk.bins >= 0)
+        if cs.censored == "exclude":
+            use &= blk.event == 1
+        s[~use] = np.nan
+        return s
+
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+        """``lo, hi`` (clipped to ``[-B, 0]``), width, bins in the set, uncertainty (Eq. 12)."""
+        from histoviz.evaluation.conformal import risk_uncertainty
+
+        s = np.asarray(pred, np.float64)
+        nb = s.shape[-1]
+        r = risk_from_survival(s)
+        q = np.asarray(qhat, np.float64)
+        lo = np.clip(r - q, -nb, 0.0)
+        hi = np.clip(r + q, -nb, 0.0)
+        unc, size = risk_uncertainty(lo, hi, nb)
+        return {"risk": r, "lo": lo, "hi": hi, "width": hi - lo, "n_bins_in_set": size.astype(np.float64),
+                "uncertainty": unc}
+
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+        """Coverage on patients with an event (risk target ``-bin``), the censored-consistent rate
+        (``lo <= -bin``: the interval allows surviving past the censoring bin) and the width."""
+        ok = blk.present & (blk.bins >= 0)
+        ev = ok & (blk.event == 1)
+        ce = ok & (blk.event == 0)
+        target = -blk.bins.astype(np.float64)
+        rows = []
+        cov_rows = ev if cs.censored == "exclude" else ok
+        if cov_rows.any():
+            c = (target[cov_rows] >= reg["lo"][cov_rows] - 1e-9) & (target[cov_rows] <= reg["hi"][cov_rows] + 1e-9)
+            rows.append(_rows("risk", "coverage", c.mean(), int(cov_rows.sum())))
+        if ce.any():
+            rows.append(_rows("risk", "coverage_censored_consistent",
+                              float((reg["lo"][ce] <= target[ce] + 1e-9).mean()), int(ce.sum())))
+        if ok.any():
+            rows.append(_rows("risk", "interval_width", float(reg["width"][ok].mean()), int(ok.sum())))
+            rows.append(_rows("risk", "uncertainty", float(reg["uncertainty"][ok].mean()), int(ok.sum())))
+        return pd.DataFrame(rows)
+
+    def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Per-patch risk (and conformal interval width / uncertainty when calibrated)."""
+        names = declare_survival_outputs(name)
+        s = np.asarray(values, np.float64)
+        out: dict[str, Any] = {names["risk"]: risk_from_survival(s).astype(np.float32)}
+        if conformal and conformal.get("qhat") is not None:
+            reg = self.regions(s, conformal["qhat"], _settings(conformal))
+            out[names["width"]] = reg["width"].astype(np.float32)
+            out[names["uncertainty"]] = reg["uncertainty"].astype(np.float32)
+        return out
+
+    def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
+                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Risk, survival function per bin and the conformal interval."""
+        s = np.asarray(value, np.float64)
+        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": s,
+                               "risk": float(risk_from_survival(s))}
+        if conformal and conformal.get("qhat") is not None:
+            reg = self.regions(s[None, :], conformal["qhat"], _settings(conformal))
+            out["lo"], out["hi"] = float(reg["lo"][0]), float(reg["hi"][0])
+            out["uncertainty"] = float(reg["uncertainty"][0])
+            out["alpha"] = float(conformal.get("alpha", np.nan))
+        return out
+
+
+def _settings(conformal: Mapping[str, Any]) -> ConformalSettings:
+    keys = ("alpha", "class_score", "empty_sets", "censored")
+    return ConformalSettings(**{k: conformal[k] for k in keys if k in conformal})
+
+
+_TASKS: dict[str, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}
+
+
+def get_task(kind_or_block: str | Any) -> Task:
+    """The :class:`Task` of a kind name or of a target block."""
+    kind = kind_or_block if isinstance(kind_or_block, str) else block_kind(kind_or_block)
+    if kind not in _TASKS:
+        raise DataError(f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}")
+    return _TASKS[kind]

@@ -1,0 +1,123 @@
+"""The estimator contract of every registered model, on toy data of every task it serves.
+
+Adding a model means one entry in :data:`PARAMS` (its fast hyper-parameters); the test fails
+while a registered model has none. For each model and the task kinds it declares, it checks:
+``fit`` returns self; predictions have each task's shape and range and are finite; per-patch
+predictions exist for every patch and the slide-level values equal ``predict``; the model
+survives a safetensors checkpoint (no pickle) with identical predictions; ``score`` is finite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_models_units import make_toy
+
+from histoviz.data.outcomes import ClassBlock, SurvivalBins, SurvivalBlock
+from histoviz.models import create_model, list_models, model_info
+from histoviz.training.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
+
+FAST = {"epochs": 8, "batch_size": 8, "seed": 0, "device": "cpu"}
+PARAMS = {
+    "multiomics": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
+    "multiomics-stl": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
+    "multiomics-tangle": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16, "contrastive_epochs": 3},
+    "meanpool-mlp": {**FAST, "hidden": 16},
+    "cpnn": {**FAST, "hidden": 16},
+    "ridge": {},
+    "knn": {"n_neighbors": 3},
+    "abmil-grade": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
+    "abmil-survival": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
+    "abmil-grade-survival": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
+    "pca-logistic": {"n_components": 4},
+    "pca-cox": {"cox_components": 2},
+    "pca-outcomes": {"n_components": 4, "cox_components": 2},
+}
+
+
+def outcome_blocks(toy: dict, seed: int = 0) -> dict:
+    """Grade (3 classes) and censored survival that follow the toy bags' first cell type."""
+    rng = np.random.default_rng(seed)
+    x = toy["mix"][:, 0]
+    n = len(x)
+    grade = np.digitize(x + rng.normal(0, 0.05, n), np.quantile(x, [1 / 3, 2 / 3]))
+    t_event = rng.exponential(10 * np.exp(-3 * (x - x.mean())))
+    t_cens = rng.exponential(15, n)
+    time = np.minimum(t_event, t_cens) + 0.01
+    event = (t_event <= t_cens).astype(int)
+    surv = SurvivalBlock("survival", time, event, np.ones(n, bool))
+    bins = SurvivalBins(4).fit(surv)
+    return {"grade": ClassBlock("grade", ["G1", "G2", "G3"], grade), "survival": bins.block(surv)}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    t = make_toy(tmp_path_factory.mktemp("toy_contract"))
+    t["blocks"] = {**t["blocks"], **outcome_blocks(t)}
+    return t
+
+
+def test_every_registered_model_is_covered():
+    assert {i.name for i in list_models()} == set(PARAMS)
+
+
+def _targets_for(name: str, toy: dict) -> dict:
+    tasks = model_info(name).tasks
+    kinds = {"gene": "regression", "protein": "regression", "grade": "classification", "survival": "survival"}
+    blocks = {k: b for k, b in toy["blocks"].items() if kinds[k] in tasks}
+    if name == "cpnn":
+        blocks = {"gene": blocks["gene"]}
+    return blocks
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_model_contract(name, toy, tmp_path):
+    params = dict(PARAMS[name])
+    if name == "cpnn":
+        params["reference"] = toy["reference"]
+    m = create_model(name, **params)
+    blocks = _targets_for(name, toy)
+    tr, va, te = np.arange(0, 18), np.arange(18, 24), np.arange(24, 36)
+    bags = [toy["bags"][i] for i in tr]
+    val = ([toy["bags"][i] for i in va], {k: b.subset(va) for k, b in blocks.items()})
+    assert m.fit(bags, {k: b.subset(tr) for k, b in blocks.items()}, val=val) is m
+    test_bags = [toy["bags"][i] for i in te]
+    pred = m.predict(test_bags)
+    assert sorted(pred) == sorted(blocks)
+    for b, blk in blocks.items():
+        p = pred[b]
+        assert np.isfinite(p).all(), b
+        if blk.kind == "regression":
+            assert p.shape == (len(te), len(m.targets_[b]))
+        elif blk.kind == "classification":
+            assert p.shape == (len(te), len(blk.classes))
+            np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+        else:
+            assert p.shape == (len(te), blk.n_bins)
+            assert ((p >= 0) & (p <= 1)).all() and (np.diff(p, axis=1) <= 1e-9).all()  # a survival function
+    maps = m.predict_patches(test_bags[0])
+    n_patch = len(test_bags[0])
+    for b in blocks:
+        assert maps.patch[b].shape[0] == n_patch
+        assert maps.kinds[b] == blocks[b].kind
+        np.testing.assert_allclose(maps.slide[b], pred[b][0], rtol=1e-4, atol=1e-5)
+    if name.startswith(("multiomics", "abmil")):
+        assert maps.attention is not None and maps.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    if name == "cpnn":
+        np.testing.assert_allclose(maps.cell_type_weights.sum(1), 1.0, atol=1e-5)
+    if name == "ridge":  # affine model: mean of the patch maps = slide prediction
+        np.testing.assert_allclose(maps.expression["gene"].mean(0), pred["gene"][0], atol=1e-8)
+    save_checkpoint(FittedPipeline(m, {}, {"encoder": "toy"}), tmp_path / "ck")
+    assert not any(p.suffix in (".pkl", ".pt", ".pickle") for p in (tmp_path / "ck").iterdir())
+    back = load_checkpoint(tmp_path / "ck").model
+    pred2 = back.predict(test_bags)
+    for b in blocks:
+        np.testing.assert_allclose(pred2[b], pred[b], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(m.score(test_bags, {k: b.subset(te) for k, b in blocks.items()}))
+
+
+def test_a_model_refuses_tasks_it_does_not_serve(toy):
+    from histoviz.errors import DataError
+
+    with pytest.raises(DataError, match="serves \\['regression'\\] tasks, not classification"):
+        create_model("ridge").fit(toy["bags"][:20], {"grade": toy["blocks"]["grade"].subset(np.arange(20))})
