@@ -60,11 +60,14 @@ def auto_threads(bags: Sequence[np.ndarray], batch_size: int, max_patches: int) 
     """CPU threads worth using: 1 for small batches (thread start-up costs more than it saves)."""
     import torch
 
-    sizes = sorted(len(b) for b in bags)
+    from histoviz.io.lazybags import bag_shapes
+
+    shapes = bag_shapes(bags)
+    sizes = sorted(s[0] for s in shapes)
     med = sizes[len(sizes) // 2] if sizes else 0
     if max_patches:
         med = min(med, max_patches)
-    work = med * max(1, batch_size) * int(np.asarray(bags[0]).shape[1]) if sizes else 0
+    work = med * max(1, batch_size) * int(shapes[0][1]) if sizes else 0
     return 1 if work < 2_000_000 else torch.get_num_threads()
 
 

@@ -102,11 +102,13 @@ def check_bags(bags: Sequence[np.ndarray], *, embed_dim: int | None = None, wher
         No bags, an empty bag, a non-2-D bag, NaN/inf features, or mismatched dimensions
         (between bags or against ``embed_dim``, the dimension a model was trained with).
     """
+    from histoviz.io.lazybags import bag_shapes
+
     if len(bags) == 0:
         raise DataError(f"{where}: no feature bags")
     dims = set()
-    for i, b in enumerate(bags):
-        shape = getattr(b, "shape", None)
+    for i, shape in enumerate(bag_shapes(bags)):
+        shape = shape or None
         if shape is None or len(shape) != 2:
             raise DataError(f"{where}[{i}]: a bag must be (n_patches, n_features), got {shape}")
         if shape[0] == 0:

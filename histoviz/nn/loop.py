@@ -2,7 +2,10 @@
 
 - :class:`BagBatcher` pads variable-size bags into ``(B, N, D)`` batches with a patch mask,
   standardising features with training statistics and (in training) sampling at most
-  ``max_patches`` patches per bag;
+  ``max_patches`` patches per bag; bags held in memory are cached as tensors (on the device up
+  to a byte budget), bags read from disk (:class:`~histoviz.io.lazybags.LazyBags`) are read one
+  batch at a time (only the sampled rows) with a byte-bounded cache, so memory stays flat in
+  the size of the cohort;
 - :func:`train_module` runs epochs of mini-batch AdamW with gradient clipping, evaluates a
   validation loss after every epoch, keeps the best state (per parameter group when asked,
   e.g. per modality for single-task models) and stops early after ``patience`` epochs
@@ -64,6 +67,9 @@ class BagBatcher:
     device_cache_bytes
         On an accelerator, standardised bags are kept on the device up to this many bytes
         (padding and sampling then run there); the rest stay in host memory.
+    host_cache_bytes
+        For bags read from disk: most bytes of whole bags kept in host memory (least recently
+        used evicted); sampled reads are never cached.
     """
 
     def __init__(
@@ -75,7 +81,12 @@ class BagBatcher:
         max_patches: int = 4096,
         device: torch.device | str = "cpu",
         device_cache_bytes: int = 8 << 30,
+        host_cache_bytes: int = 512 << 20,
     ) -> None:
+        from collections import OrderedDict
+
+        from histoviz.io.lazybags import LazyBags
+
         self.bags = bags
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
@@ -85,6 +96,10 @@ class BagBatcher:
         self._cache: dict[int, torch.Tensor] = {}
         self._cached_on_device = 0
         self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.lazy = isinstance(bags, LazyBags)
+        self.host_cache_bytes = int(host_cache_bytes)
+        self._lru: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lru_bytes = 0
 
     def __len__(self) -> int:
         return len(self.bags)
@@ -95,7 +110,28 @@ class BagBatcher:
             self._stats[key] = (torch.from_numpy(self.mean).to(dev), torch.from_numpy(self.std).to(dev))
         return self._stats[key]
 
+    def _standardise(self, raw: np.ndarray) -> torch.Tensor:
+        mean, std = self._mean_std(torch.device("cpu"))
+        return (torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)) - mean) / std
+
+    def _lazy_bag(self, i: int) -> torch.Tensor:
+        t = self._lru.get(i)
+        if t is not None:
+            self._lru.move_to_end(i)
+            return t
+        t = self._standardise(self.bags.read(i))
+        nb = t.numel() * 4
+        if nb <= self.host_cache_bytes:
+            self._lru[i] = t
+            self._lru_bytes += nb
+            while self._lru_bytes > self.host_cache_bytes and self._lru:
+                _, old = self._lru.popitem(last=False)
+                self._lru_bytes -= old.numel() * 4
+        return t
+
     def _bag(self, i: int) -> torch.Tensor:
+        if self.lazy:
+            return self._lazy_bag(i)
         t = self._cache.get(i)
         if t is None:
             raw = torch.from_numpy(np.ascontiguousarray(self.bags[i], dtype=np.float32))
@@ -114,6 +150,15 @@ class BagBatcher:
         """``(x (B, N, D), mask (B, N) bool)``; ``rng`` given: random patch subsample."""
         parts = []
         for i in idx:
+            if self.lazy:
+                n_i = self.bags.shapes[int(i)][0]
+                if self.max_patches and n_i > self.max_patches and int(i) not in self._lru:
+                    if rng is not None:
+                        sel = np.sort(rng.choice(n_i, self.max_patches, replace=False))
+                    else:
+                        sel = np.linspace(0, n_i - 1, self.max_patches).round().astype(np.int64)
+                    parts.append(self._standardise(self.bags.read(int(i), sel)))
+                    continue
             t = self._bag(int(i))
             if self.max_patches and len(t) > self.max_patches:
                 if rng is not None:

@@ -129,6 +129,9 @@ class DataConfig:
         activity computed from *predicted* expression against the ``compare_to`` modality.
     drop_patients_without_features
         Drop patients whose slides have no bag instead of failing (default: fail).
+    lazy_bags
+        Read feature bags from disk one batch at a time instead of holding them in memory
+        (``None``: automatically when the cohort's features exceed 4 GB).
     """
 
     cohort: str = ""
@@ -139,6 +142,7 @@ class DataConfig:
     targets: tuple[str, ...] | None = None
     pathway_from_predictions: dict[str, Any] | None = None
     drop_patients_without_features: bool = False
+    lazy_bags: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +305,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         targets=tuple(targets) if targets is not None else None,
         pathway_from_predictions=pfp,
         drop_patients_without_features=d.get("drop_patients_without_features", False),
+        lazy_bags=d.get("lazy_bags"),
     )
     m = _strict(ModelConfig, top.get("model"), "model")
     if "name" in m:
@@ -388,6 +393,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
                      ("data.drop_patients_without_features", d.drop_patients_without_features)):
         if not isinstance(v, bool):
             raise ConfigError(f"{where}: expected true or false, got {v!r}")
+    if d.lazy_bags is not None and not isinstance(d.lazy_bags, bool):
+        raise ConfigError(f"data.lazy_bags: expected true, false or null (automatic), got {d.lazy_bags!r}")
     for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
         _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
     if t.lr <= 0:

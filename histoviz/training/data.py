@@ -29,6 +29,9 @@ __all__ = ["ExperimentData", "calibration_split", "inner_split", "load_experimen
 
 log = logging.getLogger(__name__)
 
+#: Cohorts whose features exceed this (float32 bytes) are read lazily when ``data.lazy_bags`` is unset.
+LAZY_AUTO_BYTES = 4 << 30
+
 
 @dataclass
 class ExperimentData:
@@ -68,7 +71,9 @@ class ExperimentData:
 
     def summary(self) -> str:
         """Human-readable description."""
-        n_patch = [len(b) for b in self.bags]
+        from histoviz.io.lazybags import bag_shapes
+
+        n_patch = [s[0] for s in bag_shapes(self.bags)]
         return (
             f"{len(self.patients)} patients, {sum(len(s) for s in self.slide_ids)} slides, "
             f"{np.median(n_patch):.0f} patches/patient (median), {self.features.get('embed_dim')}-d "
@@ -78,12 +83,29 @@ class ExperimentData:
         )
 
 
-def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path) -> dict[str, Any]:
+def _feature_dim(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return int(f["features"].shape[-1])
+
+
+def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path, *, load_features: bool = True) -> dict[str, Any]:
     """Read ``<features_dir>/<slide_id>.h5`` for every slide; validate them together.
+
+    Parameters
+    ----------
+    cohort
+        Cohort table.
+    features_dir
+        Folder of the bags.
+    load_features
+        Read the feature matrices (``False``: coordinates and attributes only, for lazy bags).
 
     Returns
     -------
-    ``slide_id -> FeatureBag`` for the slides that have a bag.
+    ``slide_id -> FeatureBag`` for the slides that have a bag (``attrs["n_features_dim"]`` holds
+    the feature dimension read from the file).
 
     Raises
     ------
@@ -98,7 +120,10 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path) -> dict[st
     for sid in cohort["slide_id"].astype(str):
         p = folder / f"{sid}.h5"
         if p.exists():
-            bags[sid] = FeatureBag.from_h5(p)
+            b = FeatureBag.from_h5(p, load_features=load_features)
+            b.attrs["n_features_dim"] = b.embed_dim if load_features else _feature_dim(p)
+            b.attrs["_path"] = str(p)
+            bags[sid] = b
     problems = []
     empty = [s for s, b in bags.items() if len(b) == 0]
     if empty:
@@ -106,7 +131,7 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path) -> dict[st
     dims: dict[int, list[str]] = {}
     encs: dict[str, list[str]] = {}
     for s, b in bags.items():
-        dims.setdefault(b.embed_dim, []).append(s)
+        dims.setdefault(int(b.attrs["n_features_dim"]), []).append(s)
         encs.setdefault(str(b.attrs.get("encoder", "?")), []).append(s)
     if len(dims) > 1:
         problems.append("feature dimensions differ between slides: "
@@ -117,6 +142,21 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path) -> dict[st
     if problems:
         raise DataError(f"{folder}: " + " | ".join(problems))
     return bags
+
+
+def _bytes_on_disk(cohort: pd.DataFrame, folder: Path) -> int:
+    import h5py
+
+    total = 0
+    for sid in cohort["slide_id"].astype(str):
+        p = folder / f"{sid}.h5"
+        if p.exists():
+            try:
+                with h5py.File(p, "r") as f:
+                    total += int(np.prod(f["features"].shape)) * 4
+            except (OSError, KeyError):
+                pass
+    return total
 
 
 def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> ExperimentData:
@@ -147,7 +187,10 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         for s in res.failed:
             log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
         missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
-    bags = load_feature_bags(cohort, feat_dir)
+    lazy = d.lazy_bags
+    if lazy is None:
+        lazy = _bytes_on_disk(cohort, feat_dir) > LAZY_AUTO_BYTES
+    bags = load_feature_bags(cohort, feat_dir, load_features=not lazy)
     if not bags:
         raise DataError(
             f"{feat_dir}: no feature bag for any of the {len(cohort)} cohort slides; run histoviz embed "
@@ -165,7 +208,10 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
             continue
         patients.append(str(pid))
         pslides.append(sids)
-        pbags.append(np.concatenate([bags[s].features for s in sids]).astype(np.float32))
+        if lazy:
+            pbags.append([bags[s].attrs["_path"] for s in sids])
+        else:
+            pbags.append(np.concatenate([bags[s].features for s in sids]).astype(np.float32))
     if without and not d.drop_patients_without_features:
         raise DataError(
             f"{feat_dir}: {len(missing)} slide(s) have no feature bag (e.g. {missing[:5]}); embed them "
@@ -173,10 +219,15 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         )
     if without:
         log.warning("%d patient(s) lack features for some slides: %s", len(without), without[:5])
+    if lazy:
+        from histoviz.io.lazybags import LazyBags
+
+        pbags = LazyBags(pbags)
+        log.info("feature bags are read from disk on demand (%.1f GB as float32)", pbags.nbytes / 1e9)
     first = next(iter(bags.values()))
     features = {k: first.attrs.get(k) for k in ("encoder", "encoder_weights", "embed_dim", "tile_size", "mpp",
                                                 "tile_size_level0")}
-    features["embed_dim"] = first.embed_dim
+    features["embed_dim"] = int(first.attrs["n_features_dim"])
     if d.embed is not None:
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
                              "weights": d.embed.weights, "tiling": d.embed.tiling()}
@@ -199,9 +250,11 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
     if not has_any.all():
         drop = [p for p, h in zip(patients, has_any) if not h]
         log.info("dropping %d patient(s) without any target: %s", len(drop), drop[:5])
+        from histoviz.io.lazybags import take
+
         keep = np.flatnonzero(has_any)
         patients = [patients[i] for i in keep]
-        pbags = [pbags[i] for i in keep]
+        pbags = take(pbags, keep)
         pslides = [pslides[i] for i in keep]
         omics, outcomes = load(patients)
     groups = None

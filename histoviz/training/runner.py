@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.io.lazybags import take
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -146,8 +147,8 @@ def fit_pipeline(
     model = create_model(cfg.model.name, **cfg.model_kwargs())
     val = None
     if len(val_idx):
-        val = ([data.bags[i] for i in val_idx], {m: b.subset(val_idx) for m, b in train_blocks.items()})
-    model.fit([data.bags[i] for i in fit_idx], {m: b.subset(fit_idx) for m, b in train_blocks.items()}, val=val)
+        val = (take(data.bags, val_idx), {m: b.subset(val_idx) for m, b in train_blocks.items()})
+    model.fit(take(data.bags, fit_idx), {m: b.subset(fit_idx) for m, b in train_blocks.items()}, val=val)
     return model, preps, blocks, fit_idx, val_idx
 
 
@@ -196,7 +197,7 @@ def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, An
     if not len(cal_idx):
         return {}
     cs = cfg.evaluation.conformal
-    pred = model.predict([data.bags[i] for i in cal_idx])
+    pred = model.predict(take(data.bags, cal_idx))
     out: dict[str, Any] = {}
     for b, p in pred.items():
         task = get_task(blocks[b])
@@ -242,7 +243,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
         return tables, {"info": info, "conformal": conf}
 
     cs = cfg.evaluation.conformal
-    pred = model.predict([data.bags[i] for i in test_idx])
+    pred = model.predict(take(data.bags, test_idx))
     pids = [data.patients[i] for i in test_idx]
     sids = [";".join(data.slide_ids[i]) for i in test_idx]
     mrows, trows = [], []
