@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-rows", action="store_true", help="print every subset (default: main rows)")
     p.add_argument("--out", type=Path, default=None, help="also write the table (.csv or .parquet)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--panel", action="append", default=[], metavar="NAME|FILE",
+                   help="a gene panel to summarise (pam50 is shipped; or a file of symbols); repeatable")
+    p.add_argument("--survival-association", action="store_true",
+                   help="log-rank of median splits of every predicted target (BH-adjusted), as the multi-omics paper")
+    p.add_argument("--no-composition", action="store_true",
+                   help="skip the composition-recovery report of cell-type models on synthetic cohorts")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
@@ -63,10 +69,13 @@ def _train(a: argparse.Namespace) -> int:
 
 def _evaluate(a: argparse.Namespace) -> int:
     from histoviz.errors import ConfigError
+    from histoviz.evaluation.association import read_panel
     from histoviz.evaluation.compare import compare_runs, format_table, main_rows
     from histoviz.evaluation.report import outcome_report
 
-    df = compare_runs(a.runs, topk=a.topk, criteria=a.criteria, best_predicted=not a.no_best_predicted)
+    panels = dict(read_panel(p) for p in a.panel)
+    df = compare_runs(a.runs, topk=a.topk, criteria=a.criteria, best_predicted=not a.no_best_predicted,
+                      panels=panels)
     if a.out is not None:
         if a.out.is_dir() or str(a.out).endswith(("/", "\\")):
             raise ConfigError(f"--out {a.out}: is a directory; give a file name ending in .csv or .parquet")
@@ -84,6 +93,23 @@ def _evaluate(a: argparse.Namespace) -> int:
     print(format_table(shown))
     for line in outcome_report(a.runs):
         print(line)
+    for name in panels:
+        sel = df[df["subset"] == f"panel:{name}"]["selection"]
+        print(f"panel {name}: " + (sel.iloc[0] if len(sel) else "none of its genes is a target of these runs"))
+    if a.survival_association:
+        _print_association(a.runs)
+    if not a.no_composition:
+        from histoviz.training.composition import (
+            composition_recovery,
+            format_composition,
+            has_composition_truth,
+        )
+
+        for d in a.runs:
+            if has_composition_truth(d):
+                print(f"{d}: composition recovery on held-out slides vs the synthetic truth (mean over folds; "
+                      "pearson across patches, TV distance per patch), beside a supervised ridge ceiling:")
+                print(format_composition(composition_recovery(d)))
     return 0
 
 
@@ -140,3 +166,29 @@ def _models(a: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['name']:<{w}}  {'+'.join(r['tasks']):<37}  {r['description']}")
     return 0
+
+
+def _print_association(runs: list[Path]) -> None:
+    import pandas as pd
+
+    from histoviz.data.cohort import read_cohort
+    from histoviz.evaluation.association import survival_association
+    from histoviz.io.rundir import RunDir
+
+    for d in runs:
+        run = RunDir(d)
+        pr = run.predictions()
+        cohort_path = (run.config.get("data") or {}).get("cohort")
+        if pr is None or not cohort_path:
+            print(f"{run.name}: no held-out regression predictions; survival association skipped")
+            continue
+        c = read_cohort(cohort_path)
+        if not {"time", "event"} <= set(c.columns):
+            print(f"{run.name}: the cohort table has no time / event columns; survival association skipped")
+            continue
+        res = survival_association(pr, c[["patient_id", "time", "event"]])
+        n_sig = int((res["q_predicted"] < 0.05).sum())
+        print(f"{run.name}: survival association of {len(res)} predicted targets (median split within folds, "
+              f"log-rank, Benjamini-Hochberg): {n_sig} with q < 0.05; top 10:")
+        with pd.option_context("display.width", 160):
+            print(res.head(10).to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -93,6 +93,7 @@ def summarise_metrics(
     topk: Sequence[int] = (50, 500),
     criteria: Sequence[str] = ("variance", "mean"),
     best_predicted: bool = True,
+    panels: dict[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Summary table of one or more runs' long metrics (see the module docstring).
 
@@ -108,6 +109,9 @@ def summarise_metrics(
         Top-k subsets (listed only when ``k`` is smaller than the task's number of targets).
     best_predicted
         Also list the optimistic ``best{k}_predicted`` rows.
+    panels
+        ``name -> genes``: rows ``panel:<name>`` over the panel's targets of each task that has
+        any (``selection`` says how many of the panel's genes were found and which are missing).
     """
     if metrics is None or metrics.empty:
         raise DataError("no metrics to summarise")
@@ -145,6 +149,17 @@ def summarise_metrics(
                 chosen = _select(merged, k, merged["_r"])
                 parts.append(_fold_stats(chosen.drop(columns=["_r"]), subset=f"best{k}_predicted",
                                          selection=OPTIMISTIC_LABEL))
+    for name, genes in (panels or {}).items():
+        want = [str(g) for g in genes]
+        for _task, g in reg.groupby("task", sort=False):
+            have = set(g["target"])
+            found = [x for x in want if x in have]
+            if not found:
+                continue
+            missing = [x for x in want if x not in have]
+            sel = f"named panel: {len(found)}/{len(want)} genes found" + (
+                f"; missing {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}" if missing else "")
+            parts.append(_fold_stats(g[g["target"].isin(found)], subset=f"panel:{name}", selection=sel))
     if predictions is not None and not predictions.empty:
         parts.append(_pooled(predictions))
     parts = [p for p in parts if not p.empty]
@@ -178,13 +193,14 @@ def summarise_run(
     topk: Sequence[int] = (50, 500),
     criteria: Sequence[str] = ("variance", "mean"),
     best_predicted: bool = True,
+    panels: dict[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """:func:`summarise_metrics` of one run directory (read through :class:`RunDir`)."""
     from histoviz.io.rundir import RunDir
 
     r = RunDir(run_dir)
     return summarise_metrics(r.metrics(), targets=r.targets(), predictions=r.predictions(), topk=topk,
-                             criteria=criteria, best_predicted=best_predicted)
+                             criteria=criteria, best_predicted=best_predicted, panels=panels)
 
 
 def compare_runs(
@@ -193,6 +209,7 @@ def compare_runs(
     topk: Sequence[int] = (50, 500),
     criteria: Sequence[str] = ("variance", "mean"),
     best_predicted: bool = True,
+    panels: dict[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """One comparison table over several run directories (rows grouped by task / metric / subset).
 
@@ -203,7 +220,8 @@ def compare_runs(
     """
     if not run_dirs:
         raise DataError("no run directories given")
-    tables = [summarise_run(d, topk=topk, criteria=criteria, best_predicted=best_predicted) for d in run_dirs]
+    tables = [summarise_run(d, topk=topk, criteria=criteria, best_predicted=best_predicted, panels=panels)
+              for d in run_dirs]
     df = pd.concat(tables, ignore_index=True)
     subset_order = {s: i for i, s in enumerate(pd.unique(df["subset"]))}
     axis_order = {"per-target": 0, "pooled": 1, "per-patient": 2}
@@ -227,6 +245,7 @@ def main_rows(df: pd.DataFrame, *, topk: Sequence[int] = ()) -> pd.DataFrame:
     keep |= ((df["metric"] == "pearson_centered") & (df["axis"] == "per-patient")).to_numpy()
     for k in topk:
         keep |= (df["subset"].isin([f"top{k}_variance", f"best{k}_predicted"]) & (df["metric"] == "pearson")).to_numpy()
+    keep |= (df["subset"].astype(str).str.startswith("panel:") & (df["metric"] == "pearson")).to_numpy()
     return df[keep]
 
 

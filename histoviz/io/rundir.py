@@ -18,7 +18,8 @@ Layout of a published run (``run.json`` says ``format``)::
     config.yaml              resolved config (absolute paths, all defaults)
     splits.parquet           fold, patient_id, split (fit / val / cal / test)
     folds.csv                patient_id, fold, split_in_final (legacy view of splits)
-    metrics.parquet          model, fold, task, kind, target, metric, value, n, axis, subset
+    metrics.parquet          model, fold, repeat, task, kind, target, metric, value, n, axis, subset
+                             (fold ids run on across repeats: repeat * n_folds + k)
     targets.parquet          model, fold, task, target, train_mean, train_var (training-fold
                              statistics on the scale the targets are chosen on)
     heldout/<block>.parquet  held-out predictions of each block (model, fold, ...)

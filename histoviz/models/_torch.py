@@ -90,6 +90,7 @@ class TorchSlideModel(SlideModel):
             grad_clip=float(self.grad_clip),
             seed=int(self.seed),
             min_epochs=min(5, int(self.epochs)),
+            lr_schedule=str(getattr(self, "lr_schedule", "none")),
         )
 
     def _compute_context(self, bags: Sequence[np.ndarray]) -> contextlib.AbstractContextManager:

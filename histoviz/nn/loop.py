@@ -49,6 +49,13 @@ class LoopSettings:
     grad_clip: float = 1.0
     seed: int = 0
     min_epochs: int = 5
+    #: an epoch counts as better when it lowers the best validation loss by more than this
+    #: fraction of it (so endless tiny improvements do not defeat early stopping)
+    min_delta: float = 1e-4
+    #: ``"none"``, ``"plateau"`` (halve the learning rate after ``max(2, patience // 3)`` epochs
+    #: without a better validation loss) or ``"cosine"`` (cosine decay to ``lr / 100`` over
+    #: ``epochs``)
+    lr_schedule: str = "none"
 
 
 class BagBatcher:
@@ -226,6 +233,15 @@ def train_module(
     rng = np.random.default_rng(settings.seed)
     params = [p for p in (parameters or module.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    sched: Any = None
+    if settings.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, settings.epochs),
+                                                           eta_min=settings.lr / 100)
+    elif settings.lr_schedule == "plateau" and validate is not None:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, settings.patience // 3),
+                                                           min_lr=settings.lr / 100)
+    elif settings.lr_schedule not in ("none", "plateau"):
+        raise ValueError(f"lr_schedule must be none, plateau or cosine, got {settings.lr_schedule!r}")
     names = ["total", *(groups or {})]
     best = {g: math.inf for g in names}
     best_epoch = {g: -1 for g in names}
@@ -265,7 +281,7 @@ def train_module(
                 improved = False
                 for g in names:
                     v = float(vl.get(g, math.nan))
-                    if math.isfinite(v) and v < best[g] - 1e-9:
+                    if math.isfinite(v) and v < best[g] - max(1e-9, settings.min_delta * abs(best[g]) if math.isfinite(best[g]) else 0.0):
                         best[g] = v
                         best_epoch[g] = epoch
                         state = module.state_dict()
@@ -273,6 +289,12 @@ def train_module(
                         best_state[g] = {k: state[k].detach().clone() for k in keys}
                         improved = True
                 since = 0 if improved else since + 1
+            if sched is not None:
+                if settings.lr_schedule == "plateau":
+                    sched.step(float(rec.get("val_total", math.nan)))
+                else:
+                    sched.step()
+                rec["lr"] = float(opt.param_groups[0]["lr"])
             history.append(rec)
             if bar is not None:
                 bar.update(1)

@@ -54,6 +54,7 @@ __all__ = [
 
 _TRAIN_TO_MODEL = (
     "epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "max_patches", "device", "num_threads",
+    "lr_schedule",
 )
 
 
@@ -158,8 +159,8 @@ class TrainingConfig:
     """Optimisation and protocol settings.
 
     ``epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, device,
-    num_threads`` are
-    passed to models whose constructor takes them (set them here, not in model.params).
+    num_threads, lr_schedule`` are passed to models whose constructor takes them (set them
+    here, not in model.params).
 
     Attributes
     ----------
@@ -182,6 +183,7 @@ class TrainingConfig:
     max_patches: int = 4096
     device: str = "auto"
     num_threads: int = 0
+    lr_schedule: str = "none"
     val_fraction: float = 0.2
     shuffle_labels: bool = False
     final_model: bool = True
@@ -210,6 +212,10 @@ class EvaluationConfig:
         ``empty_sets``, ``censored``, ``group``).
     risk_groups
         Groups of predicted risk for Kaplan-Meier / log-rank (2: median, 3: tertiles).
+    repeats
+        Repeated K-fold cross-validation: each repeat re-draws the patient folds (fold ids
+        ``repeat * n_folds + k``; a ``repeat`` column in every table). More held-out estimates
+        for paired comparisons of models.
     """
 
     n_folds: int = 5
@@ -220,6 +226,7 @@ class EvaluationConfig:
     calibration_fraction: float = 0.0
     conformal: Any = None
     risk_groups: int = 2
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -397,6 +404,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.lazy_bags: expected true, false or null (automatic), got {d.lazy_bags!r}")
     for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
         _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
+    if t.lr_schedule not in ("none", "plateau", "cosine"):
+        raise ConfigError(f"training.lr_schedule: must be none, plateau or cosine, got {t.lr_schedule!r}")
     if t.lr <= 0:
         raise ConfigError(f"training.lr: must be > 0, got {t.lr}")
     if not 0.0 <= t.val_fraction < 0.9:
@@ -419,6 +428,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
                        ("censored", ("exclude", "observed_bin"))):
         if getattr(c, k) not in allowed:
             raise ConfigError(f"evaluation.conformal.{k}: must be one of {allowed}, got {getattr(c, k)!r}")
+    _check_type("evaluation.repeats", e.repeats, int, "an integer")
+    if e.repeats < 1:
+        raise ConfigError(f"evaluation.repeats: must be >= 1, got {e.repeats}")
     if e.risk_groups not in (2, 3):
         raise ConfigError(f"evaluation.risk_groups: must be 2 (median) or 3 (tertiles), got {e.risk_groups!r}")
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in e.topk):

@@ -33,7 +33,7 @@ def demo_config(name: str, model: str, cohort_root: Path, features: Path, **extr
         params = {"embed_dim": 128, "attn_dim": 64, "hidden": 512, "loss_reduction": "mean"}
     elif model == "cpnn":
         params = {"reference": str(r / "reference_sc.h5ad"), "label_key": "cell_type", "loss": "nb"}
-        training.update(epochs=200, patience=20, grad_clip=0.5)
+        training.update(epochs=600, patience=20, grad_clip=0.5, lr=5e-3, lr_schedule="plateau")
         omics = {"gene": omics["gene"]}
     training.update(extra.pop("training", {}))
     return {

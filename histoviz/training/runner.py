@@ -409,17 +409,25 @@ def run_experiment(
     if data is None:
         data = load_experiment_data(cfg, progress=progress)
     log.info("%s", data.summary())
-    folds = patient_folds(len(data.patients), cfg.evaluation.n_folds, cfg.seed,
-                          given=data.cohort_folds if cfg.evaluation.use_cohort_folds else None)
+    given = data.cohort_folds if cfg.evaluation.use_cohort_folds else None
+    folds = patient_folds(len(data.patients), cfg.evaluation.n_folds, cfg.seed, given=given)
     _check_sizes(cfg, data, folds)
     _served(cfg, data)
     n_folds = int(folds.max()) + 1
+    repeats = int(cfg.evaluation.repeats)
+    if repeats > 1 and given is not None:
+        raise ConfigError("evaluation.repeats > 1 needs random folds; set evaluation.use_cohort_folds: false "
+                          "(the cohort table fixes one fold per patient)")
+    # repeat r re-draws the patient folds with its own seed; fold ids run on across repeats
+    all_folds = [folds] + [patient_folds(len(data.patients), n_folds, cfg.seed + 7907 * r) for r in range(1, repeats)]
     resolved = config_to_dict(cfg)
-    resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "features": _features_meta(data)}
+    resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": repeats,
+                        "features": _features_meta(data)}
     inputs = [cfg.data.cohort, cfg.data.features, *(s.path for s in cfg.data.omics.values())]
-    fp = fingerprint({**resolved, "_patients": data.patients, "_folds": folds.tolist()}, inputs)
+    fp = fingerprint({**resolved, "_patients": data.patients, "_folds": [f.tolist() for f in all_folds]}, inputs)
 
-    keys = [str(k) for k in range(n_folds)] + (["final"] if cfg.training.final_model else [])
+    keys = [str(r * n_folds + k) for r in range(repeats) for k in range(n_folds)]
+    keys += ["final"] if cfg.training.final_model else []
     pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
     bar = None
     with RunWriter(out, fp) as w:
@@ -436,8 +444,10 @@ def run_experiment(
                 if key == "final":
                     train_idx, test_idx, seed = np.arange(len(data.patients)), np.array([], np.int64), cfg.seed + 1000
                 else:
-                    k = int(key)
-                    train_idx, test_idx, seed = np.flatnonzero(folds != k), np.flatnonzero(folds == k), cfg.seed + k
+                    r, k = divmod(int(key), n_folds)
+                    fr = all_folds[r]
+                    train_idx, test_idx = np.flatnonzero(fr != k), np.flatnonzero(fr == k)
+                    seed = cfg.seed + k if r == 0 else cfg.seed + 7907 * r + k
                 tables, info = _run_fold(cfg, data, train_idx, test_idx, key, seed, w)
                 w.save_piece(key, tables, info)
                 pieces[key] = (tables, info)
@@ -446,7 +456,7 @@ def run_experiment(
         finally:
             if bar is not None:
                 bar.close()
-        result = _assemble(cfg, data, folds, pieces, w, t0)
+        result = _assemble(cfg, data, folds, pieces, w, t0, n_folds)
         from histoviz.evaluation.compare import summarise_metrics
 
         result.summary = summarise_metrics(result.metrics, targets=w.read_table("targets.parquet"),
@@ -461,7 +471,8 @@ def run_experiment(
 
 
 def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
-              pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
+              pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float,
+              n_folds: int) -> RunResult:
     """Concatenate the fold pieces into the run's tables (written into the staging folder)."""
     def cat(name: str, key_col: bool = True) -> pd.DataFrame | None:
         parts = []
@@ -470,6 +481,8 @@ def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
                 d = tables[name].copy()
                 if key_col and "fold" not in d.columns:
                     d.insert(0, "fold", -1 if key == "final" else int(key))
+                if "repeat" not in d.columns:
+                    d.insert(1, "repeat", -1 if key == "final" else int(key) // n_folds)
                 parts.append(d)
         if not parts:
             return None

@@ -302,6 +302,8 @@ class CPNNRegressor(TorchSlideModel):
         Optimisation (paper: AdamW, lr 1e-3).
     num_threads
         CPU threads during fit/predict (0: 1 for small batches, else torch's default).
+    lr_schedule
+        ``"none"``, ``"plateau"`` (halve on a validation plateau) or ``"cosine"``.
     """
 
     supported_modalities = None
@@ -332,6 +334,7 @@ class CPNNRegressor(TorchSlideModel):
         seed: int = 0,
         device: str = "auto",
         num_threads: int = 0,
+        lr_schedule: str = "none",
     ) -> None:
         if loss not in ("nb", "mse"):
             raise ConfigError(f"loss must be 'nb' or 'mse', got {loss!r}")
@@ -360,6 +363,7 @@ class CPNNRegressor(TorchSlideModel):
         self.seed = seed
         self.device = device
         self.num_threads = num_threads
+        self.lr_schedule = lr_schedule
 
     _make_net = staticmethod(lambda arch: _net(arch))
 

@@ -142,6 +142,8 @@ class MultiOmicsRegressor(TorchSlideModel):
         ``"auto"``, ``"cpu"``, ``"cuda"``.
     num_threads
         CPU threads during fit/predict (0: 1 for small batches, else torch's default).
+    lr_schedule
+        ``"none"``, ``"plateau"`` (halve on a validation plateau) or ``"cosine"``.
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         seed: int = 0,
         device: str = "auto",
         num_threads: int = 0,
+        lr_schedule: str = "none",
     ) -> None:
         if mode not in ("mtl", "stl"):
             raise ConfigError(f"mode must be 'mtl' or 'stl', got {mode!r}")
@@ -202,6 +205,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         self.seed = seed
         self.device = device
         self.num_threads = num_threads
+        self.lr_schedule = lr_schedule
 
     # -- architecture --------------------------------------------------------------------------
     _make_net = staticmethod(lambda arch: _net(arch))

@@ -118,6 +118,7 @@ class OutcomeABMIL(TorchSlideModel):
         seed: int = 0,
         device: str = "auto",
         num_threads: int = 0,
+        lr_schedule: str = "none",
     ) -> None:
         tasks = tuple(tasks)
         bad = [t for t in tasks if t not in ("classification", "survival")]
@@ -144,6 +145,7 @@ class OutcomeABMIL(TorchSlideModel):
         self.seed = seed
         self.device = device
         self.num_threads = num_threads
+        self.lr_schedule = lr_schedule
 
     _make_net = staticmethod(lambda arch: _net(arch))
 
