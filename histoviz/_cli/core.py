@@ -75,8 +75,18 @@ def _info(a: argparse.Namespace) -> int:
     print(f"{d['path']}")
     print(f"  backend     {d['backend']} ({d['vendor']})")
     print(f"  dimensions  {d['dimensions'][0]} x {d['dimensions'][1]} px")
-    mpp = f"{d['mpp']:.4f} um/px ({d['mpp_source']})" if d["mpp"] else "unknown (use --mpp-override)"
+    if d["mpp"]:
+        mpp = f"{d['mpp']:.4f} um/px ({d['mpp_source']})"
+    elif d["mpp_problem"]:
+        mpp = f"refused: {d['mpp_problem']} (use --mpp-override)"
+    else:
+        mpp = "unknown (use --mpp-override)"
     print(f"  mpp         {mpp}")
+    for src, v in d["mpp_sources"].items():
+        note = " (10 / objective power; compared, never used)" if src == "objective" else ""
+        print(f"    {src:<16}{v:.4f} um/px{note}")
+    if d["mpp_warning"]:
+        print(f"  warning     {d['mpp_warning']}")
     print(f"  objective   {d['objective_power'] or 'unknown'}")
     print(f"  levels      {d['level_count']}")
     for i, (dim, ds) in enumerate(zip(d["level_dimensions"], d["level_downsamples"])):
