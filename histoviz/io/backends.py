@@ -58,6 +58,10 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+# APP14 "Adobe" marker with transform 0: the three components are R, G, B (no YCbCr)
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+
+
 class _LRU:
     """Thread-safe byte-bounded LRU cache of decoded tiles."""
 
@@ -189,6 +193,41 @@ class _TiffLevel:
             t = _to_rgb(np.asarray(seg).reshape(seg.shape[-3:]))
         self.cache.put(key, t)
         return t
+
+    @property
+    def jpeg_ok(self) -> bool:
+        """Stored as 8-bit RGB/YCbCr JPEG tiles that a JPEG decoder can take one by one."""
+        p = self.page
+        return (self.is_stored_tiled and p.compression == 7 and p.samplesperpixel == 3
+                and p.photometric in (2, 6) and p.bitspersample == 8)
+
+    def jpeg_stream(self, tx: int, ty: int) -> bytes | None:
+        """Stored tile ``(tx, ty)`` as a complete JPEG stream (``None`` for a sparse tile).
+
+        Shared tables (TIFF ``JPEGTables``) are spliced in, and tiles whose components are
+        RGB (photometric RGB, as Aperio writes them) get an Adobe marker saying so: decoders
+        otherwise assume YCbCr.
+        """
+        idx = ty * self.ntx + tx
+        off, cnt = self.offsets[idx], self.counts[idx]
+        if cnt == 0:
+            return None
+        if self._fd is not None:
+            data = os.pread(self._fd, cnt, off)
+        else:
+            with self.fh_lock:
+                self.fh.seek(off)
+                data = self.fh.read(cnt)
+        head = b"\xff\xd8"
+        if self.page.photometric == 2:
+            head += _ADOBE_RGB
+        tables = self.jpegtables or b""
+        if tables.startswith(b"\xff\xd8"):
+            tables = tables[2:]
+        if tables.endswith(b"\xff\xd9"):
+            tables = tables[:-2]
+        body = data[2:] if data.startswith(b"\xff\xd8") else data
+        return head + tables + body
 
     def _load_full(self) -> np.ndarray:
         if self._full is None:
@@ -328,6 +367,11 @@ class TiffReader(SlideReader):
     def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         return self._levels[level].read(x, y, w, h)
 
+    def jpeg_tiles(self, level: int) -> Any:
+        """The level's stored JPEG tiles (``jpeg_stream(tx, ty)``, ``tw``, ``th``) or ``None``."""
+        lv = self._levels[level]
+        return lv if lv.jpeg_ok else None
+
     def close(self) -> None:
         """Close the TIFF file."""
         self._tf.close()
@@ -435,6 +479,11 @@ class OpenSlideReader(SlideReader):
     def reopen_args(self) -> dict[str, Any]:
         """Reopen with the same tile-decoding choice."""
         return {**super().reopen_args(), "tile_decode": self._tile_decode_requested}
+
+    def jpeg_tiles(self, level: int) -> Any:
+        """The level's stored JPEG tiles when read directly (see :meth:`TiffReader.jpeg_tiles`)."""
+        lv = self._fast.get(level)
+        return lv if lv is not None and lv.jpeg_ok else None
 
     def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         fast = self._fast.get(level)

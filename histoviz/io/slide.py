@@ -303,6 +303,14 @@ class SlideReader(ABC):
 
         return display_levels(self, max_coarse_side=max_coarse_side)
 
+    def jpeg_tiles(self, level: int) -> Any:
+        """Stored JPEG tiles of ``level`` for decoding elsewhere (e.g. on a GPU), or ``None``.
+
+        Backends that read a TIFF's own tiles return an object with ``w, h`` (level size),
+        ``tw, th`` (tile size) and ``jpeg_stream(tx, ty) -> bytes | None``.
+        """
+        return None
+
     # --- lifecycle ------------------------------------------------------------------------------
     def reopen_args(self) -> dict[str, Any]:
         """Keyword arguments for :func:`histoviz.io.open_slide` that reopen this slide."""
