@@ -143,7 +143,7 @@ def clean_stale_temps(
     if not folder.is_dir():
         return []
     if stem is not None:
-        mine = re.compile(rf"^\.{re.escape(stem)}\.(p\d+h[0-9a-f]{{6}}_|[A-Za-z0-9_]{{8}}\.)")
+        mine = re.compile(rf"^\.{re.escape(stem)}\.(p\d+h[0-9a-f]{{6}}_|[A-Za-z0-9_]+\.)")
     here = _host_hash()
     removed = []
     for p in folder.iterdir():

@@ -14,6 +14,7 @@ __all__ = [
     "MissingWeightsError",
     "NoTissueError",
     "SlideOpenError",
+    "StorageError",
 ]
 
 
@@ -52,6 +53,10 @@ class ConfigError(HistovizError, ValueError):
 
 class DataError(HistovizError, ValueError):
     """A table, feature bag or omics file does not satisfy its data contract."""
+
+
+class StorageError(HistovizError, OSError):
+    """A cache or output folder lacks space or cannot be written."""
 
 
 class LockedError(HistovizError, RuntimeError):
