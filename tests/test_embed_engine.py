@@ -149,3 +149,15 @@ def test_cuda_embedding_decodes_on_the_gpu(svs_path):  # no GPU here
     ref = embed_slide(r, "efficientnet-lite0", device="cuda", decode="cpu")
     assert st.decode == "device"
     assert np.allclose(bag.features, ref.features, atol=0.05)
+
+
+@pytest.mark.slow
+def test_read_threads_and_loader_workers_give_the_same_bag(svs_path):
+    for tile_decode in (True, False):
+        r = open_slide(svs_path, tile_decode=tile_decode)
+        g = make_tile_grid(r, TilingConfig(mpp=0.75))
+        ref = embed_slide(r, "tiny-test", g, batch_size=5, decode="cpu")
+        runs = [{"read_threads": 3}] + ([{"num_workers": 2, "read_threads": 2}] if not tile_decode else [])
+        for kw in runs:
+            bag = embed_slide(r, "tiny-test", g, batch_size=5, decode="cpu", **kw)
+            assert np.array_equal(bag.features, ref.features), (tile_decode, kw)

@@ -102,6 +102,7 @@ def embed_slide(
     decode: str = "auto",
     recipe: dict[str, Any] | None = None,
     quality: bool = True,
+    read_threads: int = 1,
 ) -> FeatureBag | Path:
     """Embed every tile of a slide.
 
@@ -145,6 +146,10 @@ def embed_slide(
     quality
         Store per-tile quality scores (``quality/`` group: tissue, artefact, background from
         the grid, sharpness measured on the device during the forward pass).
+    read_threads
+        Threads reading the tiles of a batch (in each loader worker, or in this process):
+        OpenSlide and libjpeg-turbo release the GIL, so threads add decoding cores without
+        the inter-process copies of DataLoader workers.
 
     Returns
     -------
@@ -191,7 +196,7 @@ def embed_slide(
     st.decode = "device" if batches is not None else "cpu"
     if batches is None:
         loader = DataLoader(
-            TileBatchIterable(reader, grid, batch_size),
+            TileBatchIterable(reader, grid, batch_size, threads=read_threads),
             batch_size=None,
             num_workers=num_workers,
             pin_memory=dev.type == "cuda",
