@@ -70,19 +70,19 @@ def bench_reads(slide: Path, n_max: int) -> dict:
             np.asarray(osr.read_region((int(x), int(y)), 0, (224, 224)).convert("RGB"))
         osr.close()
 
-    def loader(make_reader, workers, batched):
+    def loader(make_reader, workers, batched, threads=1):
         def run():
             reader = make_reader()  # cold caches every repetition, like the bare loop
             k = 0
-            for x, _ in _dl(reader, workers, batched):
+            for x, _ in _dl(reader, workers, batched, threads):
                 k += len(x)
             assert k == n, (k, n)
 
         return run
 
-    def _dl(reader, workers, batched):
+    def _dl(reader, workers, batched, threads=1):
         if batched:
-            ds = TileBatchIterable(reader, grid, 64)
+            ds = TileBatchIterable(reader, grid, 64, threads=threads)
             dl = DataLoader(ds, batch_size=None, num_workers=workers,
                             prefetch_factor=4 if workers else None)
         else:
@@ -104,6 +104,8 @@ def bench_reads(slide: Path, n_max: int) -> dict:
         "openslide_backend_in_process": (os_reader, 0, True),
         "openslide_backend_1_worker": (os_reader, 1, True),
         "openslide_backend_2_workers": (os_reader, 2, True),
+        "openslide_backend_2_threads": (os_reader, 0, True, 2),
+        "openslide_backend_2_workers_2_threads": (os_reader, 2, True, 2),
         "openslide_tiledataset_1_worker": (os_reader, 1, False),
         "tile_decode_in_process": (fast_reader, 0, True),
         "tile_decode_1_worker": (fast_reader, 1, True),

@@ -111,7 +111,7 @@ def artifact_mask(rgb: np.ndarray, *, smooth: int = 3) -> np.ndarray:
     absorbs = total > 0.3
     ink = absorbs & ((r > 1.1 * g + 0.05) | ((r >= 0.9 * g) & (b < 0.35 * r) & (r > 0.3)))
     brown = absorbs & (b > g + 0.08)
-    dark = ((sat < 0.18) & (mx < 160.0)) | (mx < 80.0)
+    dark = ((sat < 0.12) & (mx < 160.0)) | (mx < 80.0)
     strong = ink | brown | dark
     if not strong.any():
         return strong
