@@ -57,7 +57,7 @@ def bench_reads(slide: Path, n_max: int) -> dict:
 
     torch.set_num_threads(1)
     r_os = open_slide(slide, tile_decode=False)
-    grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0))
+    grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
     coords = grid.coords[:n_max]
     from dataclasses import replace
 
@@ -105,7 +105,9 @@ def bench_reads(slide: Path, n_max: int) -> dict:
         "openslide_backend_1_worker": (os_reader, 1, True),
         "openslide_backend_2_workers": (os_reader, 2, True),
         "openslide_backend_2_threads": (os_reader, 0, True, 2),
+        "openslide_backend_1_worker_2_threads": (os_reader, 1, True, 2),
         "openslide_backend_2_workers_2_threads": (os_reader, 2, True, 2),
+        "tile_decode_2_threads": (fast_reader, 0, True, 2),
         "openslide_tiledataset_1_worker": (os_reader, 1, False),
         "tile_decode_in_process": (fast_reader, 0, True),
         "tile_decode_1_worker": (fast_reader, 1, True),
@@ -130,7 +132,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
 
     torch.set_num_threads(2)
     reader = open_slide(slide)
-    grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0))
+    grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
     from dataclasses import replace
 
     grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])

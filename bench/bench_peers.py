@@ -50,7 +50,7 @@ def bench_peer_reads(slide: Path, n_max: int) -> dict:
     from histoviz.tiling.dataset import TileBatchIterable
 
     torch.set_num_threads(1)
-    grid = make_tile_grid(open_slide(slide), TilingConfig(min_tissue_fraction=0.0))
+    grid = make_tile_grid(open_slide(slide), TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
     grid = grid.select(np.arange(min(n_max, len(grid))))
     coords = [(int(x), int(y)) for x, y in grid.coords]
     n = len(coords)

@@ -118,13 +118,16 @@ def sharpness_torch(x: torch.Tensor) -> torch.Tensor:
     import torch
 
     f = torch.nn.functional
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
+                     device=x.device).view(1, 1, 3, 3)
+    out = []
     with torch.autocast(x.device.type, enabled=False):
-        g = x.float().mean(1, keepdim=True)
-        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
-                         device=x.device).view(1, 1, 3, 3)
-        hf = f.conv2d(g, k).abs().mean((1, 2, 3))
-        mf = f.conv2d(f.avg_pool2d(g, 2), k).abs().mean((1, 2, 3))
-        return (hf / (mf + 1.0)).float()
+        for s in range(0, len(x), 32):  # slices: float temporaries stay small beside the encoder
+            g = x[s : s + 32].float().mean(1, keepdim=True)
+            hf = f.conv2d(g, k).abs().mean((1, 2, 3))
+            mf = f.conv2d(f.avg_pool2d(g, 2), k).abs().mean((1, 2, 3))
+            out.append(hf / (mf + 1.0))
+    return torch.cat(out).float() if out else torch.zeros(0, device=x.device)
 
 
 def tile_sharpness(tiles: np.ndarray) -> np.ndarray:
