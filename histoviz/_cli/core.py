@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpus", default=None,
                    help="comma-separated GPU indices: one dask worker per GPU (e.g. 0,1)")
+    p.add_argument("--read-threads", type=int, default=1,
+                   help="threads reading the tiles of a batch (OpenSlide and JPEG decoding release the GIL)")
     p.add_argument("--decode", default="auto", choices=("auto", "cpu", "device"),
                    help="where JPEG tiles are decoded (auto: on the GPU when embedding on CUDA)")
     p.add_argument("--stage-dir", default=None,
@@ -186,6 +188,8 @@ def _embed(a: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {a.workers}")
+    if a.read_threads < 1:
+        raise ConfigError(f"--read-threads must be >= 1, got {a.read_threads}")
     gpus = None
     if a.gpus is not None:
         try:
@@ -212,7 +216,8 @@ def _embed(a: argparse.Namespace) -> int:
     res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
                        tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,
                        batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
-                       overwrite=a.overwrite, gpus=gpus, stage_dir=a.stage_dir, decode=a.decode)
+                       overwrite=a.overwrite, gpus=gpus, stage_dir=a.stage_dir, decode=a.decode,
+                       read_threads=a.read_threads)
     print(res.summary())
     if res.failed:
         return 1 if len(res.failed) == len(res.slides) else 3
@@ -262,7 +267,7 @@ def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
             st = EmbedStats()
             embed_slide(r, create_encoder(a.encoder, **enc_kw), tiling=tcfg, out=out,
                         batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
-                        stats=st, decode=a.decode, recipe=recipe)
+                        stats=st, decode=a.decode, recipe=recipe, read_threads=a.read_threads)
             cfg = a.out / "embed_config.json"
             if a.overwrite or not cfg.is_file():
                 atomic_write_text(cfg, json.dumps(

@@ -215,7 +215,8 @@ def _embed_path(path: Path, slide_id: str, out: Path, enc: Any, job: dict[str, A
         st.seconds_open = time.perf_counter() - t
         embed_slide(reader, enc, tiling=tiling_cls(**job["tiling"]), out=out,
                     batch_size=job["batch_size"], device=device, num_workers=job["loader_workers"],
-                    stats=stats, progress_callback=cb, decode=job["decode"], recipe=job["recipe"])
+                    stats=stats, progress_callback=cb, decode=job["decode"], recipe=job["recipe"],
+                    read_threads=job.get("read_threads", 1))
     st.seconds_mask, st.seconds_read = stats.seconds_mask, stats.seconds_read
     st.seconds_encode, st.seconds_write = stats.seconds_forward, stats.seconds_write
     st.decode = stats.decode
@@ -285,6 +286,7 @@ def embed_cohort(
     gpus: list[int] | None = None,
     stage_dir: str | os.PathLike | None = None,
     decode: str = "auto",
+    read_threads: int = 1,
 ) -> CohortEmbedResult:
     """Embed every slide of ``cohort`` into ``out_dir/<slide_id>.h5``.
 
@@ -305,9 +307,9 @@ def embed_cohort(
         processes (one slide per task). Ignored when ``scheduler`` or ``gpus`` is given.
     scheduler
         Address of an existing dask scheduler (``tcp://host:8786``).
-    batch_size, device, loader_workers, decode
+    batch_size, device, loader_workers, decode, read_threads
         Passed to :func:`embed_slide` (``loader_workers`` only in-process; dask workers are
-        daemonic and decode in their own thread).
+        daemonic and decode in their own process, with ``read_threads`` threads).
     progress
         A live progress line over all slides and workers (stderr); or a
         :class:`~histoviz.features.report.ProgressLine` to draw on.
@@ -408,6 +410,7 @@ def embed_cohort(
     job = {"encoder": encoder, "encoder_kwargs": encoder_kwargs, "tiling": tiling,
            "batch_size": batch_size, "device": device, "loader_workers": loader_workers,
            "decode": decode, "recipe": recipe, "overwrite": overwrite, "gpus": gpus,
+           "read_threads": int(read_threads),
            "stage_dir": str(stage_dir) if stage_dir else None, "threads": None}
     n_workers = len(gpus) if gpus else workers
     try:
