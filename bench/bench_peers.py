@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -85,6 +86,9 @@ def bench_peer_reads(slide: Path, n_max: int) -> dict:
             for c in coords:
                 r.read_rect(c, (224, 224), resolution=0, units="level")
 
+        import logging
+
+        logging.getLogger().setLevel(logging.WARNING)  # tiatoolbox configures the root logger
         fns["tiatoolbox"] = tia
         res["peers"]["tiatoolbox"] = (f"tiatoolbox {tiatoolbox.__version__} "
                                       f"({type(WSIReader.open(str(slide))).__name__})")
@@ -136,7 +140,8 @@ def bench_scaling(n_slides: int, size: int) -> dict:
         for n in (1, 2):
             env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              dashboard_address=None, env=env) as cl, Client(cl) as client:
+                              dashboard_address=None, env=env,
+                              silence_logs=logging.ERROR) as cl, Client(cl) as client:
                 # warm every worker: torch import, encoder build
                 embed_cohort(cohort.iloc[:n], Path(d) / f"warm{n}", encoder="morphology",
                              scheduler=client.scheduler.address, progress=False)
