@@ -8,10 +8,12 @@ SYSSTAMP := $(VENV)/.system-deps
 APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 \
             libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 \
             libxcb-shape0 libxcb-cursor0 libxcb-xkb1 libdbus-1-3 libfontconfig1 libglib2.0-0 \
-            chromium
+            chromium libturbojpeg0
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint venv system-deps clean
+PEERS  := .peers
+
+.PHONY: demo test bench bench-peers lint venv system-deps clean
 
 venv: $(STAMP)
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[all,test]'
+	$(BIN)/python -m pip install -q -e '.[all,test,bench]'
 	@touch $(STAMP)
 
 system-deps: $(SYSSTAMP)
@@ -48,8 +50,15 @@ test: $(STAMP) $(SYSSTAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench --out bench/results
 
+# TIAToolbox 2.1 pins older torch/numpy/dask than histoviz: install it beside the venv with
+# --no-deps (plus the three imports its WSIReader needs) so the peer benchmark can time it
+bench-peers: $(STAMP)
+	@test -d $(PEERS)/tiatoolbox || $(BIN)/python -m pip install -q --no-deps --target $(PEERS) \
+	  tiatoolbox opencv-python-headless SimpleITK shapely
+	$(BIN)/python bench/bench_peers.py --out bench/results --tia-path $(PEERS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check histoviz napari_plugin tests bench app.py
 
 clean:
-	rm -rf demo_out bench/results .pytest_cache
+	rm -rf demo_out bench/results .pytest_cache $(PEERS)

@@ -57,7 +57,7 @@ def bench_reads(slide: Path, n_max: int) -> dict:
 
     torch.set_num_threads(1)
     r_os = open_slide(slide, tile_decode=False)
-    grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0))
+    grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
     coords = grid.coords[:n_max]
     from dataclasses import replace
 
@@ -70,19 +70,19 @@ def bench_reads(slide: Path, n_max: int) -> dict:
             np.asarray(osr.read_region((int(x), int(y)), 0, (224, 224)).convert("RGB"))
         osr.close()
 
-    def loader(make_reader, workers, batched):
+    def loader(make_reader, workers, batched, threads=1):
         def run():
             reader = make_reader()  # cold caches every repetition, like the bare loop
             k = 0
-            for x, _ in _dl(reader, workers, batched):
+            for x, _ in _dl(reader, workers, batched, threads):
                 k += len(x)
             assert k == n, (k, n)
 
         return run
 
-    def _dl(reader, workers, batched):
+    def _dl(reader, workers, batched, threads=1):
         if batched:
-            ds = TileBatchIterable(reader, grid, 64)
+            ds = TileBatchIterable(reader, grid, 64, threads=threads)
             dl = DataLoader(ds, batch_size=None, num_workers=workers,
                             prefetch_factor=4 if workers else None)
         else:
@@ -104,6 +104,10 @@ def bench_reads(slide: Path, n_max: int) -> dict:
         "openslide_backend_in_process": (os_reader, 0, True),
         "openslide_backend_1_worker": (os_reader, 1, True),
         "openslide_backend_2_workers": (os_reader, 2, True),
+        "openslide_backend_2_threads": (os_reader, 0, True, 2),
+        "openslide_backend_1_worker_2_threads": (os_reader, 1, True, 2),
+        "openslide_backend_2_workers_2_threads": (os_reader, 2, True, 2),
+        "tile_decode_2_threads": (fast_reader, 0, True, 2),
         "openslide_tiledataset_1_worker": (os_reader, 1, False),
         "tile_decode_in_process": (fast_reader, 0, True),
         "tile_decode_1_worker": (fast_reader, 1, True),
@@ -128,7 +132,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
 
     torch.set_num_threads(2)
     reader = open_slide(slide)
-    grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0))
+    grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
     from dataclasses import replace
 
     grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])

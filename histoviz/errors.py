@@ -7,11 +7,14 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EncoderError",
+    "LockedError",
     "HistovizError",
+    "ImplausibleMppError",
     "MissingMppError",
     "MissingWeightsError",
     "NoTissueError",
     "SlideOpenError",
+    "StorageError",
 ]
 
 
@@ -25,6 +28,11 @@ class SlideOpenError(HistovizError, OSError):
 
 class MissingMppError(HistovizError, ValueError):
     """A slide has no microns-per-pixel and the operation needs one."""
+
+
+class ImplausibleMppError(MissingMppError):
+    """An mpp value (recorded or given) is outside what a slide scan can have, or a target
+    mpp would upsample the slide too far."""
 
 
 class NoTissueError(HistovizError, ValueError):
@@ -45,6 +53,14 @@ class ConfigError(HistovizError, ValueError):
 
 class DataError(HistovizError, ValueError):
     """A table, feature bag or omics file does not satisfy its data contract."""
+
+
+class StorageError(HistovizError, OSError):
+    """A cache or output folder lacks space or cannot be written."""
+
+
+class LockedError(HistovizError, RuntimeError):
+    """Another live process holds the lock of an output (a slide being embedded)."""
 
 
 class Cancelled(HistovizError):

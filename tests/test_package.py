@@ -58,9 +58,14 @@ def test_cli_tile_and_single_slide_embed(svs_path, tmp_path, capsys):
     assert main(["embed", str(svs_path), "--out", str(tmp_path / "f"), "--encoder", "morphology",
                  "--mpp", "1.0"]) == 0
     assert "already embedded" in capsys.readouterr().out
-    # another resolution is a different bag: recomputed, not skipped
+    # another resolution is a different bag: refused with the difference, replaced on request
     assert main(["embed", str(svs_path), "--out", str(tmp_path / "f"), "--encoder", "morphology",
-                 "--mpp", "0.5", "--no-progress"]) == 0
+                 "--mpp", "0.5", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "made another way" in err and "mpp: 0.5 vs 1.0" in err and "--overwrite" in err
+    assert FeatureBag.from_h5(tmp_path / "f" / "CMU-1-Small-Region.h5").attrs["mpp"] == 1.0
+    assert main(["embed", str(svs_path), "--out", str(tmp_path / "f"), "--encoder", "morphology",
+                 "--mpp", "0.5", "--no-progress", "--overwrite"]) == 0
     assert "already embedded" not in capsys.readouterr().out
     assert FeatureBag.from_h5(tmp_path / "f" / "CMU-1-Small-Region.h5").attrs["mpp"] == 0.5
     assert main(["encoders", "--json"]) == 0

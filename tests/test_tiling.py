@@ -71,7 +71,7 @@ def test_missing_mpp_and_override(png_path):
 
 
 def test_no_tissue_is_a_clear_error(plain_tiff_path):
-    with pytest.raises(NoTissueError, match="kidney-48-5.tif: no tile"):
+    with pytest.raises(NoTissueError, match="kidney-48-5.tif: no usable tissue: no tile"):
         make_tile_grid(open_slide(plain_tiff_path, mpp=0.5))
     blank = open_slide(np.full((2000, 2000, 3), 250, np.uint8), mpp=0.5)
     with pytest.raises(NoTissueError):
@@ -107,10 +107,21 @@ def test_tile_dataset_reads_like_read_region(svs_path):
 
 
 def test_config_validation():
-    with pytest.raises(ConfigError, match="mpp must be > 0"):
+    with pytest.raises(ConfigError, match="mpp must be a finite number"):
         TilingConfig(mpp=0)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ConfigError, match=r"mpp must be a finite number in \(0"):
+            TilingConfig(mpp=bad)
     with pytest.raises(ConfigError, match="overlap"):
         TilingConfig(overlap=1.0)
+    with pytest.raises(ConfigError, match="mpp_override = 1e\\+06 um/px is outside the plausible"):
+        TilingConfig(mpp_override=1e6)
+    with pytest.raises(ConfigError, match="mpp_override must be a finite number"):
+        TilingConfig(mpp_override=float("nan"))
+    with pytest.raises(ConfigError, match="tile_size must be an integer"):
+        TilingConfig(tile_size=0)
+    with pytest.raises(ConfigError, match="mask_method must be one of"):
+        TilingConfig(mask_method="magic")
 
 
 def test_grid_from_mask_small_tiles():

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slide")
     p.add_argument("--out", type=Path, default=None, help="folder for <slide_id>_tiles.csv and preview")
     _tiling_args(p)
+    p.add_argument("--sharpness", action="store_true",
+                   help="also measure each tile's sharpness (reads every tile)")
     p.set_defaults(func=_tile)
 
     p = sub.add_parser("embed", help="embed the tiles of a slide or a cohort into <out>/<slide_id>.h5")
@@ -44,7 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="dask LocalCluster worker processes (0: run in this process)")
     p.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpus", default=None,
+                   help="comma-separated GPU indices: one dask worker per GPU (e.g. 0,1)")
+    p.add_argument("--read-threads", type=int, default=1,
+                   help="threads reading the tiles of a batch (OpenSlide and JPEG decoding release the GIL)")
+    p.add_argument("--decode", default="auto", choices=("auto", "cpu", "device"),
+                   help="where JPEG tiles are decoded (auto: on the GPU when embedding on CUDA)")
+    p.add_argument("--stage-dir", default=None,
+                   help="copy each slide to this local folder first (slow network storage)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="re-embed bags made with another recipe instead of refusing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_embed)
 
@@ -56,11 +68,24 @@ def _tiling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a tile")
     p.add_argument("--mpp-override", type=float, default=None,
                    help="slide mpp to use when the file records none (or a wrong one)")
+    p.add_argument("--mask-method", default="robust",
+                   help="tissue detection: robust (default), combined (histoviz 0.1), saturation, od, "
+                        "learned (with --mask-weights)")
+    p.add_argument("--mask-weights", default=None, help="safetensors file of a learned tissue segmenter")
+    p.add_argument("--max-artifact", type=float, default=0.1,
+                   help="drop tiles with more than this fraction of ink, debris or bubble rims")
+    p.add_argument("--min-sharpness", type=float, default=None,
+                   help="drop out-of-focus tiles (sharpness below this, e.g. 0.4; reads every tile)")
 
 
 def _tiling_kwargs(a: argparse.Namespace) -> dict:
-    return {"tile_size": a.tile_size, "mpp": a.mpp, "overlap": a.overlap,
-            "min_tissue_fraction": a.min_tissue, "mpp_override": a.mpp_override}
+    kw = {"tile_size": a.tile_size, "mpp": a.mpp, "overlap": a.overlap,
+          "min_tissue_fraction": a.min_tissue, "mpp_override": a.mpp_override,
+          "mask_method": a.mask_method, "max_artifact_fraction": a.max_artifact,
+          "min_sharpness": a.min_sharpness, "mask_weights": a.mask_weights}
+    if a.mask_weights and a.mask_method == "robust":
+        kw["mask_method"] = "learned"
+    return kw
 
 
 def _info(a: argparse.Namespace) -> int:
@@ -75,8 +100,18 @@ def _info(a: argparse.Namespace) -> int:
     print(f"{d['path']}")
     print(f"  backend     {d['backend']} ({d['vendor']})")
     print(f"  dimensions  {d['dimensions'][0]} x {d['dimensions'][1]} px")
-    mpp = f"{d['mpp']:.4f} um/px ({d['mpp_source']})" if d["mpp"] else "unknown (use --mpp-override)"
+    if d["mpp"]:
+        mpp = f"{d['mpp']:.4f} um/px ({d['mpp_source']})"
+    elif d["mpp_problem"]:
+        mpp = f"refused: {d['mpp_problem']} (use --mpp-override)"
+    else:
+        mpp = "unknown (use --mpp-override)"
     print(f"  mpp         {mpp}")
+    for src, v in d["mpp_sources"].items():
+        note = " (10 / objective power; compared, never used)" if src == "objective" else ""
+        print(f"    {src:<16}{v:.4f} um/px{note}")
+    if d["mpp_warning"]:
+        print(f"  warning     {d['mpp_warning']}")
     print(f"  objective   {d['objective_power'] or 'unknown'}")
     print(f"  levels      {d['level_count']}")
     for i, (dim, ds) in enumerate(zip(d["level_dimensions"], d["level_downsamples"])):
@@ -94,7 +129,8 @@ def _encoders(a: argparse.Namespace) -> int:
         return 0
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['embed_dim']:>5}  {r['weights']:<40}  {r['description']}")
+        print(f"{r['name']:<{w}}  {r['embed_dim']:>5}  {r['description']}")
+        print(f"{'':<{w}}         weights: {r['weights']}")
     return 0
 
 
@@ -117,6 +153,10 @@ def _tile(a: argparse.Namespace) -> int:
     cfg = TilingConfig(**_tiling_kwargs(a))
     with open_slide(a.slide) as r:
         g = make_tile_grid(r, cfg)
+        if a.sharpness and "sharpness" not in g.quality:
+            from histoviz.tiling.grid import _with_sharpness
+
+            g = _with_sharpness(r, g)
         print(f"{r.slide_id}: {len(g)} tiles of {g.tile_size} px ({g.tile_size_level0} px at level 0), "
               f"mean tissue {g.tissue_fraction.mean():.0%}")
         if a.out:
@@ -126,7 +166,8 @@ def _tile(a: argparse.Namespace) -> int:
             from histoviz._atomic import atomic_write_text
 
             df = pd.DataFrame({"x": g.coords[:, 0], "y": g.coords[:, 1],
-                               "tissue_fraction": np.round(g.tissue_fraction, 4)})
+                               "tissue_fraction": np.round(g.tissue_fraction, 4),
+                               **{k: np.round(v, 4) for k, v in g.quality.items() if k != "tissue"}})
             atomic_write_text(a.out / f"{r.slide_id}_tiles.csv", df.to_csv(index=False))
             png = grid_preview(r, g, a.out / f"{r.slide_id}_tiles.png")
             print(f"  -> {a.out / f'{r.slide_id}_tiles.csv'}, {png}")
@@ -135,12 +176,28 @@ def _tile(a: argparse.Namespace) -> int:
 
 def _embed(a: argparse.Namespace) -> int:
     from histoviz.data.cohort import read_cohort
+    from histoviz.errors import ConfigError
     from histoviz.features.cohort import embed_cohort
+    from histoviz.features.embed import resolve_device
     from histoviz.features.encoders import encoder_info
     from histoviz.tiling import TilingConfig
 
     encoder_info(a.encoder)
     TilingConfig(**_tiling_kwargs(a))
+    if a.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {a.workers}")
+    if a.read_threads < 1:
+        raise ConfigError(f"--read-threads must be >= 1, got {a.read_threads}")
+    gpus = None
+    if a.gpus is not None:
+        try:
+            gpus = [int(g) for g in a.gpus.split(",") if g.strip() != ""]
+        except ValueError:
+            raise ConfigError(f"--gpus takes GPU indices like 0,1; got {a.gpus!r}") from None
+    else:
+        resolve_device(a.device)
     src = Path(a.input)
     enc_kw: dict = {}
     if a.random_weights:
@@ -152,13 +209,15 @@ def _embed(a: argparse.Namespace) -> int:
         from histoviz.features.encoders import create_encoder
 
         create_encoder(a.encoder, **enc_kw)
-    if src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
+    if src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
         return _embed_one_slide(a, src, enc_kw)
     cohort = read_cohort(src)
-    workers = a.workers if len(cohort) > 1 or a.scheduler else 0
+    workers = a.workers if len(cohort) > 1 or a.scheduler or gpus else 0
     res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
                        tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,
-                       batch_size=a.batch_size, device=a.device, progress=not a.no_progress)
+                       batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
+                       overwrite=a.overwrite, gpus=gpus, stage_dir=a.stage_dir, decode=a.decode,
+                       read_threads=a.read_threads)
     print(res.summary())
     if res.failed:
         return 1 if len(res.failed) == len(res.slides) else 3
@@ -166,21 +225,55 @@ def _embed(a: argparse.Namespace) -> int:
 
 
 def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
+    import contextlib
+
+    from histoviz._atomic import atomic_write_text, clean_stale_temps
+    from histoviz.errors import ConfigError, LockedError
+    from histoviz.features.cohort import check_feature_folder
     from histoviz.features.embed import EmbedStats, embed_slide
     from histoviz.features.encoders import create_encoder
+    from histoviz.features.locks import SlideLock
+    from histoviz.features.recipe import compare_recipes, embedding_recipe, make_recipe
+    from histoviz.features.staging import staged_slide
     from histoviz.io import is_complete_bag, open_slide
+    from histoviz.io.open import slide_id_from_path
     from histoviz.tiling import TilingConfig
 
-    with open_slide(src) as r:
+    tcfg = TilingConfig(**_tiling_kwargs(a))
+    recipe = make_recipe(a.encoder, tcfg, encoder_kwargs=enc_kw)
+    sid = slide_id_from_path(src)
+    staged = (staged_slide(src, a.stage_dir, sid) if a.stage_dir and src.exists()
+              else contextlib.nullcontext(src))
+    with staged as local, open_slide(local, slide_id=sid) as r:
         out = a.out / f"{r.slide_id}.h5"
-        if is_complete_bag(out, encoder=a.encoder, tile_size=a.tile_size,
-                           mpp=a.mpp if a.mpp is not None else -1.0):
-            print(f"{r.slide_id}: already embedded -> {out}")
-            return 0
-        st = EmbedStats()
-        embed_slide(r, create_encoder(a.encoder, **enc_kw), tiling=TilingConfig(**_tiling_kwargs(a)),
-                    out=out, batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
-                    stats=st)
+        check_feature_folder(a.out, recipe, overwrite=a.overwrite)
+        a.out.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(a.out)
+        with SlideLock(a.out, r.slide_id) as lock:
+            if not lock.acquire():
+                raise LockedError(f"{out}: being embedded by {lock.describe_holder()}; wait for it "
+                                  f"or remove {lock.path} if that process is gone")
+            if lock.recovered:
+                print(f"{r.slide_id}: {lock.recovered}")
+            clean_stale_temps(a.out, stem=r.slide_id, owned=True)
+            if is_complete_bag(out):
+                diffs = compare_recipes(recipe, embedding_recipe(out))
+                if not diffs:
+                    print(f"{r.slide_id}: already embedded -> {out}")
+                    return 0
+                if not a.overwrite:
+                    raise ConfigError(f"{out}: exists, made another way ({'; '.join(diffs)}; new vs "
+                                      "existing); use --overwrite to replace it or another --out")
+            st = EmbedStats()
+            embed_slide(r, create_encoder(a.encoder, **enc_kw), tiling=tcfg, out=out,
+                        batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
+                        stats=st, decode=a.decode, recipe=recipe, read_threads=a.read_threads)
+            cfg = a.out / "embed_config.json"
+            if a.overwrite or not cfg.is_file():
+                atomic_write_text(cfg, json.dumps(
+                    {"recipe": recipe, "encoder": a.encoder, "tiling": _tiling_kwargs(a),
+                     "encoder_kwargs": {k: str(v) for k, v in enc_kw.items()},
+                     "batch_size": a.batch_size}, indent=2))
     print(f"{r.slide_id}: {st.n_tiles} tiles embedded with {a.encoder} in {st.seconds:.1f} s "
           f"({st.tiles_per_s:.0f} tiles/s) -> {out}")
     return 0

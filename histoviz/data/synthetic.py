@@ -224,6 +224,13 @@ class SyntheticConfig:
         Downsample of the stored tissue-type label maps (the layout is rendered from them).
     jpeg_quality
         JPEG quality of the slide tiles.
+    pen_marks, debris, bubbles
+        Artefacts per slide for testing tissue detection (default none): marker strokes
+        (blue, green, black), debris particles, air-bubble rims. See
+        :func:`histoviz.data.synthetic_artifacts.paint_artifacts`; their truth is stored as
+        ``artifact`` in ``truth/<slide_id>.npz``.
+    faint_fraction
+        Fraction of each slide's tissue rendered faintly stained (default 0); truth ``faint``.
     """
 
     n_slides: int = 12
@@ -246,6 +253,10 @@ class SyntheticConfig:
     censoring_fraction: float = 0.3
     label_downsample: int = 4
     jpeg_quality: int = 90
+    pen_marks: int = 0
+    debris: int = 0
+    bubbles: int = 0
+    faint_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -266,6 +277,9 @@ class SyntheticConfig:
             "n_cells_reference": len(CELL_TYPES),
             "label_downsample": 1,
             "jpeg_quality": 1,
+            "pen_marks": 0,
+            "debris": 0,
+            "bubbles": 0,
         }
         for name, lo in ints.items():
             val = getattr(self, name)
@@ -295,6 +309,7 @@ class SyntheticConfig:
             ("missing_fraction", True),
             ("noise_gene_fraction", True),
             ("censoring_fraction", True),
+            ("faint_fraction", True),
         ):
             val = getattr(self, name)
             if not isinstance(val, (int, float)) or isinstance(val, bool):
@@ -328,9 +343,19 @@ class SyntheticConfig:
         """Number of patients."""
         return self.n_slides - self.n_multi_slide_patients
 
+    @property
+    def has_artifacts(self) -> bool:
+        """Whether slides get pen marks, debris, bubbles or faint regions."""
+        return any(getattr(self, k) != v for k, v in _ARTIFACT_DEFAULTS.items())
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-ready dict (tuples as lists); artefact fields only when set, so manifests of
+        cohorts without artefacts are the same as before those fields existed."""
+        d = json.loads(json.dumps(asdict(self)))
+        for k, v in _ARTIFACT_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SyntheticConfig:
@@ -340,6 +365,9 @@ class SyntheticConfig:
         if unknown:
             raise ConfigError(f"unknown SyntheticConfig keys {unknown}; known: {sorted(known)}")
         return cls(**dict(d))
+
+
+_ARTIFACT_DEFAULTS = {"pen_marks": 0, "debris": 0, "bubbles": 0, "faint_fraction": 0.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,7 +471,10 @@ class SyntheticCohort:
         ``slide_size`` (w, h), ``mpp``, ``tissue_types``, ``cell_types``, ``gene_names``,
         ``tissue_to_cell``, ``cells_per_px2`` (per tissue type), ``prototypes`` (cell types x
         genes), ``tumour_fraction_target``; for slides with spots also ``spot_centres``,
-        ``spot_composition``, ``spot_n_cells``, ``spot_expression``, ``spot_tissue_fraction``.
+        ``spot_composition``, ``spot_n_cells``, ``spot_expression``, ``spot_tissue_fraction``;
+        with artefacts (``SyntheticConfig.pen_marks`` ...) also ``artifact`` (codes of
+        :data:`histoviz.data.synthetic_artifacts.ARTIFACT_CODES`) and ``faint`` (bool), both
+        on the label grid.
         """
         key = f"truth:{slide_id}"
         if key not in self._cache:
@@ -1156,8 +1187,19 @@ def _make_slide(
         region_scale_um=cfg.region_scale_um,
         label_downsample=cfg.label_downsample,
     )
+    art = None
+    if cfg.has_artifacts:
+        from histoviz.data.synthetic_artifacts import paint_artifacts
+
+        rgb, art = paint_artifacts(
+            _rng(cfg.seed, "artifacts", plan.index), rgb, labels, cfg.label_downsample, cfg.mpp,
+            pen_marks=cfg.pen_marks, debris=cfg.debris, bubbles=cfg.bubbles,
+            faint_fraction=cfg.faint_fraction,
+        )
     _write_pyramid_tiff(root / "slides" / f"{plan.slide_id}.tif", rgb, cfg.mpp, cfg.jpeg_quality)
     truth = _truth_dict(cfg, genes, labels, plan.tumour_fraction)
+    if art is not None:
+        truth.update(artifact=art.artifact, faint=art.faint)
     totals = _slide_totals(truth)
     k = len(CELL_TYPES)
     summary = {

@@ -29,6 +29,7 @@ __all__ = [
     "PatchEncoder",
     "TimmEncoder",
     "create_encoder",
+    "describe_weights_file",
     "encoder_info",
     "list_encoders",
     "register_encoder",
@@ -51,7 +52,14 @@ class EncoderInfo:
     hf_filename: str | None = None
 
     def weights_status(self) -> str:
-        """``available``, ``not needed`` or ``missing (<where it would be>)``."""
+        """What is on this machine for the encoder's weights, and what kind of file it is.
+
+        ``available (PATH, safetensors, N tensors)`` for a safetensors file whose header
+        reads; ``found, unverified (PATH: torch pickle ...)`` for ``.bin/.pth/.pt`` files,
+        which are checked only when loaded (tensors only, ``weights_only``); ``unusable
+        (...)`` for a file that is not what its name says; ``missing (<where it would be>)``;
+        ``not needed``; ``random (tests)``.
+        """
         if self.weights in ("builtin", "none"):
             return "not needed" if self.weights == "none" else "random (tests)"
         if self.weights.startswith("package:"):
@@ -62,10 +70,33 @@ class EncoderInfo:
             return "available (installed package)"
         found = find_weights(self)
         if found is not None:
-            return f"available ({found})"
+            return describe_weights_file(found)
         if self.hf_repo:
             return f"missing ({self.hf_repo}/{self.hf_filename})"
         return f"missing ($HISTOVIZ_WEIGHTS_DIR/{self.hf_filename})"
+
+
+def describe_weights_file(path: str | os.PathLike) -> str:
+    """Say what a weights file is without loading it (see :meth:`EncoderInfo.weights_status`)."""
+    import json
+    import struct
+    import zipfile
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        try:
+            with open(p, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if not 2 <= n <= 1 << 26:
+                    raise ValueError("bad header length")
+                head = json.loads(fh.read(n))
+            tensors = [k for k in head if k != "__metadata__"]
+        except (OSError, ValueError, struct.error) as e:
+            return f"unusable ({p}: not a safetensors file: {e})"
+        return f"available ({p}, safetensors, {len(tensors)} tensors)"
+    kind = "zip" if zipfile.is_zipfile(p) else "legacy"
+    return (f"found, unverified ({p}: torch pickle ({kind}) file, checked only when loaded; "
+            "histoviz accepts tensors only (weights_only=True); prefer a .safetensors copy)")
 
 
 _ENCODERS: dict[str, Callable[..., PatchEncoder]] = {}
@@ -111,9 +142,24 @@ def create_encoder(
         Face cache). ``False`` gives random weights, for tests and speed measurements.
     weights
         Explicit path to a ``.safetensors`` / ``.bin`` / ``.pth`` state dict.
+    **kwargs
+        Builder arguments; ``seed`` (default 0) seeds random initialisation, so
+        ``pretrained=False`` gives the same weights in every process (bags made by different
+        workers or runs match).
     """
     encoder_info(name)
-    enc = _ENCODERS[name](pretrained=pretrained, weights=weights, **kwargs)
+    if pretrained and weights is None:
+        enc = _ENCODERS[name](pretrained=pretrained, weights=weights, **kwargs)
+    else:  # random init is seeded (seed=0 unless given): the same weights in every process
+        import inspect
+
+        builder = _ENCODERS[name]
+        seed = int(kwargs.pop("seed", 0))
+        if "seed" in inspect.signature(builder).parameters:
+            kwargs["seed"] = seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            enc = builder(pretrained=pretrained, weights=weights, **kwargs)
     enc.name = name
     return enc.eval()
 
@@ -416,8 +462,9 @@ for _info, _arch, _kw in _PATHOLOGY_TIMM:
 
 
 @register_encoder(EncoderInfo("tiny-test", 64, "tiny random ViT (timm test_vit), CPU-fast, tests only", "builtin"))
-def _tiny(pretrained: bool = False, weights: str | os.PathLike | None = None, **kw: Any) -> PatchEncoder:
-    torch.manual_seed(kw.pop("seed", 0))
+def _tiny(pretrained: bool = False, weights: str | os.PathLike | None = None, seed: int = 0,
+          **kw: Any) -> PatchEncoder:
+    torch.manual_seed(seed)  # tiny-test is always random
     enc = TimmEncoder("test_vit", input_size=kw.pop("input_size", 64), dynamic_img_size=True, **kw)
     if weights is not None:
         _load_into(enc.model, Path(weights), "tiny-test")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from histoviz.io.featurebag import FeatureBag, FeatureBagWriter, is_complete_bag
+from histoviz.io.featurebag import FeatureBag, FeatureBagWriter, is_complete_bag, read_bag_attrs
 from histoviz.io.open import SLIDE_SUFFIXES, open_slide, slide_id_from_path
 from histoviz.io.slide import SlideMeta, SlideReader
 
@@ -18,5 +18,6 @@ __all__ = [
     "SlideReader",
     "is_complete_bag",
     "open_slide",
+    "read_bag_attrs",
     "slide_id_from_path",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -14,17 +15,27 @@ import numpy as np
 from histoviz.errors import SlideOpenError
 from histoviz.io.slide import SlideMeta, SlideReader
 
-__all__ = ["ArrayReader", "OpenSlideReader", "TiffReader"]
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_SEGMENT_PIXELS", "ArrayReader", "OpenSlideReader", "TiffReader"]
 
-_UM_PER_UNIT = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
+log = logging.getLogger(__name__)
 _DEFAULT_CACHE_BYTES = 192 * 2**20
+#: largest image held in memory (PNG/JPEG files, arrays, untiled planar TIFF pages): 2**27 px
+#: (134 Mpx, 0.4 GB as RGB). Larger images must be tiled pyramids (``vips tiffsave --pyramid``).
+MAX_IMAGE_PIXELS = 2**27
+#: largest single stored tile or strip decoded at once
+MAX_SEGMENT_PIXELS = 2**26
 
 
-def _plausible_mpp(v: float | None) -> float | None:
-    """Scanners work between ~0.05 and ~50 um/px; anything else is a default DPI tag."""
-    if v is None or not np.isfinite(v) or not 0.02 <= v <= 50:
-        return None
-    return float(v)
+def _meta_mpp(path: str | None, sources: dict[str, tuple[float | None, float | None]],
+              objective: float | None) -> dict[str, Any]:
+    """SlideMeta fields from the recorded mpp sources (logs a disagreement once)."""
+    from histoviz.io.mpp import resolve_mpp
+
+    res = resolve_mpp(sources, objective)
+    if res.warning:
+        log.warning("%s: %s", path, res.warning)
+    return {"mpp": res.mpp, "mpp_y": res.mpp_y, "mpp_source": res.source,
+            "mpp_sources": res.sources, "mpp_warning": res.warning, "mpp_problem": res.problem}
 
 
 def _to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -45,6 +56,10 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.shape[2] == 1:
         return np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr[..., :3])
+
+
+# APP14 "Adobe" marker with transform 0: the three components are R, G, B (no YCbCr)
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
 class _LRU:
@@ -93,13 +108,31 @@ class _TiffLevel:
         else:
             self.h, self.w = shape[0], shape[1]
         self.tiled = bool(page.is_tiled) and not self.planar and page.imagedepth == 1
+        self.is_stored_tiled = self.tiled
+        contiguous_raw = page.is_contiguous and page.compression == 1 and page.fillorder == 1
+        if not self.tiled and not self.planar and page.imagedepth == 1 and not contiguous_raw:
+            # compressed strips: decode strip by strip (bounded memory), like tiles
+            rps = int(min(page.rowsperstrip or self.h, self.h))
+            if rps * self.w > MAX_SEGMENT_PIXELS:
+                raise SlideOpenError(
+                    f"{path}: stored as compressed strips of {self.w} x {rps} px, too large to "
+                    f"decode ({MAX_SEGMENT_PIXELS / 1e6:.0f} Mpx at most per strip); convert it to a "
+                    "tiled pyramidal TIFF (e.g. vips tiffsave IN OUT.tif --tile --pyramid)"
+                )
+            self.tiled = True
+        elif self.tiled and page.tilewidth * page.tilelength > MAX_SEGMENT_PIXELS:
+            raise SlideOpenError(f"{path}: TIFF tiles of {page.tilewidth} x {page.tilelength} px are "
+                                 "implausibly large (corrupt header?)")
         self._full: np.ndarray | None = None
         try:  # positional reads (pread) are safe across threads and forked processes
             self._fd: int | None = fh.fileno() if fh.is_file else None
         except (AttributeError, OSError, ValueError):
             self._fd = None
         if self.tiled:
-            self.tw, self.th = page.tilewidth, page.tilelength
+            if self.is_stored_tiled:
+                self.tw, self.th = page.tilewidth, page.tilelength
+            else:
+                self.tw, self.th = self.w, int(min(page.rowsperstrip or self.h, self.h))
             self.ntx = -(-self.w // self.tw)
             self.nty = -(-self.h // self.th)
             self.offsets = page.dataoffsets
@@ -123,6 +156,16 @@ class _TiffLevel:
             )
             if int(ends.max()) > file_size:
                 raise SlideOpenError(f"{self.path}: file is truncated; re-copy or re-export the slide")
+        page = self.page
+        if page.compression == 1 and page.dtype is not None:
+            need = self.w * self.h * page.samplesperpixel * np.dtype(page.dtype).itemsize
+            have = int(np.sum(np.asarray(page.databytecounts, dtype=np.int64)))
+            if have < need:
+                raise SlideOpenError(
+                    f"{self.path}: the header claims {self.w} x {self.h} px but the file holds "
+                    f"{have} of the {need} bytes they need: truncated or corrupt; re-copy or "
+                    "re-export the slide"
+                )
 
     def _tile(self, tx: int, ty: int) -> np.ndarray:
         key = (id(self), tx, ty)
@@ -151,6 +194,41 @@ class _TiffLevel:
         self.cache.put(key, t)
         return t
 
+    @property
+    def jpeg_ok(self) -> bool:
+        """Stored as 8-bit RGB/YCbCr JPEG tiles that a JPEG decoder can take one by one."""
+        p = self.page
+        return (self.is_stored_tiled and p.compression == 7 and p.samplesperpixel == 3
+                and p.photometric in (2, 6) and p.bitspersample == 8)
+
+    def jpeg_stream(self, tx: int, ty: int) -> bytes | None:
+        """Stored tile ``(tx, ty)`` as a complete JPEG stream (``None`` for a sparse tile).
+
+        Shared tables (TIFF ``JPEGTables``) are spliced in, and tiles whose components are
+        RGB (photometric RGB, as Aperio writes them) get an Adobe marker saying so: decoders
+        otherwise assume YCbCr.
+        """
+        idx = ty * self.ntx + tx
+        off, cnt = self.offsets[idx], self.counts[idx]
+        if cnt == 0:
+            return None
+        if self._fd is not None:
+            data = os.pread(self._fd, cnt, off)
+        else:
+            with self.fh_lock:
+                self.fh.seek(off)
+                data = self.fh.read(cnt)
+        head = b"\xff\xd8"
+        if self.page.photometric == 2:
+            head += _ADOBE_RGB
+        tables = self.jpegtables or b""
+        if tables.startswith(b"\xff\xd8"):
+            tables = tables[2:]
+        if tables.endswith(b"\xff\xd9"):
+            tables = tables[:-2]
+        body = data[2:] if data.startswith(b"\xff\xd8") else data
+        return head + tables + body
+
     def _load_full(self) -> np.ndarray:
         if self._full is None:
             page = self.page
@@ -159,9 +237,14 @@ class _TiffLevel:
                     off = int(page.dataoffsets[0])
                     arr = np.memmap(self.path, dtype=page.dtype, mode="r", offset=off, shape=page.shape)
                 else:
+                    if self.w * self.h > MAX_IMAGE_PIXELS:
+                        raise SlideOpenError(_too_big(self.path, self.w, self.h))
                     arr = page.asarray()
+            except SlideOpenError:
+                raise
             except Exception as e:
-                raise SlideOpenError(f"{self.path}: cannot decode image data ({e})") from e
+                raise SlideOpenError(f"{self.path}: cannot decode image data ({e}); the file is "
+                                     "truncated or corrupt") from e
             if self.planar:
                 arr = np.moveaxis(arr, 0, -1)
             self._full = arr
@@ -190,37 +273,20 @@ class _TiffLevel:
         return out
 
 
-def _tiff_mpp(tf: Any, page: Any) -> tuple[float | None, float | None, str]:
-    if tf.is_ome and tf.ome_metadata:
-        m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tf.ome_metadata)
-        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tf.ome_metadata)
-        if m:
-            v = float(m.group(1))
-            u = unit.group(1) if unit else "µm"
-            scale = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(u, 1.0)
-            my = re.search(r'PhysicalSizeY="([0-9.eE+-]+)"', tf.ome_metadata)
-            mpp = _plausible_mpp(v * scale)
-            if mpp:
-                return mpp, (_plausible_mpp(float(my.group(1)) * scale) if my else mpp), "ome"
-    desc = page.description or ""
-    m = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
-    if m:
-        mpp = _plausible_mpp(float(m.group(1)))
-        if mpp:
-            return mpp, mpp, "aperio"
-    tags = page.tags
-    unit = tags.get("ResolutionUnit")
-    xres, yres = tags.get("XResolution"), tags.get("YResolution")
-    if unit is not None and xres is not None and int(unit.value) in _UM_PER_UNIT:
-        num, den = xres.value
-        if num:
-            mpp = _plausible_mpp(_UM_PER_UNIT[int(unit.value)] * den / num)
-            mpp_y = mpp
-            if yres is not None and yres.value[0]:
-                mpp_y = _plausible_mpp(_UM_PER_UNIT[int(unit.value)] * yres.value[1] / yres.value[0])
-            if mpp:
-                return mpp, mpp_y, "tiff-resolution"
-    return None, None, "none"
+def _tiff_sources_of(path: str) -> dict[str, tuple[float | None, float | None]]:
+    """mpp sources from the TIFF structure of a vendor file (empty when it is not a TIFF)."""
+    with open(path, "rb") as fh:
+        if fh.read(2) not in (b"II", b"MM"):
+            return {}
+    try:
+        import tifffile
+
+        from histoviz.io.mpp import tiff_mpp_sources
+
+        with tifffile.TiffFile(path) as tf:
+            return tiff_mpp_sources(tf, tf.pages[0])
+    except Exception:  # vendor TIFF variants tifffile cannot parse: OpenSlide's value stands
+        return {}
 
 
 class TiffReader(SlideReader):
@@ -270,7 +336,8 @@ class TiffReader(SlideReader):
         dims = tuple((lv.w, lv.h) for lv in self._levels)
         ds = tuple(float(np.mean([w0 / w, h0 / h])) for (w, h) in dims)
         page0 = self._levels[0].page
-        mpp, mpp_y, src = _tiff_mpp(self._tf, page0)
+        from histoviz.io.mpp import tiff_mpp_sources
+
         desc = page0.description or ""
         obj = None
         m = re.search(r"AppMag\s*=\s*([0-9.]+)", desc) or re.search(
@@ -283,23 +350,27 @@ class TiffReader(SlideReader):
             path=path,
             level_dimensions=dims,
             level_downsamples=ds,
-            mpp=mpp,
-            mpp_y=mpp_y,
             objective_power=obj,
             vendor=vendor,
             backend=self.backend,
-            mpp_source=src,
-            properties={"tiled": str(self._levels[0].tiled), "compression": str(page0.compression)},
+            properties={"tiled": str(self._levels[0].is_stored_tiled),
+                        "compression": str(page0.compression)},
+            **_meta_mpp(path, tiff_mpp_sources(self._tf, page0), obj),
         )
         super().__init__(meta, slide_id=slide_id)
 
     @property
     def is_tiled(self) -> bool:
         """True when level 0 is stored as tiles (the fast decoding path applies)."""
-        return self._levels[0].tiled
+        return self._levels[0].is_stored_tiled
 
     def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         return self._levels[level].read(x, y, w, h)
+
+    def jpeg_tiles(self, level: int) -> Any:
+        """The level's stored JPEG tiles (``jpeg_stream(tx, ty)``, ``tw``, ``th``) or ``None``."""
+        lv = self._levels[level]
+        return lv if lv.jpeg_ok else None
 
     def close(self) -> None:
         """Close the TIFF file."""
@@ -330,10 +401,18 @@ class OpenSlideReader(SlideReader):
         import openslide
 
         path = str(path)
+        open_path = path
+        if Path(path).is_dir():  # a DICOM series: OpenSlide finds the rest from one instance
+            from histoviz.io.open import dicom_series_file
+
+            open_path = str(dicom_series_file(Path(path)))
         try:
-            self._osr = openslide.OpenSlide(path)
+            self._osr = openslide.OpenSlide(open_path)
         except Exception as e:
-            raise SlideOpenError(f"{path}: OpenSlide cannot open it ({type(e).__name__}: {e})") from e
+            raise SlideOpenError(
+                f"{path}: OpenSlide cannot open it; the file is truncated or corrupt "
+                f"({type(e).__name__}: {e}); re-copy or re-export the slide"
+            ) from e
         p = dict(self._osr.properties)
 
         def _f(key: str) -> float | None:
@@ -342,18 +421,21 @@ class OpenSlideReader(SlideReader):
             except (KeyError, ValueError):
                 return None
 
-        mpp = _plausible_mpp(_f("openslide.mpp-x"))
+        vendor = p.get("openslide.vendor", "unknown")
+        sources = {("dicom" if vendor == "dicom" else "openslide"):
+                   (_f("openslide.mpp-x"), _f("openslide.mpp-y"))}
+        if open_path == path:
+            sources.update(_tiff_sources_of(path))
+        obj = _f("openslide.objective-power")
         meta = SlideMeta(
             path=path,
             level_dimensions=tuple(tuple(int(v) for v in d) for d in self._osr.level_dimensions),
             level_downsamples=tuple(float(d) for d in self._osr.level_downsamples),
-            mpp=mpp,
-            mpp_y=_plausible_mpp(_f("openslide.mpp-y")) or mpp,
-            objective_power=_f("openslide.objective-power"),
-            vendor=p.get("openslide.vendor", "unknown"),
+            objective_power=obj,
+            vendor=vendor,
             backend=self.backend,
-            mpp_source="openslide" if mpp else "none",
             properties=p,
+            **_meta_mpp(path, sources, obj),
         )
         super().__init__(meta, slide_id=slide_id)
         self._tf = None
@@ -398,6 +480,11 @@ class OpenSlideReader(SlideReader):
         """Reopen with the same tile-decoding choice."""
         return {**super().reopen_args(), "tile_decode": self._tile_decode_requested}
 
+    def jpeg_tiles(self, level: int) -> Any:
+        """The level's stored JPEG tiles when read directly (see :meth:`TiffReader.jpeg_tiles`)."""
+        lv = self._fast.get(level)
+        return lv if lv is not None and lv.jpeg_ok else None
+
     def _read_level(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         fast = self._fast.get(level)
         if fast is not None:
@@ -421,6 +508,28 @@ class OpenSlideReader(SlideReader):
 # ------------------------------------------------------------------------------------------------
 # In-memory backend
 # ------------------------------------------------------------------------------------------------
+def _too_big(name: str, w: int, h: int) -> str:
+    return (f"{name}: image of {w} x {h} px ({w * h / 1e6:.0f} Mpx) is larger than the "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx histoviz holds in memory; convert it to a tiled "
+            "pyramidal TIFF (e.g. vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg)")
+
+
+def _half(prev: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """2x box downsample (floor of the mean), in row blocks so temporaries stay small."""
+    h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
+    out = np.empty((h2, w2, 3), np.uint8)
+    for r0 in range(0, h2, rows):
+        r1 = min(h2, r0 + rows)
+        blk = prev[2 * r0 : 2 * r1, : 2 * w2]
+        acc = blk[0::2, 0::2].astype(np.uint16)
+        acc += blk[1::2, 0::2]
+        acc += blk[0::2, 1::2]
+        acc += blk[1::2, 1::2]
+        acc >>= 2
+        out[r0:r1] = acc
+    return out
+
+
 class ArrayReader(SlideReader):
     """An RGB numpy array (or a PNG/JPEG file) as a slide, with a 2x virtual pyramid."""
 
@@ -435,25 +544,34 @@ class ArrayReader(SlideReader):
         slide_id: str | None = None,
         min_level_side: int = 512,
     ) -> None:
-        img = _to_rgb(np.asarray(image))
+        arr = np.asarray(image)
+        name = path or "<array>"
+        if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+            raise SlideOpenError(_too_big(name, arr.shape[1], arr.shape[0]))
+        img = _to_rgb(arr)
         levels = [img]
         while max(levels[-1].shape[:2]) >= 2 * min_level_side:
-            prev = levels[-1]
-            h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
-            levels.append(
-                prev[: 2 * h2, : 2 * w2].reshape(h2, 2, w2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
-            )
+            levels.append(_half(levels[-1]))
         self._levels = levels
         h0, w0 = img.shape[:2]
+        if mpp is not None:
+            from histoviz.errors import ImplausibleMppError
+            from histoviz.io.mpp import check_mpp_value
+
+            try:
+                mpp = check_mpp_value(mpp, "mpp")
+            except ValueError as e:
+                raise ImplausibleMppError(f"{name}: {e}") from None
         meta = SlideMeta(
             path=path,
             level_dimensions=tuple((lv.shape[1], lv.shape[0]) for lv in levels),
             level_downsamples=tuple(float(w0 / lv.shape[1]) for lv in levels),
-            mpp=_plausible_mpp(mpp) if mpp is not None else None,
-            mpp_y=_plausible_mpp(mpp) if mpp is not None else None,
+            mpp=mpp,
+            mpp_y=mpp,
             vendor="image" if path else "array",
             backend=self.backend,
             mpp_source="given" if mpp is not None else "none",
+            mpp_sources={"given": mpp} if mpp is not None else {},
         )
         super().__init__(meta, slide_id=slide_id or (None if path else "array"))
 

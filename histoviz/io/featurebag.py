@@ -13,7 +13,7 @@ from histoviz._atomic import atomic_path
 from histoviz._version import __version__
 from histoviz.errors import DataError
 
-__all__ = ["REQUIRED_ATTRS", "FeatureBag", "FeatureBagWriter", "is_complete_bag"]
+__all__ = ["REQUIRED_ATTRS", "FeatureBag", "FeatureBagWriter", "is_complete_bag", "read_bag_attrs"]
 
 REQUIRED_ATTRS = ("slide_id", "encoder", "embed_dim", "tile_size", "mpp", "tile_size_level0")
 
@@ -30,12 +30,17 @@ class FeatureBag:
         ``(N, D)`` float32 embeddings.
     attrs
         ``slide_id, encoder, embed_dim, tile_size, mpp, tile_size_level0, histoviz_version``
-        plus anything else (slide path, dimensions).
+        plus anything else (slide path, dimensions, ``recipe``).
+    quality
+        Optional per-tile scores ``name -> (N,)`` (``tissue``, ``artifact``, ``background``,
+        ``sharpness``; see :mod:`histoviz.tiling.quality`), stored in the HDF5 group
+        ``quality`` beside the CLAM/TRIDENT ``coords`` and ``features`` datasets.
     """
 
     coords: np.ndarray
     features: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.coords = np.asarray(self.coords, dtype=np.int64)
@@ -47,9 +52,22 @@ class FeatureBag:
                 f"features must be (N, D) with N = {len(self.coords)} coords, got {self.features.shape}"
             )
         self.attrs.setdefault("embed_dim", int(self.features.shape[1]))
+        self.quality = {k: np.asarray(v, np.float32) for k, v in self.quality.items()}
+        bad = [k for k, v in self.quality.items() if v.shape != (len(self.coords),)]
+        if bad:
+            raise DataError(f"quality score(s) {bad} must have one value per tile ({len(self.coords)})")
 
     def __len__(self) -> int:
         return len(self.coords)
+
+    def select(self, keep: np.ndarray) -> FeatureBag:
+        """The bag restricted to ``keep`` (boolean ``(N,)`` or indices), e.g. in-focus tiles::
+
+            bag.select(bag.quality["sharpness"] >= histoviz.tiling.BLUR_THRESHOLD)
+        """
+        keep = np.asarray(keep)
+        return FeatureBag(self.coords[keep], self.features[keep], dict(self.attrs),
+                          {k: v[keep] for k, v in self.quality.items()})
 
     @property
     def slide_id(self) -> str:
@@ -79,6 +97,8 @@ class FeatureBag:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("coords", data=self.coords)
                 f.create_dataset("features", data=self.features, chunks=True)
+                for k, v in self.quality.items():
+                    f.create_dataset(f"quality/{k}", data=v)
                 for k, v in self.attrs.items():
                     if v is not None:
                         f.attrs[k] = v
@@ -102,6 +122,10 @@ class FeatureBag:
                 feats = f["features"][()] if load_features else np.zeros((len(coords), 0), np.float32)
                 attrs = {k: _py(v) for k, v in f.attrs.items()}
                 coord_attrs = {k: _py(v) for k, v in f["coords"].attrs.items()}
+                quality = {}
+                if isinstance(f.get("quality"), h5py.Group):
+                    quality = {k: d[()] for k, d in f["quality"].items()
+                               if isinstance(d, h5py.Dataset) and d.shape == (len(coords),)}
         except OSError as e:
             raise DataError(f"{path}: not a readable HDF5 file ({e})") from e
         if coords.ndim == 3:  # some CLAM files store (1, N, 2)
@@ -110,7 +134,7 @@ class FeatureBag:
             feats = feats[0]
         attrs.setdefault("slide_id", path.name.split(".")[0])
         _foreign_attrs(attrs, coord_attrs)
-        bag = cls(coords, feats, attrs)
+        bag = cls(coords, feats, attrs, quality)
         if load_features:
             bag.attrs["embed_dim"] = bag.embed_dim
         return bag
@@ -148,6 +172,18 @@ def _py(v: Any) -> Any:
     return v
 
 
+def read_bag_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a bag without reading its arrays (:class:`DataError` if unreadable)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: _py(v) for k, v in f.attrs.items()}
+    except (OSError, FileNotFoundError) as e:
+        raise DataError(f"{path}: not a readable HDF5 feature bag ({e})") from e
+
+
 def is_complete_bag(
     path: str | os.PathLike,
     *,
@@ -155,10 +191,11 @@ def is_complete_bag(
     tile_size: int | None = None,
     mpp: float | None = None,
 ) -> bool:
-    """True when ``path`` is a finished bag made the same way.
+    """True when ``path`` is a finished bag (and, when given, of that encoder, tile size, mpp).
 
     All attributes present, as many feature rows as coordinates, and (when given) the same
-    encoder, tile size and target mpp (``mpp=-1`` stands for native level-0 pixels).
+    encoder, tile size and target mpp (``mpp=-1`` stands for native level-0 pixels). For the
+    whole embedding recipe see :func:`histoviz.features.recipe.compare_recipes`.
     """
     import h5py
 
@@ -192,29 +229,45 @@ class FeatureBagWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, coords: np.ndarray, embed_dim: int, attrs: dict[str, Any]
+        self, path: str | os.PathLike, coords: np.ndarray, embed_dim: int, attrs: dict[str, Any],
+        quality: dict[str, np.ndarray] | None = None,
     ) -> None:
         import h5py
 
         self.path = Path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self._f = h5py.File(self._tmp, "w")
-        n = len(coords)
-        self._f.create_dataset("coords", data=np.asarray(coords, np.int64))
-        self._feats = self._f.create_dataset(
-            "features", shape=(n, embed_dim), dtype="float32", chunks=(min(max(n, 1), 256), embed_dim)
-        )
-        self._written = np.zeros(n, dtype=bool)
-        for k, v in {**attrs, "embed_dim": int(embed_dim), "histoviz_version": __version__}.items():
-            if v is not None:
-                self._f.attrs[k] = v
+        try:
+            self._f = h5py.File(self._tmp, "w")
+            n = len(coords)
+            self._f.create_dataset("coords", data=np.asarray(coords, np.int64))
+            # rows are flushed chunk by chunk as they arrive: memory does not grow with the slide
+            self._feats = self._f.create_dataset(
+                "features", shape=(n, embed_dim), dtype="float32",
+                chunks=(min(max(n, 1), 256), embed_dim),
+            )
+            self._written = np.zeros(n, dtype=bool)
+            for k, v in (quality or {}).items():
+                self._f.create_dataset(f"quality/{k}", data=np.asarray(v, np.float32))
+            for k, v in {**attrs, "embed_dim": int(embed_dim), "histoviz_version": __version__}.items():
+                if v is not None:
+                    self._f.attrs[k] = v
+        except BaseException:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            raise
 
     def write(self, start: int, features: np.ndarray) -> None:
         """Write rows ``start : start + len(features)``."""
         stop = start + len(features)
         self._feats[start:stop] = np.asarray(features, np.float32)
         self._written[start:stop] = True
+
+    def write_quality(self, name: str, start: int, values: np.ndarray) -> None:
+        """Write a per-tile score (e.g. ``sharpness``) for rows ``start : start + len(values)``."""
+        key = f"quality/{name}"
+        if key not in self._f:
+            self._f.create_dataset(key, shape=(len(self._written),), dtype="float32", fillvalue=np.nan)
+        self._f[key][start : start + len(values)] = np.asarray(values, np.float32)
 
     def close(self) -> Path:
         """Finish: verify every row was written, then rename into place."""

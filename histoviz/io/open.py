@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from histoviz.errors import SlideOpenError
 from histoviz.io.slide import SlideReader
 
-__all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "open_slide", "slide_id_from_path"]
+__all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "dicom_series_file", "open_slide", "slide_id_from_path"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8", ".tf2", ".ome.tif", ".ome.tiff"}
@@ -24,8 +25,14 @@ _OPENSLIDE_VENDOR_FIRST = {
 
 
 def slide_id_from_path(path: str | os.PathLike) -> str:
-    """``/a/b/TCGA-XX.ome.tif`` -> ``TCGA-XX`` (everything before the first dot)."""
-    return Path(path).name.split(".")[0]
+    """``/a/b/TCGA-XX.ome.tif`` -> ``TCGA-XX`` (everything before the first dot).
+
+    A folder (a DICOM series) keeps its whole name.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    return p.name.split(".")[0]
 
 
 def open_slide(
@@ -67,16 +74,28 @@ def open_slide(
     """
     from histoviz.io.backends import ArrayReader, OpenSlideReader, TiffReader
 
+    if not isinstance(path_or_array, (np.ndarray, str, os.PathLike)):
+        raise SlideOpenError(f"cannot open {type(path_or_array).__name__} as a slide; give a path or an array")
     if isinstance(path_or_array, np.ndarray):
         if path_or_array.ndim not in (2, 3):
             raise SlideOpenError(f"array slide must be (H, W) or (H, W, C), got {path_or_array.shape}")
         return ArrayReader(path_or_array, mpp=mpp, slide_id=slide_id or "array")
 
     path = Path(path_or_array)
+    _check_name(path)
     if not path.exists():
         raise SlideOpenError(f"{path}: slide file not found")
     if path.is_dir():
-        raise SlideOpenError(f"{path}: is a directory, not a slide file")
+        if _dcm_files(path):
+            sid = slide_id or path.name
+            reader = OpenSlideReader(path, slide_id=sid, tile_decode=False)
+            if mpp is not None:
+                reader.with_mpp(mpp)
+            return reader
+        raise SlideOpenError(
+            f"{path}: is a directory without DICOM (.dcm) files; give a slide file or a DICOM "
+            "whole-slide series folder"
+        )
     if path.stat().st_size == 0:
         raise SlideOpenError(f"{path}: file is empty")
     sid = slide_id or slide_id_from_path(path)
@@ -110,6 +129,13 @@ def _open_auto(path: Path, sid: str, suffix: str, tile_decode: bool, **kwargs: A
         fmt = None
     if fmt in _OPENSLIDE_VENDOR_FIRST:
         return OpenSlideReader(path, slide_id=sid, tile_decode=tile_decode, **kwargs)
+    if suffix in OPENSLIDE_SUFFIXES:
+        # a vendor file OpenSlide does not recognise is damaged: tifffile would read what is
+        # left of a truncated SVS without a word
+        raise SlideOpenError(
+            f"{path}: OpenSlide does not recognise this {suffix} file: it is truncated or corrupt "
+            f"(or not really {suffix}); re-copy or re-export the slide"
+        )
     with open(path, "rb") as fh:
         magic = fh.read(4)
     is_tiff = magic[:2] in (b"II", b"MM")
@@ -130,12 +156,53 @@ def _open_auto(path: Path, sid: str, suffix: str, tile_decode: bool, **kwargs: A
 def _open_image(path: Path, sid: str) -> SlideReader:
     from PIL import Image, UnidentifiedImageError
 
-    from histoviz.io.backends import ArrayReader
+    from histoviz.io.backends import MAX_IMAGE_PIXELS, ArrayReader, _too_big
 
-    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:  # checked on the header, before decoding
+                    raise SlideOpenError(_too_big(str(path), w, h))
+                arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"))
+    except Image.DecompressionBombError as e:
+        raise SlideOpenError(f"{path}: {e}; convert it to a tiled pyramidal TIFF") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, SlideOpenError):
+            raise
         raise SlideOpenError(f"{path}: cannot read image ({e})") from e
     return ArrayReader(arr, path=str(path), slide_id=sid)
+
+
+def _check_name(path: Path) -> None:
+    """Refuse file names that are not valid UTF-8 (they cannot be written into outputs)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise SlideOpenError(
+            f"{shown}: the file name is not valid UTF-8, so it cannot be recorded in outputs; "
+            "rename the file (e.g. with convmv or a UTF-8 name)"
+        ) from None
+
+
+def _dcm_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+    except OSError:
+        return []
+
+
+def dicom_series_file(folder: Path) -> Path:
+    """One instance of the DICOM whole-slide series in ``folder`` (OpenSlide finds the rest).
+
+    Parameters
+    ----------
+    folder
+        A folder holding the ``.dcm`` files of one series.
+    """
+    files = _dcm_files(folder)
+    if not files:
+        raise SlideOpenError(f"{folder}: no .dcm files in this folder")
+    return max(files, key=lambda p: p.stat().st_size)  # the base level is the largest

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from histoviz.errors import MissingMppError
+from histoviz.errors import ImplausibleMppError, MissingMppError
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -31,7 +31,9 @@ class SlideMeta:
     """Metadata of an opened slide.
 
     ``level_dimensions`` are ``(width, height)`` per level; ``mpp`` is microns per level-0
-    pixel (``None`` when the file does not say); ``mpp_source`` says where it came from.
+    pixel (``None`` when the file does not say); ``mpp_source`` says where it came from,
+    ``mpp_sources`` what every source said (see :mod:`histoviz.io.mpp`), ``mpp_warning``
+    whether they disagree and ``mpp_problem`` why a recorded value was refused.
     """
 
     path: str | None
@@ -44,6 +46,9 @@ class SlideMeta:
     backend: str = "unknown"
     mpp_source: str = "none"
     properties: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    mpp_sources: dict[str, float] = field(default_factory=dict, compare=False)
+    mpp_warning: str = ""
+    mpp_problem: str = ""
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -68,6 +73,9 @@ class SlideMeta:
             "mpp": self.mpp,
             "mpp_y": self.mpp_y,
             "mpp_source": self.mpp_source,
+            "mpp_sources": dict(self.mpp_sources),
+            "mpp_warning": self.mpp_warning,
+            "mpp_problem": self.mpp_problem,
             "objective_power": self.objective_power,
         }
 
@@ -139,19 +147,38 @@ class SlideReader(ABC):
         return self.meta.mpp
 
     def with_mpp(self, mpp: float) -> SlideReader:
-        """Override the slide's mpp (e.g. for a PNG or a TIFF without resolution tags)."""
-        if not mpp > 0:
-            raise MissingMppError(f"{self._name()}: mpp override must be > 0, got {mpp}")
-        self.meta = replace(self.meta, mpp=float(mpp), mpp_y=float(mpp), mpp_source="override")
+        """Override the slide's mpp (e.g. for a PNG or a TIFF without resolution tags).
+
+        Raises :class:`~histoviz.errors.ImplausibleMppError` for a value that is not finite or
+        outside :data:`histoviz.io.mpp.PLAUSIBLE_MPP`.
+        """
+        from histoviz.io.mpp import check_mpp_value
+
+        try:
+            v = check_mpp_value(mpp, "mpp override")
+        except ValueError as e:
+            raise ImplausibleMppError(f"{self._name()}: {e}") from None
+        sources = {**self.meta.mpp_sources, "override": v}
+        self.meta = replace(self.meta, mpp=v, mpp_y=v, mpp_source="override", mpp_sources=sources,
+                            mpp_warning="", mpp_problem="")
         return self
 
     def require_mpp(self) -> float:
-        """Return the mpp or raise a :class:`MissingMppError` that names the file."""
+        """Return the mpp or raise a :class:`MissingMppError` that names the file and says why."""
         if self.mpp is None:
+            if self.meta.mpp_problem:
+                raise ImplausibleMppError(
+                    f"{self._name()}: refusing the recorded resolution: {self.meta.mpp_problem}; "
+                    "pass --mpp-override with the scanner's value (e.g. 0.5 at 20x, 0.25 at 40x)"
+                )
+            hint = ""
+            obj = self.meta.objective_power
+            if obj:
+                hint = f"; the objective ({obj:g}x) suggests about {10 / obj:g}"
             raise MissingMppError(
                 f"{self._name()}: the slide does not record its resolution (microns per pixel); "
                 "pass mpp_override / --mpp-override with the scanner's value (e.g. 0.5 at 20x, "
-                "0.25 at 40x)"
+                f"0.25 at 40x){hint}"
             )
         return self.mpp
 
@@ -275,6 +302,14 @@ class SlideReader(ABC):
         from histoviz.io.pyramid import display_levels
 
         return display_levels(self, max_coarse_side=max_coarse_side)
+
+    def jpeg_tiles(self, level: int) -> Any:
+        """Stored JPEG tiles of ``level`` for decoding elsewhere (e.g. on a GPU), or ``None``.
+
+        Backends that read a TIFF's own tiles return an object with ``w, h`` (level size),
+        ``tw, th`` (tile size) and ``jpeg_stream(tx, ty) -> bytes | None``.
+        """
+        return None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def reopen_args(self) -> dict[str, Any]:

@@ -107,13 +107,15 @@ class TileBatchIterable(_ReaderMixin, IterableDataset):
     stored slide tile once (the readers' tile cache holds the band's tiles).
     """
 
-    def __init__(self, reader: SlideReader, grid: TileGrid, batch_size: int, *, chunk_batches: int = 4):
+    def __init__(self, reader: SlideReader, grid: TileGrid, batch_size: int, *, chunk_batches: int = 4,
+                 threads: int = 1):
         self._reader = reader
         self._reopen = reader.reopen_args()
         self._pid = os.getpid()
         self.grid = grid
         self.batch_size = int(batch_size)
         self.chunk = self.batch_size * max(1, chunk_batches)
+        self.threads = max(1, int(threads))
 
     def __len__(self) -> int:
         return -(-len(self.grid) // self.batch_size)
@@ -127,12 +129,33 @@ class TileBatchIterable(_ReaderMixin, IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         reader = self._get_reader()
         ts = self.grid.tile_size
-        for ci, (s, e) in enumerate(self._chunks()):
-            if ci % nw != wid:
-                continue
-            for b in range(s, e, self.batch_size):
-                be = min(b + self.batch_size, e)
-                out = np.empty((be - b, ts, ts, 3), np.uint8)
-                for j in range(b, be):
-                    out[j - b] = read_tile(reader, self.grid, j)
-                yield torch.from_numpy(out).permute(0, 3, 1, 2), b
+        pool = None
+        if self.threads > 1:  # decoders (OpenSlide, libjpeg-turbo) release the GIL
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(self.threads)
+        try:
+            for ci, (s, e) in enumerate(self._chunks()):
+                if ci % nw != wid:
+                    continue
+                for b in range(s, e, self.batch_size):
+                    be = min(b + self.batch_size, e)
+                    # in a DataLoader worker the batch goes to shared memory anyway: allocate it
+                    # there, so handing it to the main process costs no copy
+                    t = torch.empty((be - b, ts, ts, 3), dtype=torch.uint8)
+                    if info is not None:
+                        t.share_memory_()
+                    out = t.numpy()
+
+                    def fill(j: int, out: np.ndarray = out, b: int = b) -> None:
+                        out[j - b] = read_tile(reader, self.grid, j)
+
+                    if pool is None:
+                        for j in range(b, be):
+                            fill(j)
+                    else:
+                        list(pool.map(fill, range(b, be)))
+                    yield t.permute(0, 3, 1, 2), b
+        finally:
+            if pool is not None:
+                pool.shutdown()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from histoviz.errors import ConfigError, NoTissueError
+from histoviz.errors import ConfigError, ImplausibleMppError, NoTissueError
+from histoviz.io.mpp import MAX_UPSAMPLE
 
 if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
@@ -22,7 +23,10 @@ class TilingConfig:
     """How to tile a slide.
 
     Defaults follow HEST: 224 px at 0.5 um/px (112 um), non-overlapping, tiles kept when at
-    least half is tissue.
+    least half is tissue. ``mask_method`` picks the tissue detector (see
+    :func:`~histoviz.tiling.tissue_mask`); tiles with more than ``max_artifact_fraction`` ink,
+    debris or bubble rims are dropped; ``min_sharpness`` (off by default: it reads every
+    tile) drops out-of-focus tiles (see :mod:`histoviz.tiling.quality`).
     """
 
     tile_size: int = 224
@@ -30,20 +34,46 @@ class TilingConfig:
     overlap: float = 0.0
     min_tissue_fraction: float = 0.5
     mask_mpp: float = 8.0
-    mask_method: str = "combined"
+    mask_method: str = "robust"
     mpp_override: float | None = None
+    max_artifact_fraction: float = 0.1
+    min_sharpness: float | None = None
+    mask_weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.tile_size < 8:
-            raise ConfigError(f"tile_size must be >= 8 px, got {self.tile_size}")
-        if self.mpp is not None and self.mpp <= 0:
-            raise ConfigError(f"mpp must be > 0, got {self.mpp}")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
-        if not 0.0 <= self.min_tissue_fraction <= 1.0:
-            raise ConfigError(f"min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}")
-        if self.mpp_override is not None and self.mpp_override <= 0:
-            raise ConfigError(f"mpp_override must be > 0, got {self.mpp_override}")
+        from histoviz.io.mpp import check_mpp_value
+        from histoviz.tiling.mask import MASK_METHODS
+
+        def number(name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            ok = ok and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+                raise ConfigError(f"{name} must be a finite number in {lb}{lo:g}, {hi:g}{rb}, got {v!r}")
+
+        if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, (int, np.integer)) \
+                or not 8 <= self.tile_size <= 8192:
+            raise ConfigError(f"tile_size must be an integer from 8 to 8192 px, got {self.tile_size!r}")
+        if self.mpp is not None:
+            number("mpp", 0.0, 1e3, lo_open=True)
+        number("overlap", 0.0, 1.0, hi_open=True)
+        number("min_tissue_fraction", 0.0, 1.0)
+        number("mask_mpp", 0.0, 1e3, lo_open=True)
+        number("max_artifact_fraction", 0.0, 1.0)
+        if self.min_sharpness is not None:
+            number("min_sharpness", 0.0, 10.0)
+        if self.mpp_override is not None:
+            try:
+                check_mpp_value(self.mpp_override, "mpp_override")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.mask_method not in MASK_METHODS:
+            raise ConfigError(f"mask_method must be one of {', '.join(MASK_METHODS)}, got "
+                              f"{self.mask_method!r}")
+        if (self.mask_method == "learned") != (self.mask_weights is not None):
+            raise ConfigError("mask_method='learned' and mask_weights=PATH (a .safetensors "
+                              "segmenter) go together")
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,9 @@ class TileGrid:
         Slide level-0 ``(width, height)``.
     tissue_fraction
         ``(N,)`` tissue fraction of each kept tile.
+    quality
+        Per-tile scores ``name -> (N,)`` float32 (``tissue``, ``artifact``, ``background``
+        and, when measured, ``sharpness``); see :mod:`histoviz.tiling.quality`.
     """
 
     coords: np.ndarray
@@ -78,9 +111,20 @@ class TileGrid:
     slide_mpp: float | None
     dimensions: tuple[int, int]
     tissue_fraction: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    quality: dict[str, np.ndarray] = field(repr=False, default_factory=dict, compare=False)
 
     def __len__(self) -> int:
         return len(self.coords)
+
+    def select(self, keep: np.ndarray) -> TileGrid:
+        """The grid restricted to ``keep`` (boolean ``(N,)`` or indices), e.g. by quality::
+
+            grid.select(grid.quality["artifact"] == 0)
+        """
+        keep = np.asarray(keep)
+        tf = self.tissue_fraction[keep] if len(self.tissue_fraction) == len(self) else self.tissue_fraction
+        return replace(self, coords=self.coords[keep], tissue_fraction=tf,
+                       quality={k: v[keep] for k, v in self.quality.items()})
 
     @property
     def downsample(self) -> float:
@@ -141,52 +185,42 @@ class TileGrid:
         min_tissue_fraction: float = 0.5,
         mpp: float | None = None,
         slide_mpp: float | None = None,
+        max_artifact_fraction: float = 1.0,
     ) -> TileGrid:
         """Lay a lattice over the slide and keep tiles with enough tissue.
 
-        Tissue fractions come from an integral image of the mask, so the cost is independent
-        of tile size and linear in the number of lattice cells.
+        Tissue (and artefact) fractions come from integral images of the mask, so the cost is
+        independent of tile size and linear in the number of lattice cells. Tiles with more
+        than ``max_artifact_fraction`` artefact are dropped (when the mask has an artefact map).
         """
+        from histoviz.tiling.quality import box_fractions
+
         w, h = dimensions
         stride = max(1, int(round(tile_size_level0 * (1.0 - overlap))))
         nx = max(0, (w - tile_size_level0) // stride + 1)
         ny = max(0, (h - tile_size_level0) // stride + 1)
         if nx == 0 or ny == 0:
+            empty = np.zeros(0, np.float32)
             return cls(np.zeros((0, 2), np.int64), tile_size, tile_size_level0, stride, mpp, slide_mpp,
-                       dimensions, np.zeros(0))
-        m = mask.mask
-        ii = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int64 if m.size >= 2**31 else np.int32)
-        np.cumsum(m, axis=0, dtype=ii.dtype, out=ii[1:, 1:])
-        np.cumsum(ii[1:, 1:], axis=1, out=ii[1:, 1:])
+                       dimensions, empty,
+                       {"tissue": empty, "artifact": empty, "background": empty})
         xs = np.arange(nx, dtype=np.int64) * stride
         ys = np.arange(ny, dtype=np.int64) * stride
-        ds = mask.downsample
-
-        def _lo(v: np.ndarray, limit: int) -> np.ndarray:
-            return np.clip(np.floor(v / ds + 1e-6).astype(np.int64), 0, limit)
-
-        def _hi(v: np.ndarray, limit: int) -> np.ndarray:
-            return np.clip(np.ceil(v / ds - 1e-6).astype(np.int64), 0, limit)
-
-        # mask pixels touched by each tile
-        x0, x1 = _lo(xs, m.shape[1]), _hi(xs + tile_size_level0, m.shape[1])
-        y0, y1 = _lo(ys, m.shape[0]), _hi(ys + tile_size_level0, m.shape[0])
-        # guarantee at least one mask pixel per tile (tiles smaller than a mask pixel)
-        x1 = np.maximum(x1, np.minimum(x0 + 1, m.shape[1]))
-        y1 = np.maximum(y1, np.minimum(y0 + 1, m.shape[0]))
-        s = (
-            ii[y1[:, None], x1[None, :]] - ii[y0[:, None], x1[None, :]]
-            - ii[y1[:, None], x0[None, :]] + ii[y0[:, None], x0[None, :]]
-        )
-        area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
-        frac = s / np.maximum(area, 1)
+        # mask pixels touched by each tile (at least one, for tiles smaller than a mask pixel)
+        frac = box_fractions(mask.mask, mask.downsample, xs, ys, tile_size_level0)
+        art = (box_fractions(mask.artifact, mask.downsample, xs, ys, tile_size_level0)
+               if mask.artifact is not None else np.zeros_like(frac))
         keep = frac >= min_tissue_fraction if min_tissue_fraction > 0 else np.ones_like(frac, bool)
         if min_tissue_fraction > 0:
             keep &= frac > 0
+        if max_artifact_fraction < 1.0:
+            keep &= art <= max_artifact_fraction
         iy, ix = np.nonzero(keep)
         coords = np.stack([xs[ix], ys[iy]], axis=1).astype(np.int64)
-        return cls(coords, tile_size, tile_size_level0, stride, mpp, slide_mpp, dimensions,
-                   frac[iy, ix].astype(np.float32))
+        t, a = frac[iy, ix].astype(np.float32), art[iy, ix].astype(np.float32)
+        quality = {"tissue": t, "artifact": a,
+                   "background": np.clip(1.0 - t - a, 0.0, 1.0).astype(np.float32)}
+        return cls(coords, tile_size, tile_size_level0, stride, mpp, slide_mpp, dimensions, t, quality)
 
 
 def make_tile_grid(
@@ -230,9 +264,17 @@ def make_tile_grid(
         ts0 = cfg.tile_size
     else:
         slide_mpp = reader.require_mpp()
+        if cfg.mpp * MAX_UPSAMPLE < slide_mpp:
+            raise ImplausibleMppError(
+                f"{reader.path or reader.slide_id}: tiles at {cfg.mpp:g} um/px would upsample the "
+                f"slide's finest level ({slide_mpp:g} um/px, {reader.meta.mpp_source}) "
+                f"{slide_mpp / cfg.mpp:.1f}x (at most {MAX_UPSAMPLE:g}x is allowed); tile at "
+                f"--mpp {slide_mpp:.2g} or coarser, or fix the slide's mpp with --mpp-override"
+            )
         ts0 = max(1, int(round(cfg.tile_size * cfg.mpp / slide_mpp)))
     if mask is None:
-        mask = tissue_mask(reader, target_mpp=cfg.mask_mpp, method=cfg.mask_method)
+        mask = tissue_mask(reader, target_mpp=cfg.mask_mpp, method=cfg.mask_method,
+                           weights=cfg.mask_weights)
     grid = TileGrid.from_mask(
         mask,
         dimensions=reader.dimensions,
@@ -242,12 +284,35 @@ def make_tile_grid(
         min_tissue_fraction=cfg.min_tissue_fraction,
         mpp=cfg.mpp,
         slide_mpp=slide_mpp,
+        max_artifact_fraction=cfg.max_artifact_fraction,
     )
+    if cfg.min_sharpness is not None and len(grid):
+        grid = _with_sharpness(reader, grid)
+        grid = grid.select(grid.quality["sharpness"] >= cfg.min_sharpness)
     if len(grid) == 0 and not allow_empty:
+        name = reader.path or reader.slide_id
+        if mask.artifact_fraction > 0.02 and mask.artifact_fraction >= 0.5 * mask.fraction:
+            why = (f"ink, debris or bubbles cover {mask.artifact_fraction:.1%} of the slide and "
+                   f"usable tissue {mask.fraction:.1%}")
+        else:
+            why = f"tissue covers {mask.fraction:.1%} of the slide"
         raise NoTissueError(
-            f"{reader.path or reader.slide_id}: no tile of {cfg.tile_size} px"
-            f"{f' at {cfg.mpp} um/px' if cfg.mpp else ''} has >= {cfg.min_tissue_fraction:.0%} tissue "
-            f"(tissue covers {mask.fraction:.1%} of the slide); check the slide or lower "
-            "--min-tissue"
+            f"{name}: no usable tissue: no tile of {cfg.tile_size} px"
+            f"{f' at {cfg.mpp} um/px' if cfg.mpp else ''} has >= {cfg.min_tissue_fraction:.0%} tissue"
+            f" and <= {cfg.max_artifact_fraction:.0%} artefact"
+            f"{' and enough sharpness' if cfg.min_sharpness is not None else ''} ({why}); check "
+            "the slide or lower --min-tissue"
         )
     return grid
+
+
+def _with_sharpness(reader: SlideReader, grid: TileGrid, batch: int = 64) -> TileGrid:
+    """The grid with ``quality["sharpness"]`` measured on its tiles (reads every tile)."""
+    from histoviz.tiling.dataset import read_tile
+    from histoviz.tiling.quality import tile_sharpness
+
+    vals = np.empty(len(grid), np.float32)
+    for s in range(0, len(grid), batch):
+        e = min(len(grid), s + batch)
+        vals[s:e] = tile_sharpness(np.stack([read_tile(reader, grid, i) for i in range(s, e)]))
+    return replace(grid, quality={**grid.quality, "sharpness": vals})
