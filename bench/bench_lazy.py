@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import write_result  # noqa: E402
 
 _CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys, threading, time
+    import psutil
     import numpy as np
     from pathlib import Path
     import torch  # noqa: F401
@@ -38,12 +39,24 @@ _CHILD = textwrap.dedent("""
 
     folder, lazy, n_bags = Path(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
     paths = [[folder / f"s{i}.h5"] for i in range(n_bags)]
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    proc = psutil.Process()
+    peak = [0]
+    done = threading.Event()
+
+    def sample():  # peak of the current RSS (ru_maxrss would keep the import-time peak)
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    base = proc.memory_info().rss
+    threading.Thread(target=sample, daemon=True).start()
     bags = LazyBags(paths) if lazy else [LazyBags(paths).read(i) for i in range(n_bags)]
     m = create_model("abmil-grade", embed_dim=64, attn_dim=32, hidden=64, epochs=1, batch_size=8,
                      max_patches=2048, device="cpu")
     m.fit(bags, {"grade": ClassBlock("grade", ["a", "b"], np.arange(n_bags) % 2)})
-    print(json.dumps({"base_mb": base / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    done.set()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    print(json.dumps({"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20}))
 """)
 
 

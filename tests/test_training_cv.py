@@ -394,3 +394,41 @@ def test_repeated_folds(cohort, data, tmp_path):
     f0 = test[test["repeat"] == 0].set_index("patient_id")["fold"]
     f1 = test[test["repeat"] == 1].set_index("patient_id")["fold"] - 4
     assert (f0 != f1.reindex(f0.index)).mean() > 0.5  # the second repeat re-draws the folds
+
+
+def test_predict_on_a_slide_without_mpp_takes_the_override(runs, png_path, tmp_path, capsys):
+    from histoviz.cli import main
+    from histoviz.errors import HistovizError
+    from histoviz.predict import predict_slide
+
+    with pytest.raises(HistovizError, match="--mpp-override"):
+        predict_slide(png_path, runs["ridge"].out_dir)
+    a = predict_slide(png_path, runs["ridge"].out_dir, mpp_override=0.5)
+    assert a.n_obs > 0 and a.uns["histoviz"]["mpp"] == pytest.approx(0.5)
+    out = tmp_path / "maps"
+    out.mkdir()
+    assert main(["predict", "--model", str(runs["ridge"].out_dir), "--slide", str(png_path), "--mpp-override", "0.5",
+                 "--out", str(out) + "/"]) == 0
+    assert (out / "he_1000px.ridge.h5ad").exists()  # a folder: the file goes inside it
+
+
+def test_config_values_of_the_wrong_type_are_one_line_errors(cohort, runs, tmp_path, capsys):
+    import yaml
+
+    from histoviz.cli import main
+    from histoviz.errors import ConfigError
+
+    for patch, match in (({"seed": "zero"}, "seed: expected an integer"),
+                         ({"training": {"final_model": "no"}}, "training.final_model: expected true or false")):
+        cfg = cohort.config("t", "ridge")
+        for k, v in patch.items():
+            cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+        with pytest.raises(ConfigError, match=match):
+            load_config(cfg)
+    out_dir = tmp_path / "adir"
+    out_dir.mkdir()
+    assert main(["evaluate", str(runs["ridge"].out_dir), "--out", str(out_dir)]) == 1
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert "not a finished histoviz run directory" in err or "no such run directory" in err

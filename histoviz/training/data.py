@@ -226,7 +226,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
         log.info("feature bags are read from disk on demand (%.1f GB as float32)", pbags.nbytes / 1e9)
     first = next(iter(bags.values()))
     features = {k: first.attrs.get(k) for k in ("encoder", "encoder_weights", "embed_dim", "tile_size", "mpp",
-                                                "tile_size_level0")}
+                                                "tile_size_level0", "recipe")}
     features["embed_dim"] = int(first.attrs["n_features_dim"])
     if d.embed is not None:
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
