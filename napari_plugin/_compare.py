@@ -1,0 +1,82 @@
+"""Two maps side by side: napari's grid mode with one camera for both panels.
+
+The layer list is arranged as ``[slide, shown map, slide (right), second map]`` and the grid
+groups layers two by two (``stride = 2``), one row of two panels; every panel is drawn by the
+same camera, so panning or zooming one moves the other. Other layers are hidden meanwhile and
+come back as they were when the comparison ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from napari_plugin._layers import META_KEY, ROLE_COMPARE
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["start_compare", "stop_compare"]
+
+
+def start_compare(widget: Any, spec: Any) -> dict[str, Any]:
+    """Show ``spec`` beside the widget's current map; returns the state :func:`stop_compare` needs."""
+    from histoviz.viz.maps import map_values
+
+    viewer: napari.Viewer = widget.viewer
+    left = widget._current_layer()
+    slide = widget._slide if widget._slide is not None and widget._slide in viewer.layers else None
+    if left is None:
+        raise RuntimeError("no map is shown")
+    mv = map_values(widget.maps, spec)
+    prefs = widget._prefs.get(str(mv.spec), {})
+    kwargs, ltype = widget._layer_kwargs(mv, ROLE_COMPARE, f"right: {mv.label}")
+    if not mv.categorical:
+        kwargs["colormap"] = prefs.get("colormap", kwargs["colormap"])
+        kwargs["contrast_limits"] = prefs.get("contrast_limits", kwargs["contrast_limits"])
+    kwargs["opacity"] = left.opacity
+    right = widget._add_layer(widget._raster(mv, prefs.get("threshold")), kwargs, ltype)
+    if not mv.categorical:
+        widget._apply_display(right, mv)
+    copy = None
+    if slide is not None:
+        meta = {META_KEY: {"role": "slide-copy", "compare_slide": True, "owner": id(widget)}}
+        kw: dict[str, Any] = {"name": f"{slide.name} (right)", "rgb": slide.rgb, "multiscale": slide.multiscale,
+                              "scale": tuple(slide.scale), "translate": tuple(slide.translate),
+                              "contrast_limits": tuple(slide.contrast_limits), "metadata": meta}
+        try:
+            kw["units"] = tuple(slide.units)
+        except AttributeError:  # pragma: no cover - older napari
+            pass
+        copy = viewer.add_image(slide.data, **kw)
+    visible = {la: la.visible for la in viewer.layers}
+    order = [la for la in (slide, left, copy, right) if la is not None]
+    for la in viewer.layers:
+        if la not in order:
+            la.visible = False
+    for i, la in enumerate(order):
+        viewer.layers.move(viewer.layers.index(la), i)
+        la.visible = True
+    grid = viewer.canvas.grid
+    state = {"map": right, "slide": copy, "mv": mv, "visible": visible,
+             "grid": (grid.enabled, grid.stride, tuple(grid.shape))}
+    grid.stride = len(order) // 2
+    grid.shape = (1, 2)
+    grid.enabled = True
+    viewer.reset_view()
+    return state
+
+
+def stop_compare(viewer: napari.Viewer, state: dict[str, Any]) -> None:
+    """End a comparison made by :func:`start_compare`."""
+    enabled, stride, shape = state["grid"]
+    grid = viewer.canvas.grid
+    grid.enabled = enabled
+    grid.stride = stride
+    grid.shape = shape
+    for key in ("map", "slide"):
+        la = state.get(key)
+        if la is not None and la in viewer.layers:
+            viewer.layers.remove(la)
+    for la, vis in state["visible"].items():
+        if la in viewer.layers and la not in (state.get("map"), state.get("slide")):
+            la.visible = vis
