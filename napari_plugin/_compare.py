@@ -8,6 +8,7 @@ come back as they were when the comparison ends.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from napari_plugin._layers import META_KEY, ROLE_COMPARE
@@ -15,7 +16,7 @@ from napari_plugin._layers import META_KEY, ROLE_COMPARE
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["start_compare", "stop_compare"]
+__all__ = ["CompareMixin", "start_compare", "stop_compare"]
 
 
 def start_compare(widget: Any, spec: Any) -> dict[str, Any]:
@@ -80,3 +81,47 @@ def stop_compare(viewer: napari.Viewer, state: dict[str, Any]) -> None:
     for la, vis in state["visible"].items():
         if la in viewer.layers and la not in (state.get("map"), state.get("slide")):
             la.visible = vis
+
+
+class CompareMixin:
+    """"Side by side" of the "Prediction maps" widget (mixed into its class)."""
+
+    def _on_compare_clicked(self, checked: bool) -> None:
+        if not checked:
+            self.end_compare()
+            return
+        if self.current is None:
+            self.btn_compare.setChecked(False)
+            return
+        self._say("Side by side: choose the second map (Show / Which); it appears on the right.")
+
+    def compare(self, spec: Any) -> bool:
+        """Show map ``spec`` beside the shown one (grid mode, linked cameras).
+
+        Left: the slide with the shown map; right: the slide with ``spec``. Each keeps its own
+        colormap and contrast. Other layers are hidden until :meth:`end_compare`.
+        """
+        if self.current is None or self.adata is None:
+            self._say("Show a map first.", error=True)
+            return False
+        self.end_compare()
+        self._compare = start_compare(self, spec)
+        self._watch(self._compare["map"])
+        self.btn_compare.blockSignals(True)
+        self.btn_compare.setChecked(True)
+        self.btn_compare.blockSignals(False)
+        self._say(f"Side by side: {self.current.label} | {self._compare['mv'].label} (one camera; "
+                  "click 'Side by side' again to go back).")
+        return True
+
+    def end_compare(self) -> None:
+        """Leave side-by-side mode: remove the right-hand layers, restore what was visible."""
+        state, self._compare = self._compare, None
+        with contextlib.suppress(RuntimeError):
+            self.btn_compare.blockSignals(True)
+            self.btn_compare.setChecked(False)
+            self.btn_compare.blockSignals(False)
+        if state is not None:
+            stop_compare(self.viewer, state)
+            if self.current is not None:
+                self._say(f"Back to one map: {self.current.label}.")

@@ -7,6 +7,7 @@ and listens to its signals; what the user sets is remembered per map by the widg
 
 from __future__ import annotations
 
+import contextlib
 import html
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,12 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_plugin._layers import ROLE_CATEGORICAL, ROLE_CONTINUOUS, layer_meta
+
 if TYPE_CHECKING:
     from histoviz.viz.maps import MapValues
 
-__all__ = ["DisplayPanel"]
+__all__ = ["DisplayPanel", "MapDisplayMixin"]
 
 
 class DisplayPanel(QGroupBox):
@@ -190,3 +193,85 @@ class DisplayPanel(QGroupBox):
         import re
 
         return re.sub("<[^>]+>", "", self.title.text()), self.cbar_lo.text(), self.cbar_hi.text()
+
+
+class MapDisplayMixin:
+    """Display changes of the shown map, from the panel or from napari's own layer controls,
+    remembered per map (mixed into :class:`napari_plugin._widget.PredictionWidget`)."""
+
+    def _map_of(self, layer: Any) -> MapValues | None:
+        """The MapValues a map layer shows (the current map or the side-by-side one)."""
+        spec = layer_meta(layer).get("map")
+        if self.current is not None and str(self.current.spec) == spec and layer is self._current_layer():
+            return self.current
+        if self._compare is not None and layer is self._compare.get("map"):
+            return self._compare["mv"]
+        return None
+
+    def _on_layer_display(self, layer: Any, what: str) -> None:
+        if layer is None or self._applying:
+            return
+        mv = self._map_of(layer)
+        if mv is None or mv.categorical:
+            return
+        prefs = self._prefs_of(mv)
+        if what == "contrast_limits":
+            prefs["contrast_limits"] = tuple(float(v) for v in layer.contrast_limits)
+        else:
+            prefs["colormap"] = layer.colormap.name
+        if layer is self._current_layer():
+            with contextlib.suppress(RuntimeError):
+                self.display.sync_clim(layer)
+                self.display.draw_colorbar(layer)
+
+    def _on_cmap(self, name: str) -> None:
+        layer = self._current_layer()
+        if layer is None or self.current is None or self.current.categorical:
+            return
+        try:
+            layer.colormap = name  # the layer event remembers it for this map
+        except (KeyError, ValueError) as e:
+            self._say(f"Unknown colormap {name!r} ({e})", error=True)
+
+    def _on_opacity(self, value: float) -> None:
+        for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
+            layer = self._map_layer(role)
+            if layer is not None:
+                layer.opacity = value
+
+    def _on_clim(self, lo: float, hi: float) -> None:
+        layer = self._current_layer()
+        if layer is None or self.current is None or self.current.categorical:
+            return
+        layer.contrast_limits = (lo, hi)
+
+    def _on_auto(self) -> None:
+        if self.current is None or self.current.categorical:
+            return
+        self._prefs_of(self.current).pop("contrast_limits", None)
+        layer = self._current_layer()
+        if layer is not None:
+            self._apply_display(layer, self.current)
+            self.display.sync_clim(layer)
+
+    def _on_threshold(self, enabled: bool, value: float) -> None:
+        self.set_threshold(value if enabled else None)
+
+    def set_threshold(self, value: float | None) -> None:
+        """Hide the shown map's patches below ``value`` (the slide shows through); ``None``: show all."""
+        if self.current is None or self.current.categorical or self.layout is None:
+            return
+        prefs = self._prefs_of(self.current)
+        if value is None:
+            prefs.pop("threshold", None)
+        else:
+            prefs["threshold"] = float(value)
+        layer = self._current_layer()
+        if layer is not None:
+            with self._programmatic():
+                lim = tuple(layer.contrast_limits)
+                layer.data = self._raster(self.current, prefs.get("threshold"))
+                layer.contrast_limits = lim
+        n = int(np.sum(np.asarray(self.current.values) >= value)) if value is not None else len(self.layout)
+        self._say(f"Showing {self.current.label}: {n} of {len(self.layout)} patches"
+                  + (f" at or above {value:.3g}." if value is not None else "."))

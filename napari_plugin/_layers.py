@@ -28,6 +28,7 @@ __all__ = [
     "SlideInfo",
     "heatmap_layer_data",
     "label_features",
+    "layer_meta",
     "layout_metadata",
     "make_read_only",
     "map_layer_data",
@@ -59,6 +60,16 @@ class SlideInfo:
     units: tuple[Any, ...] | None
     path: str | None
     mpp: float | None
+
+
+def layer_meta(layer: Any) -> dict[str, Any]:
+    """The histoviz metadata dict of a layer (empty for layers histoviz did not make)."""
+    md = getattr(layer, "metadata", None)
+    if isinstance(md, dict):
+        v = md.get(META_KEY)
+        if isinstance(v, dict):
+            return v
+    return {}
 
 
 def slide_layer_data(

@@ -47,7 +47,8 @@ from qtpy.QtWidgets import (
 )
 
 from histoviz.errors import HistovizError
-from napari_plugin._display import DisplayPanel
+from napari_plugin._compare import CompareMixin
+from napari_plugin._display import DisplayPanel, MapDisplayMixin
 from napari_plugin._export import ExportMixin
 from napari_plugin._inspector import PatchPanel, SlidePanel
 from napari_plugin._layers import (
@@ -65,7 +66,10 @@ from napari_plugin._layers import (
     slide_info,
     slide_layer_data,
 )
-from napari_plugin._runner import ModelRunner
+from napari_plugin._layers import (
+    layer_meta as _meta,
+)
+from napari_plugin._runner import ModelRunner, RunMixin
 from napari_plugin._runner import block_triton as _block_triton  # noqa: F401 - kept importable
 from napari_plugin._selection import SelectionMixin
 
@@ -105,22 +109,13 @@ def _reports_errors(action: str, default: Any = False) -> Callable:
     return deco
 
 
-def _meta(layer: Any) -> dict[str, Any]:
-    md = getattr(layer, "metadata", None)
-    if isinstance(md, dict):
-        v = md.get(META_KEY)
-        if isinstance(v, dict):
-            return v
-    return {}
-
-
 def _data_range(values: np.ndarray) -> tuple[float, float]:
     f = np.asarray(values, dtype=np.float64)
     f = f[np.isfinite(f)]
     return (float(f.min()), float(f.max())) if f.size else (0.0, 1.0)
 
 
-class PredictionWidget(SelectionMixin, ExportMixin, QWidget):
+class PredictionWidget(SelectionMixin, MapDisplayMixin, CompareMixin, ExportMixin, RunMixin, QWidget):
     """Show per-patch prediction maps of a histoviz ``.h5ad`` on the open slide.
 
     Parameters
@@ -175,7 +170,6 @@ class PredictionWidget(SelectionMixin, ExportMixin, QWidget):
         self.runner = ModelRunner(predict_fn)
         self.runner.succeeded.connect(self._on_run_succeeded)
         self.runner.message.connect(lambda text, err: self._say(text, error=err))
-        self.runner.progress.destroyed.connect(lambda *_: None)
         self._build_ui()
         self._connect_viewer()
         self._refresh_slides()
@@ -751,8 +745,6 @@ class PredictionWidget(SelectionMixin, ExportMixin, QWidget):
         if self._compare is None:
             self.viewer.layers.selection.active = layer  # napari's layer controls follow the map
         self._sync_controls(layer)
-        if self.selected is not None:
-            self.select_patch(self.selected)
         self._say(f"Showing {mv.label}" + (" (simulated values, not a model's prediction)." if mv.simulated else "."))
         with contextlib.suppress(AttributeError, TypeError):
             self.viewer.status = f"{layer.name}"
@@ -769,84 +761,6 @@ class PredictionWidget(SelectionMixin, ExportMixin, QWidget):
         self.display.show_map(mv, layer, threshold=self._prefs.get(str(mv.spec), {}).get("threshold"),
                               data_range=(0.0, 1.0) if mv.is_probability else _data_range(mv.values))
         self._set_enabled()
-
-    # ---- display changes (from the widget or from napari's layer controls) ----------------------
-    def _map_of(self, layer: Any) -> MapValues | None:
-        """The MapValues a map layer shows (the current map or the side-by-side one)."""
-        spec = _meta(layer).get("map")
-        if self.current is not None and str(self.current.spec) == spec and layer is self._current_layer():
-            return self.current
-        if self._compare is not None and layer is self._compare.get("map"):
-            return self._compare["mv"]
-        return None
-
-    def _on_layer_display(self, layer: Any, what: str) -> None:
-        if layer is None or self._applying:
-            return
-        mv = self._map_of(layer)
-        if mv is None or mv.categorical:
-            return
-        prefs = self._prefs_of(mv)
-        if what == "contrast_limits":
-            prefs["contrast_limits"] = tuple(float(v) for v in layer.contrast_limits)
-        else:
-            prefs["colormap"] = layer.colormap.name
-        if layer is self._current_layer():
-            with contextlib.suppress(RuntimeError):
-                self.display.sync_clim(layer)
-                self.display.draw_colorbar(layer)
-
-    def _on_cmap(self, name: str) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        try:
-            layer.colormap = name  # the layer event remembers it for this map
-        except (KeyError, ValueError) as e:
-            self._say(f"Unknown colormap {name!r} ({e})", error=True)
-
-    def _on_opacity(self, value: float) -> None:
-        for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
-            layer = self._map_layer(role)
-            if layer is not None:
-                layer.opacity = value
-
-    def _on_clim(self, lo: float, hi: float) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        layer.contrast_limits = (lo, hi)
-
-    def _on_auto(self) -> None:
-        if self.current is None or self.current.categorical:
-            return
-        self._prefs_of(self.current).pop("contrast_limits", None)
-        layer = self._current_layer()
-        if layer is not None:
-            self._apply_display(layer, self.current)
-            self.display.sync_clim(layer)
-
-    def _on_threshold(self, enabled: bool, value: float) -> None:
-        self.set_threshold(value if enabled else None)
-
-    def set_threshold(self, value: float | None) -> None:
-        """Hide the shown map's patches below ``value`` (the slide shows through); ``None``: show all."""
-        if self.current is None or self.current.categorical or self.layout is None:
-            return
-        prefs = self._prefs_of(self.current)
-        if value is None:
-            prefs.pop("threshold", None)
-        else:
-            prefs["threshold"] = float(value)
-        layer = self._current_layer()
-        if layer is not None:
-            with self._programmatic():
-                lim = tuple(layer.contrast_limits)
-                layer.data = self._raster(self.current, prefs.get("threshold"))
-                layer.contrast_limits = lim
-        n = int(np.sum(np.asarray(self.current.values) >= value)) if value is not None else len(self.layout)
-        self._say(f"Showing {self.current.label}: {n} of {len(self.layout)} patches"
-                  + (f" at or above {value:.3g}." if value is not None else "."))
 
     @_reports_errors("Could not keep the map", default=None)
     def pin_current(self) -> Any:
@@ -866,103 +780,13 @@ class PredictionWidget(SelectionMixin, ExportMixin, QWidget):
         self._say(f"Kept {self.current.label} as layer {layer.name!r}.")
         return layer
 
-    # ------------------------------------------------------------------------------------------
-    # two maps side by side
-    # ------------------------------------------------------------------------------------------
-    def _on_compare_clicked(self, checked: bool) -> None:
-        if not checked:
-            self.end_compare()
-            return
-        if self.current is None:
-            self.btn_compare.setChecked(False)
-            return
-        self._say("Side by side: choose the second map (Show / Which); it appears on the right.")
-
-    @_reports_errors("Could not show the maps side by side")
-    def compare(self, spec: Any) -> bool:
-        """Show map ``spec`` beside the shown one (grid mode, linked cameras).
-
-        Left: the slide with the shown map; right: the slide with ``spec``. Each keeps its own
-        colormap and contrast. Other layers are hidden until :meth:`end_compare`.
-        """
-        from napari_plugin._compare import start_compare
-
-        if self.current is None or self.adata is None:
-            self._say("Show a map first.", error=True)
-            return False
-        self.end_compare()
-        self._compare = start_compare(self, spec)
-        self._watch(self._compare["map"])
-        self.btn_compare.blockSignals(True)
-        self.btn_compare.setChecked(True)
-        self.btn_compare.blockSignals(False)
-        self._say(f"Side by side: {self.current.label} | {self._compare['mv'].label} (one camera; "
-                  "click 'Side by side' again to go back).")
-        return True
-
-    def end_compare(self) -> None:
-        """Leave side-by-side mode: remove the right-hand layers, restore what was visible."""
-        from napari_plugin._compare import stop_compare
-
-        state, self._compare = self._compare, None
-        with contextlib.suppress(RuntimeError):
-            self.btn_compare.blockSignals(True)
-            self.btn_compare.setChecked(False)
-            self.btn_compare.blockSignals(False)
-        if state is not None:
-            stop_compare(self.viewer, state)
-            if self.current is not None:
-                self._say(f"Back to one map: {self.current.label}.")
-
-    # ------------------------------------------------------------------------------------------
-    # running a model in the background
-    # ------------------------------------------------------------------------------------------
-    def _choose_model(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Trained model (run folder)")
-        if d:
-            self.run_model(d)
-
     def _source_file(self) -> str | None:
         """The prediction file shown, if the predictions came from one (not from a model run)."""
         return self._source if self._source and Path(self._source).is_file() else None
 
-    @_reports_errors("Could not start the model", default=None)
-    def run_model(self, model_dir: str | Path) -> Any:
-        """Predict the selected slide with the run in ``model_dir`` in a background thread.
-
-        A determinate progress bar follows the tiles; :meth:`cancel_run` stops it. A model
-        trained on synthetic slides applied to a slide that is not synthetic is run, with a
-        warning. On success the predictions are shown as if loaded from a file. Returns the
-        worker (``None`` if not started).
-        """
-        from histoviz.provenance import synthetic_mismatch, training_data
-
-        if self.running:
-            self._say("A model is already running; cancel it first.", error=True)
-            return None
-        slide = self._slide_layer()
-        if slide is None:
-            self._say("Open a slide first (drag it into the viewer).", error=True)
-            return None
-        info = slide_info(slide)
-        if not info.path:
-            self._say(f"Layer {info.name!r} was not opened from a slide file; open it with the "
-                      "histoviz reader.", error=True)
-            return None
-        worker = self.runner.start(info.path, model_dir)
-        if worker is None:
-            return None
-        self._warn(synthetic_mismatch(training_data(model_dir), info.path, slide_name=info.name))
-        self.btn_run.setEnabled(False)
-        worker.finished.connect(lambda: self._set_enabled())
-        self._say(f"Running the model in {Path(model_dir).name} on {info.name}…")
-        return worker
-
-    def cancel_run(self) -> None:
-        """Ask a running model to stop (it stops at its next check)."""
-        self.runner.cancel()
-
     select_patch = _reports_errors("Could not show the patch", default=None)(SelectionMixin.select_patch)
+    compare = _reports_errors("Could not show the maps side by side")(CompareMixin.compare)
+    run_model = _reports_errors("Could not start the model", default=None)(RunMixin.run_model)
     export_geojson = _reports_errors("Could not export GeoJSON", default=None)(ExportMixin.export_geojson)
     export_ome_tiff = _reports_errors("Could not export the OME-TIFF", default=None)(ExportMixin.export_ome_tiff)
 
