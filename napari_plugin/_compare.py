@@ -11,7 +11,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from napari_plugin._layers import META_KEY, ROLE_COMPARE
+from napari_plugin._layers import (
+    META_KEY,
+    ROLE_CATEGORICAL,
+    ROLE_COMPARE,
+    ROLE_CONTINUOUS,
+    layer_meta,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -59,12 +65,26 @@ def start_compare(widget: Any, spec: Any) -> dict[str, Any]:
         la.visible = True
     grid = viewer.canvas.grid
     state = {"map": right, "slide": copy, "mv": mv, "visible": visible,
-             "grid": (grid.enabled, grid.stride, tuple(grid.shape))}
+             "grid": (grid.enabled, grid.stride, tuple(grid.shape)),
+             "colorbar": _show_colorbar(left, True)}
+    _show_colorbar(right, True)
     grid.stride = len(order) // 2
     grid.shape = (1, 2)
     grid.enabled = True
+    viewer.layers.selection.active = left
     viewer.reset_view()
     return state
+
+
+def _show_colorbar(layer: Any, on: bool) -> bool:
+    """Show napari's colour bar (ticks at the contrast limits) of an Image layer in its panel;
+    returns whether it was shown before."""
+    bar = getattr(layer, "colorbar", None)
+    if bar is None:
+        return False
+    before = bool(bar.visible)
+    bar.visible = on
+    return before
 
 
 def stop_compare(viewer: napari.Viewer, state: dict[str, Any]) -> None:
@@ -78,6 +98,10 @@ def stop_compare(viewer: napari.Viewer, state: dict[str, Any]) -> None:
         la = state.get(key)
         if la is not None and la in viewer.layers:
             viewer.layers.remove(la)
+    left = [la for la in state["visible"] if la in viewer.layers and layer_meta(la).get("role") in
+            (ROLE_CONTINUOUS, ROLE_CATEGORICAL)]
+    for la in left:
+        _show_colorbar(la, bool(state.get("colorbar")))
     for la, vis in state["visible"].items():
         if la in viewer.layers and la not in (state.get("map"), state.get("slide")):
             la.visible = vis

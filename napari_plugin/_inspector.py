@@ -127,7 +127,8 @@ class PatchPanel(QWidget):
         if s["top_genes"]:
             genes = "".join(f"<tr><td>{esc(g)}</td><td align='right'>&nbsp;{v:.3f}</td></tr>"
                             for g, v in s["top_genes"])
-            lines.append(f"<b>top predicted genes</b><table>{genes}</table>")
+            what = "top simulated genes" if s.get("simulated") else "top predicted genes"
+            lines.append(f"<b>{what}</b><table>{genes}</table>")
         self.label.setText("<br>".join(lines))
         shown = set()
         for fr in s["frames"]:

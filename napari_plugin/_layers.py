@@ -6,6 +6,7 @@ arguments and reads back what a slide layer says about its slide.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,21 +163,26 @@ def label_features(mv: MapValues) -> Any:
                          name: ["(no patch)", *[str(c) for c in mv.categories]]})
 
 
+_READ_ONLY: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def make_read_only(layer: napari.layers.Layer) -> None:
     """Keep a category map from being painted: napari re-enables editing whenever the data of a
     Labels layer is replaced, so editing is switched off again on each change."""
     if not hasattr(layer, "editable"):
         return
     layer.editable = False
-    if getattr(layer, "_histoviz_read_only", False):
+    if layer in _READ_ONLY:
         return
+    ref = weakref.ref(layer)
 
     def keep(event: Any = None) -> None:
-        if layer.editable:
-            layer.editable = False
+        la = ref()
+        if la is not None and la.editable:
+            la.editable = False
 
     layer.events.editable.connect(keep)
-    layer._histoviz_read_only = True
+    _READ_ONLY.add(layer)
 
 
 def heatmap_layer_data(path: str) -> tuple[list[Any], dict[str, Any], str]:

@@ -351,7 +351,7 @@ def test_sample_data_real_slide_is_labelled_simulated(make_napari_viewer, qtbot,
     assert not {"grade_proba", "risk", "attention", "grade_set_size"} & set(widget._maps)
     assert "No slide-level prediction" in widget.slide_panel.text()
     widget.select_patch(3)
-    assert "simulated values" in widget.patch_label.text()
+    assert "simulated values" in widget.patch_label.text() and "top simulated genes" in widget.patch_label.text()
 
 
 def test_histoviz_can_be_made_the_default_slide_reader(make_napari_viewer, svs_path, tmp_path, monkeypatch):

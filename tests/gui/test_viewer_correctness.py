@@ -153,6 +153,10 @@ def test_category_maps_are_read_only_and_the_status_bar_names_the_class(slide_vi
         assert widget.show_map(spec)
         labels = widget._current_layer()
         assert not labels.editable and labels.mode == "pan_zoom"
+        controls = viewer.window._qt_viewer.controls.widgets[labels]
+        assert not controls.paint_button.isEnabled() and not controls.fill_button.isEnabled()
+        labels.mode = "paint"
+        assert labels.mode == "pan_zoom"
         labels.editable = True  # napari re-enables editing on new data; the widget switches it off
         assert not labels.editable
         for i in (0, 1, 2, len(lay) - 1):
