@@ -30,7 +30,8 @@ the output registry (:mod:`histoviz.outputs`), never by the model:
 - ``uns["slide_prediction"]``: ``{block: {kind, targets, values, ...}}`` slide level (with the
   conformal set or interval when calibrated);
 - ``uns["histoviz"]``: slide_id, slide_path, slide_dimensions, mpp, tile_size,
-  tile_size_level0, model, encoder, run_dir, checkpoint, target_space, config, version.
+  tile_size_level0, model, encoder, run_dir, checkpoint, target_space, config, version,
+  trained_on (JSON of :func:`histoviz.provenance.training_data`: encoder, cohort, synthetic).
 
 Per-patch values are what the model predicts for a slide made only of patches like that one
 (ABMIL: the heads applied to the patch embedding; CPNN: ``alpha * w_i T + beta``; ridge: the
@@ -102,6 +103,13 @@ class RunModel:
     def features(self) -> dict[str, Any]:
         """Provenance of the training features (encoder, embed_dim, tile_size, mpp...)."""
         return dict(self.pipelines[0].features)
+
+    @property
+    def trained_on(self) -> dict[str, Any]:
+        """What the run was trained on (:func:`histoviz.provenance.training_data`)."""
+        from histoviz.provenance import training_data
+
+        return training_data(self)
 
     @property
     def model_name(self) -> str:
@@ -331,6 +339,7 @@ def predict_bag(
         "calibrated": bool(conformal),
         "target_space": json.dumps(rm.target_space()),
         "config": json.dumps(rm.config, default=str),
+        "trained_on": json.dumps(rm.trained_on, default=str),
         **(meta or {}),
     }
     a = make_prediction_adata(

@@ -6,7 +6,9 @@ arguments and reads back what a slide layer says about its slide.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,12 +21,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_KEY",
+    "ROLE_COMPARE",
     "ROLE_CATEGORICAL",
     "ROLE_CONTINUOUS",
     "ROLE_PINNED",
     "ROLE_SELECTION",
     "SlideInfo",
+    "heatmap_layer_data",
+    "label_features",
+    "layer_meta",
     "layout_metadata",
+    "make_read_only",
     "map_layer_data",
     "slide_info",
     "slide_info_from_reader",
@@ -38,6 +45,7 @@ ROLE_CONTINUOUS = "map"
 ROLE_CATEGORICAL = "categories"
 ROLE_SELECTION = "selection"
 ROLE_PINNED = "pinned"
+ROLE_COMPARE = "compare"
 UM = "micrometer"
 
 
@@ -53,6 +61,16 @@ class SlideInfo:
     units: tuple[Any, ...] | None
     path: str | None
     mpp: float | None
+
+
+def layer_meta(layer: Any) -> dict[str, Any]:
+    """The histoviz metadata dict of a layer (empty for layers histoviz did not make)."""
+    md = getattr(layer, "metadata", None)
+    if isinstance(md, dict):
+        v = md.get(META_KEY)
+        if isinstance(v, dict):
+            return v
+    return {}
 
 
 def slide_layer_data(
@@ -135,6 +153,82 @@ def layout_metadata(layout: PatchLayout, adata_info: dict[str, Any]) -> dict[str
     }
 
 
+def label_features(mv: MapValues) -> Any:
+    """napari ``features`` of a category map: napari's status bar then names the class under the
+    cursor (label ``k + 1`` is category ``k``; label 0, no patch, has no class)."""
+    import pandas as pd
+
+    name = mv.spec.kind if not mv.simulated else f"simulated {mv.spec.kind}"
+    return pd.DataFrame({"index": np.arange(len(mv.categories) + 1),
+                         name: ["(no patch)", *[str(c) for c in mv.categories]]})
+
+
+_READ_ONLY: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def make_read_only(layer: napari.layers.Layer) -> None:
+    """Keep a category map from being painted: napari re-enables editing whenever the data of a
+    Labels layer is replaced, so editing is switched off again on each change."""
+    if not hasattr(layer, "editable"):
+        return
+    layer.editable = False
+    if layer in _READ_ONLY:
+        return
+    ref = weakref.ref(layer)
+
+    def keep(event: Any = None) -> None:
+        la = ref()
+        if la is not None and la.editable:
+            la.editable = False
+
+    layer.events.editable.connect(keep)
+    _READ_ONLY.add(layer)
+
+
+def heatmap_layer_data(path: str) -> tuple[list[Any], dict[str, Any], str]:
+    """Layer data tuple of a heatmap OME-TIFF written by histoviz, placed over its slide.
+
+    Level 0 covers the slide at the stated integer downsample ``d``; scale and translate come
+    from :func:`histoviz.io.export.heatmap_placement` (in micrometres when the file has
+    physical sizes), so the heatmap lands on the slide opened by the histoviz reader.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from histoviz.io.export import heatmap_info, heatmap_levels, heatmap_placement
+    from histoviz.viz.colors import label_color_dict
+
+    meta = heatmap_info(path)
+    if meta is None:
+        raise ValueError(f"{path}: not a histoviz heatmap")
+    levels = heatmap_levels(path)
+    scale, translate = heatmap_placement(meta)
+    name = str(meta.get("map") or Path(path).name)
+    kwargs: dict[str, Any] = {
+        "name": f"heatmap: {name}",
+        "scale": scale,
+        "translate": translate,
+        "multiscale": len(levels) > 1,
+        "metadata": {META_KEY: {"role": ROLE_PINNED, "heatmap": dict(meta), "path": str(path)}},
+    }
+    if meta.get("mpp"):
+        kwargs["units"] = (UM, UM)
+    data: list[Any] = levels if len(levels) > 1 else levels[0]
+    cats = meta.get("categories") or []
+    if cats:
+        import pandas as pd
+
+        kwargs["colormap"] = DirectLabelColormap(color_dict=label_color_dict(len(cats)))
+        kwargs["features"] = pd.DataFrame({"index": np.arange(len(cats) + 1), "class": ["(no patch)", *cats]})
+        kwargs["opacity"] = 0.6
+        return data, kwargs, "labels"
+    small = np.asarray(levels[-1][:], dtype=np.float64)
+    finite = small[np.isfinite(small)]
+    lo, hi = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+    kwargs.update(colormap="viridis", contrast_limits=(lo, hi if hi > lo else lo + 1.0), opacity=0.75,
+                  blending="translucent")
+    return data, kwargs, "image"
+
+
 def map_layer_data(
     layout: PatchLayout,
     mv: MapValues,
@@ -170,6 +264,7 @@ def map_layer_data(
     if mv.categorical:
         kwargs["colormap"] = DirectLabelColormap(color_dict=label_color_dict(len(mv.categories)))
         kwargs["opacity"] = 0.6
+        kwargs["features"] = label_features(mv)
         return layout.label_raster(mv.values), kwargs, "labels"
     kwargs.update(
         colormap=mv.colormap,

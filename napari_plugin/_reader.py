@@ -2,6 +2,8 @@
 
 - A slide (SVS, NDPI, MRXS, SCN, BIF, TIFF, OME-TIFF, ...) opens as one lazy multiscale RGB
   layer in micrometres (pixels when the file has no resolution).
+- A heatmap OME-TIFF exported by histoviz opens placed over its slide (scale and translate from
+  its downsample and physical size).
 - A histoviz prediction ``.h5ad`` opens its slide (``uns["histoviz"]["slide_path"]``, when the
   file is still there) and the first map; the "Prediction maps" widget then picks the
   predictions up from the slide layer.
@@ -21,12 +23,13 @@ from typing import Any
 from napari_plugin._layers import (
     ROLE_CATEGORICAL,
     ROLE_CONTINUOUS,
+    heatmap_layer_data,
     map_layer_data,
     slide_info_from_reader,
     slide_layer_data,
 )
 
-__all__ = ["get_reader", "read_predictions_file", "read_slide"]
+__all__ = ["get_reader", "read_heatmap", "read_predictions_file", "read_slide"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,18 @@ def _is_prediction_file(path: str) -> bool:
         return False
 
 
+def _is_heatmap(path: str) -> bool:
+    from histoviz.io.export import heatmap_info
+
+    return heatmap_info(path) is not None
+
+
+def read_heatmap(path: str | list[str]) -> list[LayerData]:
+    """Open a histoviz heatmap OME-TIFF placed over its slide (see ``heatmap_layer_data``)."""
+    p = _single(path)
+    return [] if p is None else [heatmap_layer_data(p)]
+
+
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
     """Return a reader function for ``path``, or ``None`` when histoviz cannot open it."""
     p = _single(path)
@@ -58,6 +73,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         return None
     if p.lower().endswith(".h5ad"):
         return read_predictions_file if _is_prediction_file(p) else None
+    if p.lower().endswith((".ome.tif", ".ome.tiff")) and _is_heatmap(p):
+        return read_heatmap
     from histoviz.errors import HistovizError
     from histoviz.io import open_slide
 

@@ -1,9 +1,13 @@
 """npe2 sample data: File > Open Sample > histoviz.
 
-Both samples return the slide layer (which names its prediction file in its metadata) and a
-first map; the "Prediction maps" widget is docked and picks the predictions up, so every map
-and the patch panel work at once. Files are made on first use and cached
-(:func:`histoviz.viz.demo.sample_files`).
+Both samples return the slide layer and a first map (the map layer names its prediction file
+in its metadata); the "Prediction maps" widget is docked and picks the predictions up, so every
+map, the patch inspector and the slide-level prediction work at once.
+
+- "synthetic": a synthetic slide with maps predicted by models trained on a small synthetic
+  cohort (CPNN expression and composition; ABMIL grade and survival with split-conformal
+  uncertainty), built on first use (about a minute) and cached (:func:`histoviz.samples.synthetic_sample`);
+- "real": the shipped Aperio SVS with *simulated* maps (every map name says so).
 """
 
 from __future__ import annotations
@@ -27,21 +31,32 @@ def _dock_widget() -> None:
         logger.info("could not dock the histoviz widget: %s", e)
 
 
-def _sample(kind: str, first_map: str) -> list[tuple[Any, dict[str, Any], str]]:
-    from histoviz.viz.demo import sample_files
+def _notify(text: str) -> None:
+    try:
+        from napari.utils.notifications import show_info
+
+        show_info(text)
+    except Exception:  # noqa: BLE001 - a notification is a convenience
+        logger.info("%s", text)
+
+
+def _open(pred: Any, first_map: str) -> list[tuple[Any, dict[str, Any], str]]:
     from napari_plugin._reader import read_predictions_file
 
-    _slide, pred = sample_files(kind)
     layers = read_predictions_file(str(pred), first_map=first_map)
     _dock_widget()
     return layers
 
 
 def synthetic_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """A synthetic slide (known ground truth) with predictions; first map: MKI67."""
-    return _sample("synthetic", "gene:MKI67")
+    """A synthetic slide with maps from models trained on synthetic slides; first map: risk."""
+    from histoviz.samples import synthetic_sample as build
+
+    return _open(build(echo=_notify).predictions, "risk")
 
 
 def real_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """The shipped Aperio SVS (CMU-1-Small-Region) with simulated maps; first map: tumour weight."""
-    return _sample("real", "cell_type:tumour")
+    """The shipped Aperio SVS (CMU-1-Small-Region) with simulated maps; first map: simulated tumour weight."""
+    from histoviz.samples import real_sample as build
+
+    return _open(build().predictions, "cell_type:tumour")

@@ -1,29 +1,36 @@
 """The "Prediction maps" dock widget: load or compute predictions, pick a map, click a patch.
 
-Thin Qt adapter over :mod:`histoviz.viz` (maps, colours, patch summaries),
-:mod:`histoviz.io.predictions` and :mod:`histoviz.io.export`. Two layers show the maps: one
-Image (continuous maps) and one Labels (categorical maps), each at patch-grid resolution and
-placed on the slide by scale and translate. Switching maps replaces their data in place;
-"Keep as layer" copies the current map into a layer of its own so several maps can be
-toggled with napari's eye icons.
+Thin Qt adapter over :mod:`histoviz.viz` (maps, summaries, colours), :mod:`histoviz.io` and
+:mod:`histoviz.provenance`. Everything it lists comes from the output registry: the map kinds
+(:func:`~histoviz.viz.maps.available_maps`), their labels, units and default ranges
+(:class:`~histoviz.viz.maps.MapValues`), the patch inspector rows and charts
+(:func:`~histoviz.viz.summary.patch_summary`) and the slide-level prediction
+(:func:`~histoviz.viz.summary.slide_predictions`).
+
+Layers. One Image layer shows continuous maps and one read-only Labels layer shows categorical
+maps (napari's status bar names the class under the cursor), each at patch-grid resolution and
+placed on the slide by scale and translate. Switching maps replaces their data in place; each
+map keeps its own colormap, contrast limits and threshold (defaults from the registry or robust
+percentiles; what the user sets is remembered per map). "Keep as layer" copies the shown map
+into a layer of its own; "Side by side" shows a second map next to it (napari's grid mode, one
+camera). Deleting any layer deletes it: the widget forgets it and never adds it back on its own.
 
 Every user action reports problems as a message in the widget (red), never as a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import logging
-import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject, QSize, Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QImage, QPainter, QPixmap
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,33 +40,42 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from histoviz.errors import HistovizError
+from napari_plugin._compare import CompareMixin
+from napari_plugin._display import DisplayPanel, MapDisplayMixin
+from napari_plugin._export import ExportMixin
+from napari_plugin._inspector import PatchPanel, SlidePanel
 from napari_plugin._layers import (
     META_KEY,
     ROLE_CATEGORICAL,
+    ROLE_COMPARE,
     ROLE_CONTINUOUS,
     ROLE_PINNED,
     ROLE_SELECTION,
     ROLE_SLIDE,
     SlideInfo,
+    label_features,
+    make_read_only,
     map_layer_data,
     slide_info,
     slide_layer_data,
 )
+from napari_plugin._layers import (
+    layer_meta as _meta,
+)
+from napari_plugin._runner import ModelRunner, RunMixin
+from napari_plugin._runner import block_triton as _block_triton  # noqa: F401 - kept importable
+from napari_plugin._selection import SelectionMixin
 
 if TYPE_CHECKING:
     import anndata as ad
     import napari
-    import napari.layers
 
     from histoviz.viz.maps import MapValues, PatchLayout, PredictionMaps
 
@@ -93,80 +109,13 @@ def _reports_errors(action: str, default: Any = False) -> Callable:
     return deco
 
 
-def _meta(layer: Any) -> dict[str, Any]:
-    md = getattr(layer, "metadata", None)
-    if isinstance(md, dict):
-        v = md.get(META_KEY)
-        if isinstance(v, dict):
-            return v
-    return {}
+def _data_range(values: np.ndarray) -> tuple[float, float]:
+    f = np.asarray(values, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    return (float(f.min()), float(f.max())) if f.size else (0.0, 1.0)
 
 
-class _BarChart(QWidget):
-    """Horizontal bars with labels and values (composition, grade probabilities)."""
-
-    ROW = 17
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._items: list[tuple[str, float, QColor]] = []
-        self._vmax = 1.0
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-
-    def set_items(self, items: list[tuple[str, float, tuple[int, int, int]]], vmax: float = 1.0) -> None:
-        """Replace the bars: ``[(label, value, (r, g, b))]``; bars are scaled to ``vmax``."""
-        self._items = [(str(n), float(v), QColor(*c)) for n, v, c in items]
-        self._vmax = vmax if vmax > 0 else 1.0
-        self.setFixedHeight(max(1, len(self._items)) * self.ROW + 4)
-        self.update()
-
-    def items(self) -> list[tuple[str, float]]:
-        """The bars shown, ``[(label, value)]``."""
-        return [(n, v) for n, v, _ in self._items]
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(240, max(1, len(self._items)) * self.ROW + 4)
-
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        p = QPainter(self)
-        w = self.width()
-        label_w = min(130, w // 3)
-        value_w = 44
-        bar_w = max(10, w - label_w - value_w - 8)
-        pal = self.palette()
-        p.setPen(pal.color(pal.WindowText))
-        for k, (name, v, col) in enumerate(self._items):
-            y = 2 + k * self.ROW
-            p.drawText(0, y, label_w - 4, self.ROW, int(Qt.AlignRight | Qt.AlignVCenter), name)
-            frac = 0.0 if not np.isfinite(v) else min(max(v / self._vmax, 0.0), 1.0)
-            p.fillRect(label_w, y + 3, int(bar_w * frac), self.ROW - 6, col)
-            p.drawText(label_w + bar_w + 4, y, value_w, self.ROW, int(Qt.AlignLeft | Qt.AlignVCenter),
-                       "–" if not np.isfinite(v) else f"{v:.2f}")
-        p.end()
-
-
-def _block_triton() -> None:
-    """Keep torch from importing triton inside the viewer process.
-
-    Triton ships its own LLVM, whose symbols clash with the libLLVM that Mesa's OpenGL drivers
-    (llvmpipe under Xvfb, radeonsi on AMD GPUs) have already loaded once napari has drawn:
-    ``import triton`` then segfaults. Torch imports triton only to probe for it
-    (``torch.utils._triton.has_triton_package``) and CPU / eager CUDA inference does not need it,
-    so when triton is not loaded yet we make its import fail cleanly (``sys.modules`` entry
-    ``None``, the documented way to block an import).
-    """
-    import sys
-
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-        logger.debug("histoviz: blocked 'import triton' in the napari process (LLVM clash)")
-
-
-class _RunSignals(QObject):
-    progress = Signal(int, int)
-
-
-class PredictionWidget(QWidget):
+class PredictionWidget(SelectionMixin, MapDisplayMixin, CompareMixin, ExportMixin, RunMixin, QWidget):
     """Show per-patch prediction maps of a histoviz ``.h5ad`` on the open slide.
 
     Parameters
@@ -174,17 +123,17 @@ class PredictionWidget(QWidget):
     napari_viewer
         The viewer (injected by napari).
     predict_fn
-        Model runner used by "Run model…"; default
-        :func:`histoviz.predict.predict_slide` (``fn(reader, model_dir, *, progress_callback,
-        cancel_event) -> AnnData``). Tests inject a stand-in.
+        Model runner used by "Run model…"; default :func:`histoviz.predict.predict_slide`
+        (``fn(reader, model_dir, *, progress_callback, cancel_event) -> AnnData``).
 
     Notes
     -----
-    Scriptable API (also used by the tests): :meth:`load_predictions`,
-    :meth:`set_predictions`, :meth:`show_map`, :meth:`select_world`, :meth:`select_patch`,
-    :meth:`pin_current`, :meth:`export_geojson`, :meth:`export_ome_tiff`, :meth:`run_model`,
-    :meth:`cancel_run`; state in :attr:`adata`, :attr:`layout`, :attr:`current`,
-    :attr:`selected`, :attr:`message`.
+    Scriptable API (also used by the tests): :meth:`load_predictions`, :meth:`set_predictions`,
+    :meth:`show_map`, :meth:`set_threshold`, :meth:`select_world`, :meth:`select_patch`,
+    :meth:`pin_current`, :meth:`compare`, :meth:`end_compare`, :meth:`export_geojson`,
+    :meth:`export_ome_tiff`, :meth:`run_model`, :meth:`cancel_run`; state in :attr:`adata`,
+    :attr:`layout`, :attr:`current`, :attr:`selected`, :attr:`summary`, :attr:`message`,
+    :attr:`warning`.
     """
 
     def __init__(
@@ -196,7 +145,6 @@ class PredictionWidget(QWidget):
     ) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.predict_fn = predict_fn
         self.adata: ad.AnnData | None = None
         self.maps: PredictionMaps | None = None
         self.layout: PatchLayout | None = None
@@ -205,32 +153,47 @@ class PredictionWidget(QWidget):
         self.summary: dict[str, Any] | None = None
         self.message = ""
         self.message_is_error = False
+        self.warning: str | None = None
         self._source = ""
         self._info: SlideInfo | None = None
+        self._slide: Any = None
         self._prefs: dict[str, dict[str, Any]] = {}
         self._last_key: dict[str, str] = {}
-        self._worker: Any = None
-        self._cancel: threading.Event | None = None
-        self._signals: _RunSignals | None = None
-        self._run_model_dir: str | None = None
-        self._pending: set[str] = set()
         self._maps: dict[str, list[str]] = {}
         self._keys_of: tuple[int, str] | None = None
-        self._generation = 0  # bumped on every set of predictions
-        self._clim_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._generation = 0
+        self._own: dict[str, Any] = {}  # role -> layer this widget shows maps in
+        self._compare: dict[str, Any] | None = None
+        self._applying = 0
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pending: set[str] = set()
+        self.runner = ModelRunner(predict_fn)
+        self.runner.succeeded.connect(self._on_run_succeeded)
+        self.runner.message.connect(lambda text, err: self._say(text, error=err))
         self._build_ui()
         self._connect_viewer()
         self._refresh_slides()
         QTimer.singleShot(0, self._auto_load)
 
+    # ---- compatibility properties ----------------------------------------------------------------
+    @property
+    def predict_fn(self) -> PredictFn | None:
+        """The model runner (``None``: :func:`histoviz.predict.predict_slide`)."""
+        return self.runner.predict_fn
+
+    @predict_fn.setter
+    def predict_fn(self, fn: PredictFn | None) -> None:
+        self.runner.predict_fn = fn
+
+    @property
+    def running(self) -> bool:
+        """True while a model runs."""
+        return self.runner.running
+
     # ------------------------------------------------------------------------------------------
     # UI
     # ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        from superqt import QLabeledDoubleRangeSlider
-
-        from histoviz.viz.colors import CONTINUOUS_COLORMAPS
-
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
@@ -239,9 +202,8 @@ class PredictionWidget(QWidget):
         lay = QVBoxLayout(inner)
         scroll.setWidget(inner)
         outer.addWidget(scroll)
-        self.setMinimumWidth(330)
+        self.setMinimumWidth(340)
 
-        # -- slide and predictions
         box = QGroupBox("Slide and predictions")
         form = QVBoxLayout(box)
         self.slide_combo = QComboBox()
@@ -252,7 +214,7 @@ class PredictionWidget(QWidget):
         self.btn_load = QPushButton("Load predictions…")
         self.btn_load.clicked.connect(self._choose_predictions)
         self.btn_run = QPushButton("Run model…")
-        self.btn_run.setToolTip("Run a trained histoviz model on the open slide (background)")
+        self.btn_run.setToolTip("Run a trained histoviz model (a run folder) on the slide, in the background")
         self.btn_run.clicked.connect(self._choose_model)
         row.addWidget(self.btn_load)
         row.addWidget(self.btn_run)
@@ -260,20 +222,27 @@ class PredictionWidget(QWidget):
         self.allow_other_id = QCheckBox("Accept another slide id (renamed file)")
         form.addWidget(self.allow_other_id)
         row = QHBoxLayout()
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        self.btn_cancel = QPushButton("Cancel")
-        self.btn_cancel.setVisible(False)
-        self.btn_cancel.clicked.connect(self.cancel_run)
+        self.progress = self.runner.progress
+        self.btn_cancel = self.runner.btn_cancel
         row.addWidget(self.progress)
         row.addWidget(self.btn_cancel)
         form.addLayout(row)
         self.source_label = QLabel("No predictions loaded.")
         self.source_label.setWordWrap(True)
         form.addWidget(self.source_label)
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #f0a030;")
+        self.warning_label.setVisible(False)
+        form.addWidget(self.warning_label)
         lay.addWidget(box)
 
-        # -- map picker
+        box = QGroupBox("Slide-level prediction")
+        v = QVBoxLayout(box)
+        self.slide_panel = SlidePanel()
+        v.addWidget(self.slide_panel)
+        lay.addWidget(box)
+
         box = QGroupBox("Map")
         form2 = QFormLayout(box)
         self.kind_combo = QComboBox()
@@ -288,81 +257,47 @@ class PredictionWidget(QWidget):
         comp.setCaseSensitivity(Qt.CaseInsensitive)
         comp.setCompletionMode(QCompleter.PopupCompletion)
         self.key_combo.setCompleter(comp)
-        self.key_combo.activated.connect(self._on_key_activated)
+        self.key_combo.activated.connect(lambda _i: self._on_key_entered())
         self.key_combo.lineEdit().returnPressed.connect(self._on_key_entered)
         form2.addRow("Which", self.key_combo)
-        self.btn_pin = QPushButton("Keep as separate layer")
+        row = QHBoxLayout()
+        self.btn_pin = QPushButton("Keep as layer")
         self.btn_pin.setToolTip("Copy the shown map into its own layer (toggle it with the eye icon)")
         self.btn_pin.clicked.connect(self.pin_current)
-        form2.addRow(self.btn_pin)
+        self.btn_compare = QPushButton("Side by side…")
+        self.btn_compare.setCheckable(True)
+        self.btn_compare.setToolTip("Show the map chosen next (or the kept map) beside the shown one: "
+                                    "napari grid mode, one camera for both")
+        self.btn_compare.clicked.connect(self._on_compare_clicked)
+        row.addWidget(self.btn_pin)
+        row.addWidget(self.btn_compare)
+        form2.addRow(row)
         lay.addWidget(box)
 
-        # -- display
-        box = QGroupBox("Display")
-        form3 = QFormLayout(box)
-        self.cmap_combo = QComboBox()
-        self.cmap_combo.addItems(list(CONTINUOUS_COLORMAPS))
-        self.cmap_combo.currentTextChanged.connect(self._on_cmap)
-        form3.addRow("Colormap", self.cmap_combo)
-        self.opacity = QSlider(Qt.Horizontal)
-        self.opacity.setRange(0, 100)
-        self.opacity.setValue(75)
-        self.opacity.valueChanged.connect(self._on_opacity)
-        form3.addRow("Opacity", self.opacity)
-        self.clim = QLabeledDoubleRangeSlider(Qt.Horizontal)
-        self.clim.setDecimals(3)
-        self.clim.setRange(0.0, 1.0)
-        self.clim.setValue((0.0, 1.0))
-        self.clim.valueChanged.connect(self._on_clim)
-        self.btn_auto = QPushButton("Auto")
-        self.btn_auto.setToolTip("Reset the contrast to the 1st-99th percentile")
-        self.btn_auto.clicked.connect(self._on_auto)
-        row = QHBoxLayout()
-        row.addWidget(self.clim, 1)
-        row.addWidget(self.btn_auto)
-        form3.addRow("Contrast", row)
-        self.colorbar = QLabel()
-        self.colorbar.setFixedHeight(14)
-        self.colorbar.setScaledContents(True)
-        self.cbar_lo = QLabel("")
-        self.cbar_hi = QLabel("")
-        self.cbar_hi.setAlignment(Qt.AlignRight)
-        cb = QVBoxLayout()
-        cb.addWidget(self.colorbar)
-        ends = QHBoxLayout()
-        ends.addWidget(self.cbar_lo)
-        ends.addWidget(self.cbar_hi)
-        cb.addLayout(ends)
-        self.legend = QLabel("")
-        self.legend.setWordWrap(True)
-        self.legend.setTextFormat(Qt.RichText)
-        cb.addWidget(self.legend)
-        form3.addRow(cb)
-        lay.addWidget(box)
+        self.display = DisplayPanel()
+        self.display.colormap_changed.connect(self._on_cmap)
+        self.display.opacity_changed.connect(self._on_opacity)
+        self.display.clim_changed.connect(self._on_clim)
+        self.display.auto_clicked.connect(self._on_auto)
+        self.display.threshold_changed.connect(self._on_threshold)
+        lay.addWidget(self.display)
+        # aliases (scripting and tests)
+        self.cmap_combo, self.clim, self.opacity = self.display.cmap_combo, self.display.clim, self.display.opacity
+        self.legend, self.colorbar = self.display.legend, self.display.colorbar
 
-        # -- patch panel
         box = QGroupBox("Patch (click on the tissue)")
         v = QVBoxLayout(box)
-        self.patch_label = QLabel("No patch selected.")
-        self.patch_label.setWordWrap(True)
-        self.patch_label.setTextFormat(Qt.RichText)
-        self.patch_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        v.addWidget(self.patch_label)
-        self.comp_title = QLabel("<b>Composition</b>")
-        self.comp_chart = _BarChart()
-        self.grade_title = QLabel("<b>Grade probabilities</b>")
-        self.grade_chart = _BarChart()
-        for w in (self.comp_title, self.comp_chart, self.grade_title, self.grade_chart):
-            w.setVisible(False)
-            v.addWidget(w)
+        self.patch_panel = PatchPanel()
+        self.patch_label = self.patch_panel.label
+        v.addWidget(self.patch_panel)
         lay.addWidget(box)
 
-        # -- export
         box = QGroupBox("Export the shown map")
         row = QHBoxLayout(box)
         self.btn_geojson = QPushButton("QuPath GeoJSON…")
         self.btn_geojson.clicked.connect(self._choose_geojson)
         self.btn_tiff = QPushButton("OME-TIFF…")
+        self.btn_tiff.setToolTip("Tiled pyramidal OME-TIFF at the slide's size and pixel size")
         self.btn_tiff.clicked.connect(self._choose_ome_tiff)
         row.addWidget(self.btn_geojson)
         row.addWidget(self.btn_tiff)
@@ -377,28 +312,43 @@ class PredictionWidget(QWidget):
 
     def _set_enabled(self) -> None:
         has = self.adata is not None
-        for w in (self.kind_combo, self.key_combo, self.btn_pin, self.btn_geojson, self.btn_tiff,
-                  self.cmap_combo, self.clim, self.btn_auto, self.opacity):
+        for w in (self.kind_combo, self.key_combo, self.btn_pin, self.btn_compare, self.btn_geojson, self.btn_tiff):
             w.setEnabled(has)
-        if has and self.current is not None and self.current.categorical:
-            for w in (self.cmap_combo, self.clim, self.btn_auto):
-                w.setEnabled(False)
+        self.display.set_enabled(has and self.current is not None)
         if has and self.current is not None and not self.current.spec.key:
             self.key_combo.setEnabled(False)
+        self.btn_run.setEnabled(not self.running)
 
     def _say(self, text: str, *, error: bool = False) -> None:
         self.message = text
         self.message_is_error = error
-        self.msg.setStyleSheet("color: #e0475b;" if error else "")
-        self.msg.setText(text)
+        with contextlib.suppress(RuntimeError):  # widget deleted
+            self.msg.setStyleSheet("color: #e0475b;" if error else "")
+            self.msg.setText(text)
         (logger.warning if error else logger.info)("%s", text)
+
+    def _warn(self, text: str | None) -> None:
+        self.warning = text
+        self.warning_label.setText(f"Warning: {text}" if text else "")
+        self.warning_label.setVisible(bool(text))
+        if text:
+            logger.warning("%s", text)
+
+    @contextlib.contextmanager
+    def _programmatic(self) -> Iterator[None]:
+        """Layer changes made by the widget itself (not remembered as the user's choice)."""
+        self._applying += 1
+        try:
+            yield
+        finally:
+            self._applying -= 1
 
     # ------------------------------------------------------------------------------------------
     # viewer wiring
     # ------------------------------------------------------------------------------------------
     def _connect_viewer(self) -> None:
-        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self.viewer.layers.events.removed.connect(self._on_layers_changed)
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
+        self.viewer.layers.events.removed.connect(self._on_removed)
         ref = weakref.ref(self)
 
         def histoviz_pick(viewer: Any, event: Any) -> Any:
@@ -434,26 +384,26 @@ class PredictionWidget(QWidget):
     def _slide_layers(self) -> list[Any]:
         from napari.layers import Image
 
-        out = []
-        for layer in self.viewer.layers:
-            if not isinstance(layer, Image):
-                continue
-            role = _meta(layer).get("role")
-            if role in (ROLE_CONTINUOUS, ROLE_PINNED):
-                continue
-            out.append(layer)
+        out = [la for la in self.viewer.layers if isinstance(la, Image)
+               and _meta(la).get("role") not in (ROLE_CONTINUOUS, ROLE_PINNED, ROLE_COMPARE)
+               and not _meta(la).get("compare_slide")]
         out.sort(key=lambda la: _meta(la).get("role") != ROLE_SLIDE)
         return out
 
     def _refresh_slides(self) -> None:
-        names = [la.name for la in self._slide_layers()]
-        cur = self.slide_combo.currentText()
-        self.slide_combo.blockSignals(True)
-        self.slide_combo.clear()
-        self.slide_combo.addItems(names)
-        if cur in names:
-            self.slide_combo.setCurrentText(cur)
-        self.slide_combo.blockSignals(False)
+        try:
+            names = [la.name for la in self._slide_layers()]
+            cur = self.slide_combo.currentText()
+            self.slide_combo.blockSignals(True)
+            self.slide_combo.clear()
+            self.slide_combo.addItems(names)
+            if self._slide is not None and self._slide.name in names:
+                self.slide_combo.setCurrentText(self._slide.name)
+            elif cur in names:
+                self.slide_combo.setCurrentText(cur)
+            self.slide_combo.blockSignals(False)
+        except RuntimeError:  # widget already deleted
+            return
 
     def _slide_layer(self) -> Any:
         name = self.slide_combo.currentText()
@@ -461,36 +411,55 @@ class PredictionWidget(QWidget):
             return self.viewer.layers[name]
         return None
 
-    def _on_layers_changed(self, event: Any = None) -> None:
-        try:
-            self._refresh_slides()
-        except RuntimeError:  # widget already deleted
-            return
+    def _on_inserted(self, event: Any = None) -> None:
+        self._refresh_slides()
         layer = getattr(event, "value", None)
-        pred = _meta(layer).get("predictions") if layer is not None else None
-        if pred and str(pred) != self._source:
+        meta = _meta(layer)
+        pred = meta.get("predictions")
+        # only layers opened by the reader or a sample name predictions to load; the widget's
+        # own layers carry ``owner``
+        if pred and meta.get("owner") != id(self) and str(pred) != self._source:
             self._pending.add(str(pred))
             QTimer.singleShot(0, self._auto_load)
 
+    def _on_removed(self, event: Any = None) -> None:
+        """A layer was deleted: forget it. Nothing is re-added, no other predictions loaded."""
+        layer = getattr(event, "value", None)
+        for role, own in list(self._own.items()):
+            if own is layer:
+                del self._own[role]
+                if role == ROLE_SELECTION:
+                    self.selected = None
+                    self.summary = None
+                    with contextlib.suppress(RuntimeError):
+                        self.patch_panel.clear()
+        if layer is not None and layer is self._slide:
+            self._slide = None
+            self._say(f"Slide layer {layer.name!r} removed; the maps stay where they were.")
+        if self._compare is not None and layer in (self._compare.get("map"), self._compare.get("slide")):
+            QTimer.singleShot(0, self.end_compare)  # not while napari is still removing
+        self._refresh_slides()
+
     def _auto_load(self) -> None:
-        """Load predictions named by a slide or map layer (reader / sample data)."""
+        """Load predictions named by a slide or map layer that the reader or a sample added."""
         try:
             pending = set(self._pending)
         except RuntimeError:  # pragma: no cover - deleted before the timer fired
             return
         self._pending.clear()
-        if not pending:
+        if not pending and self.adata is None:
             for layer in self.viewer.layers:
                 p = _meta(layer).get("predictions")
-                if p:
+                if p and _meta(layer).get("owner") != id(self):
                     pending.add(str(p))
         for p in sorted(pending):
-            if p != self._source:
-                for layer in self._slide_layers():
-                    if str(_meta(layer).get("predictions")) == p:
-                        self.slide_combo.setCurrentText(layer.name)
-                self.load_predictions(p)
-                break
+            if p == self._source or not any(str(_meta(la).get("predictions")) == p for la in self.viewer.layers):
+                continue
+            for layer in self._slide_layers():
+                if str(_meta(layer).get("predictions")) == p:
+                    self.slide_combo.setCurrentText(layer.name)
+            self.load_predictions(p)
+            break
 
     def _on_slide_changed(self, _name: str) -> None:
         if self.adata is not None:
@@ -517,23 +486,26 @@ class PredictionWidget(QWidget):
         """Show ``adata`` (prediction contract) on the selected slide.
 
         Refuses (with a message, keeping what was shown) predictions made for another slide:
-        different slide id, different dimensions, or patches outside the slide.
+        different slide id, different dimensions, or patches outside the slide. Clears what
+        belonged to the previous predictions (selected patch, messages, slide-level panel) and
+        puts the new map above layers kept from before.
         """
         from histoviz.io.predictions import validate_predictions
+        from histoviz.provenance import prediction_warning
         from histoviz.viz.maps import (
             PatchLayout,
             PredictionMaps,
             available_maps,
             check_predictions_match_slide,
         )
+        from histoviz.viz.summary import slide_predictions
 
         validate_predictions(adata, source=source or "<predictions>")
         layout = PatchLayout.from_adata(adata)
         pmaps = PredictionMaps(adata)
         maps = available_maps(pmaps)
         if not maps:
-            self._say("The prediction file holds no maps (no genes, cell types, grade, risk or "
-                      "attention).", error=True)
+            self._say("The prediction file holds no maps.", error=True)
             return False
         slide = self._slide_layer()
         info_uns = adata.uns.get("histoviz", {})
@@ -542,25 +514,26 @@ class PredictionWidget(QWidget):
             if sp and Path(str(sp)).is_file():
                 from histoviz.io import open_slide
 
-                named = source if source and Path(source).is_file() else None
-                data, kwargs, _ = slide_layer_data(open_slide(str(sp)), predictions=named)
+                data, kwargs, _ = slide_layer_data(open_slide(str(sp)))
+                kwargs["metadata"][META_KEY]["owner"] = id(self)
                 slide = self.viewer.add_image(data, **kwargs)
+                self.viewer.layers.move(self.viewer.layers.index(slide), 0)
                 self._refresh_slides()
                 self.slide_combo.setCurrentText(slide.name)
         info = slide_info(slide) if slide is not None else None
         if info is not None:
-            check_predictions_match_slide(
-                adata, slide_id=info.slide_id, dimensions=info.dimensions,
-                allow_other_id=self.allow_other_id.isChecked(),
-            )
+            check_predictions_match_slide(adata, slide_id=info.slide_id, dimensions=info.dimensions,
+                                          allow_other_id=self.allow_other_id.isChecked())
         # commit
+        same = adata is self.adata
+        self.end_compare()
         self._generation += 1
         self.adata, self.maps, self.layout = adata, pmaps, layout
-        self._info, self._source = info, source
-        self._prefs.clear()
-        self.selected = None
-        self.summary = None
-        self._show_summary(None)
+        self._info, self._source, self._slide = info, source, slide
+        if not same:
+            self._prefs.clear()
+        self.select_patch(None)
+        self._adopt_reader_layers(source)
         self._populate_kinds(maps)
         first = self._initial_spec(maps)
         model = info_uns.get("model")
@@ -569,20 +542,29 @@ class PredictionWidget(QWidget):
             f"{Path(source).name if source else 'predictions'}: {adata.n_obs} patches, "
             f"{adata.n_vars} genes {where}" + (f"<br>model: {html.escape(str(model))}" if model else "")
         )
+        self.slide_panel.show_rows(slide_predictions(pmaps), simulated=pmaps.simulated)
+        self._warn(prediction_warning(adata, slide_path=info.path if info is not None and info.path else None))
         self._set_enabled()
         ok = self.show_map(first)
         if ok:
+            self._raise_maps()
             self._say(f"Loaded {adata.n_obs} patches; showing {self.current.label}.")
         return bool(ok)
 
-    def _source_file(self) -> str | None:
-        """The prediction file shown, if the predictions came from one (not from a model run)."""
-        return self._source if self._source and Path(self._source).is_file() else None
+    def _adopt_reader_layers(self, source: str) -> None:
+        """Reuse the map layer the reader made for this file instead of adding another."""
+        for layer in self.viewer.layers:
+            meta = _meta(layer)
+            role = meta.get("role")
+            if role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL) and role not in self._own \
+                    and meta.get("owner") is None and source and str(meta.get("predictions")) == source:
+                meta["owner"] = id(self)
+                self._own[role] = layer
 
     def _initial_spec(self, maps: dict[str, list[str]]) -> str:
         for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
-            layer = self._map_layer(role)
-            spec = _meta(layer).get("map") if layer is not None else None
+            layer = self._own.get(role)
+            spec = _meta(layer).get("map") if layer is not None and layer.visible else None
             if spec:
                 kind, _, key = str(spec).partition(":")
                 if kind in maps and (not key or key in maps[kind]):
@@ -591,13 +573,14 @@ class PredictionWidget(QWidget):
         return f"{kind}:{keys[0]}" if keys[0] else kind
 
     def _populate_kinds(self, maps: dict[str, list[str]]) -> None:
-        from histoviz.viz.maps import KIND_LABELS
+        from histoviz.viz.maps import kind_labels
 
+        labels = kind_labels()
         self._maps = maps
         self.kind_combo.blockSignals(True)
         self.kind_combo.clear()
         for kind in maps:
-            self.kind_combo.addItem(KIND_LABELS[kind], kind)
+            self.kind_combo.addItem(labels.get(kind, kind), kind)
         self.kind_combo.blockSignals(False)
 
     def _set_keys(self, kind: str, key: str | None) -> None:
@@ -619,9 +602,6 @@ class PredictionWidget(QWidget):
         key = self._last_key.get(kind) or (keys[0] if keys else None)
         self.show_map(f"{kind}:{key}" if key else kind)
 
-    def _on_key_activated(self, _index: int) -> None:
-        self._on_key_entered()
-
     def _on_key_entered(self) -> None:
         kind = self.kind_combo.currentData()
         text = self.key_combo.currentText().strip()
@@ -632,10 +612,13 @@ class PredictionWidget(QWidget):
     # maps
     # ------------------------------------------------------------------------------------------
     def _map_layer(self, role: str) -> Any:
-        for layer in self.viewer.layers:
-            if _meta(layer).get("role") == role:
-                return layer
-        return None
+        layer = self._own.get(role)
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def _current_layer(self) -> Any:
+        if self.current is None:
+            return None
+        return self._map_layer(ROLE_CATEGORICAL if self.current.categorical else ROLE_CONTINUOUS)
 
     def _selection_to_top(self) -> None:
         sel = self._map_layer(ROLE_SELECTION)
@@ -644,36 +627,40 @@ class PredictionWidget(QWidget):
             if i != len(self.viewer.layers) - 1:
                 self.viewer.layers.move(i, len(self.viewer.layers))
 
-    @_reports_errors("Could not show the map")
-    def show_map(self, spec: Any) -> bool:
-        """Show one map (``"gene:CD3E"``, ``"dominant_type"``, a :class:`MapSpec`...) in place."""
-        from histoviz.viz.maps import map_values
+    def _raise_maps(self) -> None:
+        """Put the shown map (and then the patch outline) on top of every other layer."""
+        layer = self._current_layer()
+        if layer is not None and self._compare is None:
+            i = self.viewer.layers.index(layer)
+            if i != len(self.viewer.layers) - 1:
+                self.viewer.layers.move(i, len(self.viewer.layers))
+        self._selection_to_top()
 
-        if self.adata is None or self.layout is None:
-            self._say("Load predictions first.", error=True)
-            return False
-        mv = map_values(self.maps, spec)
-        role = ROLE_CATEGORICAL if mv.categorical else ROLE_CONTINUOUS
-        other = ROLE_CONTINUOUS if mv.categorical else ROLE_CATEGORICAL
-        data, kwargs, ltype = map_layer_data(self.layout, mv, self._info, role=role,
-                                             adata_info=dict(self.adata.uns["histoviz"]),
-                                             name=f"map: {mv.label}")
-        kwargs["metadata"][META_KEY]["predictions"] = self._source_file()
+    def _prefs_of(self, mv: MapValues) -> dict[str, Any]:
+        return self._prefs.setdefault(str(mv.spec), {})
+
+    def _raster(self, mv: MapValues, threshold: float | None) -> np.ndarray:
+        assert self.layout is not None
+        if mv.categorical:
+            return self.layout.label_raster(mv.values)
+        v = np.asarray(mv.values, dtype=np.float32)
+        if threshold is not None:
+            v = np.where(v >= threshold, v, np.nan).astype(np.float32)
+        return self.layout.raster(v)
+
+    def _layer_kwargs(self, mv: MapValues, role: str, name: str) -> tuple[dict[str, Any], str]:
+        assert self.layout is not None and self.adata is not None
+        _, kwargs, ltype = map_layer_data(self.layout, mv, self._info, role=role,
+                                          adata_info=dict(self.adata.uns["histoviz"]), name=name)
+        kwargs["metadata"][META_KEY].update(predictions=self._source_file(), owner=id(self))
+        return kwargs, ltype
+
+    def _apply(self, layer: Any, mv: MapValues, kwargs: dict[str, Any]) -> None:
+        """Put ``mv`` into an existing map layer, with that map's own display settings."""
         prefs = self._prefs.get(str(mv.spec), {})
-        layer = self._map_layer(role)
-        if layer is None:
-            if not mv.categorical:
-                kwargs["colormap"] = prefs.get("colormap", kwargs["colormap"])
-                kwargs["contrast_limits"] = prefs.get("contrast_limits", kwargs["contrast_limits"])
-                kwargs["opacity"] = self.opacity.value() / 100.0
-            active = self.viewer.layers.selection.active
-            add = self.viewer.add_labels if ltype == "labels" else self.viewer.add_image
-            layer = add(data, **kwargs)
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active
-        else:
+        with self._programmatic():
             layer.metadata = kwargs["metadata"]
-            layer.data = data
+            layer.data = self._raster(mv, prefs.get("threshold"))
             if not np.allclose(layer.scale[-2:], kwargs["scale"]):
                 layer.scale = kwargs["scale"]
             if not np.allclose(layer.translate[-2:], kwargs["translate"]):
@@ -682,28 +669,85 @@ class PredictionWidget(QWidget):
                 layer.units = kwargs["units"]
             if mv.categorical:
                 layer.colormap = kwargs["colormap"]
+                layer.features = label_features(mv)
+                make_read_only(layer)
             else:
-                layer.colormap = prefs.get("colormap", kwargs["colormap"])
-                lo, hi = prefs.get("contrast_limits", kwargs["contrast_limits"])
-                finite = np.isfinite(data)
-                vmin = float(data[finite].min()) if finite.any() else lo
-                vmax = float(data[finite].max()) if finite.any() else hi
-                layer.contrast_limits_range = (min(lo, vmin), max(hi, vmax))
-                layer.contrast_limits = (lo, hi)
+                self._apply_display(layer, mv)
             layer.name = kwargs["name"]
             layer.visible = True
-        if ltype == "image" and layer not in self._clim_watched:
-            layer.events.contrast_limits.connect(self._on_layer_clim)
-            self._clim_watched.add(layer)
+
+    def _apply_display(self, layer: Any, mv: MapValues) -> None:
+        prefs = self._prefs.get(str(mv.spec), {})
+        lo, hi = prefs.get("contrast_limits", mv.contrast_limits)
+        vmin, vmax = _data_range(mv.values)
+        with self._programmatic():
+            layer.colormap = prefs.get("colormap", mv.colormap)
+            layer.contrast_limits_range = (min(lo, vmin), max(hi, vmax))
+            layer.contrast_limits = (lo, hi)
+
+    def _watch(self, layer: Any) -> None:
+        if layer in self._watched or not hasattr(layer, "contrast_limits"):
+            return
+        ref = weakref.ref(layer)
+        layer.events.contrast_limits.connect(lambda e=None: self._on_layer_display(ref(), "contrast_limits"))
+        layer.events.colormap.connect(lambda e=None: self._on_layer_display(ref(), "colormap"))
+        self._watched.add(layer)
+
+    def _add_layer(self, data: np.ndarray, kwargs: dict[str, Any], ltype: str) -> Any:
+        active = self.viewer.layers.selection.active
+        with self._programmatic():
+            layer = (self.viewer.add_labels if ltype == "labels" else self.viewer.add_image)(data, **kwargs)
+            if ltype == "labels":
+                make_read_only(layer)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        return layer
+
+    @_reports_errors("Could not show the map")
+    def show_map(self, spec: Any) -> bool:
+        """Show one map (``"gene:CD3E"``, ``"dominant_type"``, ``"risk"``, a MapSpec...) in place.
+
+        With "Side by side" armed, the map goes to the right-hand panel instead.
+        """
+        from histoviz.viz.maps import map_values
+
+        if self.adata is None or self.layout is None:
+            self._say("Load predictions first.", error=True)
+            return False
+        mv = map_values(self.maps, spec)
+        if self.btn_compare.isChecked() and self._compare is None and self.current is not None:
+            return self.compare(mv.spec)
+        role = ROLE_CATEGORICAL if mv.categorical else ROLE_CONTINUOUS
+        other = ROLE_CONTINUOUS if mv.categorical else ROLE_CATEGORICAL
+        kwargs, ltype = self._layer_kwargs(mv, role, f"map: {mv.label}")
+        layer = self._map_layer(role)
+        if layer is None:
+            prefs = self._prefs.get(str(mv.spec), {})
+            data = self._raster(mv, prefs.get("threshold"))
+            if not mv.categorical:
+                kwargs["colormap"] = prefs.get("colormap", kwargs["colormap"])
+                kwargs["contrast_limits"] = prefs.get("contrast_limits", kwargs["contrast_limits"])
+            kwargs["opacity"] = self.opacity.value() / 100.0
+            layer = self._add_layer(data, kwargs, ltype)
+            self._own[role] = layer
+            if not mv.categorical:
+                self._apply_display(layer, mv)
+        else:
+            self._apply(layer, mv, kwargs)
+        self._watch(layer)
         old = self._map_layer(other)
-        if old is not None:
+        if old is not None and old is not layer:
             old.visible = False
-        self._selection_to_top()
-        self.viewer.layers.selection.active = layer  # napari's layer controls follow the map
         self.current = mv
         if mv.spec.key:
             self._last_key[mv.spec.kind] = mv.spec.key
+        self._selection_to_top()
+        if self._compare is None:
+            self.viewer.layers.selection.active = layer  # napari's layer controls follow the map
         self._sync_controls(layer)
+        self._say(f"Showing {mv.label}" + (" (simulated values, not a model's prediction)." if mv.simulated else "."))
+        with contextlib.suppress(AttributeError, TypeError):
+            self.viewer.status = f"{layer.name}"
         return True
 
     def _sync_controls(self, layer: Any) -> None:
@@ -714,96 +758,9 @@ class PredictionWidget(QWidget):
         self.kind_combo.setCurrentIndex(i)
         self.kind_combo.blockSignals(False)
         self._set_keys(mv.spec.kind, mv.spec.key)
+        self.display.show_map(mv, layer, threshold=self._prefs.get(str(mv.spec), {}).get("threshold"),
+                              data_range=(0.0, 1.0) if mv.is_probability else _data_range(mv.values))
         self._set_enabled()
-        if mv.categorical:
-            from histoviz.viz.colors import legend_entries
-
-            self.colorbar.setVisible(False)
-            self.cbar_lo.setText("")
-            self.cbar_hi.setText("")
-            rows = "".join(
-                f'<span style="background-color:#{r:02x}{g:02x}{b:02x}">&nbsp;&nbsp;&nbsp;&nbsp;'
-                f"</span>&nbsp;{html.escape(name)}&nbsp;&nbsp; "
-                for name, (r, g, b) in legend_entries(mv.categories)
-            )
-            self.legend.setText(f"<b>{html.escape(mv.label)}</b><br>{rows}")
-            return
-        self.legend.setText(f"<b>{html.escape(mv.label)}</b>")
-        self.cmap_combo.blockSignals(True)
-        name = layer.colormap.name
-        if self.cmap_combo.findText(name) < 0:
-            self.cmap_combo.addItem(name)
-        self.cmap_combo.setCurrentText(name)
-        self.cmap_combo.blockSignals(False)
-        self._sync_clim(layer)
-        self._draw_colorbar(layer)
-
-    def _sync_clim(self, layer: Any) -> None:
-        lo, hi = (float(v) for v in layer.contrast_limits)
-        rlo, rhi = (float(v) for v in layer.contrast_limits_range)
-        self.clim.blockSignals(True)
-        self.clim.setRange(min(rlo, lo), max(rhi, hi))
-        self.clim.setValue((lo, hi))
-        self.clim.blockSignals(False)
-        self.cbar_lo.setText(f"{lo:.3g}")
-        self.cbar_hi.setText(f"{hi:.3g}")
-
-    def _draw_colorbar(self, layer: Any) -> None:
-        rgba = np.asarray(layer.colormap.map(np.linspace(0.0, 1.0, 256)), dtype=np.float64)
-        row = np.ascontiguousarray(np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), 8, axis=0))
-        img = QImage(row.data, row.shape[1], row.shape[0], row.strides[0], QImage.Format_RGB888).copy()
-        self.colorbar.setPixmap(QPixmap.fromImage(img))
-        self.colorbar.setVisible(True)
-
-    def _current_layer(self) -> Any:
-        if self.current is None:
-            return None
-        return self._map_layer(ROLE_CATEGORICAL if self.current.categorical else ROLE_CONTINUOUS)
-
-    def _on_cmap(self, name: str) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical or not name:
-            return
-        try:
-            layer.colormap = name
-        except (KeyError, ValueError) as e:
-            self._say(f"Unknown colormap {name!r} ({e})", error=True)
-            return
-        self._prefs.setdefault(str(self.current.spec), {})["colormap"] = name
-        self._draw_colorbar(layer)
-
-    def _on_opacity(self, value: int) -> None:
-        for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
-            layer = self._map_layer(role)
-            if layer is not None:
-                layer.opacity = value / 100.0
-
-    def _on_clim(self, value: tuple[float, float]) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        lo, hi = (float(v) for v in value)
-        if hi <= lo:
-            return
-        layer.contrast_limits = (lo, hi)
-
-    def _on_layer_clim(self, event: Any = None) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        try:
-            self._sync_clim(layer)
-        except RuntimeError:  # widget deleted
-            return
-        self._prefs.setdefault(str(self.current.spec), {})["contrast_limits"] = tuple(
-            float(v) for v in layer.contrast_limits
-        )
-
-    def _on_auto(self) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        layer.contrast_limits = self.current.contrast_limits
 
     @_reports_errors("Could not keep the map", default=None)
     def pin_current(self) -> Any:
@@ -812,306 +769,26 @@ class PredictionWidget(QWidget):
             self._say("Show a map first.", error=True)
             return None
         src = self._current_layer()
-        data, kwargs, ltype = map_layer_data(self.layout, self.current, self._info, role=ROLE_PINNED,
-                                             adata_info=dict(self.adata.uns["histoviz"]),
-                                             name=f"{self.current.label} (kept)")
+        kwargs, ltype = self._layer_kwargs(self.current, ROLE_PINNED, f"{self.current.label} (kept)")
+        data = self._raster(self.current, self._prefs.get(str(self.current.spec), {}).get("threshold"))
         if ltype == "image" and src is not None:
-            kwargs["colormap"] = src.colormap
-            kwargs["contrast_limits"] = tuple(src.contrast_limits)
-            kwargs["opacity"] = src.opacity
-        active = self.viewer.layers.selection.active
-        add = self.viewer.add_labels if ltype == "labels" else self.viewer.add_image
-        layer = add(data, **kwargs)
+            kwargs.update(colormap=src.colormap, contrast_limits=tuple(src.contrast_limits), opacity=src.opacity)
+        layer = self._add_layer(data, kwargs, ltype)
         if src is not None:
             src.visible = False
         self._selection_to_top()
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
         self._say(f"Kept {self.current.label} as layer {layer.name!r}.")
         return layer
 
-    # ------------------------------------------------------------------------------------------
-    # patch selection
-    # ------------------------------------------------------------------------------------------
-    def _geometry(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        if self._info is not None:
-            return self._info.scale, self._info.translate
-        return (1.0, 1.0), (0.0, 0.0)
+    def _source_file(self) -> str | None:
+        """The prediction file shown, if the predictions came from one (not from a model run)."""
+        return self._source if self._source and Path(self._source).is_file() else None
 
-    def select_world(self, position: Any) -> int | None:
-        """Select the patch under a world position ``(..., y, x)`` (a click); returns its index."""
-        if self.layout is None:
-            return None
-        scale, translate = self._geometry()
-        i = self.layout.patch_at_world(position, scale, translate)
-        self.select_patch(i)
-        return i
+    select_patch = _reports_errors("Could not show the patch", default=None)(SelectionMixin.select_patch)
+    compare = _reports_errors("Could not show the maps side by side")(CompareMixin.compare)
+    run_model = _reports_errors("Could not start the model", default=None)(RunMixin.run_model)
+    export_geojson = _reports_errors("Could not export GeoJSON", default=None)(ExportMixin.export_geojson)
+    export_ome_tiff = _reports_errors("Could not export the OME-TIFF", default=None)(ExportMixin.export_ome_tiff)
 
-    @_reports_errors("Could not show the patch", default=None)
-    def select_patch(self, index: int | None) -> dict[str, Any] | None:
-        """Show the patch panel for patch ``index`` (``None`` clears it) and outline the patch."""
-        from histoviz.viz.maps import patch_summary
-
-        if self.adata is None or self.layout is None:
-            return None
-        if index is None:
-            self.selected = None
-            self.summary = None
-            self._show_summary(None)
-            self._outline(None)
-            return None
-        mpp = self._info.mpp if self._info is not None else None
-        s = patch_summary(self.maps, int(index), mpp=mpp)
-        self.selected = int(index)
-        self.summary = s
-        self._show_summary(s)
-        self._outline(int(index))
-        return s
-
-    def _outline(self, index: int | None) -> None:
-        layer = self._map_layer(ROLE_SELECTION)
-        if index is None or self.layout is None:
-            if layer is not None:
-                layer.data = []
-            return
-        x0, y0, x1, y1 = self.layout.patch_bounds(index)
-        rect = np.array([[y0 - 0.5, x0 - 0.5], [y0 - 0.5, x1 - 0.5], [y1 - 0.5, x1 - 0.5],
-                         [y1 - 0.5, x0 - 0.5]], dtype=float)
-        scale, translate = self._geometry()
-        width = max(1.0, self.layout.tile_size_level0 * 0.1)
-        if layer is None:
-            active = self.viewer.layers.selection.active
-            kw: dict[str, Any] = {}
-            if self._info is not None and self._info.units:
-                kw["units"] = self._info.units
-            layer = self.viewer.add_shapes(
-                [rect], shape_type="rectangle", edge_color="cyan", face_color="transparent",
-                edge_width=width, name="selected patch", scale=scale, translate=translate,
-                metadata={META_KEY: {"role": ROLE_SELECTION}}, **kw,
-            )
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active
-        else:
-            layer.scale = scale
-            layer.translate = translate
-            layer.data = [rect]
-            layer.edge_width = width
-            layer.edge_color = "cyan"
-            layer.face_color = "transparent"
-        self._selection_to_top()
-
-    def _show_summary(self, s: dict[str, Any] | None) -> None:
-        from histoviz.viz.colors import category_colors
-
-        if s is None:
-            self.patch_label.setText("No patch selected." if self.adata is not None else
-                                     "Load predictions, then click on the tissue.")
-            for w in (self.comp_title, self.comp_chart, self.grade_title, self.grade_chart):
-                w.setVisible(False)
-            return
-        esc = html.escape
-        lines = [f"<b>{esc(s['name'])}</b> (patch {s['index']})",
-                 f"top-left x={s['x']}, y={s['y']} px, {s['size']} px wide (level 0)"]
-        if s["centre_um"] is not None:
-            cx, cy = s["centre_um"]
-            lines.append(f"centre {cx:.1f}, {cy:.1f} µm")
-        if s["risk"] is not None:
-            r = f"<b>risk</b> {s['risk']:.3f}"
-            if s["risk_interval"] is not None:
-                lo, hi = s["risk_interval"]
-                r += f" (conformal interval {lo:.3f} – {hi:.3f})"
-            lines.append(r)
-        if s["grade_pred"] is not None:
-            g = f"<b>grade</b> {esc(str(s['grade_pred']))}"
-            if s["grade_set"] is not None:
-                g += f" (conformal set {{{esc(str(s['grade_set']))}}})"
-            lines.append(g)
-        if s["attention"] is not None:
-            lines.append(f"<b>attention</b> {s['attention']:.4g}")
-        if s["coattention"]:
-            top = max(s["coattention"], key=s["coattention"].get)
-            lines.append(f"<b>strongest co-attention</b> {esc(top)} "
-                         f"({s['coattention'][top]:.4g})")
-        if s["top_genes"]:
-            rows = "".join(f"<tr><td>{esc(g)}</td><td align='right'>&nbsp;{v:.3f}</td></tr>"
-                           for g, v in s["top_genes"])
-            lines.append(f"<b>top predicted genes</b><table>{rows}</table>")
-        self.patch_label.setText("<br>".join(lines))
-        comp = s["composition"]
-        if comp:
-            cols = category_colors(len(comp))
-            items = sorted(
-                ((k, v, tuple(int(c * 255) for c in cols[j][:3])) for j, (k, v) in enumerate(comp.items())),
-                key=lambda t: -t[1] if np.isfinite(t[1]) else 0.0,
-            )
-            self.comp_chart.set_items(items, vmax=1.0)
-        grade = s["grade_proba"]
-        if grade:
-            self.grade_chart.set_items([(k, v, (120, 110, 200)) for k, v in grade.items()], vmax=1.0)
-        self.comp_title.setVisible(bool(comp))
-        self.comp_chart.setVisible(bool(comp))
-        self.grade_title.setVisible(bool(grade))
-        self.grade_chart.setVisible(bool(grade))
-
-    # ------------------------------------------------------------------------------------------
-    # export
-    # ------------------------------------------------------------------------------------------
-    def _default_name(self, suffix: str) -> str:
-        sid = str(self.adata.uns["histoviz"].get("slide_id", "slide")) if self.adata is not None else "slide"
-        spec = str(self.current.spec).replace(":", "_").replace("/", "_") if self.current else "map"
-        return f"{sid}_{spec}{suffix}"
-
-    def _choose_geojson(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export QuPath GeoJSON",
-                                              self._default_name(".geojson"), "GeoJSON (*.geojson)")
-        if path:
-            self.export_geojson(path)
-
-    def _choose_ome_tiff(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export OME-TIFF heatmap",
-                                              self._default_name(".ome.tif"), "OME-TIFF (*.ome.tif)")
-        if path:
-            self.export_ome_tiff(path)
-
-    @_reports_errors("Could not export GeoJSON", default=None)
-    def export_geojson(self, path: str | Path) -> Path | None:
-        """Write the shown map as QuPath detections (one per patch)."""
-        from histoviz.io.export import write_geojson
-
-        if self.adata is None or self.current is None:
-            self._say("Show a map first.", error=True)
-            return None
-        out = write_geojson(self.adata, path, maps=[self.current.spec])
-        self._say(f"Wrote {self.adata.n_obs} detections to {out}.")
-        return out
-
-    @_reports_errors("Could not export the OME-TIFF", default=None)
-    def export_ome_tiff(self, path: str | Path, *, downsample: int | None = None) -> Path | None:
-        """Write the shown map as a pyramidal OME-TIFF aligned to the slide."""
-        from histoviz.io.export import write_ome_tiff_heatmap
-
-        if self.adata is None or self.current is None:
-            self._say("Show a map first.", error=True)
-            return None
-        out = write_ome_tiff_heatmap(self.adata, path, self.current.spec, downsample=downsample)
-        self._say(f"Wrote {self.current.label} heatmap to {out}.")
-        return out
-
-    # ------------------------------------------------------------------------------------------
-    # running a model in the background
-    # ------------------------------------------------------------------------------------------
-    def _choose_model(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Trained model folder")
-        if d:
-            self.run_model(d)
-
-    def _resolve_predict_fn(self) -> PredictFn | None:
-        if self.predict_fn is not None:
-            return self.predict_fn
-        _block_triton()
-        try:
-            from histoviz.predict import predict_slide
-        except ImportError:
-            self._say("Running a model needs histoviz.predict, which this installation lacks; "
-                      "load a prediction file instead.", error=True)
-            return None
-        return predict_slide
-
-    @_reports_errors("Could not start the model", default=None)
-    def run_model(self, model_dir: str | Path) -> Any:
-        """Predict the selected slide with the model in ``model_dir`` in a background thread.
-
-        Progress shows in the widget; :meth:`cancel_run` stops it. On success the predictions
-        are shown as if loaded from a file. Returns the worker (``None`` if not started).
-        """
-        from napari.qt.threading import create_worker
-
-        from histoviz.io import open_slide
-
-        if self._worker is not None:
-            self._say("A model is already running; cancel it first.", error=True)
-            return None
-        slide = self._slide_layer()
-        if slide is None:
-            self._say("Open a slide first (drag it into the viewer).", error=True)
-            return None
-        info = slide_info(slide)
-        if not info.path:
-            self._say(f"Layer {info.name!r} was not opened from a slide file; open it with the "
-                      "histoviz reader.", error=True)
-            return None
-        fn = self._resolve_predict_fn()
-        if fn is None:
-            return None
-        reader = open_slide(info.path)
-        cancel = threading.Event()
-        sig = _RunSignals()
-        sig.progress.connect(self._on_progress)
-
-        def progress(done: int, total: int) -> None:
-            sig.progress.emit(int(done), int(total))
-
-        def job() -> tuple[str, Any]:
-            try:
-                out = fn(reader, str(model_dir), progress_callback=progress, cancel_event=cancel)
-            except Exception as e:  # noqa: BLE001 - reported in the widget, not as a traceback
-                return ("error", e)
-            finally:
-                reader.close()
-            return ("ok", out)
-
-        worker = create_worker(job, _start_thread=False)
-        worker.returned.connect(self._on_run_returned)
-        worker.finished.connect(self._on_run_finished)
-        self._worker, self._cancel, self._signals = worker, cancel, sig
-        self._run_model_dir = str(model_dir)
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
-        self.btn_cancel.setVisible(True)
-        self.btn_run.setEnabled(False)
-        self._say(f"Running the model in {Path(model_dir).name} on {info.name}…")
-        worker.start()
-        return worker
-
-    def _on_progress(self, done: int, total: int) -> None:
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(min(done, total))
-            self.progress.setFormat("%v / %m patches")
-
-    def cancel_run(self) -> None:
-        """Ask a running model to stop (it stops at its next check)."""
-        if self._cancel is not None and not self._cancel.is_set():
-            self._cancel.set()
-            self._say("Cancelling…")
-
-    def _on_run_returned(self, result: tuple[str, Any]) -> None:
-        status, value = result
-        cancelled = self._cancel is not None and self._cancel.is_set()
-        if cancelled:
-            self._say("Model run cancelled; nothing changed.")
-            return
-        if status == "error":
-            if isinstance(value, HistovizError):
-                self._say(f"The model run failed: {value}", error=True)
-            else:
-                logger.error("histoviz model run failed", exc_info=value)
-                self._say(f"The model run failed ({type(value).__name__}: {value}).", error=True)
-            return
-        self.set_predictions(value, source=f"model {self._run_model_dir}")
-
-    def _on_run_finished(self) -> None:
-        self._worker = None
-        self._cancel = None
-        self._signals = None
-        try:
-            self.progress.setVisible(False)
-            self.btn_cancel.setVisible(False)
-            self.btn_run.setEnabled(True)
-        except RuntimeError:  # widget deleted while the model ran
-            pass
-
-    @property
-    def running(self) -> bool:
-        """True while a model runs."""
-        return self._worker is not None
+    def _on_run_succeeded(self, adata: Any, model_dir: str) -> None:
+        self.set_predictions(adata, source=f"model {model_dir}")

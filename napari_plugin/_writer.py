@@ -2,7 +2,10 @@
 
 Only layers made by histoviz (reader, sample data or the "Prediction maps" widget) carry the
 patch layout needed to turn the raster back into one value per patch; for any other layer the
-writers return ``[]`` (napari then reports that nothing was written).
+writers return ``[]`` (napari then reports that nothing was written). They write what the
+layer shows: patches hidden by the widget's threshold are written as "no value" (the widget's
+own Export buttons always write every patch). The OME-TIFF has the slide's size and pixel size
+(:func:`histoviz.io.export.write_ome_tiff_heatmap`).
 """
 
 from __future__ import annotations

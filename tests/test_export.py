@@ -97,17 +97,63 @@ def test_read_geojson_accepts_qupath_list_measurements(tmp_path):
         read_geojson(tmp_path / "missing.geojson")
 
 
-def test_ome_tiff_heatmap_is_aligned_to_the_slide(adata, tmp_path):
-    p = write_ome_tiff_heatmap(adata, tmp_path / "a.ome.tif", "gene:A")
+def test_ome_tiff_heatmap_has_the_slides_size_and_pixels(adata, tmp_path):
+    """Default: level 0 = the slide's size and pixel size; a tiled pyramid of halvings; every
+    level-0 pixel of a patch (and none outside it) holds the patch's value."""
+    p = write_ome_tiff_heatmap(adata, tmp_path / "a.ome.tif", "gene:A", tile=256)
     arr, meta = read_ome_tiff_heatmap(p)
-    # default downsample = patch size (the lattice starts at multiples of 224)
-    assert meta["downsample"] == TS and meta["slide_dimensions"] == [1500, 1200]
-    assert meta["physical_size_x"] == pytest.approx(0.5 * TS) and meta["map"] == "gene A"
-    assert arr.shape == (-(-1200 // TS), -(-1500 // TS)) and arr.dtype == np.float32
+    assert meta["downsample"] == 1 and meta["slide_dimensions"] == [1500, 1200]
+    assert meta["physical_size_x"] == pytest.approx(0.5) and meta["map"] == "gene A" and meta["unit"] == "target space"
+    assert meta["exact_patch_edges"] and meta["level_downsamples"] == [1, 2, 4, 8]
+    assert arr.shape == (1200, 1500) and arr.dtype == np.float32
     a = np.asarray(adata[:, "A"].X).ravel()
     for i, (x, y) in enumerate(adata.obs[["x", "y"]].to_numpy()):
-        assert arr[y // TS, x // TS] == pytest.approx(a[i])
-    assert np.isnan(arr[0, 0]) and np.isfinite(arr).sum() == adata.n_obs
+        assert np.all(arr[y:y + TS, x:x + TS] == np.float32(a[i]))
+    covered = np.zeros(arr.shape, bool)
+    for x, y in adata.obs[["x", "y"]].to_numpy():
+        covered[y:y + TS, x:x + TS] = True
+    assert np.isnan(arr[~covered]).all() and np.isfinite(arr[covered]).all()
+    with tifffile.TiffFile(p) as tf:
+        assert tf.is_ome and tf.pages[0].is_tiled and tf.pages[0].tilewidth == 256
+        levels = tf.series[0].levels
+        assert [lv.shape for lv in levels] == [(1200, 1500), (600, 750), (300, 375), (150, 188)]
+        # each level carries its own resolution (QuPath / Bio-Formats read the pyramid's scale)
+        res = [lv.keyframe.get_resolution() for lv in levels]
+        assert [r[0] for r in res] == pytest.approx([1e4 / (0.5 * f) for f in (1, 2, 4, 8)])
+        assert 'PhysicalSizeX="0.5"' in tf.ome_metadata and 'PhysicalSizeXUnit="µm"' in tf.ome_metadata
+
+
+def test_ome_tiff_heatmap_with_a_stated_downsample_reads_back_in_place(adata, tmp_path):
+    from histoviz.io.export import heatmap_info, heatmap_levels, heatmap_placement
+    from histoviz.viz.maps import level0_to_world
+
+    p = write_ome_tiff_heatmap(adata, tmp_path / "d8.ome.tif", "risk", downsample=8)
+    meta = heatmap_info(p)
+    assert meta["downsample"] == 8 and meta["shape"] == (150, 188) and meta["physical_size_x"] == pytest.approx(4.0)
+    lvl0 = np.asarray(heatmap_levels(p)[0])
+    scale, translate = heatmap_placement(meta)
+    assert scale == (4.0, 4.0) and translate == (1.75, 1.75)
+    # a viewer centres data pixel j at translate + scale * j: every level-0 point of a patch lands on
+    # a heatmap pixel holding that patch's value
+    risk = adata.obs["risk"].to_numpy()
+    for i, (x, y) in enumerate(adata.obs[["x", "y"]].to_numpy()):
+        for fx, fy in ((0.01, 0.01), (0.5, 0.5), (0.99, 0.99)):
+            wy, wx = level0_to_world((x + fx * TS, y + fy * TS), (0.5, 0.5), (0.0, 0.0))
+            r, c = (int(np.floor((w - t) / s + 0.5)) for w, t, s in ((wy, translate[0], scale[0]), (wx, translate[1], scale[1])))
+            assert lvl0[r, c] == pytest.approx(risk[i], rel=1e-6)
+    assert heatmap_info(tmp_path / "missing.ome.tif") is None
+    plain = tmp_path / "plain.ome.tif"
+    tifffile.imwrite(plain, np.zeros((8, 8), np.uint8), ome=True)
+    assert heatmap_info(plain) is None
+
+
+def test_default_heatmap_downsample_bounds_level_zero():
+    from histoviz.io.export import MAX_HEATMAP_PIXELS, default_heatmap_downsample
+
+    assert default_heatmap_downsample(2220, 2967) == 1
+    d = default_heatmap_downsample(100_000, 80_000)
+    assert d == 16 and -(-100_000 // d) * -(-80_000 // d) <= MAX_HEATMAP_PIXELS
+    assert default_heatmap_downsample(100_000, 80_000, max_pixels=10**6) == 128
 
 
 def test_ome_tiff_full_resolution_pyramid_and_labels(adata, tmp_path):
@@ -139,4 +185,8 @@ def test_ome_tiff_from_values_and_errors(adata, tmp_path):
         write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", np.zeros(3))
     with pytest.raises(DataError, match="unknown gene"):
         write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", "gene:Z")
+    with pytest.raises(DataError, match="integer >= 1"):
+        write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", v, downsample=0)
+    with pytest.raises(DataError, match="integer >= 1"):
+        write_ome_tiff_heatmap(adata, tmp_path / "bad.ome.tif", v, downsample=2.5)
     assert not (tmp_path / "bad.ome.tif").exists()

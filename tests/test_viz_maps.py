@@ -42,15 +42,24 @@ def adata():
     co = pd.DataFrame(rng.random((n, 2)), columns=["immune response", "proliferation"])
     expr = rng.random((n, 4)).astype(np.float32)
     expr[7] = [0.1, 5.0, 3.0, np.nan]
-    return make_prediction_adata(
+    a = make_prediction_adata(
         coords, slide_id="S1", tile_size_level0=TS, expression=expr,
         genes=["CD3E", "MKI67", "COL1A1", "EPCAM"],
         obs={"risk": rng.standard_normal(n), "attention": rng.dirichlet(np.ones(n)),
-             "grade_set": np.array(["G2,G3"] * n, dtype=object),
-             "risk_lo": np.full(n, -1.0), "risk_hi": np.full(n, 1.0), "purity": rng.random(n)},
+             "grade_pred": pd.Categorical(gp.idxmax(axis=1).to_numpy(), categories=["G1", "G2", "G3"]),
+             "grade_set_size": np.full(n, 2.0), "risk_width": np.full(n, 1.5), "purity": rng.random(n)},
         obsm={"cell_type_weights": ct, "grade_proba": gp, "coattention": co},
-        meta={"slide_dimensions": [2000, 1500], "mpp": 0.5},
+        meta={"slide_dimensions": [2000, 1500], "mpp": 0.5, "model": "test"},
     )
+    a.uns["slide_prediction"] = {
+        "gene": {"kind": "regression", "targets": np.array(["CD3E", "MKI67"]), "values": np.array([0.1, 0.2])},
+        "grade": {"kind": "classification", "targets": np.array(["G1", "G2", "G3"]),
+                  "values": np.array([0.2, 0.5, 0.3]), "predicted": "G2", "set": np.array(["G2", "G3"]),
+                  "alpha": 0.1, "uncertainty": 0.25},
+        "survival": {"kind": "survival", "targets": np.array(["S_0", "S_1", "S_2", "S_3"]),
+                     "values": np.array([0.9, 0.7, 0.5, 0.2]), "risk": -2.3, "lo": -3.0, "hi": -1.5, "alpha": 0.1},
+    }
+    return a
 
 
 # ---- lattice ------------------------------------------------------------------------------------
@@ -146,10 +155,10 @@ def test_click_at_patch_centre_and_boundaries():
 # ---- maps ------------------------------------------------------------------------------------------
 def test_available_maps_lists_what_the_file_has(adata):
     m = available_maps(adata)
-    assert list(m) == ["gene", "cell_type", "dominant_type", "grade_proba", "grade_class", "risk",
-                       "coattention", "attention", "obs"]
+    assert list(m) == ["gene", "cell_type", "dominant_type", "grade_proba", "grade_class", "grade_set_size",
+                       "risk", "risk_width", "coattention", "attention", "obs"]
     assert m["gene"] == ["CD3E", "MKI67", "COL1A1", "EPCAM"]
-    assert m["obs"] == ["risk_lo", "risk_hi", "purity"]
+    assert m["obs"] == ["purity"]
     bare = make_prediction_adata(lattice(), slide_id="S", tile_size_level0=TS)
     assert available_maps(bare) == {}
 
@@ -170,6 +179,8 @@ def test_map_values_of_every_kind(adata):
     assert (grade.values == adata.obsm["grade_proba"].to_numpy().argmax(1)).all()
     assert map_values(adata, "grade_proba:G3").label == "P(grade = G3)"
     assert map_values(adata, "risk").values == pytest.approx(adata.obs["risk"].to_numpy())
+    assert map_values(adata, "risk").unit == "-sum S (higher = worse)"
+    assert map_values(adata, "grade_proba:G1").is_probability and not map_values(adata, "risk").is_probability
     assert map_values(adata, "coattention:proliferation").values == pytest.approx(
         adata.obsm["coattention"]["proliferation"].to_numpy())
     assert map_values(adata, "attention").values.sum() == pytest.approx(1.0, rel=1e-5)
@@ -210,21 +221,65 @@ def test_map_spec_round_trip():
 
 
 # ---- one patch ---------------------------------------------------------------------------------------
-def test_patch_summary_has_every_prediction(adata):
+def test_patch_summary_lists_every_registered_output(adata):
+    from histoviz.outputs import get_output
+
     s = patch_summary(adata, 7, n_genes=3)
     x, y = (int(v) for v in adata.obs[["x", "y"]].iloc[7])
     assert (s["x"], s["y"], s["size"]) == (x, y, TS)
     assert s["centre"] == (x + 112.0, y + 112.0)
     assert s["centre_um"] == pytest.approx(((x + 112) * 0.5, (y + 112) * 0.5))
     assert s["top_genes"] == [("MKI67", 5.0), ("COL1A1", 3.0), ("CD3E", pytest.approx(0.1))]
-    assert s["composition"] == pytest.approx(adata.obsm["cell_type_weights"].iloc[7].to_dict())
-    assert s["grade_pred"] == adata.obsm["grade_proba"].iloc[7].idxmax()
-    assert s["grade_set"] == "G2,G3" and s["risk_interval"] == (-1.0, 1.0)
-    assert s["risk"] == pytest.approx(adata.obs["risk"].iloc[7])
-    assert set(s["coattention"]) == {"immune response", "proliferation"}
-    assert patch_summary(adata, 4)["dominant_type"] == "immune"
+    # single-valued outputs: registry names, labels and units, in registry order
+    rows = {r["name"]: r for r in s["rows"]}
+    assert list(rows) == ["dominant_type", "grade_class", "grade_set_size", "risk", "risk_width", "attention"]
+    assert rows["risk"]["value"] == pytest.approx(adata.obs["risk"].iloc[7])
+    assert rows["risk"]["label"] == get_output("risk").label and rows["risk"]["unit"] == get_output("risk").unit
+    assert rows["grade_class"]["value"] == adata.obsm["grade_proba"].iloc[7].idxmax()
+    assert rows["dominant_type"]["value"] == adata.obsm["cell_type_weights"].iloc[7].idxmax()
+    assert s["outputs"]["Grade set size (conformal)"] == 2.0
+    # multi-valued outputs as frames with their columns
+    frames = {f["name"]: f for f in s["frames"]}
+    assert list(frames) == ["cell_type", "grade_proba", "coattention"]
+    assert frames["cell_type"]["values"] == pytest.approx(adata.obsm["cell_type_weights"].iloc[7].to_dict())
+    assert frames["grade_proba"]["kind"] == "probability" and frames["grade_proba"]["label"] == "Grade probability"
+    assert set(frames["coattention"]["values"]) == {"immune response", "proliferation"}
+    assert patch_summary(adata, 4)["outputs"]["Dominant cell type"] == "immune"
+    # a new output declared in the registry shows up without any change here
+    adata.obsm["pred_protein"] = pd.DataFrame(np.ones((adata.n_obs, 2)), index=adata.obs_names, columns=["TP53", "MYC"])
+    assert "Other modality (protein, miRNA, pathway): protein" in [f["label"] for f in patch_summary(adata, 0)["frames"]]
     with pytest.raises(DataError, match="out of range"):
         patch_summary(adata, adata.n_obs)
+
+
+def test_slide_predictions_say_grade_set_and_risk_interval(adata):
+    from histoviz.viz.summary import slide_predictions
+
+    rows = {r["block"]: r for r in slide_predictions(adata)}
+    assert rows["grade"]["line"] == ("grade: G2 (p = 0.50); conformal set {G2, G3} (alpha 0.1: covers the truth "
+                                     "90% of the time)")
+    assert rows["grade"]["set"] == ["G2", "G3"] and rows["grade"]["uncertainty"] == 0.25
+    assert rows["survival"]["line"].startswith("survival: risk -2.300 (-sum S over 4 time bins); conformal "
+                                               "interval [-3.000, -1.500]")
+    assert (rows["survival"]["lo"], rows["survival"]["hi"]) == (-3.0, -1.5)
+    assert rows["gene"]["line"] == "gene: 2 targets predicted for the slide"
+    del adata.uns["slide_prediction"]
+    assert slide_predictions(adata) == []
+
+
+def test_simulated_values_say_so_in_every_label(adata):
+    from histoviz.viz.maps import is_simulated
+
+    assert not is_simulated(adata) and map_values(adata, "risk").label == "risk"
+    adata.uns["histoviz"]["simulated"] = True
+    mv = map_values(adata, "gene:MKI67")
+    assert mv.label == "simulated gene MKI67" and mv.title == "simulated gene MKI67 (target space)"
+    assert map_values(adata, "dominant_type").label == "simulated dominant cell type"
+    adata.uns["histoviz"]["simulated"] = False
+    adata.uns["histoviz"]["model"] = "simulated: anything"
+    assert not is_simulated(adata)  # the explicit flag wins
+    del adata.uns["histoviz"]["simulated"]
+    assert is_simulated(adata)
 
 
 def test_top_genes_skips_nan(adata):
@@ -274,18 +329,21 @@ def test_display_levels_read_lazily_what_is_asked(svs_path):
     assert np.array_equal(coarse, want)
 
 
-def test_simulated_predictions_follow_the_contract(svs_path):
+def test_simulated_predictions_are_flagged_and_simulate_no_outcome(svs_path):
     from histoviz.io import open_slide
     from histoviz.tiling.grid import TilingConfig, make_tile_grid
     from histoviz.viz.demo import simulated_predictions
+    from histoviz.viz.maps import is_simulated
 
     r = open_slide(svs_path)
     grid = make_tile_grid(r, TilingConfig(tile_size=224, mpp=0.5))
     a = simulated_predictions(r, grid, n_genes=5)
     assert a.n_obs == len(grid) and a.n_vars == 5
-    assert set(available_maps(a)) >= {"gene", "cell_type", "grade_proba", "risk", "coattention", "attention"}
+    # no grade, risk, attention or uncertainty is ever simulated: those come from models only
+    assert set(available_maps(a)) == {"gene", "cell_type", "dominant_type"}
     assert np.allclose(a.obsm["cell_type_weights"].sum(axis=1), 1.0, atol=1e-5)
-    assert "simulated" in a.uns["histoviz"]["model"]
+    assert is_simulated(a) and "simulated" in a.uns["histoviz"]["model"]
+    assert all(map_values(a, s).label.startswith("simulated ") for s in ("gene:sim_gene_01", "dominant_type"))
     check_predictions_match_slide(a, slide_id=r.slide_id, dimensions=r.dimensions)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -142,6 +143,11 @@ def _predict(a: argparse.Namespace) -> int:
           f"({', '.join(keys)}) -> {out}")
     for b, sp in adata.uns.get("slide_prediction", {}).items():
         print(f"  slide {b}: {_slide_line(sp)}")
+    from histoviz.provenance import prediction_warning
+
+    warning = prediction_warning(adata, slide_path=a.slide if a.slide else None)
+    if warning:
+        print(f"histoviz predict: warning: {warning}", file=sys.stderr)
     return 0
 
 

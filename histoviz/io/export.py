@@ -8,6 +8,13 @@
   whole slide: pixel ``(i, j)`` of level 0 covers level-0 slide pixels
   ``[j * d, (j + 1) * d) x [i * d, (i + 1) * d)`` for the integer downsample ``d`` recorded in
   the metadata, and ``PhysicalSizeX = mpp * d`` so the heatmap has the slide's physical size.
+  By default ``d = 1`` (level 0 has exactly the slide's pixel size and pixel count, so QuPath
+  and napari overlay it on the slide as they would another scan of it), or the smallest power
+  of two that keeps level 0 under :data:`MAX_HEATMAP_PIXELS` for very large slides; every
+  further level halves the previous one (as slide pyramids do).
+  :func:`heatmap_info` and :func:`heatmap_levels` read it back (metadata; lazy levels), and
+  :func:`heatmap_placement` gives the scale and translate that put it on the slide in a
+  viewer that centres pixels on integer coordinates (napari).
 
 Both writers are atomic (temporary file, then rename).
 """
@@ -36,6 +43,11 @@ if TYPE_CHECKING:
     from histoviz.viz.maps import MapSpec
 
 __all__ = [
+    "MAX_HEATMAP_PIXELS",
+    "default_heatmap_downsample",
+    "heatmap_info",
+    "heatmap_levels",
+    "heatmap_placement",
     "read_geojson",
     "read_ome_tiff_heatmap",
     "write_geojson",
@@ -223,11 +235,32 @@ def read_geojson(path: str | os.PathLike) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------
 # OME-TIFF heatmaps
 # ------------------------------------------------------------------------------------------------
-def _default_downsample(layout: Any) -> int:
+#: Largest level 0 (pixels) :func:`write_ome_tiff_heatmap` writes by default (8192 x 8192).
+MAX_HEATMAP_PIXELS = 8192 * 8192
+
+
+def default_heatmap_downsample(width: int, height: int, max_pixels: int = MAX_HEATMAP_PIXELS) -> int:
+    """The default integer downsample of a heatmap of a ``width x height`` slide.
+
+    ``1`` (the slide's own size) unless that exceeds ``max_pixels``; then the smallest power of
+    two that keeps level 0 within it.
+
+    Examples
+    --------
+    >>> default_heatmap_downsample(2220, 2967), default_heatmap_downsample(100_000, 80_000)
+    (1, 16)
+    """
+    d = 1
+    while -(-int(width) // d) * -(-int(height) // d) > max_pixels:
+        d *= 2
+    return d
+
+
+def _exact_edges(layout: Any, d: int) -> bool:
     ox, oy = layout.origin
-    if float(ox).is_integer() and float(oy).is_integer():
-        return max(1, math.gcd(math.gcd(int(layout.cell_size), int(ox)), int(oy)))
-    return 1
+    if not (float(ox).is_integer() and float(oy).is_integer()):
+        return False
+    return int(layout.cell_size) % d == 0 and int(ox) % d == 0 and int(oy) % d == 0
 
 
 def write_ome_tiff_heatmap(
@@ -255,9 +288,11 @@ def write_ome_tiff_heatmap(
         Categorical maps are written as uint16 labels (0 = no patch, ``k + 1`` = category ``k``,
         names in the metadata); continuous ones as float32 with NaN where there is no patch.
     downsample
-        Integer level-0 pixels per heatmap pixel. Default: the largest one that keeps every
-        patch boundary on a pixel boundary (the patch size for a lattice starting at 0).
-        ``1`` gives a heatmap with exactly the slide's dimensions.
+        Integer level-0 pixels per heatmap pixel. Default
+        (:func:`default_heatmap_downsample`): ``1``, a level 0 with exactly the slide's
+        dimensions, unless that exceeds :data:`MAX_HEATMAP_PIXELS` pixels. Patch edges fall on
+        heatmap pixel edges when ``d`` divides the patch lattice (``exact_patch_edges`` in the
+        metadata); otherwise each heatmap pixel shows the patch under its centre.
     name
         Image name (default: the map's label).
     categories
@@ -270,9 +305,11 @@ def write_ome_tiff_heatmap(
 
     Returns
     -------
-    The path written. Level 0 is ``ceil(W / d) x ceil(H / d)``; each further level halves it
-    until it fits in one tile. The OME ``Description`` holds JSON with ``downsample``,
-    ``slide_dimensions``, ``slide_id``, ``mpp``, ``map`` and ``categories``.
+    The path written. Level 0 is ``ceil(W / d) x ceil(H / d)`` with ``PhysicalSizeX/Y = mpp *
+    d`` um; each further level (a SubIFD) halves the previous one, rounding up, until it fits in
+    one tile, with TIFF resolution tags of its own. The OME ``Description`` holds JSON with
+    ``downsample``, ``level_downsamples``, ``slide_dimensions``, ``slide_id``, ``mpp``, ``map``,
+    ``unit``, ``categories`` and ``exact_patch_edges``.
     """
     import tifffile
 
@@ -280,9 +317,11 @@ def write_ome_tiff_heatmap(
 
     layout = PatchLayout.from_adata(adata)
     label = name
+    unit = ""
     if isinstance(values, (str, MapSpec)):
         mv: MapValues = map_values(adata, values)
         label = label or mv.label
+        unit = mv.unit
         categories = None
         if mv.categorical:
             categories = mv.categories
@@ -316,9 +355,10 @@ def write_ome_tiff_heatmap(
         mpp = float(mpp) if mpp is not None and float(mpp) > 0 else None
     except (TypeError, ValueError):
         mpp = None
-    d = int(downsample) if downsample else _default_downsample(layout)
-    if d < 1:
-        raise DataError(f"downsample must be an integer >= 1, got {downsample}")
+    if downsample is not None and (isinstance(downsample, bool) or int(downsample) != downsample
+                                   or int(downsample) < 1):
+        raise DataError(f"downsample must be an integer >= 1, got {downsample!r}")
+    d = int(downsample) if downsample is not None else default_heatmap_downsample(W, H)
     w0, h0 = -(-W // d), -(-H // d)
 
     lut_vals = np.concatenate([per_patch.astype(dtype), np.array([fill], dtype=dtype)])
@@ -354,12 +394,17 @@ def write_ome_tiff_heatmap(
         "slide_dimensions": [W, H],
         "mpp": mpp,
         "downsample": d,
+        "level_downsamples": [d * 2**k for k in range(len(sizes))],
         "tile_size_level0": int(layout.tile_size_level0),
         "map": label,
+        "unit": unit,
         "categories": list(categories or ()),
         "fill": "0" if categorical else "NaN",
+        "exact_patch_edges": _exact_edges(layout, d),
+        "simulated": bool(info.get("simulated", False)),
     }
-    metadata: dict[str, Any] = {"axes": "YX", "Name": label, "Description": json.dumps(meta_json)}
+    metadata: dict[str, Any] = {"axes": "YX", "Name": label, "Description": json.dumps(meta_json),
+                                "Channel": {"Name": [label]}}
     if mpp:
         metadata.update(PhysicalSizeX=mpp * d, PhysicalSizeXUnit="µm",
                         PhysicalSizeY=mpp * d, PhysicalSizeYUnit="µm")
@@ -411,3 +456,77 @@ def read_ome_tiff_heatmap(path: str | os.PathLike, level: int = 0) -> tuple[np.n
     meta["physical_size_x"] = float(m.group(1)) if m else None
     meta["n_levels"] = len(series.levels)
     return arr, meta
+
+
+def heatmap_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Metadata of a heatmap written by :func:`write_ome_tiff_heatmap`, or ``None`` for any other file.
+
+    Reads the TIFF header only. The dict is the JSON of the OME ``Description`` plus
+    ``physical_size_x`` (um), ``shape`` of level 0 and ``level_shapes``.
+    """
+    import html
+    import re
+
+    import tifffile
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tf:
+            ome = tf.ome_metadata or ""
+            if "histoviz_version" not in ome:
+                return None
+            series = tf.series[0]
+            shapes = [tuple(int(v) for v in lv.shape) for lv in series.levels]
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+        return None
+    m = re.search(r"<Description>(.*?)</Description>", ome, flags=re.S)
+    try:
+        meta = json.loads(html.unescape(m.group(1))) if m else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or "downsample" not in meta:
+        return None
+    m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
+    meta["physical_size_x"] = float(m.group(1)) if m else None
+    meta["shape"] = shapes[0]
+    meta["level_shapes"] = shapes
+    return meta
+
+
+def heatmap_levels(path: str | os.PathLike) -> list[Any]:
+    """The pyramid levels of a heatmap as lazy arrays (zarr, read tile by tile), level 0 first."""
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(Path(path), aszarr=True)
+    g = zarr.open(store, mode="r")
+    if hasattr(g, "shape"):  # a single level
+        return [g]
+    return [g[k] for k in sorted(g.keys(), key=int)]
+
+
+def heatmap_placement(
+    meta: Mapping[str, Any], slide_scale: Sequence[float] | None = None
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Scale and translate ``(y, x)`` that put a heatmap's level 0 over its slide.
+
+    Parameters
+    ----------
+    meta
+        :func:`heatmap_info` of the heatmap.
+    slide_scale
+        World size of one level-0 slide pixel (default ``(mpp, mpp)`` from the metadata, or
+        ``(1, 1)`` when it has none).
+
+    Notes
+    -----
+    Viewers that centre data pixel ``i`` at ``translate + scale * i`` (napari) put a slide's
+    level-0 pixel ``x`` at ``s * x``; heatmap pixel ``j`` covers level-0 ``[j d, (j + 1) d)``, whose
+    centre is level-0 ``(j + 0.5) d - 0.5``, hence ``scale = s d`` and ``translate = s (d - 1) / 2``.
+    """
+    d = float(meta["downsample"])
+    if slide_scale is None:
+        mpp = meta.get("mpp")
+        slide_scale = (float(mpp), float(mpp)) if mpp else (1.0, 1.0)
+    sy, sx = (float(v) for v in slide_scale[-2:])
+    return (sy * d, sx * d), (sy * (d - 1) / 2.0, sx * (d - 1) / 2.0)

@@ -56,9 +56,8 @@ __all__ = [
     "kind_labels",
     "level0_to_world",
     "map_kinds",
+    "is_simulated",
     "map_values",
-    "patch_summary",
-    "top_genes",
     "world_to_level0",
 ]
 
@@ -94,6 +93,10 @@ def __getattr__(name: str) -> Any:
         return map_kinds()
     if name == "KIND_LABELS":
         return kind_labels()
+    if name in ("patch_summary", "top_genes"):  # moved to histoviz.viz.summary; still importable here
+        from histoviz.viz import summary
+
+        return getattr(summary, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -474,6 +477,12 @@ class MapValues:
         Default display range (continuous maps).
     unit
         Unit of the values (colour bars).
+    simulated
+        The values were simulated, not predicted by a model (:func:`is_simulated`); the label
+        then starts with ``"simulated "``.
+    output_kind
+        The registry kind (``continuous``, ``probability``, ``categorical``, ``interval``,
+        ``count``); ``"continuous"`` for generic per-patch values.
     """
 
     spec: MapSpec
@@ -482,6 +491,8 @@ class MapValues:
     colormap: str = "viridis"
     contrast_limits: tuple[float, float] = (0.0, 1.0)
     unit: str = ""
+    simulated: bool = False
+    output_kind: str = "continuous"
 
     @property
     def categorical(self) -> bool:
@@ -490,8 +501,18 @@ class MapValues:
 
     @property
     def label(self) -> str:
-        """Display name of the map."""
-        return self.spec.label
+        """Display name of the map (``"simulated ..."`` for simulated values)."""
+        return f"simulated {self.spec.label}" if self.simulated else self.spec.label
+
+    @property
+    def title(self) -> str:
+        """Colour-bar / legend title: the label and the unit, e.g. ``"risk (-sum S (higher = worse))"``."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def is_probability(self) -> bool:
+        """True for probability maps (0..1), where a threshold makes sense."""
+        return self.output_kind == "probability"
 
     def measurement(self) -> np.ndarray:
         """Values as floats for export (codes stay codes; ``-1`` becomes NaN)."""
@@ -560,6 +581,11 @@ class PredictionMaps:
         if key not in self._frames:
             self._frames[key] = _frame(self.adata, key)
         return self._frames[key]
+
+    @property
+    def simulated(self) -> bool:
+        """:func:`is_simulated` of the AnnData."""
+        return is_simulated(self.adata)
 
     @property
     def available(self) -> dict[str, list[str]]:
@@ -639,6 +665,16 @@ def _unknown(what: str, key: str, choices: Sequence[str]) -> DataError:
     return DataError(f"unknown {what} {key!r}{hint} ({len(choices)} available: {some})")
 
 
+def is_simulated(adata: ad.AnnData | PredictionMaps) -> bool:
+    """True when a prediction file holds simulated values, not a model's predictions
+    (``uns["histoviz"]["simulated"]``, or a ``model`` string starting with ``"simulated"``)."""
+    info = _as_maps(adata).adata.uns.get("histoviz", {})
+    flag = info.get("simulated")
+    if flag is not None and not isinstance(flag, str):
+        return bool(flag)
+    return str(info.get("model", "")).strip().lower().startswith("simulated")
+
+
 def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapValues:
     """Per-patch values of one map of a prediction AnnData.
 
@@ -672,15 +708,17 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
         have = ", ".join(avail) or "nothing"
         raise DataError(f"the prediction file has no {labels[kind].lower()} map (it has: {have})")
     out = _spec_of(kind)
+    sim = pm.simulated
     if out is None:  # generic numeric obs column
         if key not in adata.obs or key not in avail[kind]:
             raise _unknown("per-patch value", key, avail.get(_GENERIC, []))
         v = adata.obs[key].to_numpy(dtype=np.float32)
-        return MapValues(spec, v, colormap="viridis", contrast_limits=_robust_limits(v))
+        return MapValues(spec, v, colormap="viridis", contrast_limits=_robust_limits(v), simulated=sim)
 
     def cont(v: np.ndarray) -> MapValues:
         lim = out.limits if out.limits is not None else _robust_limits(v)
-        return MapValues(spec, v, colormap=out.colormap, contrast_limits=lim, unit=out.unit)
+        return MapValues(spec, v, colormap=out.colormap, contrast_limits=lim, unit=out.unit,
+                         simulated=sim, output_kind=out.kind)
 
     store = out.store
     if store == "X":
@@ -708,7 +746,8 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
     if store == "argmax":
         assert src_frame is not None
         return MapValues(spec, _argmax_codes(src_frame.to_numpy(dtype=np.float64)),
-                         categories=tuple(str(c) for c in src_frame.columns))
+                         categories=tuple(str(c) for c in src_frame.columns), simulated=sim,
+                         output_kind=out.kind)
     # obs_category: a label column, categories from the source's columns when present
     if out.anndata_key in adata.obs:
         import pandas as pd
@@ -727,10 +766,11 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
             lut[c] = len(cats)
             cats.append(c)
         codes = np.array([lut[str(p)] if p is not None else -1 for p in s], dtype=np.int64)
-        return MapValues(spec, codes, categories=tuple(cats))
+        return MapValues(spec, codes, categories=tuple(cats), simulated=sim, output_kind=out.kind)
     assert src_frame is not None
     return MapValues(spec, _argmax_codes(src_frame.to_numpy(dtype=np.float64)),
-                     categories=tuple(str(c) for c in src_frame.columns))
+                     categories=tuple(str(c) for c in src_frame.columns), simulated=sim,
+                     output_kind=out.kind)
 
 
 def _argmax_codes(w: np.ndarray) -> np.ndarray:
@@ -739,134 +779,6 @@ def _argmax_codes(w: np.ndarray) -> np.ndarray:
     if ok.any():
         codes[ok] = np.nanargmax(np.where(np.isfinite(w[ok]), w[ok], -np.inf), axis=1)
     return codes
-
-
-# ------------------------------------------------------------------------------------------------
-# one patch
-# ------------------------------------------------------------------------------------------------
-def top_genes(adata: ad.AnnData, index: int, n: int = 10) -> list[tuple[str, float]]:
-    """The ``n`` genes with the highest predicted expression in patch ``index``."""
-    if not adata.n_vars:
-        return []
-    row = adata.X[index]
-    v = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).ravel()
-    finite = np.where(np.isfinite(v), v, -np.inf)
-    order = np.argsort(-finite, kind="stable")[: max(0, int(n))]
-    return [(str(adata.var_names[j]), float(v[j])) for j in order if np.isfinite(v[j])]
-
-
-def _scalar(v: Any) -> Any:
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return None if not math.isfinite(f) else f
-    if isinstance(v, np.integer):
-        return int(v)
-    if v is None:
-        return None
-    try:
-        import pandas as pd
-
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v if isinstance(v, (int, str, bool)) else str(v)
-
-
-def patch_summary(
-    adata: ad.AnnData | PredictionMaps, index: int, *, n_genes: int = 10, mpp: float | None = None
-) -> dict[str, Any]:
-    """Everything predicted for one patch, as plain Python values (for info panels).
-
-    Parameters
-    ----------
-    adata
-        Predictions for one slide (or a :class:`PredictionMaps` of them).
-    index
-        Patch (row of ``adata``).
-    n_genes
-        How many top genes to list.
-    mpp
-        Slide microns per pixel (default ``uns["histoviz"]["mpp"]``), for the centre in um.
-
-    Returns
-    -------
-    dict with ``index``, ``name``, ``x``, ``y`` (level-0 top-left), ``size`` (level-0 px),
-    ``centre`` (level-0), ``centre_um`` (or None), ``top_genes`` [(gene, value)],
-    ``composition`` {cell type: weight}, ``dominant_type``, ``grade_proba`` {grade: p},
-    ``grade_pred``, ``grade_set``, ``risk``, ``risk_interval`` (lo, hi) or None,
-    ``attention``, ``coattention`` {group: weight}, and ``outputs``: {label: value} of every
-    single-valued registered output present (set sizes, interval widths, uncertainty, any map
-    a new model declares). Missing maps are None or empty.
-    """
-    pm = _as_maps(adata)
-    adata = pm.adata
-    n = adata.n_obs
-    if not 0 <= int(index) < n:
-        raise DataError(f"patch index {index} out of range 0..{n - 1}")
-    i = int(index)
-    info = adata.uns.get("histoviz", {})
-    ts = float(info.get("tile_size_level0", 0))
-    obs = adata.obs.iloc[i]
-    if "x" in adata.obs and "y" in adata.obs:
-        x, y = float(obs["x"]), float(obs["y"])
-        cx, cy = x + ts / 2.0, y + ts / 2.0
-    else:
-        cx, cy = (float(v) for v in np.asarray(adata.obsm["spatial"])[i])
-        x, y = cx - ts / 2.0, cy - ts / 2.0
-    if mpp is None and info.get("mpp") is not None:
-        try:
-            mpp = float(info["mpp"])
-        except (TypeError, ValueError):
-            mpp = None
-    if mpp is not None and not mpp > 0:
-        mpp = None
-
-    def frame_row(key: str) -> dict[str, float]:
-        fr = pm.frame(key)
-        if fr is None:
-            return {}
-        return {str(c): float(v) for c, v in fr.iloc[i].items()}
-
-    comp = frame_row("cell_type_weights")
-    grade = frame_row("grade_proba")
-    finite_comp = {k: v for k, v in comp.items() if math.isfinite(v)}
-    out: dict[str, Any] = {
-        "index": i,
-        "name": str(adata.obs_names[i]),
-        "x": int(round(x)),
-        "y": int(round(y)),
-        "size": int(round(ts)),
-        "centre": (cx, cy),
-        "centre_um": (cx * mpp, cy * mpp) if mpp else None,
-        "top_genes": top_genes(adata, i, n_genes),
-        "composition": comp,
-        "dominant_type": max(finite_comp, key=finite_comp.__getitem__) if finite_comp else None,
-        "grade_proba": grade,
-        "grade_pred": None,
-        "grade_set": _scalar(obs["grade_set"]) if "grade_set" in adata.obs else None,
-        "risk": _scalar(obs["risk"]) if "risk" in adata.obs else None,
-        "risk_interval": None,
-        "attention": _scalar(obs["attention"]) if "attention" in adata.obs else None,
-        "coattention": frame_row("coattention"),
-    }
-    from histoviz.outputs import list_outputs
-
-    outputs: dict[str, Any] = {}
-    for spec in list_outputs():
-        if spec.store in ("obs", "obs_category") and spec.anndata_key in adata.obs:
-            outputs[spec.label] = _scalar(obs[spec.anndata_key])
-    out["outputs"] = outputs
-    if "grade_pred" in adata.obs:
-        out["grade_pred"] = _scalar(obs["grade_pred"])
-    elif grade:
-        fin = {k: v for k, v in grade.items() if math.isfinite(v)}
-        out["grade_pred"] = max(fin, key=fin.__getitem__) if fin else None
-    if "risk_lo" in adata.obs and "risk_hi" in adata.obs:
-        lo, hi = _scalar(obs["risk_lo"]), _scalar(obs["risk_hi"])
-        if lo is not None and hi is not None:
-            out["risk_interval"] = (float(lo), float(hi))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 # Triton bundles its own LLVM, which clashes with the libLLVM that Mesa's OpenGL (llvmpipe under
 # Xvfb) loads on the first draw: a later `import triton` (torch imports it when probing, e.g. via
@@ -31,36 +35,93 @@ def checkerboard(index: np.ndarray) -> np.ndarray:
     return ((index[:, 0] + index[:, 1]) % 2 == 0).astype(np.float32)
 
 
+def ramp(n: int) -> np.ndarray:
+    """``n`` values evenly spread over [0, 1] in patch order."""
+    return np.linspace(0.0, 1.0, n).astype(np.float32)
+
+
+def fixture_predictions(reader, grid, *, model: str = "test fixture") -> ad.AnnData:
+    """Prediction AnnData with known values for the open SVS, in the registry's keys.
+
+    - gene ``MARKER``: checkerboard (1 on even lattice cells, 0 on odd ones); ``ANTI`` = 1 - MARKER;
+      ``BIG``: 1000 + 500 x ramp (a range far from the others);
+    - ``obsm["grade_proba"]`` (G1..G3): P(G3) = ramp, the rest split evenly; ``obs["grade_pred"]``;
+    - ``obsm["cell_type_weights"]`` (tumour, stroma, immune): dominant type cycles patch by patch;
+    - ``obs["risk"]`` = 2 x ramp - 1, ``obs["risk_width"]``, ``obs["grade_set_size"]``,
+      ``obs["attention"]`` (sums to 1, so values around 1 / N);
+    - ``uns["slide_prediction"]``: grade G3 with the set {G2, G3}, risk 0.25 in [-0.5, 1.0].
+    """
+    import pandas as pd
+
+    from histoviz.io.predictions import make_prediction_adata
+    from histoviz.viz.maps import PatchLayout
+
+    layout = PatchLayout.from_coords(grid.coords, grid.tile_size_level0)
+    n = len(grid)
+    marker = checkerboard(layout.index)
+    r = ramp(n)
+    expr = np.column_stack([marker, 1.0 - marker, 1000.0 + 500.0 * r])
+    g3 = r
+    rest = (1.0 - g3) / 2.0
+    gp = pd.DataFrame({"G1": rest, "G2": rest, "G3": g3})
+    ct = np.full((n, 3), 0.1, np.float32)
+    ct[np.arange(n), np.arange(n) % 3] = 0.8
+    att = np.exp(r) / np.exp(r).sum()
+    a = make_prediction_adata(
+        grid.coords, slide_id=reader.slide_id, tile_size_level0=grid.tile_size_level0,
+        expression=expr, genes=["MARKER", "ANTI", "BIG"],
+        obs={"grade_pred": pd.Categorical(gp.idxmax(axis=1).to_numpy(), categories=["G1", "G2", "G3"]),
+             "grade_set_size": np.where(r > 0.5, 1.0, 2.0).astype(np.float32),
+             "risk": (2 * r - 1).astype(np.float32), "risk_width": (1.5 - r).astype(np.float32),
+             "attention": att.astype(np.float32)},
+        obsm={"grade_proba": gp, "cell_type_weights": pd.DataFrame(ct, columns=["tumour", "stroma", "immune"])},
+        meta={"slide_path": str(reader.path), "slide_dimensions": [int(v) for v in reader.dimensions],
+              "mpp": reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0),
+              "model": model},
+    )
+    a.uns["slide_prediction"] = {
+        "grade": {"kind": "classification", "targets": np.array(["G1", "G2", "G3"]),
+                  "values": np.array([0.1, 0.3, 0.6]), "predicted": "G3", "set": np.array(["G2", "G3"]),
+                  "alpha": 0.1},
+        "survival": {"kind": "survival", "targets": np.array(["S_0", "S_1"]), "values": np.array([0.8, 0.5]),
+                     "risk": 0.25, "lo": -0.5, "hi": 1.0, "alpha": 0.1},
+    }
+    return a
+
+
 @pytest.fixture(scope="session")
 def svs_predictions(tmp_path_factory: pytest.TempPathFactory, svs_path: Path) -> Path:
-    """Predictions for the real SVS: gene ``MARKER`` is a checkerboard over the patch lattice
-    (1 on even cells, 0 on odd ones); the other maps are simulated from tile H&E density."""
-    import anndata as ad
-
+    """Known-value predictions for the real SVS (48 patches of 224 px): see :func:`fixture_predictions`."""
     from histoviz.io import open_slide
-    from histoviz.io.predictions import make_prediction_adata, write_predictions
+    from histoviz.io.predictions import write_predictions
     from histoviz.tiling.grid import TilingConfig, make_tile_grid
-    from histoviz.viz.demo import simulated_predictions
-    from histoviz.viz.maps import PatchLayout
 
     with open_slide(svs_path) as reader:
         grid = make_tile_grid(reader, TilingConfig(tile_size=224, mpp=0.5))
-        sim = simulated_predictions(reader, grid, n_genes=6)
-    layout = PatchLayout.from_coords(grid.coords, grid.tile_size_level0)
-    marker = checkerboard(layout.index)
-    expr = np.column_stack([marker, np.asarray(sim.X)])
-    a = make_prediction_adata(
-        grid.coords,
-        slide_id=reader.slide_id,
-        tile_size_level0=grid.tile_size_level0,
-        expression=expr,
-        genes=["MARKER", *map(str, sim.var_names)],
-        obs={k: sim.obs[k].to_numpy() for k in ("risk", "attention", "grade_set", "risk_lo", "risk_hi")},
-        obsm={k: sim.obsm[k] for k in ("cell_type_weights", "grade_proba", "coattention")},
-        meta=dict(sim.uns["histoviz"]),
-    )
-    assert isinstance(a, ad.AnnData)
+        a = fixture_predictions(reader, grid)
     return write_predictions(a, tmp_path_factory.mktemp("pred") / "CMU-1-Small-Region.h5ad")
+
+
+@pytest.fixture(scope="session")
+def svs_predictions_b(tmp_path_factory: pytest.TempPathFactory, svs_path: Path) -> Path:
+    """A second prediction file of the same SVS (another "model"), for swap checks."""
+    from histoviz.io import open_slide
+    from histoviz.io.predictions import write_predictions
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+
+    with open_slide(svs_path) as reader:
+        grid = make_tile_grid(reader, TilingConfig(tile_size=224, mpp=0.5))
+        a = fixture_predictions(reader, grid, model="second fixture")
+    a.X[:, 0] = 1.0 - a.X[:, 0]
+    return write_predictions(a, tmp_path_factory.mktemp("predb") / "CMU-1-Small-Region.b.h5ad")
+
+
+@pytest.fixture(scope="session")
+def synthetic_sample(pytestconfig: pytest.Config):
+    """The napari sample predicted by models trained here (built once; see tests/_sample.py)."""
+    from tests._sample import synthetic_sample as build
+
+    return build(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -96,10 +157,11 @@ def foreign_predictions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     }
 
 
-def world_to_canvas(viewer, world_yx) -> tuple[float, float]:
-    """Canvas pixel ``(row, col)`` where world ``(y, x)`` is drawn (2D view)."""
+def world_to_canvas(viewer, world_yx, view=None) -> tuple[float, float]:
+    """Canvas pixel ``(row, col)`` where world ``(y, x)`` is drawn (2D view; ``view``: a grid
+    panel, ``viewer.window._qt_viewer.canvas.grid_views[k]``)."""
     canvas = viewer.window._qt_viewer.canvas
-    view = canvas.view
+    view = canvas.view if view is None else view
     tr = view.transform * view.scene.transform
     x, y = tr.map([float(world_yx[1]), float(world_yx[0])])[:2]
     return float(y), float(x)
@@ -144,3 +206,37 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cli("train", str(root / "training" / "configs" / "ridge.yaml"), "--out", "run", "--no-progress",
         *[a for s in sets for a in ("--set", s)])
     return {"run": d / "run", "slide": d / "syn" / "slides" / "S001.tif"}
+
+
+# ---- screen helpers ----------------------------------------------------------------------------
+def screen(viewer) -> tuple[np.ndarray, float]:
+    """Canvas screenshot (RGB int) and physical pixels per canvas (logical) pixel."""
+    img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    native = viewer.window._qt_viewer.canvas.native
+    return img, img.shape[0] / native.height()
+
+
+def pixel(img: np.ndarray, ratio: float, rc: tuple[float, float]) -> np.ndarray:
+    """RGB of the screenshot at canvas ``(row, col)``."""
+    r, c = int(round(rc[0] * ratio)), int(round(rc[1] * ratio))
+    assert 0 <= r < img.shape[0] and 0 <= c < img.shape[1], "point is off screen"
+    return img[r, c]
+
+
+def patch_world_centre(layout, i: int, scale, translate) -> tuple[float, float]:
+    """World ``(y, x)`` of the centre of patch ``i``."""
+    from histoviz.viz.maps import level0_to_world
+
+    x0, y0, x1, y1 = layout.patch_bounds(i)
+    return level0_to_world(((x0 + x1) / 2, (y0 + y1) / 2), scale, translate)
+
+
+def patch_pixels(viewer, widget, view=None) -> tuple[np.ndarray, float, list[np.ndarray]]:
+    """Screenshot and the RGB at the centre of every patch of the widget's layout."""
+    img, ratio = screen(viewer)
+    scale, translate = widget._geometry()
+    lay = widget.layout
+    px = [pixel(img, ratio, world_to_canvas(viewer, patch_world_centre(lay, i, scale, translate), view))
+          for i in range(len(lay))]
+    return img, ratio, px
+

@@ -1,0 +1,225 @@
+"""What was predicted for one patch, and for the whole slide, as plain values (no Qt).
+
+Both are built from the output registry (:mod:`histoviz.outputs`) and the tasks' slide
+summaries (``uns["slide_prediction"]``), so an inspector panel that shows them needs no field
+names of its own:
+
+- :func:`patch_summary`: position of a patch, every single-valued output (``rows``: label,
+  value, unit, kind) and every multi-valued one (``frames``: cell-type weights, grade
+  probabilities, co-attention, other modalities... with their columns), top genes of ``X``;
+- :func:`slide_predictions`: one row per predicted block (grade with its conformal set, risk
+  with its conformal interval, omics blocks), with a ready-made line of text.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> from histoviz.io.predictions import make_prediction_adata
+>>> a = make_prediction_adata(np.array([[0, 0], [224, 0]]), slide_id="S", tile_size_level0=224,
+...                           obs={"risk": np.array([0.5, -1.0])})
+>>> [(r["label"], r["value"]) for r in patch_summary(a, 1)["rows"]]
+[('Risk', -1.0)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from histoviz.errors import DataError
+from histoviz.viz.maps import PredictionMaps, _as_maps
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+__all__ = ["patch_summary", "slide_predictions", "top_genes"]
+
+
+def top_genes(adata: ad.AnnData, index: int, n: int = 10) -> list[tuple[str, float]]:
+    """The ``n`` genes with the highest predicted expression in patch ``index``."""
+    if not adata.n_vars:
+        return []
+    row = adata.X[index]
+    v = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).ravel()
+    finite = np.where(np.isfinite(v), v, -np.inf)
+    order = np.argsort(-finite, kind="stable")[: max(0, int(n))]
+    return [(str(adata.var_names[j]), float(v[j])) for j in order if np.isfinite(v[j])]
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return None if not math.isfinite(f) else f
+    if isinstance(v, np.integer):
+        return int(v)
+    if v is None:
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v if isinstance(v, (int, str, bool)) else str(v)
+
+
+def patch_summary(
+    adata: ad.AnnData | PredictionMaps, index: int, *, n_genes: int = 10, mpp: float | None = None
+) -> dict[str, Any]:
+    """Everything predicted for one patch, as plain Python values (for inspector panels).
+
+    Parameters
+    ----------
+    adata
+        Predictions for one slide (or a :class:`~histoviz.viz.maps.PredictionMaps` of them).
+    index
+        Patch (row of ``adata``).
+    n_genes
+        How many top genes of ``X`` to list.
+    mpp
+        Slide microns per pixel (default ``uns["histoviz"]["mpp"]``), for the centre in um.
+
+    Returns
+    -------
+    dict with
+
+    - ``index``, ``name``, ``x``, ``y`` (level-0 top-left), ``size`` (level-0 px), ``centre``
+      (level-0), ``centre_um`` (or None);
+    - ``rows``: ``[{"name", "label", "value", "unit", "kind"}]``, one per single-valued
+      registered output present (obs columns, category columns, arg-max categories such as the
+      dominant cell type), in registry order;
+    - ``outputs``: ``{label: value}`` of the same rows;
+    - ``frames``: ``[{"name", "label", "kind", "unit", "values": {column: value}}]``, one per
+      multi-valued output present (one frame per modality for ``obsm_prefix`` outputs);
+    - ``top_genes``: ``[(gene, value)]`` of ``X`` (the main modality), highest first;
+    - ``simulated``: whether the file holds simulated values.
+    """
+    from histoviz.outputs import list_outputs
+    from histoviz.viz.maps import map_values
+
+    pm = _as_maps(adata)
+    adata = pm.adata
+    n = adata.n_obs
+    if not 0 <= int(index) < n:
+        raise DataError(f"patch index {index} out of range 0..{n - 1}")
+    i = int(index)
+    info = adata.uns.get("histoviz", {})
+    ts = float(info.get("tile_size_level0", 0))
+    obs = adata.obs.iloc[i]
+    if "x" in adata.obs and "y" in adata.obs:
+        x, y = float(obs["x"]), float(obs["y"])
+        cx, cy = x + ts / 2.0, y + ts / 2.0
+    else:
+        cx, cy = (float(v) for v in np.asarray(adata.obsm["spatial"])[i])
+        x, y = cx - ts / 2.0, cy - ts / 2.0
+    if mpp is None and info.get("mpp") is not None:
+        try:
+            mpp = float(info["mpp"])
+        except (TypeError, ValueError):
+            mpp = None
+    if mpp is not None and not mpp > 0:
+        mpp = None
+    avail = pm.available
+    rows: list[dict[str, Any]] = []
+    frames: list[dict[str, Any]] = []
+    for spec in list_outputs():
+        if spec.name not in avail:
+            continue
+        key = spec.anndata_key
+        if spec.store in ("obs", "obs_category") and key in adata.obs:
+            rows.append({"name": spec.name, "label": spec.label, "value": _scalar(obs[key]),
+                         "unit": spec.unit, "kind": spec.kind})
+        elif spec.store in ("argmax", "obs_category"):
+            mv = map_values(pm, spec.name)
+            code = int(mv.values[i])
+            rows.append({"name": spec.name, "label": spec.label,
+                         "value": mv.categories[code] if code >= 0 else None, "unit": "", "kind": spec.kind})
+        elif spec.store == "obsm":
+            fr = pm.frame(key)
+            if fr is not None:
+                frames.append({"name": spec.name, "label": spec.label, "kind": spec.kind, "unit": spec.unit,
+                               "values": {str(c): float(v) for c, v in fr.iloc[i].items()}})
+        elif spec.store == "obsm_prefix":
+            for k in sorted(str(k) for k in adata.obsm.keys() if str(k).startswith(key)):
+                fr = pm.frame(k)
+                if fr is not None:
+                    frames.append({"name": spec.name, "label": f"{spec.label}: {k[len(key):]}",
+                                   "kind": spec.kind, "unit": spec.unit,
+                                   "values": {str(c): float(v) for c, v in fr.iloc[i].items()}})
+    return {
+        "index": i,
+        "name": str(adata.obs_names[i]),
+        "x": int(round(x)),
+        "y": int(round(y)),
+        "size": int(round(ts)),
+        "centre": (cx, cy),
+        "centre_um": (cx * mpp, cy * mpp) if mpp else None,
+        "rows": rows,
+        "outputs": {r["label"]: r["value"] for r in rows},
+        "frames": frames,
+        "top_genes": top_genes(adata, i, n_genes),
+        "simulated": pm.simulated,
+    }
+
+
+def _str_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [v]
+    return [str(x) for x in np.asarray(v).reshape(-1).tolist()]
+
+
+def _slide_line(block: str, sp: Mapping[str, Any]) -> str:
+    kind = str(sp.get("kind", "regression"))
+    alpha = sp.get("alpha")
+    cov = f" (alpha {float(alpha):g}: covers the truth {1 - float(alpha):.0%} of the time)" if alpha is not None else ""
+    if kind == "classification":
+        targets = _str_list(sp.get("targets"))
+        values = np.asarray(sp.get("values", []), dtype=np.float64).reshape(-1)
+        pred = str(sp.get("predicted"))
+        p = float(values[targets.index(pred)]) if pred in targets and len(values) == len(targets) else math.nan
+        line = f"{block}: {pred}" + (f" (p = {p:.2f})" if math.isfinite(p) else "")
+        if "set" in sp:
+            line += f"; conformal set {{{', '.join(_str_list(sp['set']))}}}{cov}"
+        return line
+    if kind == "survival":
+        line = f"{block}: risk {float(sp['risk']):.3f} (-sum S over {len(_str_list(sp.get('targets')))} time bins)"
+        if "lo" in sp and "hi" in sp:
+            line += f"; conformal interval [{float(sp['lo']):.3f}, {float(sp['hi']):.3f}]{cov}"
+        return line
+    n = len(_str_list(sp.get("targets")))
+    return f"{block}: {n} targets predicted for the slide" + (" with conformal intervals" if "lo" in sp else "")
+
+
+def slide_predictions(adata: ad.AnnData | PredictionMaps) -> list[dict[str, Any]]:
+    """The slide-level predictions of a prediction file (``uns["slide_prediction"]``).
+
+    Returns
+    -------
+    One dict per block, in file order: ``block``, ``kind`` (regression / classification /
+    survival), ``line`` (one line of text), and what the task wrote: ``predicted`` and ``set``
+    (classification), ``risk``, ``lo``, ``hi`` (survival), ``targets``, ``values``, ``alpha``,
+    ``uncertainty`` when present. Empty when the file has none (simulated maps, old files).
+    """
+    pm = _as_maps(adata)
+    sp_all = pm.adata.uns.get("slide_prediction", {}) or {}
+    out = []
+    for block, sp in sp_all.items():
+        if not isinstance(sp, Mapping):
+            continue
+        row: dict[str, Any] = {"block": str(block), "kind": str(sp.get("kind", "regression")),
+                               "line": _slide_line(str(block), sp)}
+        for k in ("predicted", "risk", "lo", "hi", "alpha", "uncertainty"):
+            if k in sp:
+                v = sp[k]
+                row[k] = _scalar(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64).tolist()
+        if "set" in sp:
+            row["set"] = _str_list(sp["set"])
+        row["targets"] = _str_list(sp.get("targets"))
+        row["values"] = np.asarray(sp.get("values", []), dtype=np.float64).reshape(-1).tolist()
+        out.append(row)
+    return out
