@@ -23,7 +23,14 @@ def sample_cache_dir(config: pytest.Config) -> Path:
     import histoviz.samples
 
     digest = hashlib.sha1(Path(histoviz.samples.__file__).read_bytes()).hexdigest()[:10]
-    return Path(config.cache.mkdir(f"histoviz-{digest}"))
+    cache = getattr(config, "cache", None)
+    if cache is None:  # pytest -p no:cacheprovider: the user cache folder instead
+        from histoviz.datasets import default_cache_dir
+
+        d = default_cache_dir() / "pytest" / f"histoviz-{digest}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    return Path(cache.mkdir(f"histoviz-{digest}"))
 
 
 def synthetic_sample(config: pytest.Config):
