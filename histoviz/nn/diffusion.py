@@ -247,25 +247,35 @@ class GeneGroupDenoiser(nn.Module):
             for _ in range(blocks)])
         self.out_norm = nn.LayerNorm(dim)
         self.decoders = GroupDecoders(group_index, n_genes, dim)
+        self.skip = nn.Linear(dim, n_genes)  # per-gene, time-dependent scale of x_t (starts at 0)
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
+        self.slide_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def context(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, Any]:
         """Keys and values of the patches ``(B, N, D)`` for every block (reused across steps)."""
         h = self.patch_in(x)
-        return {"kv": [ca.kv(h) for ca in self.coattn], "mask": mask}
+        if mask is None:
+            pooled = h.mean(dim=1)
+        else:
+            w = mask.to(h.dtype)
+            pooled = (h * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
+        return {"kv": [ca.kv(h) for ca in self.coattn], "mask": mask, "slide": self.slide_mlp(pooled)}
 
     @staticmethod
     def repeat_context(ctx: dict[str, Any], n: int) -> dict[str, Any]:
         """The context of each slide repeated ``n`` times (rows ``b * n + j``), for ``n`` samples."""
         kv = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in ctx["kv"]]
         m = ctx["mask"]
-        return {"kv": kv, "mask": None if m is None else m.repeat_interleave(n, 0)}
+        return {"kv": kv, "mask": None if m is None else m.repeat_interleave(n, 0),
+                "slide": ctx["slide"].repeat_interleave(n, 0)}
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, ctx: dict[str, Any]) -> torch.Tensor:
         """``x_t (B, n_genes)``, ``t (B,)``, ``ctx`` from :meth:`context` -> ``eps_hat (B, n_genes)``."""
         g = self.encoders(x_t)
         temb = self.time_mlp(timestep_embedding(t, self.dim, max_period=1000.0))
-        h = g + self.group_emb[None] + temb[:, None, :]
+        h = g + self.group_emb[None] + (temb + ctx["slide"])[:, None, :]
         for norm, ca, tf, (k, v) in zip(self.norms, self.coattn, self.tf, ctx["kv"]):
             a, _ = ca.attend(norm(h), k, v, ctx["mask"])
             h = tf(h + a)
-        return self.decoders(self.out_norm(h + g))
+        return self.decoders(self.out_norm(h + g)) + self.skip(temb) * x_t

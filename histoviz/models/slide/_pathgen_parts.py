@@ -59,16 +59,16 @@ class GeneScaling:
         """Scaled -> block values."""
         return np.asarray(scaled, np.float64) * self.b + self.a
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON metadata and arrays."""
-        return {"kind": self.kind, "clip": list(self.clip)}, {"scale_a": self.a, "scale_b": self.b}
+    def to_state(self, prefix: str = "scale") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON metadata and arrays (``<prefix>_a``, ``<prefix>_b``)."""
+        return {"kind": self.kind, "clip": list(self.clip)}, {f"{prefix}_a": self.a, f"{prefix}_b": self.b}
 
     @classmethod
-    def from_state(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> GeneScaling:
+    def from_state(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], prefix: str = "scale") -> GeneScaling:
         """Inverse of :meth:`to_state`."""
         c = meta["clip"]
-        return cls(str(meta["kind"]), np.asarray(arrays["scale_a"], np.float64),
-                   np.asarray(arrays["scale_b"], np.float64), (float(c[0]), float(c[1])))
+        return cls(str(meta["kind"]), np.asarray(arrays[f"{prefix}_a"], np.float64),
+                   np.asarray(arrays[f"{prefix}_b"], np.float64), (float(c[0]), float(c[1])))
 
 
 def slide_seed(bag: np.ndarray, seed: int) -> int:

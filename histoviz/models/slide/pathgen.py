@@ -249,7 +249,7 @@ class PathGen(TorchSlideModel):
         if pres.sum() < 2:
             raise DataError(f"{self.modality}: {int(pres.sum())} training patient(s) have expression; PathGen needs >= 2")
         self.scale_ = GeneScaling.fit(self.scaling, expr[pres])
-        scaled = self.scale_.forward(expr)
+        self.zscale_ = GeneScaling.fit("zscore", expr[pres])
         self.feature_mean_, self.feature_std_ = feature_stats(bags)
         diffuse = self.setting == "synthetic"
         self.arch_ = self._arch(diffuse, outcomes)
@@ -261,18 +261,18 @@ class PathGen(TorchSlideModel):
         self.targets_ = {m: (list(self.groups_.genes) if m == self.modality else list(targets[m].targets))
                          for m in self.modalities_}
         self.kinds_ = {m: targets[m].kind for m in self.modalities_}
-        vscaled = vpres = None
+        vexpr = vpres = None
         if val is not None and self.modality in val[1]:
-            ve, vpres = self._group_values(val[1][self.modality])
-            vscaled = self.scale_.forward(ve)
+            vexpr, vpres = self._group_values(val[1][self.modality])
         info: dict[str, Any] = {"gene_groups": self.groups_.summary().to_dict("records"), "history": []}
         if diffuse:
-            d = self._fit_diffusion(bags, scaled, pres, val, vscaled, vpres)
+            d = self._fit_diffusion(bags, self.scale_.forward(expr), pres, val,
+                                    None if vexpr is None else self.scale_.forward(vexpr), vpres)
             info["history"] += [{"stage": "diffusion", **r} for r in d.pop("history", [])]
             info["diffusion"] = d
             info["best_val"] = d.get("best_val")
         if outcomes:
-            c = self._fit_coattention(bags, outcomes, scaled, pres, val, vscaled, vpres)
+            c = self._fit_coattention(bags, outcomes, expr, pres, val, vexpr, vpres)
             info["history"] += [{"stage": "coattention", **r} for r in c.pop("history", [])]
             info["coattention"] = c
             info["best_val"] = c.get("best_val")
@@ -363,15 +363,19 @@ class PathGen(TorchSlideModel):
         self.module_.eval()
         return info
 
-    def _omics_train(self, scaled: np.ndarray, pres: np.ndarray, fill: np.ndarray) -> np.ndarray:
-        """Co-attention inputs of training / validation patients: measured groups (absent
-        patients: ``fill``, the training mean), or zeros for the slide-only setting."""
+    def _coattention_input(self, expr: np.ndarray, pres: np.ndarray | None = None) -> np.ndarray:
+        """Gene-group input of the co-attention model: z-scores with training statistics (the
+        SNNs expect standardised inputs; patients without expression get 0, the training mean),
+        or zeros for the slide-only setting."""
         if self.setting == "slide":
-            return np.zeros_like(scaled, dtype=np.float32)
-        return np.where(pres[:, None], np.nan_to_num(scaled), fill[None, :]).astype(np.float32)
+            return np.zeros(np.shape(expr), dtype=np.float32)
+        z = self.zscale_.forward(expr)
+        if pres is not None:
+            z = np.where(pres[:, None], np.nan_to_num(z), 0.0)
+        return z.astype(np.float32)
 
-    def _fit_coattention(self, bags: Sequence[np.ndarray], outcomes: Mapping[str, Any], scaled: np.ndarray,
-                         pres: np.ndarray, val: Any, vscaled: np.ndarray | None, vpres: np.ndarray | None) -> dict[str, Any]:
+    def _fit_coattention(self, bags: Sequence[np.ndarray], outcomes: Mapping[str, Any], expr: np.ndarray,
+                         pres: np.ndarray, val: Any, vexpr: np.ndarray | None, vpres: np.ndarray | None) -> dict[str, Any]:
         import torch
 
         from histoviz.models.slide.outcome_abmil import bin_hazards
@@ -390,8 +394,7 @@ class PathGen(TorchSlideModel):
                 else:
                     h = bin_hazards(b.bins[p], b.event[p], b.n_bins)
                     net.survival_head.bias.copy_(torch.from_numpy(np.log(h / (1 - h))).float())
-        fill = scaled[pres].mean(axis=0)
-        om = torch.from_numpy(self._omics_train(scaled, pres, fill)).to(dev)
+        om = torch.from_numpy(self._coattention_input(expr, pres)).to(dev)
 
         def tensors(blocks: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
             out = {}
@@ -437,9 +440,9 @@ class PathGen(TorchSlideModel):
             vb = self._batcher(val[0], train=False)
             vy = tensors(val[1])
             n_val = len(val[0])
-            if vscaled is None:
-                vscaled, vpres = np.zeros((n_val, scaled.shape[1])), np.zeros(n_val, bool)
-            vom = torch.from_numpy(self._omics_train(vscaled, vpres, fill)).to(dev)
+            if vexpr is None:
+                vexpr, vpres = np.zeros((n_val, expr.shape[1])), np.zeros(n_val, bool)
+            vom = torch.from_numpy(self._coattention_input(vexpr, vpres)).to(dev)
 
             def validate() -> dict[str, float]:
                 tot = {m: 0.0 for m in outcomes}
@@ -463,10 +466,11 @@ class PathGen(TorchSlideModel):
     # -- state ----------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = super()._state()
-        sm, sa = self.scale_.to_state()
-        meta.update({"outcome": self.outcome_, "groups": self.groups_.to_state(), "scaling": sm,
+        sm, sa = self.scale_.to_state("scale")
+        zm, za = self.zscale_.to_state("z")
+        meta.update({"outcome": self.outcome_, "groups": self.groups_.to_state(), "scaling": sm, "z": zm,
                      "setting": self.setting})
-        arrays.update(sa)
+        arrays.update({**sa, **za})
         return meta, arrays
 
     def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
@@ -475,14 +479,16 @@ class PathGen(TorchSlideModel):
         super()._load_state(meta, arrays)
         self.outcome_ = dict(meta["outcome"])
         self.groups_ = GeneGroups.from_state(meta["groups"])
-        self.scale_ = GeneScaling.from_state(meta["scaling"], arrays)
+        self.scale_ = GeneScaling.from_state(meta["scaling"], arrays, "scale")
+        self.zscale_ = GeneScaling.from_state(meta["z"], arrays, "z")
 
     # -- predict --------------------------------------------------------------------------------
     def synthesise(self, bags: Sequence[np.ndarray], *, sampler: str | None = None, steps: int | None = None,
                    n_samples: int | None = None, seeds: Sequence[int] | None = None) -> np.ndarray:
-        """Synthesised gene-group vectors ``(n_bags, n_genes)`` in the *scaled* space (mean of
-        ``n_samples`` samples; defaults: the model's settings). ``seeds`` (one per bag) replace
-        the seeds derived from the bags' features."""
+        """Synthesised gene-group vectors ``(n_bags, n_genes)`` in the expression block's space
+        (the mean of ``n_samples`` samples, each drawn in the scaled space and mapped back;
+        defaults: the model's settings). ``seeds`` (one per bag) replace the seeds derived from
+        the bags' features."""
         import torch
 
         if "denoiser" not in self.module_:
@@ -503,7 +509,7 @@ class PathGen(TorchSlideModel):
                 ctx = net.repeat_context(net.context(x, mask), ns)
                 sd = [slide_seed(bags[i], self.seed) if seeds is None else int(seeds[i]) for i in idx]
                 out[idx] = self._run_sampler(net, sched, ctx, sd, ns, m, sampler, steps, dev)
-        return out
+        return self.scale_.inverse(out)
 
     def _run_sampler(self, net: Any, sched: Any, ctx: Any, seeds: Sequence[int], ns: int, m: int, sampler: str,
                      steps: int, dev: Any) -> np.ndarray:
@@ -524,7 +530,8 @@ class PathGen(TorchSlideModel):
         return x0.view(len(seeds), ns, m).mean(dim=1).cpu().numpy().astype(np.float64)
 
     def _omics(self, bags: Sequence[np.ndarray], inputs: Mapping[str, Any] | None) -> np.ndarray | None:
-        """Scaled co-attention inputs at prediction time (``None``: no co-attention model)."""
+        """Gene-group values at prediction time, in the block's space: zeros (slide only),
+        measured (real) or synthesised."""
         if self.setting == "slide":
             return np.zeros((len(bags), len(self.groups_.genes)))
         if self.setting == "real":
@@ -533,7 +540,7 @@ class PathGen(TorchSlideModel):
             if not pres.all():
                 raise DataError(f"{self.modality}: {int((~pres).sum())} of {len(pres)} patient(s) have no measured "
                                 "expression of the group genes; setting 'real' needs it for every patient")
-            return self.scale_.forward(v)
+            return v
         return self.synthesise(bags)
 
     def _outcomes(self, bags: Sequence[np.ndarray], om: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
@@ -550,7 +557,7 @@ class PathGen(TorchSlideModel):
             for s in range(0, len(bags), max(1, int(self.batch_size))):
                 idx = np.arange(s, min(s + int(self.batch_size), len(bags)))
                 x, mask = b.batch(idx)
-                out, a = net(x, mask, torch.from_numpy(om[idx].astype(np.float32)).to(dev))
+                out, a = net(x, mask, torch.from_numpy(self._coattention_input(om[idx])).to(dev))
                 for m, k in self.arch_["keys"].items():
                     lg = out[k]
                     v = torch.softmax(lg, -1) if k == "grade" else survival_from_hazard_logits(lg)[1]
@@ -566,7 +573,7 @@ class PathGen(TorchSlideModel):
         if "mcat" in self.module_:
             out.update(self._outcomes(bags, om)[0])
         if self.setting == "synthetic":
-            out[self.modality] = self.scale_.inverse(om)
+            out[self.modality] = om
         return out
 
     def _predict_patches(self, bag: np.ndarray, inputs: Mapping[str, Any] | None = None) -> PatchMaps:
@@ -584,7 +591,7 @@ class PathGen(TorchSlideModel):
             patch.update(self._distributed(bag, om[0]))
             extra["coattention"] = pd.DataFrame(att[0].T, columns=list(self.groups_.names))
         if self.setting == "synthetic":
-            slide[self.modality] = self.scale_.inverse(om)[0]
+            slide[self.modality] = om[0]
             net, sched, dev = self.module_["denoiser"], self._schedule(), self._device()
             x, _ = self._batcher([bag], train=False).batch([0])
             m = len(self.groups_.genes)
@@ -606,7 +613,7 @@ class PathGen(TorchSlideModel):
 
         net, dev = self.module_["mcat"], self._device()
         x, _ = self._batcher([bag], train=False).batch([0])
-        g = torch.from_numpy(om_slide.astype(np.float32)).to(dev)
+        g = torch.from_numpy(self._coattention_input(om_slide[None, :])[0]).to(dev)
         parts: dict[str, list[np.ndarray]] = {m: [] for m in self.arch_["keys"]}
         with torch.no_grad():
             for s in range(0, x.shape[1], 1024):
