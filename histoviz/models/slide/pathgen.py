@@ -128,7 +128,7 @@ class PathGen(TorchSlideModel):
         sample_steps: int = 50,
         n_samples: int = 3,
         scaling: str = "minmax",
-        diffusion_dim: int = 128,
+        diffusion_dim: int = 64,
         diffusion_heads: int = 4,
         diffusion_blocks: int = 3,
         diffusion_dropout: float = 0.1,
