@@ -175,4 +175,5 @@ def test_evaluate_prints_the_settings_and_the_synthesis_quality(runs):
     print(text)
     assert "PathGen settings" in text and "real-slide" in text and "synthetic-slide" in text
     assert "pooled Spearman (paper's)" in text and "training mean" in text
+    assert "gene groups matched in the expression table" in text and "Oncogenes 19/19" in text
     assert pathgen_report([runs["shuffled"].out_dir])  # a lone run still gets its line

@@ -24,7 +24,9 @@ Table formats (CSV; TSV with a ``.tsv`` suffix):
 A gene may sit in several groups (MCAT's families overlap): it then feeds each of them, and a
 warning says how many genes do. Symbols are matched to the expression table's targets exactly,
 ignoring case and surrounding spaces (no prefix or regular-expression matching: ``ABL1`` never
-matches ``ABL10``). :meth:`GeneGroups.summary` reports how many genes of each group matched.
+matches ``ABL10``). :meth:`GeneGroups.summary` reports how many genes of each group matched (also
+logged; a warning when a group matched fewer than half of its genes, as MCAT's table does on a
+small expression panel); ``histoviz evaluate`` prints it for PathGen runs.
 
 Bad input is a one-line :class:`~histoviz.errors.DataError` naming the file and what to do: an
 unreadable or empty table, a group that lists no gene, no gene of the table in the expression
@@ -290,7 +292,12 @@ def match_gene_groups(
     if n_multi:
         log.warning("%s: %d of %d matched genes sit in more than one group (allowed: each feeds every group it "
                     "is in)", where, n_multi, len(union))
-    log.info("%s", out.describe())
+    low = [n for n, m, t in zip(out.names, out.sizes, out.in_table) if m < 0.5 * t]
+    if low:
+        log.warning("%s; fewer than half of the genes of %s are in the expression table (check the gene symbols)",
+                    out.describe(), low)
+    else:
+        log.info("%s", out.describe())
     return out
 
 

@@ -144,6 +144,14 @@ def _groups(run: Any) -> dict[str, list[str]]:
     return {}
 
 
+def _matched(run: Any) -> str:
+    """``"group m/t, ..."`` from the first fold's fit (the table is matched by gene name, the same in
+    every fold unless a fold's preprocessing dropped genes)."""
+    folds = run.json("selection.json").get("folds") or []
+    rows = (folds[0].get("gene_groups") if folds else None) or []
+    return ", ".join(f"{g['group']} {g['matched']}/{g['in_table']}" for g in rows)
+
+
 def synthesis_quality(run_dir: str | os.PathLike, *, block: str | None = None) -> pd.DataFrame:
     """Synthesised against measured gene groups of the held-out patients (module docstring).
 
@@ -222,6 +230,9 @@ def pathgen_report(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
                       for r in diffs.itertuples()]
             lines.append(f"  {metric}: " + "; ".join(cells))
     for r in pg:
+        gg = _matched(r)
+        if gg:
+            lines.append(f"{r.name}: gene groups matched in the expression table (genes matched / listed): {gg}")
         q = synthesis_quality(r.path)
         if q.empty:
             continue

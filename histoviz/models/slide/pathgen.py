@@ -34,7 +34,9 @@ three-way comparison):
   which the task layer scores like any regression).
 - ``real``: trained and predicted with measured groups. The model declares
   ``inputs = ("gene",)``: held-out patients' measured expression is passed at prediction time,
-  and a new slide without expression cannot be predicted (a clear error says so).
+  and a new slide without expression cannot be predicted (a clear error says so). A
+  shuffled-label run of this setting is no null control (shuffling keeps each patient's
+  expression with its outcomes); the control is the ``slide`` setting with shuffled labels.
 
 Per-patch ("distributed") maps: the co-attention model applied to each patch alone with the
 slide's gene groups unchanged (PathGen's distributed prediction) gives per-patch grade
