@@ -9,7 +9,9 @@
 6. Makes a second synthetic cohort for outcomes (200 patients, small slides), trains grade and
    survival (joint ABMIL, PCA + logistic / Cox baselines, a shuffled control) with
    split-conformal calibration, prints AUC, c-index and coverage, and writes per-patch grade,
-   risk and uncertainty maps.
+   risk and uncertainty maps; then a small PathGen on the same slides with six gene groups
+   (slide only / + synthesised groups / + measured groups on the same folds, paired
+   differences, synthesis quality, per-patch co-attention maps).
 
 Everything lands under ``out_dir``; rerunning reuses what is already there.
 """
@@ -153,5 +155,8 @@ def run_demo(
             echo(f"  outcome cohort: {len(odf)} slides of 768 px, {odf['patient_id'].nunique()} patients, "
                  f"{int(odf.drop_duplicates('patient_id')['event'].sum())} deaths, embedded {rep.counts()} -> {oc.root}")
             train_outcome_models(oc, ofeats, out, res, echo=echo, progress=progress)
+            from histoviz.training.demo import train_pathgen_models
+
+            train_pathgen_models(oc, ofeats, out, res, echo=echo, progress=progress)
     echo(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")
     return res

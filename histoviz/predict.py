@@ -280,6 +280,14 @@ def predict_bag(
             f"{feats['encoder']!r} features"
         )
     _check_recipe(bag, feats, rm.run_dir)
+    needs = [(p.model, tuple(getattr(p.model, "inputs", ()) or ())) for p in rm.pipelines]
+    for model, names in needs:
+        if names:
+            raise DataError(
+                f"{rm.run_dir}: {model.name} {model.input_description()}predicts from the slide plus measured "
+                f"{list(names)} of its patient, which a slide alone does not have; predict this slide with a "
+                "run trained without measured inputs (PathGen: model.params.setting synthetic or slide)"
+            )
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):

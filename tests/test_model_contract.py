@@ -18,6 +18,8 @@ from histoviz.models import create_model, list_models, model_info
 from histoviz.training.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
 
 FAST = {"epochs": 8, "batch_size": 8, "seed": 0, "device": "cpu"}
+# PathGen groups over the toy genes G0..G29 (two genes shared between neighbouring groups)
+PATHGEN_GROUPS = {f"group{k}": [f"G{j}" for j in range(6 * k, 6 * k + 8)] for k in range(4)}
 PARAMS = {
     "multiomics": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
     "multiomics-stl": {**FAST, "embed_dim": 16, "attn_dim": 8, "hidden": 16},
@@ -32,6 +34,8 @@ PARAMS = {
     "pca-logistic": {"n_components": 4},
     "pca-cox": {"cox_components": 2},
     "pca-outcomes": {"n_components": 4, "cox_components": 2},
+    "pathgen": {**FAST, "gene_groups": PATHGEN_GROUPS, "timesteps": 20, "diffusion_epochs": 4, "diffusion_dim": 16,
+                "diffusion_heads": 2, "diffusion_blocks": 1, "dim": 16, "tf_heads": 2},
 }
 
 
@@ -67,6 +71,8 @@ def _targets_for(name: str, toy: dict) -> dict:
     blocks = {k: b for k, b in toy["blocks"].items() if kinds[k] in tasks}
     if name == "cpnn":
         blocks = {"gene": blocks["gene"]}
+    if name.startswith("pathgen"):  # one expression modality (its gene groups) plus the outcomes
+        blocks.pop("protein")
     return blocks
 
 

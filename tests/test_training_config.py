@@ -28,7 +28,7 @@ def _base(**kw) -> dict:
 def test_shipped_configs_validate(path):
     cfg = load_config(path, base_dir=ROOT)
     assert Path(cfg.data.cohort).is_absolute()
-    assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv"))
+    assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv"))
     kw = cfg.model_kwargs()
     assert "epochs" in kw or cfg.model.name in ("ridge", "knn", "pca-outcomes")
 

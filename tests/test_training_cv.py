@@ -413,7 +413,6 @@ def test_predict_on_a_slide_without_mpp_takes_the_override(runs, png_path, tmp_p
 
 
 def test_config_values_of_the_wrong_type_are_one_line_errors(cohort, runs, tmp_path, capsys):
-    import yaml
 
     from histoviz.cli import main
     from histoviz.errors import ConfigError

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slides", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=2048, help="slide side in px at 0.5 um/px")
+    p.add_argument("--gene-groups", action="store_true",
+                   help="also write gene_groups.csv: six MCAT-like gene groups over the genes (PathGen)")
+    p.add_argument("--hidden-factor", type=float, default=0.0, metavar="S",
+                   help="with --gene-groups: a per-patient factor no slide shows shifts grade, survival and two "
+                        "gene groups (strength S, e.g. 1)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("tile", help="tissue mask + tile grid of a slide (coords CSV and a preview PNG)")
@@ -137,8 +142,13 @@ def _encoders(a: argparse.Namespace) -> int:
 def _synth(a: argparse.Namespace) -> int:
     from histoviz.data.synthetic import make_synthetic_cohort
 
+    extra = {"gene_groups": True, "hidden_factor": a.hidden_factor} if a.gene_groups else {}
+    if a.hidden_factor and not a.gene_groups:
+        from histoviz.errors import ConfigError
+
+        raise ConfigError("--hidden-factor needs --gene-groups (the factor shifts two gene groups)")
     c = make_synthetic_cohort(a.out, n_slides=a.slides, seed=a.seed, slide_size=(a.size, a.size),
-                              progress=True)
+                              progress=True, **extra)
     print(f"synthetic cohort: {len(c.slides)} slides -> {c.cohort_csv}")
     return 0
 

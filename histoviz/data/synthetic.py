@@ -231,6 +231,17 @@ class SyntheticConfig:
         ``artifact`` in ``truth/<slide_id>.npz``.
     faint_fraction
         Fraction of each slide's tissue rendered faintly stained (default 0); truth ``faint``.
+    gene_groups
+        Write ``gene_groups.csv``: six MCAT-like gene groups over the genes (MCAT's wide
+        layout; :func:`histoviz.data.gene_groups.synthetic_gene_groups`). Default off.
+    hidden_factor
+        Strength ``s`` of a per-patient factor ``h ~ N(0, 1)`` that no slide shows (needs
+        ``gene_groups``): it adds ``0.15 s h`` to the grade latent and ``0.8 s h`` to the log
+        hazard, and multiplies the bulk counts of the oncogene group by ``exp(0.5 s h w)`` and of
+        the tumour-suppressor group by ``exp(-0.5 s h w)`` (``w ~ U(0.5, 1.5)`` per gene). Those
+        groups then carry outcome signal that morphology shows only partly (through cell
+        composition); ``h`` is in ``truth/patients.csv``. Default 0: outcomes and counts are
+        exactly those of a cohort without the option.
     """
 
     n_slides: int = 12
@@ -257,6 +268,8 @@ class SyntheticConfig:
     debris: int = 0
     bubbles: int = 0
     faint_fraction: float = 0.0
+    gene_groups: bool = False
+    hidden_factor: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -331,6 +344,15 @@ class SyntheticConfig:
             object.__setattr__(self, name, (float(lo), float(hi)))
         if self.n_patients < 1:
             raise bad("n_slides", "gives no patients")
+        if not isinstance(self.gene_groups, (bool, np.bool_)):
+            raise bad("gene_groups", "must be true or false")
+        object.__setattr__(self, "gene_groups", bool(self.gene_groups))
+        hf = self.hidden_factor
+        if not isinstance(hf, (int, float)) or isinstance(hf, bool) or not 0.0 <= hf <= 10.0:
+            raise bad("hidden_factor", "must be a number in [0, 10]")
+        object.__setattr__(self, "hidden_factor", float(hf))
+        if hf > 0 and not self.gene_groups:
+            raise bad("hidden_factor", "needs gene_groups=True (the factor shifts two gene groups)")
 
     @property
     def n_multi_slide_patients(self) -> int:
@@ -349,10 +371,10 @@ class SyntheticConfig:
         return any(getattr(self, k) != v for k, v in _ARTIFACT_DEFAULTS.items())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists); artefact fields only when set, so manifests of
-        cohorts without artefacts are the same as before those fields existed."""
+        """JSON-ready dict (tuples as lists); artefact and gene-group fields only when set, so
+        manifests of cohorts without them are the same as before those fields existed."""
         d = json.loads(json.dumps(asdict(self)))
-        for k, v in _ARTIFACT_DEFAULTS.items():
+        for k, v in {**_ARTIFACT_DEFAULTS, **_GROUP_DEFAULTS}.items():
             if d[k] == v:
                 del d[k]
         return d
@@ -368,6 +390,7 @@ class SyntheticConfig:
 
 
 _ARTIFACT_DEFAULTS = {"pen_marks": 0, "debris": 0, "bubbles": 0, "faint_fraction": 0.0}
+_GROUP_DEFAULTS = {"gene_groups": False, "hidden_factor": 0.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,6 +426,11 @@ class SyntheticCohort:
     spatial: dict[str, Path]
     config: SyntheticConfig
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def gene_groups_csv(self) -> Path:
+        """``gene_groups.csv`` (written with ``SyntheticConfig.gene_groups``)."""
+        return self.root / "gene_groups.csv"
 
     @property
     def truth_dir(self) -> Path:
@@ -1325,14 +1353,16 @@ def _plan(cfg: SyntheticConfig) -> tuple[list[_SlidePlan], list[str], dict[str, 
     return plans, pids, by_patient
 
 
-def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray) -> dict[str, np.ndarray]:
-    """Grade and censored survival from the measured tumour fraction."""
+def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray,
+              hidden: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Grade and censored survival from the measured tumour fraction (and the hidden factor)."""
     rng = _rng(cfg.seed, "outcomes")
     lo, hi = cfg.tumour_fraction_range
     x = (tumour_fraction - lo) / max(hi - lo, 1e-6)
-    latent = x + rng.normal(0.0, 0.12, x.shape)
+    h = np.zeros_like(x) if hidden is None else cfg.hidden_factor * np.asarray(hidden, np.float64)
+    latent = x + rng.normal(0.0, 0.12, x.shape) + 0.15 * h
     grade = 1 + np.digitize(latent, [0.25, 0.5, 0.75])
-    log_h = math.log(_BASE_HAZARD) + 2.5 * x + 0.25 * (grade - 1)
+    log_h = math.log(_BASE_HAZARD) + 2.5 * x + 0.25 * (grade - 1) + 0.8 * h
     hazard = np.exp(log_h)
     t_event = rng.exponential(1.0 / hazard)
     target = cfg.censoring_fraction
@@ -1360,6 +1390,29 @@ def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray) -> dict[str, np
         "time": time,
         "event": event,
     }
+
+
+def _gene_groups_and_hidden(
+    cfg: SyntheticConfig, genes: _GeneModel, n_p: int
+) -> tuple[dict[str, list[str]] | None, np.ndarray | None, np.ndarray | None]:
+    """Gene groups, the hidden factor per patient and its multiplier of the bulk means
+    (``None``s when the options are off; own random streams, so nothing else changes)."""
+    if not cfg.gene_groups:
+        return None, None, None
+    from histoviz.data.gene_groups import synthetic_gene_groups
+
+    groups = synthetic_gene_groups(genes.names, _rng(cfg.seed, "gene-groups"))
+    if cfg.hidden_factor <= 0:
+        return groups, None, None
+    hrng = _rng(cfg.seed, "hidden")
+    hidden = hrng.standard_normal(n_p)
+    log_mult = np.zeros((n_p, len(genes.names)))
+    pos = {g: j for j, g in enumerate(genes.names)}
+    for name, sign in (("Oncogenes", 1.0), ("Tumor Suppressor Genes", -1.0)):
+        idx = np.array([pos[g] for g in groups[name]], np.int64)
+        w = hrng.uniform(0.5, 1.5, idx.size)
+        log_mult[:, idx] += sign * 0.5 * cfg.hidden_factor * hidden[:, None] * w[None, :]
+    return groups, hidden, np.exp(log_mult)
 
 
 def _derived_layers(
@@ -1617,7 +1670,8 @@ def make_synthetic_cohort(
             tissue_px[p] += summaries[i]["tissue_area_px"]
             tumour_px[p] += summaries[i]["tumour_area_px"]
     tumour_fraction = tumour_px / np.maximum(tissue_px, 1e-9)
-    outcomes = _outcomes(cfg, tumour_fraction)
+    groups, hidden, hidden_mult = _gene_groups_and_hidden(cfg, genes, n_p)
+    outcomes = _outcomes(cfg, tumour_fraction, hidden)
 
     # --- bulk RNA -------------------------------------------------------------------------------
     brng = _rng(cfg.seed, "bulk")
@@ -1627,6 +1681,8 @@ def make_synthetic_cohort(
     patient_noise[:, ~genes.signal] = np.exp(
         brng.normal(0.0, 0.7, (n_p, int((~genes.signal).sum())))
     )
+    if hidden_mult is not None:
+        patient_noise = patient_noise * hidden_mult
     counts = _nb(brng, mu_true * patient_noise * library[:, None], _theta(cfg))
     gene_var = pd.DataFrame(
         {
@@ -1746,6 +1802,7 @@ def make_synthetic_cohort(
                 for k, ct in enumerate(CELL_TYPES)
             },
             "library_factor": library,
+            **({"hidden_factor": hidden} if hidden is not None else {}),
             "grade": outcomes["grade"],
             "grade_latent": outcomes["grade_latent"],
             "log_hazard": outcomes["log_hazard"],
@@ -1785,7 +1842,12 @@ def make_synthetic_cohort(
         + [f"truth/{s}.npz" for s in slide_ids]
         + [f"spatial/{s}.h5ad" for s in spatial_ids]
         + [f"truth/{n}.csv" for n in ("prototypes", "tissue_to_cell", "tissue_types", "patients")]
+        + (["gene_groups.csv"] if groups is not None else [])
     )
+    if groups is not None:
+        from histoviz.data.gene_groups import write_gene_groups
+
+        write_gene_groups(groups, root / "gene_groups.csv")
     manifest = {
         "generator": "histoviz.data.synthetic",
         "format_version": FORMAT_VERSION,

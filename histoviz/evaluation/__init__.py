@@ -17,6 +17,7 @@ from histoviz.evaluation.metrics import (
     summarise_over_folds,
     topk_best_predicted,
 )
+from histoviz.evaluation.pathgen import pathgen_settings, synthesis_quality
 from histoviz.evaluation.survival import concordance_index
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "columnwise_spearman",
     "concordance_index",
     "per_sample_correlation",
+    "pathgen_settings",
     "per_target_correlation",
     "select_topk",
     "summarise_over_folds",
+    "synthesis_quality",
     "topk_best_predicted",
 ]

@@ -1,5 +1,7 @@
 """Outcome views of run directories: confusion matrices, Kaplan-Meier of predicted risk groups,
-pooled c-index and conformal coverage (``histoviz evaluate``, the dashboard's outcome page).
+pooled c-index and conformal coverage (``histoviz evaluate``, the dashboard's outcome page);
+for PathGen runs also the settings side by side and the synthesis quality
+(:mod:`histoviz.evaluation.pathgen`).
 
 Held-out patients of all folds are pooled here, and every function says so in what it returns:
 risk groups are assigned **within each fold** (by that fold's median or tertiles of predicted
@@ -82,4 +84,7 @@ def outcome_report(run_dirs: Sequence[str | os.PathLike], *, n_groups: int = 2) 
                 lines.append(f"{run.name} / {b}: risk groups by within-fold {'median' if n_groups == 2 else 'tertiles'} "
                              f"({', '.join(f'{k} n={v}' for k, v in sizes.items())}), pooled log-rank "
                              f"p = {test['p_value']:.3g}; pooled c-index {c:.3f} (risks of different folds' models)")
+    from histoviz.evaluation.pathgen import pathgen_report
+
+    lines += pathgen_report(run_dirs)
     return lines

@@ -11,6 +11,10 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
   co-attention) named as in the output registry (:mod:`histoviz.outputs`);
 - ``score(bags, targets) -> float`` is the mean over blocks of each task's primary metric
   (Pearson, macro AUC, c-index);
+- a model that reads measured values of a patient *as inputs* at prediction time (PathGen's
+  "slide + real expression" setting) names those regression blocks in ``inputs``; ``predict``
+  and ``predict_patches`` then take ``inputs={block: target block}`` (the runner passes the
+  held-out patients' blocks only to such models) and refuse to run without them;
 - ``state() / load_state()`` move learned state in and out as JSON metadata plus named
   numpy arrays, which :mod:`histoviz.training.checkpoint` writes as safetensors (no pickle).
 
@@ -45,6 +49,7 @@ __all__ = [
     "list_models",
     "model_info",
     "model_param_names",
+    "predicted_block",
     "register_model",
 ]
 
@@ -93,6 +98,30 @@ class PatchMaps:
         return self.extra.get("cell_type")
 
 
+def predicted_block(blk: Any, names: Sequence[str] | None) -> Any:
+    """A regression block restricted to the targets ``names`` a model predicts, in that order
+    (the block itself when it is not regression or already has exactly those targets).
+
+    Raises
+    ------
+    DataError
+        A name that is not a target of the block.
+    """
+    if getattr(blk, "kind", "") != "regression" or names is None or list(names) == list(blk.targets):
+        return blk
+    from histoviz.data.omics import OutputTransform, TargetBlock
+
+    cols = pd.Index(blk.targets).get_indexer(list(names))
+    if (cols < 0).any():
+        raise DataError(f"{blk.modality}: the model predicts targets that are not in the block "
+                        f"({[n for n, c in zip(names, cols) if c < 0][:5]})")
+    o = blk.output
+    if o is not None and o.mean is not None:
+        o = OutputTransform(o.transform, o.target_sum, np.asarray(o.mean)[cols], np.asarray(o.std)[cols])
+    return TargetBlock(blk.modality, list(names), blk.values[:, cols], blk.present,
+                       None if blk.counts is None else blk.counts[:, cols], blk.library, o)
+
+
 def check_bags(bags: Sequence[np.ndarray], *, embed_dim: int | None = None, where: str = "bags") -> int:
     """Validate a list of bags; return their feature dimension.
 
@@ -138,6 +167,8 @@ class SlideModel:
     tasks: tuple[str, ...] = ("regression",)
     #: regression modalities this model can predict (``None``: any)
     supported_modalities: tuple[str, ...] | None = None
+    #: regression blocks read as inputs at prediction time (see the module docstring)
+    inputs: tuple[str, ...] = ()
 
     # -- parameters -------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -214,19 +245,25 @@ class SlideModel:
             self._fit(bags, targets, val)
         return self
 
-    def predict(self, bags: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Slide-level predictions ``{block: (n_bags, ...)}`` in each task's format."""
+    def predict(self, bags: Sequence[np.ndarray], *, inputs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Slide-level predictions ``{block: (n_bags, ...)}`` in each task's format.
+
+        ``inputs``: ``{block: target block}`` with one row per bag, for a model that declares
+        ``inputs`` (ignored otherwise)."""
         self._check_fitted()
         check_bags(bags, embed_dim=self.embed_dim_, where="bags")
+        kw = self._input_kwargs(inputs, len(bags))
         with self._compute_context(bags):
-            return self._predict(bags)
+            return self._predict(bags, **kw)
 
-    def predict_patches(self, bag: np.ndarray) -> PatchMaps:
-        """Per-patch maps of one slide (see :class:`PatchMaps`)."""
+    def predict_patches(self, bag: np.ndarray, *, inputs: Mapping[str, Any] | None = None) -> PatchMaps:
+        """Per-patch maps of one slide (see :class:`PatchMaps`); ``inputs`` as in :meth:`predict`
+        with one row."""
         self._check_fitted()
         check_bags([bag], embed_dim=self.embed_dim_, where="bag")
+        kw = self._input_kwargs(inputs, 1)
         with self._compute_context([bag]):
-            pm = self._predict_patches(np.asarray(bag, dtype=np.float32))
+            pm = self._predict_patches(np.asarray(bag, dtype=np.float32), **kw)
         for m in pm.patch:
             pm.kinds.setdefault(m, self.kinds_.get(m, "regression"))
             pm.targets.setdefault(m, list(self.targets_.get(m, [])))
@@ -237,11 +274,12 @@ class SlideModel:
         targets, macro AUC, Harrell's c-index) across ``bags``."""
         from histoviz.tasks import get_task
 
-        pred = self.predict(bags)
+        pred = self.predict(bags, inputs={b: targets[b] for b in self.inputs if b in targets} or None)
         vals = []
         for mod, blk in targets.items():
             if mod not in pred or not blk.present.any():
                 continue
+            blk = predicted_block(blk, self.targets_.get(mod))
             task = get_task(blk)
             m = task.metrics(blk, pred[mod])
             if m.empty:
@@ -250,6 +288,26 @@ class SlideModel:
             if np.isfinite(v).any():
                 vals.append(float(np.nanmean(v)))
         return float(np.mean(vals)) if vals else float("nan")
+
+    def _input_kwargs(self, inputs: Mapping[str, Any] | None, n: int) -> dict[str, Any]:
+        """``{"inputs": ...}`` for ``_predict`` of a model that declares inputs; checks them."""
+        if not self.inputs:
+            return {}
+        missing = [b for b in self.inputs if not inputs or b not in inputs]
+        if missing:
+            raise DataError(
+                f"{type(self).__name__} {self.input_description()}predicts from the slide plus measured "
+                f"{missing} of its patient; a slide alone is not enough: pass inputs={{block: values}} or use a "
+                "model trained without measured inputs"
+            )
+        bad = [b for b in self.inputs if len(inputs[b]) != n]
+        if bad:
+            raise DataError(f"inputs {bad}: {[len(inputs[b]) for b in bad]} rows for {n} bags")
+        return {"inputs": {b: inputs[b] for b in self.inputs}}
+
+    def input_description(self) -> str:
+        """Words naming the setting that needs inputs (messages); ``""`` by default."""
+        return ""
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

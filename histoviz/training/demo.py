@@ -3,7 +3,8 @@
 Trains (patient-level 5-fold CV, early stopping on validation patients of the training folds)
 the multi-task ABMIL model, CPNN, the mean-pool ridge baseline and a shuffled-label control;
 prints the comparison table; writes per-patch prediction maps of one slide with each of the
-multi-task and CPNN models. The configurations are those of ``training/configs/`` with the
+multi-task and CPNN models. Then grade and survival (:func:`train_outcome_models`) and a small
+PathGen in its three settings (:func:`train_pathgen_models`). The configurations are those of ``training/configs/`` with the
 demo's paths (:func:`demo_config`).
 """
 
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["demo_config", "outcome_config", "train_demo_models", "train_outcome_models"]
+__all__ = ["demo_config", "outcome_config", "pathgen_config", "train_demo_models", "train_outcome_models",
+           "train_pathgen_models"]
 
 
 def demo_config(name: str, model: str, cohort_root: Path, features: Path, **extra: Any) -> dict[str, Any]:
@@ -201,3 +203,86 @@ def train_outcome_models(
          f"risk {sp['survival']['risk']:.2f} in [{sp['survival']['lo']:.2f}, {sp['survival']['hi']:.2f}]")
     res.outputs["pred_outcomes"] = p
     res.outputs["overlay_risk"] = png
+
+
+#: CPU-sized PathGen for the demo (DDIM with 20 steps; the config's defaults are PathGen's DDPM, T = 1000)
+DEMO_PATHGEN = {"sampler": "ddim", "sample_steps": 20, "n_samples": 3, "diffusion_dim": 32, "diffusion_blocks": 2,
+                "diffusion_heads": 2, "diffusion_lr": 2e-3, "diffusion_epochs": 60, "diffusion_patience": 15}
+
+
+def pathgen_config(name: str, setting: str, cohort_root: Path, features: Path, **extra: Any) -> dict[str, Any]:
+    """The config of ``training/configs/pathgen.yaml`` (setting ``setting``) on a synthetic cohort
+    made with ``gene_groups=True``, CPU-sized (:data:`DEMO_PATHGEN`, 3 folds)."""
+    r = Path(cohort_root)
+    training: dict[str, Any] = {"epochs": 40, "lr": 5e-4, "batch_size": 16, "patience": 8, "val_fraction": 0.15,
+                                "final_model": False}
+    training.update(extra.pop("training", {}))
+    return {
+        "name": name,
+        "seed": 0,
+        "data": {"cohort": str(r / "cohort.csv"), "features": str(features),
+                 "omics": {"gene": {"path": str(r / "omics/gene.h5ad"), "normalize": "total", "transform": "log10p1",
+                                    "drop_median_zero": True, "standardize": True}},
+                 "outcomes": {"grade": {"column": "grade", "classes": [1, 2, 3, 4]},
+                              "survival": {"time": "time", "event": "event", "n_bins": 4}}},
+        "model": {"name": "pathgen", "params": {"gene_groups": str(r / "gene_groups.csv"), "setting": setting,
+                                                **DEMO_PATHGEN}},
+        "training": training,
+        "evaluation": {"n_folds": 3, "calibration_fraction": 0.2, "conformal": {"alpha": 0.1}, "topk": [20]},
+        **extra,
+    }
+
+
+def train_pathgen_models(
+    outcome_cohort: Any,
+    features: Path,
+    out: Path,
+    res: Any,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> None:
+    """A small PathGen on the outcome cohort's slides with gene groups: the cohort regenerated with
+    ``gene_groups=True, hidden_factor=1`` (same pixels, so the outcome cohort's bags are reused),
+    the three settings on the same 3 folds, the settings table with paired differences, the
+    synthesis against the training mean, and the maps of one slide (per-patch risk, co-attention)."""
+    from dataclasses import asdict
+
+    from histoviz.data.synthetic import make_synthetic_cohort
+    from histoviz.evaluation.pathgen import pathgen_report
+    from histoviz.io import open_slide
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.io.predictions import write_predictions
+    from histoviz.predict import predict_bag
+    from histoviz.training.config import load_config
+    from histoviz.training.runner import run_experiment
+    from histoviz.viz.overlay import save_overlay
+
+    t = time.perf_counter()
+    cfg = {**asdict(outcome_cohort.config), "gene_groups": True, "hidden_factor": 1.0}
+    pc = make_synthetic_cohort(Path(out) / "pathgen", **cfg, progress=progress)
+    runs_dir = Path(out) / "runs"
+    dirs = []
+    for setting in ("slide", "synthetic", "real"):
+        name = f"pathgen-{setting}"
+        ts = time.perf_counter()
+        run_experiment(load_config(pathgen_config(name, setting, pc.root, features)), runs_dir / name,
+                       progress=progress)
+        echo(f"  trained {name}: 3-fold patient-level CV + 20% calibration in {time.perf_counter() - ts:.1f} s "
+             f"-> {runs_dir / name}")
+        dirs.append(runs_dir / name)
+        res.outputs[f"run_{name}"] = runs_dir / name
+    echo(f"  PathGen on {pc.root} (six gene groups; a hidden factor shifts grade, survival and two groups), "
+         f"{time.perf_counter() - t:.0f} s:")
+    for line in pathgen_report(dirs):
+        echo("  " + line)
+    slide_id = pc.slide_ids[0]
+    a = predict_bag(FeatureBag.from_h5(Path(features) / f"{slide_id}.h5"), runs_dir / "pathgen-synthetic")
+    p = write_predictions(a, Path(out) / "maps" / f"{slide_id}.pathgen.h5ad")
+    top = str(a.obsm["coattention"].columns[1])
+    with open_slide(pc.slides[slide_id]) as reader:
+        png = save_overlay(reader, a, f"coattention:{top}", Path(out) / "maps" / f"{slide_id}.coattention.png")
+    echo(f"  PathGen maps of {slide_id}: per-patch grade / risk, synthesised gene groups ({a.n_vars} genes) and "
+         f"co-attention of {a.obsm['coattention'].shape[1]} groups -> {p}; {top} co-attention -> {png}")
+    res.outputs["pred_pathgen"] = p
+    res.outputs["overlay_coattention"] = png

@@ -15,6 +15,12 @@ Protocol (per fold ``k``):
    computes the conformal threshold on the calibration patients and the coverage of the test
    patients' sets / intervals (per subgroup too when ``evaluation.conformal.group`` is set).
 
+A regression block is scored on the targets the model predicts (``model.targets_``; PathGen
+predicts the genes of its gene groups, CPNN the genes in its reference). A model that declares
+``inputs`` (regression blocks it reads at prediction time, e.g. PathGen's "slide + real
+expression" setting) gets those blocks of the calibration and test patients passed to
+``predict``; no other model sees held-out targets.
+
 Regression metrics are computed on the unstandardised target scale (per-target correlations
 do not change; per-patient correlations across targets do, and their centred version
 subtracts the training means of that scale). The training statistics used to pick top-k
@@ -149,7 +155,22 @@ def fit_pipeline(
     if len(val_idx):
         val = (take(data.bags, val_idx), {m: b.subset(val_idx) for m, b in train_blocks.items()})
     model.fit(take(data.bags, fit_idx), {m: b.subset(fit_idx) for m, b in train_blocks.items()}, val=val)
-    return model, preps, blocks, fit_idx, val_idx
+    return model, preps, _predicted_columns(model, blocks), fit_idx, val_idx
+
+
+def _predicted_columns(model: Any, blocks: dict[str, Any]) -> dict[str, Any]:
+    """Regression blocks restricted to the targets the model predicts (in its order); blocks the
+    model reads as inputs stay whole."""
+    from histoviz.models.base import predicted_block
+
+    names = getattr(model, "targets_", {})
+    return {m: b if m in getattr(model, "inputs", ()) else predicted_block(b, names.get(m)) for m, b in blocks.items()}
+
+
+def _input_kw(model: Any, blocks: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """``{"inputs": ...}`` of held-out patients ``rows`` for a model that declares inputs."""
+    names = tuple(getattr(model, "inputs", ()) or ())
+    return {"inputs": {b: blocks[b].subset(rows) for b in names}} if names else {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,7 +218,7 @@ def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, An
     if not len(cal_idx):
         return {}
     cs = cfg.evaluation.conformal
-    pred = model.predict(take(data.bags, cal_idx))
+    pred = model.predict(take(data.bags, cal_idx), **_input_kw(model, blocks, cal_idx))
     out: dict[str, Any] = {}
     for b, p in pred.items():
         task = get_task(blocks[b])
@@ -243,7 +264,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
         return tables, {"info": info, "conformal": conf}
 
     cs = cfg.evaluation.conformal
-    pred = model.predict(take(data.bags, test_idx))
+    pred = model.predict(take(data.bags, test_idx), **_input_kw(model, blocks, test_idx))
     pids = [data.patients[i] for i in test_idx]
     sids = [";".join(data.slide_ids[i]) for i in test_idx]
     mrows, trows = [], []
