@@ -304,7 +304,12 @@ def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPr
         perm = rng.permutation(len(y) + len(yv))
         ya = np.concatenate([y, yv])[perm]
         y, yv = ya[:len(y)], ya[len(y):]
-    model = create_model(name, **params)
+    if name == "spot-mean":
+        from histoviz.models.spot.baselines import SpotMean
+
+        model = SpotMean()
+    else:
+        model = create_model(name, **params)
     blk = TargetBlock("gene", prep.targets, y, np.ones(len(y), bool))
     vblk = TargetBlock("gene", prep.targets, yv, np.ones(len(yv), bool)) if len(yv) else None
     if hasattr(model, "fit_spots"):

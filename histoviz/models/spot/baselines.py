@@ -4,8 +4,9 @@
   expression of the ``k`` nearest training spots (cosine or euclidean), found by the same
   chunked top-k search as CMRCNet's retrieval (so it scales to 100k training spots, unlike the
   slide-level ``knn`` that forms all pairwise distances at once);
-- ``spot-mean``: every spot gets the mean training expression (the control every model must
-  beat in squared error; its per-gene Pearson across spots is undefined, a constant).
+- :class:`SpotMean`: every spot gets the mean training expression (the control every model must
+  beat in squared error; its per-gene Pearson across spots is undefined, a constant). A control,
+  not a registered model; the spot runner adds it with ``evaluation.spots.controls: [mean]``.
 
 The HEST-benchmark ridge on PCA-256 of frozen features is the registered ``ridge`` model
 (:mod:`histoviz.models.slide.baselines`): on one-patch bags mean pooling is the identity, so
@@ -85,9 +86,14 @@ class SpotKNN(SpotModel):
         self.fit_info_ = dict(meta.get("fit_info", {}))
 
 
-@register_model("spot-mean", description="control: the mean training expression for every spot")
 class SpotMean(SpotModel):
-    """Predicts the mean expression of the training spots everywhere (a control)."""
+    """Predicts the mean expression of the training spots everywhere (a control).
+
+    Not in the registry (it is no model to choose); the spot runner fits it as the ``mean``
+    control.
+    """
+
+    name = "spot-mean"
 
     def __init__(self) -> None:
         pass
