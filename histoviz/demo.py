@@ -10,6 +10,9 @@
    survival (joint ABMIL, PCA + logistic / Cox baselines, a shuffled control) with
    split-conformal calibration, prints AUC, c-index and coverage, and writes per-patch grade,
    risk and uncertainty maps.
+7. Spots: imports the shipped Visium sample, trains CMRCNet beside BLEEP, CPNN-spot, ridge, kNN
+   and two controls leave-one-sample-out on the cohort's Visium-like samples, prints the model x
+   gene-set table and writes held-out per-spot predictions (:mod:`histoviz.training.demo_spots`).
 
 Everything lands under ``out_dir``; rerunning reuses what is already there.
 """
@@ -153,5 +156,9 @@ def run_demo(
             echo(f"  outcome cohort: {len(odf)} slides of 768 px, {odf['patient_id'].nunique()} patients, "
                  f"{int(odf.drop_duplicates('patient_id')['event'].sum())} deaths, embedded {rep.counts()} -> {oc.root}")
             train_outcome_models(oc, ofeats, out, res, echo=echo, progress=progress)
+            from histoviz.training.demo_spots import run_spot_demo
+
+            echo("[spots] spatial transcriptomics: spot-level models on the cohort's Visium-like samples")
+            run_spot_demo(cohort, out, res, echo=echo, progress=progress)
     echo(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")
     return res

@@ -354,6 +354,8 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
     main = fit_spot_model(cfg, data, prep, cfg.model.name, main_params, seed=seed,
                           shuffle=bool(cfg.training.shuffle_labels))
     test_ids = [data.sample_ids[i] for i in test]
+    if ev.top_k and hasattr(main, "top_k"):  # the checkpoint predicts with the first evaluated k
+        main.top_k = int(ev.top_k[0])
     save_checkpoint(FittedPipeline(main, {}, _features_meta(cfg, data),
                                    {"fold": key, "run": cfg.name, "level": "spot", "test_samples": test_ids,
                                     "gene_sets": prep.genes.sets, "target_sum": data.target_sum}),
