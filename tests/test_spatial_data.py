@@ -20,12 +20,12 @@ from histoviz.data.spatial import (
     SpotSample,
     SpotsSpec,
     align_genes,
-    import_spaceranger,
     load_spot_sample,
     normalize_log1p,
     select_genes,
     spot_grid,
 )
+from histoviz.data.st_import import import_spaceranger
 from histoviz.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,3 +264,29 @@ def test_no_gene_selection_or_fitted_statistic_sees_the_test_sample():
     # and the scrambled sample would have changed them had it been a training sample
     data = _toy_data(scramble=2)
     assert prepare_fold(cfg, data, train).genes.sets != p0.genes.sets
+
+
+def test_hest_layout_imports_with_its_metadata(tmp_path):
+    import tifffile
+
+    from histoviz.data.st_import import import_hest
+
+    root = tmp_path / "hest"
+    for sub in ("st", "wsis", "metadata"):
+        (root / sub).mkdir(parents=True)
+    tifffile.imwrite(root / "wsis" / "TENX0.tif", np.full((500, 800, 3), 220, np.uint8))
+    (root / "metadata" / "TENX0.json").write_text(json.dumps({"pixel_size_um_estimated": 0.25, "spot_diameter": 55.0,
+                                                               "patient": "P7"}))
+    a = ad.AnnData(np.ones((3, 4), np.float32), obs=pd.DataFrame(index=["a", "b", "c"]),
+                   var=pd.DataFrame(index=["G1", "G2", "G3", "G4"]))
+    a.obsm["spatial"] = np.array([[100.0, 100.0], [400.0, 250.0], [700.0, 400.0]])
+    a.write_h5ad(root / "st" / "TENX0.h5ad")
+    out = import_hest(root / "st" / "TENX0.h5ad", tmp_path / "TENX0.h5ad")
+    s = load_spot_sample(out)
+    assert (s.sample_id, s.patient_id, s.mpp) == ("TENX0", "P7", 0.25)
+    assert s.spot_diameter_px == pytest.approx(55.0 / 0.25) and Path(s.slide_path).name == "TENX0.tif"
+    np.testing.assert_allclose(s.centres, a.obsm["spatial"])
+    a.obsm["spatial"] = a.obsm["spatial"] * 2
+    a.write_h5ad(root / "st" / "TENX0.h5ad")
+    with pytest.raises(DataError, match=r"TENX0\.h5ad: 2 of 3 spots lie outside the slide \(800 x 500 px\)"):
+        import_hest(root / "st" / "TENX0.h5ad", tmp_path / "x.h5ad")

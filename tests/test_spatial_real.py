@@ -27,10 +27,10 @@ def visium_features(tmp_path_factory):
     from histoviz.data.spatial import (
         PatchSpec,
         embed_spot_sample,
-        import_spaceranger,
         load_spot_sample,
         spot_grid,
     )
+    from histoviz.data.st_import import import_spaceranger
     from histoviz.features.encoders import create_encoder
     from histoviz.io import open_slide
     from histoviz.io.featurebag import FeatureBag

@@ -27,7 +27,7 @@ def spot_run(tmp_path_factory):
             "model.params.dim=32", "model.params.n_image_tokens=4", "model.params.n_gene_tokens=4",
             "model.params.cross_heads=4", "model.params.fusion_heads=4", "training.epochs=15", "training.patience=5",
             "evaluation.spots.compare=[{name: bleep, params: {dim: 32, n_image_tokens: 4}}, ridge]",
-            "evaluation.spots.top_k=[20]"]
+            "evaluation.spots.top_k=[20]", "evaluation.spots.encoders=[morphology, tiny-test]"]
     args = ["train", str(ROOT / "training" / "configs" / "st_cmrcnet.yaml"), "--out", str(d / "run"), "--no-progress"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
     return {"dir": d, "run": d / "run", "cohort": cohort}
@@ -52,6 +52,13 @@ def test_cmrcnet_and_bleep_beat_the_shuffled_control_and_the_training_mean(spot_
     for m in ("cmrcnet-20", "bleep-20"):
         assert (mse[m] < 0.8 * mse["spot-mean"]).all(), (m, (mse[m] / mse["spot-mean"]).to_dict())  # measured: ~0.5
     assert r["spot-mean"].isna().all()  # a constant has no correlation: reported as undefined, not as 0
+
+
+def test_hest_encoder_comparison_runs_from_the_same_command(spot_run):
+    r = _per_sample(spot_run["run"], subset="all")
+    np.testing.assert_allclose(r["ridge[morphology]"], r["ridge"])  # the same features, the same protocol
+    assert r["ridge[tiny-test]"].notna().all()  # a random ViT: whatever it scores, it is listed
+    assert (spot_run["dir"] / "feat" / "tiny-test").is_dir()
 
 
 def test_run_layout_folds_by_patient_and_gene_sets_from_training(spot_run):

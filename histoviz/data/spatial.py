@@ -8,8 +8,8 @@ Two inputs are accepted:
 - a **HEST-style AnnData** (``.h5ad``): counts in ``X`` (spots x genes), ``obsm["spatial"]``
   spot centres in level-0 pixels of the slide, and where the slide is.
 
-:func:`import_spaceranger` turns a Space Ranger folder into the HEST-style file every other part
-of histoviz reads (``histoviz st-import``)::
+:func:`histoviz.data.st_import.import_spaceranger` (and ``import_hest`` for HEST-1k files) turn
+the inputs into the one spot file every other part of histoviz reads (``histoviz st-import``)::
 
     X                      raw counts (spots x genes, CSR float32)
     obs                    in_tissue, array_row, array_col (barcodes as obs_names)
@@ -37,7 +37,6 @@ chosen by :func:`select_genes` on **training** spots only.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -64,7 +63,6 @@ __all__ = [
     "SpotsSpec",
     "align_genes",
     "embed_spot_sample",
-    "import_spaceranger",
     "load_spot_sample",
     "normalize_log1p",
     "select_genes",
@@ -412,7 +410,7 @@ def load_spot_sample(
             dims = tuple(int(v) for v in r.dimensions)
             if mpp is None:
                 mpp = r.mpp
-        _check_inside(xy, list(map(str, a.obs_names)), dims, p)
+        check_inside(xy, list(map(str, a.obs_names)), dims, p)
     if mpp is None or not float(mpp) > 0:
         mpp = VISIUM_SPOT_UM / diameter
         log.info("%s: no resolution recorded; %.3f um/px from the spot diameter (%g um Visium spot)",
@@ -424,7 +422,8 @@ def load_spot_sample(
     )
 
 
-def _check_inside(xy: np.ndarray, barcodes: Sequence[str], dims: tuple[int, int], where: Path) -> None:
+def check_inside(xy: np.ndarray, barcodes: Sequence[str], dims: tuple[int, int], where: Path) -> None:
+    """:class:`DataError` naming ``where`` when a spot centre lies outside the slide."""
     w, h = dims
     out = (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= w) | (xy[:, 1] >= h)
     if out.any():
@@ -464,176 +463,6 @@ def align_genes(samples: Sequence[SpotSample]) -> list[str]:
         log.warning("genes differ between samples: keeping the %d shared by all; dropped %s", len(genes),
                     ", ".join(f"{k}: {v}" for k, v in dropped.items()))
     return genes
-
-
-# ------------------------------------------------------------------------------------------------
-# Space Ranger import
-# ------------------------------------------------------------------------------------------------
-def _positions(folder: Path) -> tuple[pd.DataFrame, Path]:
-    sp_dir = folder / "spatial"
-    for name, header in (("tissue_positions.csv", 0), ("tissue_positions_list.csv", None)):
-        f = sp_dir / name
-        if f.exists():
-            try:
-                df = pd.read_csv(f, header=header)
-            except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-                raise DataError(f"{f}: unreadable ({e})") from e
-            if df.shape[1] < 6:
-                raise DataError(f"{f}: expected 6 columns (barcode, in_tissue, array_row, array_col, pxl_row, pxl_col)")
-            df = df.iloc[:, :6]
-            df.columns = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row", "pxl_col"]
-            return df.set_index("barcode"), f
-    raise DataError(f"{sp_dir}: no tissue_positions.csv or tissue_positions_list.csv; not a Space Ranger folder")
-
-
-def _scalefactors(folder: Path) -> tuple[dict[str, float], Path]:
-    f = folder / "spatial" / "scalefactors_json.json"
-    if not f.exists():
-        raise DataError(f"{f}: missing; a Space Ranger folder needs spatial/scalefactors_json.json")
-    try:
-        sf = json.loads(f.read_text())
-    except ValueError as e:
-        raise DataError(f"{f}: not valid JSON ({e})") from e
-    if not isinstance(sf, Mapping) or not sf.get("spot_diameter_fullres"):
-        raise DataError(f"{f}: spot_diameter_fullres is missing; cannot size the spots (re-run Space Ranger or add it)")
-    return {k: float(v) for k, v in sf.items() if isinstance(v, (int, float))}, f
-
-
-def import_spaceranger(
-    folder: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    slide: str | os.PathLike | None = None,
-    sample_id: str | None = None,
-    patient_id: str | None = None,
-    mpp: float | None = None,
-    count_file: str = "filtered_feature_bc_matrix.h5",
-) -> Path:
-    """Write a Space Ranger folder as a HEST-style ``.h5ad`` (see the module docstring).
-
-    Parameters
-    ----------
-    folder
-        Space Ranger ``outs/`` folder.
-    out
-        Output ``.h5ad`` (written atomically).
-    slide
-        The full-resolution image the positions refer to (default: ``spatial/tissue_hires_image.png``,
-        or the low-res image when that one is blank, with positions scaled to it).
-    sample_id, patient_id
-        Identifiers (default: the folder name; the patient defaults to the sample).
-    mpp
-        Microns per pixel of the slide when it does not record one (default: from the spot
-        diameter, 55 um).
-    count_file
-        Counts inside the folder.
-
-    Returns
-    -------
-    The written path.
-
-    Raises
-    ------
-    DataError
-        Missing files, a scalefactors file without ``spot_diameter_fullres``, barcodes of the
-        count matrix that match no position, spots outside the slide.
-    """
-    import scanpy as sc
-    import scipy.sparse as sp
-
-    from histoviz._atomic import atomic_path
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder (expected Space Ranger output)")
-    counts_path = folder / count_file
-    if not counts_path.exists():
-        raise DataError(f"{counts_path}: count matrix not found")
-    pos, pos_file = _positions(folder)
-    sf, _ = _scalefactors(folder)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a = sc.read_10x_h5(counts_path)
-    except Exception as e:  # h5py / scanpy raise several types on foreign files
-        raise DataError(f"{counts_path}: not a readable 10x HDF5 matrix ({type(e).__name__}: {e})") from e
-    a.var_names_make_unique()
-    barcodes = pd.Index(a.obs_names.astype(str))
-    missing = barcodes.difference(pos.index)
-    if len(missing):
-        raise DataError(f"{counts_path}: {len(missing)} of {len(barcodes)} barcodes match no row of {pos_file} (e.g. "
-                        f"{missing[0]}); the matrix and the positions come from different runs")
-    with warnings.catch_warnings():  # scanpy's own Visium reader (deprecated in favour of squidpy)
-        warnings.simplefilter("ignore")
-        a = sc.read_visium(folder, count_file=count_file, load_images=False)
-    a.var_names_make_unique()
-    sid = sample_id or folder.name
-    p = pos.loc[a.obs_names.astype(str)]
-    xy = np.stack([p["pxl_col"].to_numpy(np.float64), p["pxl_row"].to_numpy(np.float64)], axis=1)
-    diameter = float(sf["spot_diameter_fullres"])
-    out = Path(out)
-    if slide is None:
-        img, scale = _tissue_image(folder, sf)
-        slide_path, xy, diameter = img.resolve(), xy * scale, diameter * scale
-    else:
-        slide_path = Path(slide).resolve()
-        if not slide_path.exists():
-            raise DataError(f"{slide_path}: slide not found")
-    from histoviz.io import open_slide
-
-    with open_slide(slide_path) as r:
-        dims = tuple(int(v) for v in r.dimensions)
-        slide_mpp = r.mpp
-    _check_inside(xy, list(map(str, a.obs_names)), dims, pos_file)
-    if mpp is not None:
-        res, src = float(mpp), "given"
-    elif slide_mpp:
-        res, src = float(slide_mpp), "slide"
-    else:
-        res, src = VISIUM_SPOT_UM / diameter, f"spot diameter ({VISIUM_SPOT_UM:g} um Visium spot)"
-    x = a.X.tocsr().astype(np.float32) if sp.issparse(a.X) else sp.csr_matrix(np.asarray(a.X, np.float32))
-    import anndata
-
-    obs = pd.DataFrame({"in_tissue": p["in_tissue"].to_numpy(np.int64), "array_row": p["array_row"].to_numpy(np.int64),
-                        "array_col": p["array_col"].to_numpy(np.int64)}, index=pd.Index(a.obs_names.astype(str)))
-    var = a.var.copy()
-    var.index = var.index.astype(str)
-    var = var[[c for c in var.columns if var[c].dtype != object or var[c].map(type).eq(str).all()]]
-    res_adata = anndata.AnnData(X=x, obs=obs, var=var)
-    res_adata.obsm["spatial"] = xy
-    try:
-        rel = os.path.relpath(slide_path, out.resolve().parent)
-    except ValueError:  # another drive on Windows
-        rel = str(slide_path)
-    res_adata.uns["spatial_meta"] = {
-        "sample_id": sid, "patient_id": patient_id or sid, "slide_path": rel, "spot_diameter_px": diameter,
-        "mpp": res, "mpp_source": src, "source": str(folder.resolve()),
-    }
-    res_adata.uns["spatial"] = {sid: {"scalefactors": {"spot_diameter_fullres": diameter,
-                                                       "tissue_hires_scalef": 1.0}}}
-    with atomic_path(out, suffix=".h5ad") as tmp:
-        res_adata.write_h5ad(tmp)
-    return out
-
-
-def _tissue_image(folder: Path, sf: Mapping[str, float]) -> tuple[Path, float]:
-    """The Space Ranger image standing in for the slide: hi-res, else low-res when the hi-res one
-    is missing or blank (a constant image, as in stripped test data)."""
-    from PIL import Image
-
-    for name, key in (("tissue_hires_image.png", "tissue_hires_scalef"), ("tissue_lowres_image.png", "tissue_lowres_scalef")):
-        f = folder / "spatial" / name
-        if not f.exists() or key not in sf:
-            continue
-        with Image.open(f) as im:
-            im.thumbnail((256, 256))
-            arr = np.asarray(im.convert("RGB"), np.float32)
-        if arr.std() < 1.0:
-            log.warning("%s: the image is blank; trying the next one", f)
-            continue
-        return f, float(sf[key])
-    raise DataError(f"{folder}/spatial: no usable tissue_hires_image.png / tissue_lowres_image.png with its scale "
-                    "factor; pass the full-resolution slide with --slide")
 
 
 # ------------------------------------------------------------------------------------------------

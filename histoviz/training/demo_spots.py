@@ -51,7 +51,8 @@ def spot_demo_config(cohort_root: Path, features: Path, **extra: Any) -> dict[st
 def run_spot_demo(cohort: Any, out: Path, res: Any, *, echo: Callable[[str], None] = print,
                   progress: bool = True) -> None:
     """Steps 1-3 of the module docstring (fills ``res.outputs`` and ``res.numbers``)."""
-    from histoviz.data.spatial import import_spaceranger, load_spot_sample
+    from histoviz.data.spatial import load_spot_sample
+    from histoviz.data.st_import import import_spaceranger
     from histoviz.datasets import sample_data_dir
     from histoviz.evaluation.spots import format_spot_table, spot_table
     from histoviz.io.predictions import write_predictions
