@@ -570,9 +570,10 @@ def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.nd
         metrics[c] = metrics[c].astype("category")
     w.write_table("metrics.parquet", metrics)
     targets = cat("targets")
-    if targets is not None:
-        targets.insert(0, "model", cfg.name)
-        w.write_table("targets.parquet", targets)
+    if targets is not None:  # one copy per table row label, so top-k subsets match every model's rows
+        labels = list(dict.fromkeys(metrics["model"].astype(str)))
+        targets = pd.concat([targets.assign(model=lab) for lab in labels], ignore_index=True)
+        w.write_table("targets.parquet", targets[["model", *[c for c in targets.columns if c != "model"]]])
     held = cat("heldout__gene")
     heldout = {}
     if held is not None:
