@@ -79,13 +79,13 @@ def spot_layer_data(view: Any, gene: str, which: str, *, scale: tuple[float, flo
 
 def read_spot_file(path: str | list[str], *, gene: str | None = None, side_by_side: bool = True) -> list[Any]:
     """Layers of a spot file: the slide (twice, side by side, when there are predictions) and the
-    measured / predicted spots coloured by ``gene`` (default: the first gene)."""
+    measured / predicted spots coloured by ``gene`` (default: the most variable measured gene)."""
     from histoviz.io import open_slide
     from histoviz.viz.spots import SpotView
 
     p = path[0] if isinstance(path, (list, tuple)) else path
     view = SpotView.read(p)
-    gene = gene or (view.genes[0] if view.genes else "")
+    gene = gene or view.default_gene()
     layers: list[Any] = []
     scale, translate, units, width = (1.0, 1.0), (0.0, 0.0), None, float(view.centres[:, 0].max() + view.diameter)
     if view.slide_path:
@@ -166,7 +166,8 @@ class SpotWidget(QWidget):
             v = self._view(layer)
             if v is not None:
                 genes += [g for g in v.genes if g not in genes]
-        current = self.combo.currentText()
+        shown = [la.metadata[META_KEY].get("gene") for la in _spot_layers(self.viewer)]
+        current = self.combo.currentText() or next((g for g in shown if g), "")
         self.combo.blockSignals(True)
         self.combo.clear()
         self.combo.addItems(genes)

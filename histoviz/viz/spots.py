@@ -82,6 +82,14 @@ class SpotView:
         f = self.predicted if self.predicted is not None else self.measured
         return [] if f is None else [str(c) for c in f.columns]
 
+    def default_gene(self) -> str:
+        """The gene shown first: the most variable measured one (among the predicted genes when
+        there are predictions); ``""`` when there is none."""
+        f = self.measured if self.measured is not None else self.predicted
+        if f is not None and self.measured is not None and self.predicted is not None:
+            f = f[[c for c in f.columns if c in set(self.predicted.columns)]]
+        return str(f.var(axis=0).idxmax()) if f is not None and f.shape[1] else ""
+
     def values(self, gene: str, which: str = "predicted") -> np.ndarray | None:
         """Per-spot values of ``gene`` (``which``: ``predicted`` or ``measured``); ``None`` when absent."""
         f = self.predicted if which == "predicted" else self.measured
