@@ -198,7 +198,7 @@ def spot_figure(view: SpotView | None, gene: str, *, centres: np.ndarray | None 
                         horizontal_spacing=0.04)
     for k, (name, vals) in enumerate(panels, start=1):
         if thumb is not None:
-            fig.add_trace(go.Image(z=thumb, x0=x0, dx=ds, y0=y0, dy=ds, hoverinfo="skip"), row=1, col=k)
+            fig.add_trace(go.Image(z=thumb, x0=x0 + ds / 2, dx=ds, y0=y0 + ds / 2, dy=ds, hoverinfo="skip"), row=1, col=k)
         ras = spot_raster(c - [x0, y0], diameter, vals, hw, downsample=ds)
         f = vals[np.isfinite(vals)]
         lo, hi = (np.percentile(f, [1, 99]) if f.size else (0.0, 1.0))
