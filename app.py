@@ -26,6 +26,7 @@ pages = [
     st.Page(_HERE / "app_pages" / "slide.py", title="Slide", icon=":material/biotech:", default=True),
     st.Page(_HERE / "app_pages" / "cohort.py", title="Cohort", icon=":material/groups:"),
     st.Page(_HERE / "app_pages" / "models.py", title="Models", icon=":material/leaderboard:"),
+    st.Page(_HERE / "app_pages" / "spatial.py", title="Spatial", icon=":material/scatter_plot:"),
 ]
 nav = st.navigation(pages)
 with st.sidebar:

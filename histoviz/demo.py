@@ -12,6 +12,9 @@
    risk and uncertainty maps; then a small PathGen on the same slides with six gene groups
    (slide only / + synthesised groups / + measured groups on the same folds, paired
    differences, synthesis quality, per-patch co-attention maps).
+7. Spots: imports the shipped Visium sample, trains CMRCNet beside BLEEP, CPNN-spot, ridge, kNN
+   and two controls leave-one-sample-out on the cohort's Visium-like samples, prints the model x
+   gene-set table and writes held-out per-spot predictions (:mod:`histoviz.training.demo_spots`).
 
 Everything lands under ``out_dir``; rerunning reuses what is already there.
 """
@@ -158,5 +161,9 @@ def run_demo(
             from histoviz.training.demo import train_pathgen_models
 
             train_pathgen_models(oc, ofeats, out, res, echo=echo, progress=progress)
+            from histoviz.training.demo_spots import run_spot_demo
+
+            echo("[spots] spatial transcriptomics: spot-level models on the cohort's Visium-like samples")
+            run_spot_demo(cohort, out, res, echo=echo, progress=progress)
     echo(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")
     return res

@@ -228,6 +228,9 @@ _BUILTIN = (
                order=60, description="attention of each gene group on each patch"),
     OutputSpec("attention", "Attention", store="obs", colormap="viridis", order=70,
                description="ABMIL attention weight (sums to 1 over the slide)"),
+    OutputSpec("measured", "Measured expression (spots)", store="obsm", key="measured_expression",
+               colormap="inferno", unit="log1p(normalised counts)", order=15,
+               description="expression measured at each spot (not a prediction), for side-by-side views"),
 )
 _BUILTIN_DONE = False
 

@@ -38,6 +38,11 @@ Per-patch values are what the model predicts for a slide made only of patches li
 affine map applied to the patch features, whose mean equals the slide prediction; PathGen's
 "distributed" prediction).
 
+Spot-level runs (``histoviz train`` with ``data.spots``): :func:`predict_spots` predicts at the
+spots of a spatial sample (one observation per spot, ``obsm["measured_expression"]`` beside the
+prediction, ``uns["histoviz"]["spot_diameter_px"]``); :func:`predict_slide` with such a run
+predicts on a regular grid of tiles of the run's patch size (slides without spots).
+
 Cancellation: ``cancel_event`` (a ``threading.Event``) is checked between tile batches;
 when set, :class:`PredictionCancelled` (a :class:`~histoviz.errors.HistovizError`) is raised
 and nothing is returned. ``progress_callback(done, total)`` is called after every batch of
@@ -66,7 +71,7 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.training.checkpoint import FittedPipeline
 
-__all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide"]
+__all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide", "predict_spots"]
 
 log = logging.getLogger(__name__)
 _CACHE: dict[tuple[str, str, float], RunModel] = {}
@@ -496,3 +501,91 @@ def predict_slide(
     finally:
         if own:
             reader.close()
+
+
+def predict_spots(
+    sample: str | os.PathLike | Any,
+    model_dir: str | os.PathLike | RunModel,
+    *,
+    fold: int | str | None = None,
+    device: str = "auto",
+    progress: bool = False,
+    batch_size: int = 64,
+) -> ad.AnnData:
+    """Per-spot predictions of a spot-level run at the spots of a spatial sample.
+
+    Each spot's patch is cut as in training (the run's patch size), embedded with the run's
+    encoder and predicted. Which checkpoint (``fold=None``): when the run held this sample out
+    (``samples.parquet``), the checkpoint of that fold, so the map is a held-out prediction;
+    otherwise ``final`` or the fold selected on validation loss (:func:`load_run`).
+
+    Parameters
+    ----------
+    sample
+        A HEST-style spot file (``histoviz st-import`` output, the synthetic cohort's
+        ``spatial/*.h5ad``) or a :class:`~histoviz.data.spatial.SpotSample`.
+    model_dir
+        A spot-level run directory (or a checkpoint folder).
+    fold, device, progress, batch_size
+        As :func:`predict_slide`.
+
+    Returns
+    -------
+    A prediction AnnData (:mod:`histoviz.io.predictions`), one observation per spot:
+    ``obsm["spatial"]`` = spot centres (level-0 px), ``X`` = predicted expression,
+    ``obsm["measured_expression"]`` = the measured, normalised ``log1p`` expression of the same
+    genes, ``uns["histoviz"]["spot_diameter_px"]`` (level-0 px) and ``uns["spots"]`` (barcodes,
+    sample and patient ids, checkpoint).
+
+    Raises
+    ------
+    DataError
+        Not a spot-level run, bad spot file (see :func:`~histoviz.data.spatial.load_spot_sample`).
+    """
+    from histoviz.data.spatial import PatchSpec, load_spot_sample, normalize_log1p, spot_grid
+    from histoviz.features.embed import embed_slide, resolve_device
+    from histoviz.features.encoders import create_encoder
+    from histoviz.io import open_slide
+
+    s = sample if hasattr(sample, "centres") else load_spot_sample(sample)
+    if fold is None and not isinstance(model_dir, RunModel):
+        fold = _heldout_fold(Path(model_dir), s.sample_id)
+    rm = _cached_run(model_dir, fold)
+    f = rm.features
+    if f.get("level") != "spot" or "spot_patch" not in f:
+        raise DataError(f"{rm.run_dir}: not a spot-level run (train one with a data.spots config); "
+                        "for slide-level runs use predict_slide")
+    enc_name, enc_kw, _ = _encoder_for(rm)
+    patch = PatchSpec(**f["spot_patch"])
+    encoder = create_encoder(enc_name, **enc_kw)
+    with open_slide(s.slide_path) as reader:
+        if not reader.mpp:
+            reader.with_mpp(s.mpp)
+        grid = spot_grid(s, patch, dimensions=tuple(int(v) for v in reader.dimensions))
+        bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(resolve_device(device)),
+                          progress=progress)
+        dims = [int(v) for v in reader.dimensions]
+    meta = {"slide_path": s.slide_path, "slide_dimensions": dims, "mpp": s.mpp, "tile_size": int(grid.tile_size),
+            "stride_level0": int(grid.stride_level0), "spot_diameter_px": float(s.spot_diameter_px), "level": "spot"}
+    a = predict_bag(bag, rm, device=device, meta=meta)
+    a.obsm["spatial"] = np.asarray(s.centres, np.float64)
+    genes = [g for g in a.var_names if g in set(s.genes)]
+    if genes:
+        cols = pd.Index(s.genes).get_indexer(genes)
+        meas = normalize_log1p(s.counts, target_sum=float(f.get("target_sum", 1e4)), columns=cols,
+                               library=s.library())
+        a.obsm["measured_expression"] = pd.DataFrame(meas, index=a.obs_names, columns=genes)
+    a.uns.pop("slide_prediction", None)  # a spot sample has no slide-level target
+    a.uns["spots"] = {"barcodes": np.asarray(s.barcodes, dtype=str), "sample_id": s.sample_id,
+                      "patient_id": s.patient_id, "source": str(s.path), "checkpoint": rm.checkpoint}
+    return a
+
+
+def _heldout_fold(run_dir: Path, sample_id: str) -> int | None:
+    """The fold whose test set held ``sample_id`` out in a spot run (``None`` when none did)."""
+    p = run_dir / "samples.parquet"
+    if not p.exists():
+        return None
+    t = pd.read_parquet(p)
+    row = t[t["sample_id"].astype(str) == str(sample_id)]
+    return int(row["fold"].iloc[0]) if len(row) else None

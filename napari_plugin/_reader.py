@@ -72,7 +72,9 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
     if p is None or not Path(p).is_file():
         return None
     if p.lower().endswith(".h5ad"):
-        return read_predictions_file if _is_prediction_file(p) else None
+        from napari_plugin._spots import spot_reader  # spot files and per-spot predictions: circles
+
+        return spot_reader(p) or (read_predictions_file if _is_prediction_file(p) else None)
     if p.lower().endswith((".ome.tif", ".ome.tiff")) and _is_heatmap(p):
         return read_heatmap
     from histoviz.errors import HistovizError

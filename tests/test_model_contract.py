@@ -36,7 +36,14 @@ PARAMS = {
     "pca-outcomes": {"n_components": 4, "cox_components": 2},
     "pathgen": {**FAST, "gene_groups": PATHGEN_GROUPS, "timesteps": 20, "diffusion_epochs": 4, "diffusion_dim": 16,
                 "diffusion_heads": 2, "diffusion_blocks": 1, "dim": 16, "tf_heads": 2},
+    # spot models: a bag is one unit (its patches mean-pooled), each patch a spot of its own
+    "cmrcnet": {**FAST, "dim": 16, "n_image_tokens": 2, "n_gene_tokens": 2, "cross_heads": 2, "fusion_heads": 2,
+                "top_k": 5},
+    "bleep": {**FAST, "dim": 16, "n_image_tokens": 2, "cross_heads": 2, "fusion_heads": 2, "top_k": 5},
+    "cpnn-spot": {**FAST, "hidden": 16},
+    "knn-spot": {"n_neighbors": 5, "n_components": 4},
 }
+SPOT_MODELS = ("cmrcnet", "bleep", "cpnn-spot", "knn-spot")  # one expression block per spot
 
 
 def outcome_blocks(toy: dict, seed: int = 0) -> dict:
@@ -69,7 +76,7 @@ def _targets_for(name: str, toy: dict) -> dict:
     tasks = model_info(name).tasks
     kinds = {"gene": "regression", "protein": "regression", "grade": "classification", "survival": "survival"}
     blocks = {k: b for k, b in toy["blocks"].items() if kinds[k] in tasks}
-    if name == "cpnn":
+    if name == "cpnn" or name in SPOT_MODELS:
         blocks = {"gene": blocks["gene"]}
     if name.startswith("pathgen"):  # one expression modality (its gene groups) plus the outcomes
         blocks.pop("protein")
@@ -79,7 +86,7 @@ def _targets_for(name: str, toy: dict) -> dict:
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_model_contract(name, toy, tmp_path):
     params = dict(PARAMS[name])
-    if name == "cpnn":
+    if name in ("cpnn", "cpnn-spot"):
         params["reference"] = toy["reference"]
     m = create_model(name, **params)
     blocks = _targets_for(name, toy)
@@ -109,7 +116,7 @@ def test_model_contract(name, toy, tmp_path):
         np.testing.assert_allclose(maps.slide[b], pred[b][0], rtol=1e-4, atol=1e-5)
     if name.startswith(("multiomics", "abmil")):
         assert maps.attention is not None and maps.attention.sum() == pytest.approx(1.0, abs=1e-5)
-    if name == "cpnn":
+    if name in ("cpnn", "cpnn-spot"):
         np.testing.assert_allclose(maps.cell_type_weights.sum(1), 1.0, atol=1e-5)
     if name == "ridge":  # affine model: mean of the patch maps = slide prediction
         np.testing.assert_allclose(maps.expression["gene"].mean(0), pred["gene"][0], atol=1e-8)

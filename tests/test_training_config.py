@@ -27,8 +27,11 @@ def _base(**kw) -> dict:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_validate(path):
     cfg = load_config(path, base_dir=ROOT)
-    assert Path(cfg.data.cohort).is_absolute()
-    assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv"))
+    if cfg.data.spots is not None:  # spot experiments (st_*.yaml): samples instead of a cohort
+        assert Path(cfg.data.spots.samples[0]).is_absolute() and cfg.data.spots.samples[0].endswith("data/synth/spatial")
+    else:
+        assert Path(cfg.data.cohort).is_absolute()
+        assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv"))
     kw = cfg.model_kwargs()
     assert "epochs" in kw or cfg.model.name in ("ridge", "knn", "pca-outcomes")
 

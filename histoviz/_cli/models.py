@@ -13,7 +13,8 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands."""
-    p = sub.add_parser("train", help="patient-level K-fold cross-validation of a model config")
+    p = sub.add_parser("train", help="patient-level K-fold cross-validation of a model config (spot configs: "
+                       "leave-one-sample-out)")
     p.add_argument("config", help="experiment YAML (training/configs/*.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -42,8 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
     p.add_argument("--model", required=True, type=Path, help="run directory (or checkpoint folder)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder)")
+    src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder); with a spot-level "
+                     "run, a spot file (.h5ad) predicts at its spots and a slide on a grid of tiles")
     src.add_argument("--features", type=Path, help="an existing <slide_id>.h5 feature bag")
+    src.add_argument("--spots", type=Path, help="a spot file (histoviz st-import / HEST-style .h5ad): predict "
+                     "at its spots with a spot-level run")
     p.add_argument("--out", required=True, help="output .h5ad, or a folder (ending in / or existing) to write "
                    "<slide_id>.<run>.h5ad into")
     p.add_argument("--fold", default=None, help="final (default when present), ensemble or a fold number")
@@ -64,6 +68,15 @@ def _train(a: argparse.Namespace) -> int:
     from histoviz.training.runner import run_experiment
 
     cfg = load_config(a.config, overrides=a.overrides)
+    if cfg.data.spots is not None:
+        from histoviz.evaluation.spots import format_spot_table
+        from histoviz.training.spots import run_spot_experiment
+
+        res = run_spot_experiment(cfg, a.out, progress=not a.no_progress)
+        print(format_spot_table(res.metrics))
+        print(f"{cfg.name}: leave-one-out over {res.metrics['fold'].nunique()} held-out samples, "
+              f"{res.selection.get('seconds', 0):.1f} s -> {a.out}")
+        return 0
     res = run_experiment(cfg, a.out, progress=not a.no_progress)
     print(format_table(main_rows(res.summary)))
     print(f"{cfg.name}: {res.selection.get('seconds', 0):.1f} s -> {a.out}")
@@ -75,7 +88,14 @@ def _evaluate(a: argparse.Namespace) -> int:
     from histoviz.evaluation.association import read_panel
     from histoviz.evaluation.compare import compare_runs, format_table, main_rows
     from histoviz.evaluation.report import outcome_report
+    from histoviz.io.rundir import RunDir
 
+    spot_runs = [r for r in a.runs if RunDir(r).info.get("level") == "spot"]
+    if spot_runs:
+        _evaluate_spots(spot_runs, a)
+        a.runs = [r for r in a.runs if r not in spot_runs]
+        if not a.runs:
+            return 0
     panels = dict(read_panel(p) for p in a.panel)
     df = compare_runs(a.runs, topk=a.topk, criteria=a.criteria, best_predicted=not a.no_best_predicted,
                       panels=panels)
@@ -116,6 +136,40 @@ def _evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_spots(runs: list[Path], a: argparse.Namespace) -> None:
+    """Model x gene-set table (and paired differences) of spot-level runs."""
+    import pandas as pd
+
+    from histoviz.errors import ConfigError
+    from histoviz.evaluation.spots import format_spot_table, spot_table
+    from histoviz.io.rundir import RunDir
+
+    parts, seen = [], {}
+    for r in runs:
+        rd = RunDir(r)
+        m = rd.metrics().copy()
+        m["model"] = m["model"].astype(str)
+        for lab in m["model"].unique():
+            if lab in seen and seen[lab] != rd.name:
+                m.loc[m["model"] == lab, "model"] = f"{rd.name}:{lab}"
+            seen.setdefault(lab, rd.name)
+        parts.append(m)
+    metrics = pd.concat(parts, ignore_index=True)
+    if a.out is not None:
+        if a.out.is_dir() or str(a.out).endswith(("/", "\\")):
+            raise ConfigError(f"--out {a.out}: is a directory; give a file name ending in .csv or .parquet")
+        from histoviz._atomic import atomic_path
+
+        tab = pd.concat([spot_table(metrics, metric=k) for k in ("pearson", "spearman", "mse")], ignore_index=True)
+        with atomic_path(a.out) as tmp:
+            tab.to_parquet(tmp, index=False) if a.out.suffix == ".parquet" else tab.to_csv(tmp, index=False)
+    if a.json:
+        tab = pd.concat([spot_table(metrics, metric=k) for k in ("pearson", "spearman", "mse")], ignore_index=True)
+        print(json.dumps(json.loads(tab.to_json(orient="records")), indent=1))
+        return
+    print(format_spot_table(metrics))
+
+
 def _predict(a: argparse.Namespace) -> int:
     from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
@@ -127,7 +181,12 @@ def _predict(a: argparse.Namespace) -> int:
             fold = int(fold)
         except ValueError:
             raise ConfigError(f"--fold {fold!r}: use final, ensemble or a fold number") from None
-    if a.features is not None:
+    spots = a.spots or (Path(a.slide) if a.slide and str(a.slide).endswith(".h5ad") else None)
+    if spots is not None:
+        from histoviz.predict import predict_spots
+
+        adata = predict_spots(spots, a.model, fold=fold, device=a.device, progress=not a.no_progress)
+    elif a.features is not None:
         from histoviz.io.featurebag import FeatureBag
 
         adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
@@ -139,8 +198,10 @@ def _predict(a: argparse.Namespace) -> int:
         out = out / f"{adata.uns['histoviz']['slide_id']}.{Path(a.model).resolve().name}.h5ad"
     out = write_predictions(adata, out)
     keys = [k for k in adata.obs.columns if k not in ("x", "y", "slide_id")] + [k for k in adata.obsm if k != "spatial"]
-    print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} patches x {adata.n_vars} targets "
-          f"({', '.join(keys)}) -> {out}")
+    unit = "spots" if "spots" in adata.uns else "patches"
+    extra = f", checkpoint {adata.uns['spots']['checkpoint']}" if unit == "spots" else ""
+    print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} {unit} x {adata.n_vars} targets "
+          f"({', '.join(keys)}{extra}) -> {out}")
     for b, sp in adata.uns.get("slide_prediction", {}).items():
         print(f"  slide {b}: {_slide_line(sp)}")
     from histoviz.provenance import prediction_warning

@@ -1258,7 +1258,8 @@ def _make_slide(
             spot_expression=expr,
             spot_tissue_fraction=spot_tissue,
         )
-        _write_spatial(root, cfg, genes, plan.slide_id, rgb, centres, grid, spot_tissue, counts)
+        _write_spatial(root, cfg, genes, plan.slide_id, rgb, centres, grid, spot_tissue, counts,
+                       patient_id=plan.patient_id)
         summary["n_spots"] = int(len(centres))
     with atomic_path(root / "truth" / f"{plan.slide_id}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **truth)
@@ -1275,6 +1276,8 @@ def _write_spatial(
     grid: np.ndarray,
     spot_tissue: np.ndarray,
     counts: np.ndarray,
+    *,
+    patient_id: str = "",
 ) -> None:
     import anndata
     import pandas as pd
@@ -1295,6 +1298,8 @@ def _write_spatial(
     adata.obsm["spatial"] = centres.astype(np.float64)
     adata.uns["spatial_meta"] = {
         "slide_id": slide_id,
+        "sample_id": slide_id,
+        "patient_id": patient_id or slide_id,
         "slide_path": f"../slides/{slide_id}.tif",
         "spot_diameter_px": float(diameter),
         "spot_spacing_px": float(_VISIUM_SPACING_UM / cfg.mpp),

@@ -133,6 +133,10 @@ class DataConfig:
     lazy_bags
         Read feature bags from disk one batch at a time instead of holding them in memory
         (``None``: automatically when the cohort's features exceed 4 GB).
+    spots
+        A spot-level experiment (:class:`~histoviz.data.spatial.SpotsSpec`: spatial samples,
+        spot features, patch size, normalisation, gene sets); then no cohort, features, omics
+        or outcomes are given and ``histoviz train`` runs :mod:`histoviz.training.spots`.
     """
 
     cohort: str = ""
@@ -144,6 +148,7 @@ class DataConfig:
     pathway_from_predictions: dict[str, Any] | None = None
     drop_patients_without_features: bool = False
     lazy_bags: bool | None = None
+    spots: Any = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,9 @@ class EvaluationConfig:
         Repeated K-fold cross-validation: each repeat re-draws the patient folds (fold ids
         ``repeat * n_folds + k``; a ``repeat`` column in every table). More held-out estimates
         for paired comparisons of models.
+    spots
+        Spot experiments: :class:`~histoviz.evaluation.spots.SpotEvalSpec` (gene-set sizes,
+        retrieval k, comparison models, controls, encoder comparison, split).
     """
 
     n_folds: int = 5
@@ -227,6 +235,7 @@ class EvaluationConfig:
     conformal: Any = None
     risk_groups: int = 2
     repeats: int = 1
+    spots: Any = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,11 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
             )
         pfp = {**pfp, "network": _resolve(pfp.get("network"), base)}
     targets = d.get("targets")
+    spots = None
+    if d.get("spots") is not None:
+        from histoviz.data.spatial import SpotsSpec
+
+        spots = SpotsSpec.from_dict(d["spots"], where="data.spots", base=base)
     data = DataConfig(
         cohort=_resolve(d.get("cohort", ""), base) or "",
         features=_resolve(d.get("features", ""), base) or "",
@@ -313,6 +327,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         pathway_from_predictions=pfp,
         drop_patients_without_features=d.get("drop_patients_without_features", False),
         lazy_bags=d.get("lazy_bags"),
+        spots=spots,
     )
     m = _strict(ModelConfig, top.get("model"), "model")
     if "name" in m:
@@ -334,6 +349,10 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         e["conformal"] = conf or ConformalSettings()
     else:
         e["conformal"] = ConformalSettings(**_strict(ConformalSettings, conf, "evaluation.conformal"))
+    if e.get("spots") is not None or spots is not None:
+        from histoviz.evaluation.spots import SpotEvalSpec
+
+        e["spots"] = SpotEvalSpec.from_dict(e.get("spots"), where="evaluation.spots")
     evaluation = EvaluationConfig(**e)
     seed = top.get("seed", 0)
     _check_type("seed", seed, int, "an integer")
@@ -350,11 +369,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
     from histoviz.models import model_info, model_param_names
 
     d = cfg.data
-    if not d.cohort:
+    if d.spots is not None:
+        given = [k for k in ("cohort", "features", "omics", "outcomes", "embed") if getattr(d, k)]
+        if given:
+            raise ConfigError(f"data: a spot experiment (data.spots) takes no {given}; spot samples and their "
+                              "features are set under data.spots")
+    elif not d.cohort:
         raise ConfigError("data.cohort: required (the cohort table)")
-    if not d.features:
+    elif not d.features:
         raise ConfigError("data.features: required (folder of <slide_id>.h5 feature bags)")
-    if not d.omics and not d.outcomes:
+    elif not d.omics and not d.outcomes:
         raise ConfigError("data: give at least one omics modality (data.omics) or outcome (data.outcomes)")
     clash = sorted(set(d.omics) & set(d.outcomes))
     if clash:
@@ -377,6 +401,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"data.pathway_from_predictions.{k}: {p[k]!r} is not in data.omics")
     info = model_info(cfg.model.name)
     wanted = {m: "regression" for m in d.omics} | {n: o.kind for n, o in d.outcomes.items()}
+    if d.spots is not None:
+        wanted = {"gene": "regression"}
     used = list(d.targets) if d.targets is not None else list(wanted)
     unserved = sorted({wanted[m] for m in used} - set(info.tasks))
     if unserved and not set(wanted[m] for m in used) & set(info.tasks):

@@ -25,7 +25,7 @@ def test_manifest_contributions():
     pm = PluginManifest.from_distribution("histoviz")
     c = pm.contributions
     assert {"*.svs", "*.tif", "*.ndpi", "*.mrxs", "*.h5ad"} <= set(c.readers[0].filename_patterns)
-    assert [w.display_name for w in c.widgets] == ["Prediction maps"]
+    assert [w.display_name for w in c.widgets] == ["Prediction maps", "Spots (measured | predicted)"]
     assert {s.key for s in c.sample_data} == {"synthetic", "real"}
     exts = {e for w in c.writers for e in w.filename_extensions}
     assert exts == {".geojson", ".ome.tif", ".ome.tiff"}

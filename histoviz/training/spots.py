@@ -1,0 +1,616 @@
+"""``run_spot_experiment``: leave-one-sample-out (patient-out) evaluation of spot models.
+
+The spot-level counterpart of :func:`histoviz.training.runner.run_experiment`, on the same
+pieces: the strictly validated config (``data.spots``, ``evaluation.spots``), the model
+registry and estimator API, :class:`~histoviz.io.rundir.RunWriter` (resumable, published whole),
+long metrics, held-out tables and safetensors checkpoints.
+
+Units: a **sample** is one tissue section with its spots; each spot has one patch (one feature
+vector) and one measured expression vector. Folds hold out every sample of one patient
+(``evaluation.spots.split: patient``; a sample is its own patient when none is recorded) or one
+sample (``sample``). Per fold:
+
+1. expression of every spot is total-count normalised and ``log1p`` transformed (per spot, no
+   statistic shared across spots);
+2. the targets (``data.spots.n_genes`` HVG, plus the HEG and marker sets) and the evaluation gene
+   sets are chosen on the **training samples' spots only** (:func:`~histoviz.data.spatial.select_genes`);
+3. a validation split of the training data drives early stopping: whole training samples (by
+   patient, ``training.val_fraction`` of them, at least one) when there are >= 3 training
+   patients, else that fraction of the training spots;
+4. the main model, the comparison models, the controls (training mean; the main model trained on
+   expression permuted across all training spots) and the HEST encoder
+   comparison (standardise + PCA-256 + ridge on each encoder's features) are fitted; retrieval
+   models are evaluated at every ``evaluation.spots.top_k``;
+5. every held-out sample is scored (:func:`histoviz.evaluation.spots.spot_metrics`): the
+   ``fold`` column of the metrics is the held-out **sample** (the unit of mean +- std).
+
+Run directory additions (besides the layout of :mod:`histoviz.io.rundir`): ``samples.parquet``
+(sample_id, patient_id, path, slide_path, n_spots, spot_diameter_px, mpp, fold, checkpoint) and
+``heldout/gene.parquet`` (model, fold, sample_id, spot, x, y, target, y_true, y_pred; the main
+model's rows, for the evaluated gene sets). ``run.json`` has ``level: spot``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from histoviz.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from histoviz.data.spatial import GeneSets, SpotSample
+    from histoviz.training.config import ExperimentConfig
+    from histoviz.training.runner import RunResult
+
+__all__ = ["FoldPrep", "SpotExperimentData", "fit_spot_model", "load_spot_data", "prepare_fold",
+           "run_spot_experiment", "spot_folds"]
+
+log = logging.getLogger(__name__)
+_TRAIN_KEYS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "device", "num_threads")
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class SpotExperimentData:
+    """Loaded spatial samples with their spot features (one matrix per sample and encoder)."""
+
+    samples: list[SpotSample]
+    genes: list[str]
+    features: dict[str, list[np.ndarray]]
+    feature_meta: dict[str, dict[str, Any]]
+    encoder: str
+    target_sum: float = 1e4
+    _norm: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Sample identifiers."""
+        return [s.sample_id for s in self.samples]
+
+    def normalized(self, i: int) -> Any:
+        """Sample ``i``'s normalised ``log1p`` expression over the shared genes (CSR)."""
+        import scipy.sparse as sp
+
+        if i not in self._norm:
+            s = self.samples[i]
+            idx = pd.Index(s.genes).get_indexer(self.genes)
+            lib = s.library()
+            scale = np.where(lib > 0, self.target_sum / np.maximum(lib, 1e-12), 0.0)
+            x = sp.csr_matrix(s.counts[:, idx], dtype=np.float64)
+            x = sp.diags(scale) @ x
+            x.data = np.log1p(x.data)
+            self._norm[i] = x.astype(np.float32).tocsr()
+        return self._norm[i]
+
+    def expression(self, i: int, genes: Sequence[str]) -> np.ndarray:
+        """``(n_spots, len(genes))`` dense normalised ``log1p`` expression of sample ``i``."""
+        cols = pd.Index(self.genes).get_indexer(list(genes))
+        if (cols < 0).any():
+            raise DataError(f"genes {[g for g, c in zip(genes, cols) if c < 0][:3]} are not shared by all samples")
+        return np.asarray(self.normalized(i)[:, cols].toarray(), np.float32)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        n = sum(len(s) for s in self.samples)
+        return (f"{len(self.samples)} samples, {len({s.patient_id for s in self.samples})} patients, {n} spots, "
+                f"{len(self.genes)} shared genes, encoders {list(self.features)}")
+
+
+def load_spot_data(cfg: ExperimentConfig, *, progress: bool = False) -> SpotExperimentData:
+    """Read the samples of ``cfg.data.spots``, align their genes, embed missing spot patches.
+
+    Raises
+    ------
+    DataError
+        Bad sample files (see :func:`~histoviz.data.spatial.load_spot_sample`), duplicate sample
+        ids, no shared gene, fewer than 2 samples.
+    """
+    from histoviz.data.spatial import align_genes, load_spot_sample
+
+    spec = cfg.data.spots
+    files = spec.sample_files()
+    samples = [load_spot_sample(f, patient_key=spec.patient_key, in_tissue_only=spec.in_tissue_only) for f in files]
+    seen: dict[str, str] = {}
+    for s in samples:
+        if s.sample_id in seen:
+            raise DataError(f"{s.path}: sample id {s.sample_id!r} is also the id of {seen[s.sample_id]}; ids must be unique")
+        seen[s.sample_id] = s.path
+    if len(samples) < 2:
+        raise DataError(f"{spec.samples[0]}: {len(samples)} spot sample(s); leave-one-out evaluation needs >= 2")
+    genes = align_genes(samples)
+    encoders = list(dict.fromkeys([spec.encoder, *(cfg.evaluation.spots.encoders if cfg.evaluation.spots else ())]))
+    feats: dict[str, list[np.ndarray]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for enc in encoders:
+        feats[enc], meta[enc] = _features(spec, samples, enc, main=enc == spec.encoder, progress=progress)
+    return SpotExperimentData(samples, genes, feats, meta, spec.encoder, float(spec.target_sum))
+
+
+def _features(spec: Any, samples: list[SpotSample], encoder: str, *, main: bool,
+              progress: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
+    import hashlib
+
+    from histoviz.data.spatial import embed_spot_sample
+    from histoviz.features.encoders import create_encoder
+    from histoviz.io.featurebag import FeatureBag, is_complete_bag
+
+    root = Path(spec.features) / encoder
+    enc_obj = None
+    out, attrs = [], {}
+    for s in samples:
+        path = root / f"{s.sample_id}.h5"
+        digest = hashlib.sha1("\n".join(s.barcodes).encode()).hexdigest()[:16]
+        tile, _, mpp = spec.patch.sizes(s)
+        fresh = is_complete_bag(path, encoder=encoder, tile_size=tile, mpp=mpp)
+        if fresh:
+            bag = FeatureBag.from_h5(path)
+            fresh = bag.attrs.get("spots_digest") == digest and len(bag) == len(s)
+        if not fresh:
+            if enc_obj is None:
+                kw: dict[str, Any] = {}
+                if main:
+                    kw["pretrained"] = spec.pretrained
+                    if spec.weights:
+                        kw["weights"] = spec.weights
+                enc_obj = create_encoder(encoder, **kw)
+            path.unlink(missing_ok=True)
+            embed_spot_sample(s, enc_obj, path, spec.patch, batch_size=spec.batch_size, device=spec.device,
+                              progress=progress)
+            import h5py
+
+            with h5py.File(path, "r+") as f:
+                f.attrs["spots_digest"] = digest
+            bag = FeatureBag.from_h5(path)
+        out.append(bag.features)
+        if not attrs:
+            attrs = dict(bag.attrs)
+    return out, attrs
+
+
+def spot_folds(data: SpotExperimentData, split: str = "auto") -> list[np.ndarray]:
+    """Held-out groups of sample indices: one per patient (``patient`` / ``auto``) or per sample.
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 groups.
+    """
+    if split == "sample":
+        groups = list(range(len(data.samples)))
+        pats = [s.patient_id for s in data.samples]
+        if len(set(pats)) < len(pats):
+            log.warning("split: sample holds out one sample at a time although some patients have several "
+                        "(the same patient is then in training and test)")
+    else:
+        order = list(dict.fromkeys(s.patient_id for s in data.samples))
+        groups = [order.index(s.patient_id) for s in data.samples]
+    g = np.asarray(groups)
+    folds = [np.flatnonzero(g == k) for k in range(int(g.max()) + 1)]
+    if len(folds) < 2:
+        raise DataError(f"all {len(data.samples)} samples belong to one patient; nothing to hold out "
+                        "(set evaluation.spots.split: sample to hold out samples instead)")
+    return folds
+
+
+# ------------------------------------------------------------------------------------------------
+# one fold
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class FoldPrep:
+    """What a fold fits on: its training samples, gene sets and training targets."""
+
+    train: list[int]
+    genes: GeneSets
+    y: list[np.ndarray]
+
+    @property
+    def targets(self) -> list[str]:
+        """Target genes."""
+        return self.genes.targets
+
+
+def prepare_fold(cfg: ExperimentConfig, data: SpotExperimentData, train: Sequence[int]) -> FoldPrep:
+    """Choose targets and gene sets on the ``train`` samples' spots only; their target matrices."""
+    import scipy.sparse as sp
+
+    from histoviz.data.spatial import select_genes
+
+    spec, ev = cfg.data.spots, cfg.evaluation.spots
+    train = [int(i) for i in train]
+    x = sp.vstack([data.normalized(i) for i in train]).tocsr()
+    batches = np.concatenate([np.full(len(data.samples[i]), data.samples[i].sample_id, dtype=object) for i in train])
+    gs = select_genes(x, data.genes, batches, n_genes=spec.n_genes, n_hvg=ev.n_hvg, n_heg=ev.n_heg,
+                      markers=spec.markers)
+    return FoldPrep(train, gs, [data.expression(i, gs.targets) for i in train])
+
+
+def _val_split(data: SpotExperimentData, train: list[int], frac: float, seed: int) -> tuple[list[tuple[int, np.ndarray]],
+                                                                                          list[tuple[int, np.ndarray]]]:
+    """``(fit, val)`` as lists of ``(sample, spot rows)``."""
+    rng = np.random.default_rng(seed + 104729)
+    allrows = [(i, np.arange(len(data.samples[i]))) for i in train]
+    if frac <= 0:
+        return allrows, []
+    pats = list(dict.fromkeys(data.samples[i].patient_id for i in train))
+    if len(pats) >= 3:
+        n_val = max(1, int(round(frac * len(pats))))
+        vp = set(rng.choice(pats, size=min(n_val, len(pats) - 1), replace=False).tolist())
+        fit = [(i, r) for i, r in allrows if data.samples[i].patient_id not in vp]
+        val = [(i, r) for i, r in allrows if data.samples[i].patient_id in vp]
+        return fit, val
+    fit, val = [], []
+    for i, r in allrows:
+        m = rng.random(len(r)) < frac
+        fit.append((i, r[~m]))
+        val.append((i, r[m]))
+    return fit, val
+
+
+def _stack(data: SpotExperimentData, prep: FoldPrep, parts: list[tuple[int, np.ndarray]],
+           encoder: str) -> tuple[np.ndarray, np.ndarray]:
+    pos = {s: k for k, s in enumerate(prep.train)}
+    xs, ys = [], []
+    for i, rows in parts:
+        y = prep.y[pos[i]]
+        xs.append(data.features[encoder][i][rows])
+        ys.append(y[rows])
+    d = data.features[encoder][prep.train[0]].shape[1]
+    if not xs:
+        return np.zeros((0, d), np.float32), np.zeros((0, len(prep.targets)), np.float32)
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+
+
+def _model_kwargs(cfg: ExperimentConfig, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    from histoviz.models import model_param_names
+
+    allowed = model_param_names(name)
+    kw = {k: getattr(cfg.training, k) for k in _TRAIN_KEYS if k in allowed}
+    if "seed" in allowed:
+        kw["seed"] = cfg.seed
+    bad = sorted(set(params) - allowed)
+    if bad:
+        raise ConfigError(f"evaluation.spots.compare: unknown parameter(s) {bad} for {name!r}; valid: {sorted(allowed)}")
+    kw.update(params)
+    return kw
+
+
+def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPrep, name: str,
+                   params: dict[str, Any], *, encoder: str | None = None, seed: int = 0,
+                   shuffle: bool = False) -> Any:
+    """Fit registered model ``name`` on a fold's training spots (validation split inside).
+
+    ``shuffle`` permutes the expression across all training spots (the shuffled control: images
+    and expression keep their distributions and lose their pairing). Models without the spot fast path get one-patch bags.
+    """
+    from histoviz.data.omics import TargetBlock
+    from histoviz.models import create_model
+
+    enc = encoder or data.encoder
+    fit, val = _val_split(data, prep.train, float(cfg.training.val_fraction), seed)
+    x, y = _stack(data, prep, fit, enc)
+    xv, yv = _stack(data, prep, val, enc)
+    if shuffle:  # one permutation of all training spots (fit and validation alike)
+        rng = np.random.default_rng(seed + 7919)
+        perm = rng.permutation(len(y) + len(yv))
+        ya = np.concatenate([y, yv])[perm]
+        y, yv = ya[:len(y)], ya[len(y):]
+    if name == "spot-mean":
+        from histoviz.models.spot.baselines import SpotMean
+
+        model = SpotMean()
+    else:
+        model = create_model(name, **params)
+    blk = TargetBlock("gene", prep.targets, y, np.ones(len(y), bool))
+    vblk = TargetBlock("gene", prep.targets, yv, np.ones(len(yv), bool)) if len(yv) else None
+    if hasattr(model, "fit_spots"):
+        model.fit_spots(x, blk, val=(xv, vblk) if vblk is not None else None)
+    else:
+        v = ([r[None, :] for r in xv], {"gene": vblk}) if vblk is not None else None
+        model.fit([r[None, :] for r in x], {"gene": blk}, val=v)
+    model.n_fit_, model.n_val_ = len(x), len(xv)
+    return model
+
+
+def predict_spots_with(model: Any, x: np.ndarray) -> np.ndarray:
+    """``(n_spots, n_targets)`` predictions of any regression model for spot features."""
+    if hasattr(model, "predict_spots"):
+        return model.predict_spots(x)
+    return np.asarray(model.predict([r[None, :] for r in np.asarray(x, np.float32)])["gene"], np.float64)
+
+
+def _labelled_predictions(model: Any, label: str, x: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    if ks and hasattr(model, "top_k"):
+        out = {}
+        old = model.top_k
+        for k in ks:
+            model.top_k = int(k)
+            out[f"{label}-{k}"] = predict_spots_with(model, x)
+        model.top_k = old
+        return out
+    return {label: predict_spots_with(model, x)}
+
+
+def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray, key: str, seed: int,
+              writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from histoviz.evaluation.spots import spot_metrics
+    from histoviz.training.checkpoint import FittedPipeline, save_checkpoint
+
+    t0 = time.perf_counter()
+    ev = cfg.evaluation.spots
+    final = key == "final"
+    train = [i for i in range(len(data.samples)) if i not in set(test.tolist())]
+    prep = prepare_fold(cfg, data, train)
+    main_params = cfg.model_kwargs()
+    main = fit_spot_model(cfg, data, prep, cfg.model.name, main_params, seed=seed,
+                          shuffle=bool(cfg.training.shuffle_labels))
+    test_ids = [data.sample_ids[i] for i in test]
+    if ev.top_k and hasattr(main, "top_k"):  # the checkpoint predicts with the first evaluated k
+        main.top_k = int(ev.top_k[0])
+    save_checkpoint(FittedPipeline(main, {}, _features_meta(cfg, data),
+                                   {"fold": key, "run": cfg.name, "level": "spot", "test_samples": test_ids,
+                                    "gene_sets": prep.genes.sets, "target_sum": data.target_sum}),
+                    writer.checkpoint_dir(key))
+    info = main.fit_info()
+    history = info.pop("history", None)
+    info.update({"fold": key, "n_fit": int(main.n_fit_), "n_val": int(main.n_val_), "test_samples": test_ids,
+                 "train_samples": [data.sample_ids[i] for i in train]})
+    tables: dict[str, pd.DataFrame] = {}
+    if history:
+        tables["history"] = pd.DataFrame(history)
+    split_rows = [{"sample_id": data.sample_ids[i], "patient_id": data.samples[i].patient_id,
+                   "split": "test" if i in set(test.tolist()) else "train", "n_spots": len(data.samples[i])}
+                  for i in range(len(data.samples))]
+    tables["splits"] = pd.DataFrame(split_rows)
+    if final:
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        return tables, {"info": info}
+
+    ks = tuple(ev.top_k)
+    main_label = cfg.name
+    fitted: list[tuple[str, Any, str]] = [(main_label, main, data.encoder)]
+    for c in ev.compare_models():
+        m = fit_spot_model(cfg, data, prep, c["name"], _model_kwargs(cfg, c["name"], c["params"]), seed=seed)
+        fitted.append((c["label"], m, data.encoder))
+    if "mean" in ev.controls:
+        fitted.append(("spot-mean", fit_spot_model(cfg, data, prep, "spot-mean", {}, seed=seed), data.encoder))
+    if "shuffled" in ev.controls:
+        fitted.append((f"{main_label}-shuffled", fit_spot_model(cfg, data, prep, cfg.model.name, main_params,
+                                                                seed=seed, shuffle=True), data.encoder))
+    for enc in ev.encoders:
+        fitted.append((f"ridge[{enc}]", fit_spot_model(cfg, data, prep, "ridge", {}, encoder=enc, seed=seed), enc))
+
+    sets = prep.genes.sets
+    eval_genes = list(dict.fromkeys(g for gs in sets.values() for g in gs))
+    ecols = pd.Index(prep.targets).get_indexer(eval_genes)
+    mrows, hrows, trows = [], [], []
+    main_labels: list[str] = []
+    for label, model, enc in fitted:
+        for i in test:
+            s = data.samples[i]
+            y_true = data.expression(int(i), prep.targets)
+            preds = _labelled_predictions(model, label, data.features[enc][i], ks)
+            for lab, p in preds.items():
+                m = spot_metrics(y_true, p, prep.targets, sets, min_n=ev.min_n)
+                m.insert(0, "kind", "regression")
+                m.insert(0, "task", "gene")
+                m.insert(0, "fold", int(i))
+                m.insert(0, "model", lab)
+                mrows.append(m)
+                if model is main:
+                    if lab not in main_labels:
+                        main_labels.append(lab)
+                    hrows.append(_heldout(lab, int(i), s, eval_genes, y_true[:, ecols], p[:, ecols]))
+    for i in test:
+        trows.append(pd.DataFrame({"fold": int(i), "task": "gene", "target": prep.targets,
+                                   "train_mean": prep.genes.mean, "train_var": prep.genes.var,
+                                   "hvg_rank": prep.genes.hvg_rank}))
+    tables["metrics"] = pd.concat(mrows, ignore_index=True)
+    tables["heldout__gene"] = pd.concat(hrows, ignore_index=True)
+    tables["targets"] = pd.concat(trows, ignore_index=True)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    info["labels"] = list(dict.fromkeys(tables["metrics"]["model"]))
+    info["main_labels"] = main_labels
+    info["gene_sets"] = sets
+    return tables, {"info": info}
+
+
+def _heldout(label: str, fold: int, s: SpotSample, genes: list[str], yt: np.ndarray, yp: np.ndarray) -> pd.DataFrame:
+    n, m = yt.shape
+    return pd.DataFrame({
+        "model": label, "fold": fold, "sample_id": s.sample_id, "patient_id": s.patient_id,
+        "spot": np.repeat(np.asarray(s.barcodes, dtype=object), m),
+        "x": np.repeat(s.centres[:, 0], m), "y": np.repeat(s.centres[:, 1], m),
+        "target": np.tile(np.asarray(genes, dtype=object), n),
+        "y_true": yt.reshape(-1).astype(np.float64), "y_pred": yp.reshape(-1).astype(np.float64),
+    })
+
+
+def _features_meta(cfg: ExperimentConfig, data: SpotExperimentData) -> dict[str, Any]:
+    """Feature provenance for checkpoints: what ``histoviz predict`` needs to embed new spots or tiles."""
+    spec = cfg.data.spots
+    a = data.feature_meta.get(data.encoder, {})
+    p = spec.patch
+    if p.size_um is None:
+        diam_um = float(np.median([s.spot_diameter_px * s.mpp for s in data.samples]))
+        tiling = {"tile_size": int(p.tile_px), "mpp": diam_um / int(p.tile_px)}
+    else:
+        tiling = {"tile_size": int(round(p.size_um / p.mpp)), "mpp": float(p.mpp)}
+    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in a.items()
+           if k in ("encoder", "encoder_weights", "embed_dim", "tile_size", "mpp")}
+    out.update({"encoder": data.encoder, "embed_dim": int(data.features[data.encoder][0].shape[1]),
+                "embed": {"encoder": data.encoder, "pretrained": bool(spec.pretrained),
+                          "weights": spec.weights, "tiling": {**tiling, "min_tissue_fraction": 0.5}},
+                "level": "spot", "spot_patch": {"size_um": p.size_um, "mpp": p.mpp, "tile_px": p.tile_px},
+                "target_sum": float(spec.target_sum), "transform": "log1p"})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+def run_spot_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = False,
+    data: SpotExperimentData | None = None,
+) -> RunResult:
+    """Leave-one-sample-out (patient-out) evaluation of ``cfg``; publishes the run directory.
+
+    Parameters
+    ----------
+    cfg
+        A validated config with ``data.spots``.
+    out_dir
+        Run directory (replaced as a whole when the new run is complete).
+    progress
+        Progress bars (embedding, folds).
+    data
+        Pre-loaded :class:`SpotExperimentData` (tests share one load).
+
+    Returns
+    -------
+    :class:`~histoviz.training.runner.RunResult` (``summary``: the model x gene-set table, long).
+
+    Raises
+    ------
+    DataError, ConfigError
+        Bad input, detected before any training.
+    """
+    import yaml
+
+    from histoviz.evaluation.spots import spot_table
+    from histoviz.io.rundir import RunWriter, fingerprint
+    from histoviz.training.config import config_to_dict
+
+    if cfg.data.spots is None:
+        raise ConfigError("run_spot_experiment needs a config with data.spots")
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if data is None:
+        data = load_spot_data(cfg, progress=progress)
+    log.info("%s", data.summary())
+    folds = spot_folds(data, cfg.evaluation.spots.split)
+    resolved = config_to_dict(cfg)
+    resolved["_run"] = {"n_samples": len(data.samples), "n_folds": len(folds), "level": "spot",
+                        "features": _features_meta(cfg, data)}
+    inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
+    fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
+    keys = [str(k) for k in range(len(folds))] + (["final"] if cfg.training.final_model else [])
+    pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
+    bar = None
+    with RunWriter(out, fp) as w:
+        w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(keys), desc=f"{cfg.name} folds", unit="fold", initial=len(w.resumed))
+        try:
+            for key in keys:
+                if w.done(key):
+                    pieces[key] = w.load_piece(key)
+                    continue
+                if key == "final":
+                    test, seed = np.array([], np.int64), cfg.seed + 1000
+                else:
+                    test, seed = folds[int(key)], cfg.seed + int(key)
+                tables, info = _run_fold(cfg, data, test, key, seed, w)
+                w.save_piece(key, tables, info)
+                pieces[key] = (tables, info)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        result = _assemble(cfg, data, folds, pieces, w, t0)
+        summary = pd.concat([spot_table(result.metrics, metric=m) for m in ("pearson", "spearman", "mse")] +
+                            [spot_table(result.metrics[result.metrics["axis"] == "gene-gene"],
+                                        metric="gene_corr_preservation")], ignore_index=True)
+        result.summary = summary
+        w.write_text("summary.csv", summary.to_csv(index=False))
+        infos = [i["info"] for k, (_, i) in pieces.items() if k != "final"]
+        labels = list(dict.fromkeys(lab for i in infos for lab in i.get("labels", [])))
+        main_labels = list(dict.fromkeys(lab for i in infos for lab in i.get("main_labels", [])))
+        w.publish({"name": cfg.name, "model": cfg.model.name, "level": "spot", "n_folds": len(folds),
+                   "n_samples": len(data.samples), "blocks": {"gene": "regression"}, "labels": labels,
+                   "main_labels": main_labels, "seconds": result.seconds})
+    result.out_dir = out
+    log.info("%s: %d folds in %.1f s -> %s", cfg.name, len(folds), result.seconds, out)
+    return result
+
+
+def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.ndarray],
+              pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
+    from histoviz.training.runner import RunResult
+
+    def cat(name: str, fold_col: bool = False) -> pd.DataFrame | None:
+        parts = []
+        for key, (tables, _) in pieces.items():
+            if name in tables:
+                d = tables[name].copy()
+                if fold_col and "fold" not in d.columns:
+                    d.insert(0, "fold", -1 if key == "final" else int(key))
+                parts.append(d)
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    metrics = cat("metrics")
+    if metrics is None:
+        raise DataError(f"{cfg.name}: no fold produced metrics")
+    for c in ("model", "task", "kind", "metric", "axis", "subset"):
+        metrics[c] = metrics[c].astype("category")
+    w.write_table("metrics.parquet", metrics)
+    targets = cat("targets")
+    if targets is not None:  # one copy per table row label, so top-k subsets match every model's rows
+        labels = list(dict.fromkeys(metrics["model"].astype(str)))
+        targets = pd.concat([targets.assign(model=lab) for lab in labels], ignore_index=True)
+        w.write_table("targets.parquet", targets[["model", *[c for c in targets.columns if c != "model"]]])
+    held = cat("heldout__gene")
+    heldout = {}
+    if held is not None:
+        for c in ("model", "sample_id", "patient_id", "target"):
+            held[c] = held[c].astype("category")
+        w.write_table("heldout/gene.parquet", held)
+        heldout["gene"] = held
+    hist = cat("history", fold_col=True)
+    if hist is not None:
+        hist.insert(0, "model", cfg.name)
+        w.write_table("history.parquet", hist)
+    splits = cat("splits", fold_col=True)
+    if splits is not None:
+        w.write_table("splits.parquet", splits)
+    sample_fold = {int(i): k for k, f in enumerate(folds) for i in f}
+    w.write_table("samples.parquet", pd.DataFrame({
+        "sample_id": data.sample_ids, "patient_id": [s.patient_id for s in data.samples],
+        "path": [s.path for s in data.samples], "slide_path": [s.slide_path for s in data.samples],
+        "n_spots": [len(s) for s in data.samples], "spot_diameter_px": [s.spot_diameter_px for s in data.samples],
+        "mpp": [s.mpp for s in data.samples], "fold": [sample_fold[i] for i in range(len(data.samples))],
+        "checkpoint": [f"fold{sample_fold[i]}" for i in range(len(data.samples))],
+    }))
+    sel: dict[str, Any] = {"folds": [], "level": "spot"}
+    for key, (_, info) in pieces.items():
+        i = dict(info["info"])
+        if key == "final":
+            sel["final"] = i
+        else:
+            sel["folds"].append(i)
+    vl = []
+    for f in sel["folds"]:
+        bv = f.get("best_val")
+        bv = bv.get("total") if isinstance(bv, dict) else bv
+        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
+    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
+    sel["selection_rule"] = "lowest validation loss (validation split of the training samples)"
+    sel["seconds"] = round(time.perf_counter() - t0, 3)
+    w.write_json("selection.json", sel)
+    w.write_json("conformal.json", {})
+    return RunResult(w.out, metrics, heldout, pd.DataFrame(), sel, sel["seconds"])
