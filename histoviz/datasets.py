@@ -5,7 +5,10 @@
 - :func:`real_sample`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
 - :func:`default_cache_dir`: where generated samples are cached (``$HISTOVIZ_CACHE`` or
-  ``~/.cache/histoviz``).
+  ``~/.cache/histoviz``);
+- :data:`SYNTHETIC_PRESETS` / :func:`synthetic_preset`: named synthetic cohorts (``demo``: 40
+  patients on large slides, the omics demo; ``power``: 200 patients on small slides, for
+  comparisons with enough held-out patients and for outcomes).
 
 Nothing here downloads anything.
 """
@@ -17,7 +20,14 @@ from pathlib import Path
 
 from histoviz.errors import DataError
 
-__all__ = ["default_cache_dir", "real_sample", "resource_dir", "sample_data_dir"]
+__all__ = ["SYNTHETIC_PRESETS", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
+           "synthetic_preset"]
+
+#: Named synthetic cohorts (keyword arguments of :func:`histoviz.data.synthetic.make_synthetic_cohort`).
+SYNTHETIC_PRESETS: dict[str, dict] = {
+    "demo": {"n_slides": 48, "slide_size": (1536, 1536), "seed": 0},
+    "power": {"n_slides": 240, "slide_size": (768, 768), "seed": 1, "spatial_fraction": 0.0},
+}
 
 _REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -62,3 +72,16 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "histoviz"
+
+
+def synthetic_preset(name: str) -> dict:
+    """Keyword arguments of a named synthetic cohort (see :data:`SYNTHETIC_PRESETS`).
+
+    Raises
+    ------
+    DataError
+        Unknown preset (lists the known ones).
+    """
+    if name not in SYNTHETIC_PRESETS:
+        raise DataError(f"unknown synthetic preset {name!r}; known: {sorted(SYNTHETIC_PRESETS)}")
+    return dict(SYNTHETIC_PRESETS[name])

@@ -22,9 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("synth", help="write a synthetic cohort with ground truth")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--slides", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=2048, help="slide side in px at 0.5 um/px")
+    p.add_argument("--preset", default=None, choices=["demo", "power"],
+                   help="a named cohort: demo (48 slides of 1536 px, 40 patients) or power (240 slides of "
+                        "768 px, 200 patients: enough held-out patients to compare models)")
+    p.add_argument("--slides", type=int, default=None, help="number of slides (default 12)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--size", type=int, default=None, help="slide side in px at 0.5 um/px (default 2048)")
     p.add_argument("--gene-groups", action="store_true",
                    help="also write gene_groups.csv: six MCAT-like gene groups over the genes (PathGen)")
     p.add_argument("--hidden-factor", type=float, default=0.0, metavar="S",
@@ -147,8 +150,18 @@ def _synth(a: argparse.Namespace) -> int:
         from histoviz.errors import ConfigError
 
         raise ConfigError("--hidden-factor needs --gene-groups (the factor shifts two gene groups)")
-    c = make_synthetic_cohort(a.out, n_slides=a.slides, seed=a.seed, slide_size=(a.size, a.size),
-                              progress=True, **extra)
+    kw: dict = {"n_slides": 12, "seed": 0, "slide_size": (2048, 2048)}
+    if a.preset:
+        from histoviz.datasets import synthetic_preset
+
+        kw.update(synthetic_preset(a.preset))
+    if a.slides is not None:
+        kw["n_slides"] = a.slides
+    if a.seed is not None:
+        kw["seed"] = a.seed
+    if a.size is not None:
+        kw["slide_size"] = (a.size, a.size)
+    c = make_synthetic_cohort(a.out, progress=True, **kw, **extra)
     print(f"synthetic cohort: {len(c.slides)} slides -> {c.cohort_csv}")
     return 0
 

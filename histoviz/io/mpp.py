@@ -25,8 +25,10 @@ __all__ = [
     "tiff_mpp_sources",
 ]
 
-#: slide scans lie between 40x-80x oil (~0.1 um/px) and a 1x overview (~10 um/px)
-PLAUSIBLE_MPP = (0.1, 10.0)
+#: slide scans lie between 40x-80x oil (~0.1 um/px) and a 1x overview (~10 um/px); Space Ranger's
+#: low-resolution tissue image, which stands in for the slide of a stripped Visium folder, is
+#: ~14 um/px, so the upper bound is 20 (a bogus 49 um/px resolution tag is still refused)
+PLAUSIBLE_MPP = (0.1, 20.0)
 #: relative difference between two sources that triggers a warning
 DISAGREEMENT = 0.10
 #: largest factor by which a target mpp may upsample the finest level (target >= slide / this)
