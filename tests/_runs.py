@@ -71,6 +71,7 @@ def write_heldout_run(run_dir: Path, name: str, y_true: np.ndarray, y_pred: np.n
     (run_dir / "heldout").mkdir(exist_ok=True)
     pd.DataFrame(rows).to_parquet(run_dir / "metrics.parquet", index=False)
     hh = pd.concat(held, ignore_index=True)
+    hh.insert(0, "model", name)
     hh.to_parquet(run_dir / "heldout" / f"{task}.parquet", index=False)
     hh.to_parquet(run_dir / "predictions.parquet", index=False)
     (run_dir / "run.json").write_text(json.dumps({"format": 2, "name": name, "model": name,
@@ -115,9 +116,9 @@ def write_outcome_run(run_dir: Path, name: str, folds: np.ndarray, *, time: np.n
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "heldout").mkdir(exist_ok=True)
     pd.DataFrame(rows).to_parquet(run_dir / "metrics.parquet", index=False)
-    pd.DataFrame({"fold": folds, "patient_id": pats, "time": time, "event": event, "bin": 0, "risk": risk}).to_parquet(
+    pd.DataFrame({"model": name, "fold": folds, "patient_id": pats, "time": time, "event": event, "bin": 0, "risk": risk}).to_parquet(
         run_dir / "heldout" / "survival.parquet", index=False)
-    g = pd.DataFrame({"fold": folds, "patient_id": pats, "y_true": np.asarray(classes, dtype=object)[codes],
+    g = pd.DataFrame({"model": name, "fold": folds, "patient_id": pats, "y_true": np.asarray(classes, dtype=object)[codes],
                       "y_pred": np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]})
     for j, c in enumerate(classes):
         g[f"p_{c}"] = proba[:, j]

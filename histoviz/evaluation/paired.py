@@ -367,6 +367,7 @@ def compare_paired(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    labels: tuple[str, str] | None = None,
 ) -> list[PairedComparison]:
     """Paired comparison of two runs, one :class:`PairedComparison` per task both runs predict.
 
@@ -387,6 +388,9 @@ def compare_paired(
         Interval level.
     seed
         Seed of the resampling.
+    labels
+        Names of the two runs in the result (default: the runs' names, or their folders when
+        the names are equal).
 
     Raises
     ------
@@ -397,7 +401,7 @@ def compare_paired(
     from histoviz.tasks import get_task
 
     ra, rb = _open(run_a), _open(run_b)
-    la, lb = _labels(ra, rb)
+    la, lb = labels if labels is not None else _labels(ra, rb)
     ma, mb = ra.metrics(), rb.metrics()
     kinds_a = _kinds(ra, ma)
     kinds_b = _kinds(rb, mb)

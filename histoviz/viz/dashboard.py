@@ -313,13 +313,15 @@ def napari_command(slide: str | os.PathLike, predictions: str | os.PathLike, spe
 
     Paths are made absolute and quoted for a POSIX shell.
     """
+    import json
     import shlex
 
     s, p = os.path.abspath(slide), os.path.abspath(predictions)
+    q = json.dumps  # double-quoted literals (valid Python), so the shell quoting stays plain
     shell = f"napari --plugin histoviz {shlex.quote(p)}"
     code = ("import napari; v = napari.Viewer(); "
-            "_, w = v.window.add_plugin_dock_widget('histoviz', 'Prediction maps'); "
-            f"v.open({s!r}, plugin='histoviz'); w.load_predictions({p!r}); w.show_map({str(spec)!r}); napari.run()")
+            '_, w = v.window.add_plugin_dock_widget("histoviz", "Prediction maps"); '
+            f'v.open({q(s)}, plugin="histoviz"); w.load_predictions({q(p)}); w.show_map({q(str(spec))}); napari.run()')
     return shell, f"python -c {shlex.quote(code)}"
 
 
