@@ -116,7 +116,7 @@ if pc is None:
     st.stop()
 for note in pc.notes:
     st.info(note)
-m = st.columns(5)
+m = st.columns([1, 1.6, 1, 1])
 m[0].metric(f"{a} − {b}", f"{pc.difference:+.3f}", help=f"{a}: {pc.mean_a:.3f}, {b}: {pc.mean_b:.3f}")
 ci = f"[{pc.ci_low:+.3f}, {pc.ci_high:+.3f}]" if pc.n_boot else "n/a"
 m[1].metric(f"{pc.confidence:.0%} interval", ci, help=pc.interval_method or "no interval")
@@ -124,7 +124,7 @@ m[2].metric("Fold win rate", f"{pc.win_rate:.2f}", help=f"{a} better in {pc.wins
 m[3].metric("Wilcoxon p", fmt_p(pc.wilcoxon_p),
             help=f"signed-rank over {pc.wilcoxon_n} {pc.wilcoxon_over}"
                  + (" (targets are not independent: optimistic)" if pc.wilcoxon_over == "targets" else ""))
-m[4].metric("Verdict", pc.verdict)
+st.columns([2, 1])[0].metric("Verdict", pc.verdict, help="within noise when the interval includes 0")
 if pc.verdict == "within noise":
     st.info(f"The {pc.confidence:.0%} interval of {a} − {b} includes 0: the difference is within noise.")
 st.plotly_chart(paired_figure(pc), key="paired_chart")

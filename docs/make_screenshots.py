@@ -104,7 +104,7 @@ def dashboard(root: str | Path, out: Path = OUT, *, slide: str = "", predictions
     from urllib.parse import urlencode
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from _browser import chromium, screenshot, serve_dashboard
+    from _browser import chromium, save_small, screenshot, serve_dashboard
 
     out.mkdir(parents=True, exist_ok=True)
     shots: dict[str, object] = {}
@@ -114,10 +114,12 @@ def dashboard(root: str | Path, out: Path = OUT, *, slide: str = "", predictions
         for page in DASHBOARD_PAGES:
             q = {k: v for k, v in (("slide_path", slide), ("pred_path", predictions)) if v} if page == "slide" else {}
             target = f"{url}/{'' if page == 'models' else page}" + (f"?{urlencode(q)}" if q else "")
-            png = out / f"dashboard_{page}.png"
+            png = Path(tmp) / f"dashboard_{page}.png"
             shot = screenshot(call, target, png)
             shots[page] = shot
-            logging.getLogger(__name__).info("%s: %s", png, shot)
+            logging.getLogger(__name__).info("%s: %s", page, shot)
+            if shot.state == "ready" and not shot.errors and not shot.exceptions and shot.charts:
+                save_small(png, out / f"dashboard_{page}.png")
     bad = {p: s for p, s in shots.items()
            if s.state != "ready" or s.errors or s.exceptions or s.charts == 0}  # type: ignore[attr-defined]
     if bad:

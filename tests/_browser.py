@@ -66,17 +66,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float) -> None:
-    """Wait until ``url`` answers 200."""
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers 200 (or ``proc`` exits)."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+    while time.monotonic() - t0 < timeout and (proc is None or proc.poll() is None):
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+    raise TimeoutError(f"{url} did not answer" + (" (the server exited)" if proc is not None and proc.poll()
+                                                   is not None else f" within {timeout:.0f} s"))
 
 
 @contextlib.contextmanager
@@ -88,18 +89,34 @@ def serve_dashboard(root: str | os.PathLike, *, port: int | None = None, log: li
     proc = subprocess.Popen(
         [sys.executable, "-m", "histoviz.cli", "dashboard", str(root), "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out = ""
     try:
-        wait_http(f"http://localhost:{port}/_stcore/health", timeout=90)
+        try:
+            wait_http(f"http://localhost:{port}/_stcore/health", timeout=180, proc=proc)
+        except TimeoutError as e:
+            out = _stop(proc)
+            raise TimeoutError(f"{e}; server output:\n{out[-3000:]}") from None
         yield f"http://localhost:{port}"
     finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = out or _stop(proc)
         if log is not None:
             log.append(out)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    """Stop the server's process group (this test started it in a new session) and return
+    its output."""
+    import signal
+
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=20)[0] or ""
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate(timeout=10)[0] or ""
 
 
 @contextlib.contextmanager
@@ -184,3 +201,14 @@ def screenshot(call: Any, url: str, png: str | os.PathLike, *, timeout: float = 
     return PageShot(state=str(res.get("state")), charts=int(res.get("charts", 0)), images=int(res.get("images", 0)),
                     errors=tuple(res.get("errors", ())), exceptions=tuple(res.get("exceptions", ())),
                     title=str(res.get("title", "")))
+
+
+def save_small(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a screenshot as a 256-colour PNG (docs images stay small)."""
+    from PIL import Image
+
+    im = Image.open(src).convert("RGB")
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    im.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(out, optimize=True)
+    return out

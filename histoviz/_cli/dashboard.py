@@ -58,4 +58,6 @@ def _dashboard(a: argparse.Namespace) -> int:
         print(f"histoviz dashboard: warning: binding {a.host}: anyone who reaches this address can read the "
               f"results under {env['HISTOVIZ_RESULTS_ROOT']}", file=sys.stderr)
     print(f"histoviz dashboard: {env['HISTOVIZ_RESULTS_ROOT']} at http://{a.host}:{a.port}", flush=True)
+    if os.name == "posix":  # become the server: one process to stop, no orphan
+        os.execve(cmd[0], cmd, {**os.environ, **env})
     return subprocess.run(cmd, env={**os.environ, **env}, check=False).returncode
