@@ -1,13 +1,17 @@
-"""Shared pieces of the dashboard pages: cached loaders over histoviz, error display.
+"""Shared pieces of the dashboard pages: the results root, cached loaders over histoviz, errors.
 
-Every loader takes the file's modification time as an argument so a rewritten file is read
-again; errors about the input are shown with ``st.error`` (the message only, no traceback).
+Every path a page reads is resolved under the results root (:func:`under`); anything else is
+refused with one message. Loaders key their caches on absolute paths plus modification times,
+so a rewritten file is read again; the big things (runs, prediction files) are
+``st.cache_resource`` (one object shared by every session, never copied), derived tables are
+``st.cache_data``. Errors about the input are shown with ``st.error`` (the message, no
+traceback).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,15 +22,14 @@ from histoviz.errors import HistovizError
 T = TypeVar("T")
 
 DEFAULT_SLIDE = "sample_data/real/CMU-1-Small-Region.svs"
-DEFAULT_OUT = "demo_out"
-DEFAULT_SLIDE_ROOT = "demo_out/synth/slides"
-DEFAULT_COHORT = "demo_out/synth/cohort.csv"
-DEFAULT_RUNS = "demo_out/runs"
+NUMBER = st.column_config.NumberColumn(format="%.3f")
+COUNT = st.column_config.NumberColumn(format="%d")
 
 HOW_TO_MAKE_DATA = (
     "`make demo` (or `histoviz demo --out demo_out`) writes a synthetic cohort, trained runs and "
-    "prediction maps under `demo_out/`; or run `histoviz synth --out data/synth --slides 48` and "
-    "`histoviz train training/configs/multiomics.yaml --out runs/mtl`."
+    "prediction maps under `demo_out/`; then `histoviz dashboard demo_out`. Or train one run: "
+    "`histoviz synth --out data/synth --slides 48` and `histoviz train training/configs/multiomics.yaml "
+    "--out runs/mtl`."
 )
 
 
@@ -54,58 +57,242 @@ def attempt(fn: Callable[..., T], *args: Any, where: Any = None, **kwargs: Any) 
         return None
 
 
+# ------------------------------------------------------------------------------------------------
+# the results root
+# ------------------------------------------------------------------------------------------------
+def root() -> Path:
+    """The results root (``$HISTOVIZ_RESULTS_ROOT`` or the working directory); stops the page
+    with a message when the variable names no folder."""
+    from histoviz.viz.results import results_root
+
+    try:
+        return results_root()
+    except HistovizError as e:
+        st.error(str(e))
+        st.stop()
+        raise
+
+
+def under(typed: str | os.PathLike, *, where: Any = None) -> Path | None:
+    """``typed`` resolved under the root, or ``None`` after showing why it is refused."""
+    from histoviz.viz.results import resolve_under
+
+    try:
+        return resolve_under(root(), typed)
+    except HistovizError as e:
+        (where or st).error(str(e))
+        return None
+
+
+def inside(path: str | os.PathLike) -> Path | None:
+    """``path`` resolved under the root, or ``None`` (quietly) when it lies elsewhere."""
+    from histoviz.viz.results import resolve_under
+
+    try:
+        return resolve_under(root(), path)
+    except HistovizError:
+        return None
+
+
+def locate(path: str | os.PathLike) -> Path | None:
+    """A file named by a run or prediction file (``uns["histoviz"]["slide_path"]``): itself when
+    it lies under the root, else the file under the root that is the same file (reached through
+    a link placed in the root), else ``None``."""
+    p = inside(path)
+    if p is not None:
+        return p if p.is_file() else None
+    name = Path(str(path)).name
+    for q in find_files((name,)):
+        try:
+            if Path(q).name == name and os.path.samefile(q, path):
+                return Path(q)
+        except OSError:
+            continue
+    return None
+
+
 def rel(path: str | os.PathLike) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    a, cwd = os.path.abspath(os.path.expanduser(path)), os.getcwd()
-    return os.path.relpath(a, cwd) if a.startswith(cwd + os.sep) else a
+    """``path`` as shown: relative to the root."""
+    from histoviz.viz.results import root_relative
 
-
-def existing_or_empty(path: str) -> str:
-    """``path`` when it exists (a default shown in a text box), else ``""``."""
-    return path if Path(path).exists() else ""
+    return root_relative(root(), path)
 
 
 # ------------------------------------------------------------------------------------------------
-# cached loaders: each calls one histoviz function. The public wrappers resolve paths first, so
-# cache keys are absolute paths plus modification times (a file rewritten or a different working
-# directory never hits a stale entry); the path as typed is what error messages show.
+# finding things under the root (re-listed every 30 s)
 # ------------------------------------------------------------------------------------------------
-def _abs(path: str | os.PathLike) -> str:
-    return os.path.abspath(os.path.expanduser(path)) if str(path).strip() else ""
+@st.cache_data(ttl=30, show_spinner=False)
+def _find_runs(where: str) -> list[str]:
+    from histoviz.viz.results import find_runs
+
+    return [str(p) for p in find_runs(where)]
 
 
-def find_slides(root: str) -> list[str]:
-    """Slides under ``root`` (re-listed every 30 s), as paths relative to the working directory."""
-    return [rel(p) for p in _find_slides(_abs(root))]
+def run_dirs() -> list[str]:
+    """Run directories under the root (absolute)."""
+    return _find_runs(str(root()))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _find_slides(root: str) -> list[str]:
-    from histoviz.viz.dashboard import find_slides as _find
+def _find_files(where: str, suffixes: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
+    from histoviz.viz.results import find_files
 
-    return [str(p) for p in _find(root)]
-
-
-def find_predictions(slide_id: str, roots: tuple[str, ...]) -> list[str]:
-    """Prediction files that name ``slide_id`` under ``roots`` (re-listed every 30 s)."""
-    return [rel(p) for p in _find_predictions(slide_id, tuple(_abs(r) for r in roots))]
+    return [str(p) for p in find_files(where, suffixes, names=names)]
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def _find_predictions(slide_id: str, roots: tuple[str, ...]) -> list[str]:
-    from histoviz.viz.dashboard import find_predictions as _find
-
-    return [str(p) for p in _find(slide_id, roots)]
+def find_files(suffixes: Sequence[str], names: Sequence[str] = ()) -> list[str]:
+    """Files under the root with one of ``suffixes`` (absolute)."""
+    return _find_files(str(root()), tuple(suffixes), tuple(names))
 
 
-def slide_overview(path: str, tile_size: int, mpp: float, min_tissue: float):
+def find_slides() -> list[str]:
+    """Slide files under the root (absolute)."""
+    from histoviz.io.open import SLIDE_SUFFIXES
+
+    return [p for p in find_files(tuple(SLIDE_SUFFIXES)) if not Path(p).name.startswith(".")]
+
+
+def find_predictions(slide_id: str) -> list[str]:
+    """Prediction files under the root that name ``slide_id``."""
+    from histoviz.viz.dashboard import _names_slide
+
+    return [p for p in find_files((".h5ad",)) if _names_slide(Path(p).name, slide_id)]
+
+
+# ------------------------------------------------------------------------------------------------
+# runs
+# ------------------------------------------------------------------------------------------------
+def _stamp(run_dir: str) -> tuple[float, float]:
+    return mtime(Path(run_dir) / "run.json"), mtime(Path(run_dir) / "metrics.parquet")
+
+
+@st.cache_resource(max_entries=64, show_spinner="Reading runs ...")
+def _run(path: str, label: str, stamp: tuple[float, float]):
+    from histoviz.viz.results import load_run
+
+    return load_run(path, label=label)
+
+
+def load_runs(paths: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """:class:`~histoviz.viz.results.RunData` of each run (cached); errors name the file."""
+    runs, errors = [], []
+    for p in paths:
+        try:
+            runs.append(_run(p, rel(p), _stamp(p)))
+        except Exception as e:  # one unreadable run does not hide the others
+            errors.append(message(e))
+    return runs, errors
+
+
+def _keys(runs: Sequence[Any]) -> tuple[tuple[str, str, tuple[float, float]], ...]:
+    return tuple((str(r.path), r.label, _stamp(str(r.path))) for r in runs)
+
+
+def selected_runs(*, kinds: Sequence[str] = ()) -> list[Any]:
+    """The runs picked in the sidebar (those with a block of one of ``kinds`` when given);
+    read errors are shown, the readable runs returned."""
+    chosen = st.session_state.get("runs_selected") or []
+    paths = [str(root() / c) if c != "." else str(root()) for c in chosen]
+    runs, errors = load_runs(paths)
+    for e in errors:
+        st.error(e)
+    if kinds:
+        runs = [r for r in runs if any(k in kinds for k in r.blocks.values())]
+    return runs
+
+
+def sidebar() -> None:
+    """Results root and the run picker (rendered by app.py on every page)."""
+    r = root()
+    st.caption(f"Results root: `{r}`")
+    found = [rel(p) for p in run_dirs()]
+    if not found:
+        st.caption("No run directories under the root yet.")
+        st.session_state["runs_selected"] = []
+        return
+    if "runs_selected" not in st.session_state or not set(st.session_state["runs_selected"]) <= set(found):
+        st.session_state["runs_selected"] = [f for f in found if f in st.session_state.get("runs_selected", found)] \
+            or found[:12]
+    st.multiselect("Runs", found, key="runs_selected",
+                   help=f"{len(found)} run(s) under the root; the pages compare the runs picked here.")
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring targets ...")
+def _scores(keys: tuple, metric: str):
+    from histoviz.viz.results import per_target_scores
+
+    return per_target_scores([_run(*k) for k in keys], metric)
+
+
+def scores(runs: Sequence[Any], metric: str = "pearson"):
+    """:func:`histoviz.viz.results.per_target_scores` (cached)."""
+    return _scores(_keys(runs), metric)
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing runs ...")
+def _summary(key: tuple, topk: tuple[int, ...]):
+    from histoviz.evaluation.compare import summarise_run
+
+    return summarise_run(key[0], topk=topk)
+
+
+def summaries(runs: Sequence[Any], topk: tuple[int, ...]) -> tuple[Any, list[str]]:
+    """:func:`histoviz.evaluation.compare.summarise_run` of each run stacked (a ``run`` column),
+    and the errors of those that failed."""
+    import pandas as pd
+
+    parts, errors = [], []
+    for k in _keys(runs):
+        try:
+            parts.append(_summary(k, topk).assign(run=k[1]))
+        except Exception as e:
+            errors.append(message(e))
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), errors
+
+
+@st.cache_data(max_entries=32, show_spinner="Bootstrapping the paired difference ...")
+def _paired(ka: tuple, kb: tuple, metric: str | None, task: str, n_boot: int, seed: int):
+    from histoviz.evaluation.paired import compare_paired
+
+    return compare_paired(_run(*ka).run_dir, _run(*kb).run_dir, metric=metric, task=task, n_boot=n_boot,
+                          seed=seed, labels=(ka[1], kb[1]))[0]
+
+
+def paired(a: Any, b: Any, *, metric: str | None, task: str, n_boot: int = 1000, seed: int = 0):
+    """:func:`histoviz.evaluation.paired.compare_paired` of one task (cached)."""
+    return _paired(_keys([a])[0], _keys([b])[0], metric, task, int(n_boot), int(seed))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _heldout_target(key: tuple, block: str, target: str):
+    return _run(*key).heldout_target(block, target)
+
+
+def heldout_target(run: Any, block: str, target: str):
+    """Held-out rows of one target of a run (cached; ``None`` when the run has none)."""
+    return _heldout_target(_keys([run])[0], block, target)
+
+
+@st.cache_data(max_entries=64, show_spinner="Reading held-out predictions ...")
+def _heldout(key: tuple, block: str):
+    return _run(*key).heldout(block)
+
+
+def heldout(run: Any, block: str):
+    """A block's held-out table (cached)."""
+    return _heldout(_keys([run])[0], block)
+
+
+# ------------------------------------------------------------------------------------------------
+# slides, predictions, cohorts
+# ------------------------------------------------------------------------------------------------
+def slide_overview(path: Path, tile_size: int, mpp: float, min_tissue: float):
     """:func:`histoviz.viz.dashboard.slide_overview` of a slide file (cached)."""
-    return _slide_overview(path, _abs(path), mtime(path), int(tile_size), float(mpp), float(min_tissue))
+    return _slide_overview(str(path), mtime(path), int(tile_size), float(mpp), float(min_tissue))
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the slide and its tissue grid ...")
-def _slide_overview(path: str, where: str, stamp: float, tile_size: int, mpp: float,
-                    min_tissue: float):
+def _slide_overview(path: str, stamp: float, tile_size: int, mpp: float, min_tissue: float):
     from histoviz.io import open_slide
     from histoviz.tiling import TilingConfig
     from histoviz.viz.dashboard import slide_overview as _overview
@@ -115,94 +302,113 @@ def _slide_overview(path: str, where: str, stamp: float, tile_size: int, mpp: fl
         return _overview(reader, cfg)
 
 
-def predictions(path: str):
+@st.cache_data(max_entries=256, show_spinner=False)
+def thumbnail(path: str, stamp: float, size: int = 192):
+    """A slide thumbnail (cached)."""
+    from histoviz.io import open_slide
+
+    with open_slide(path) as reader:
+        return reader.get_thumbnail(size)
+
+
+def predictions(path: Path):
     """:func:`histoviz.io.predictions.read_predictions` (one AnnData shared by sessions)."""
-    return _predictions(path, _abs(path), mtime(path))
+    return _predictions(str(path), mtime(path))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading predictions ...")
-def _predictions(path: str, where: str, stamp: float):
+def _predictions(path: str, stamp: float):
     from histoviz.io.predictions import read_predictions
 
     return read_predictions(path)
 
 
-def prediction_info(path: str) -> tuple[dict[str, list[str]], dict[str, Any], int]:
+def prediction_info(path: Path) -> tuple[dict[str, list[str]], dict[str, Any], int]:
     """``(available_maps, uns["histoviz"], n_patches)`` of a prediction file (cached)."""
-    return _prediction_info(path, _abs(path), mtime(path))
+    return _prediction_info(str(path), mtime(path))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _prediction_info(path: str, where: str, stamp: float) -> tuple[dict[str, list[str]], dict[str, Any], int]:
+def _prediction_info(path: str, stamp: float) -> tuple[dict[str, list[str]], dict[str, Any], int]:
     from histoviz.viz.maps import available_maps
 
-    adata = _predictions(path, where, stamp)
+    adata = _predictions(path, stamp)
     info = {str(k): (v.tolist() if hasattr(v, "tolist") else v)
             for k, v in dict(adata.uns.get("histoviz", {})).items()}
     return available_maps(adata), info, int(adata.n_obs)
 
 
-def check_match(pred: str, slide_id: str, dimensions: tuple[int, int]) -> None:
+def check_match(pred: Path, slide_id: str, dimensions: tuple[int, int]) -> None:
     """:func:`histoviz.viz.maps.check_predictions_match_slide` (raises ``DataError``)."""
     from histoviz.viz.maps import check_predictions_match_slide
 
     check_predictions_match_slide(predictions(pred), slide_id=slide_id, dimensions=dimensions)
 
 
-def overlay(slide: str, pred: str, spec: str, opacity: float, colormap: str | None,
-            max_size: int = 1024):
-    """:func:`histoviz.viz.overlay.render_overlay` of one map over the slide thumbnail (cached)."""
-    return _overlay(slide, _abs(slide), mtime(slide), pred, _abs(pred), mtime(pred), spec,
-                    float(opacity), colormap, int(max_size))
+def hover_map(slide: Path | None, pred: Path, spec: str, opacity: float, colormap: str | None):
+    """:func:`histoviz.viz.figures.hover_map_figure` of one map over the slide (``None``: no
+    slide image under the map) (cached). Returns ``(figure, info)``."""
+    return _hover_map(str(slide or ""), mtime(slide) if slide else 0.0, str(pred), mtime(pred), spec,
+                      float(opacity), colormap)
 
 
-@st.cache_data(max_entries=64, show_spinner="Drawing the map ...")
-def _overlay(slide: str, slide_where: str, slide_stamp: float, pred: str, pred_where: str,
-             pred_stamp: float, spec: str, opacity: float, colormap: str | None, max_size: int):
-    from histoviz.io import open_slide
-    from histoviz.viz.overlay import render_overlay
+@st.cache_data(max_entries=32, show_spinner="Drawing the map ...")
+def _hover_map(slide: str, slide_stamp: float, pred: str, pred_stamp: float, spec: str, opacity: float,
+               colormap: str | None):
+    from histoviz.viz.figures import hover_map_figure
+    from histoviz.viz.maps import PatchLayout, map_values
 
-    adata = _predictions(pred, pred_where, pred_stamp)
-    with open_slide(slide) as reader:
-        return render_overlay(reader, adata, spec, max_size=max_size, opacity=opacity,
-                              colormap=colormap)
+    adata = _predictions(pred, pred_stamp)
+    mv = map_values(adata, spec)
+    layout = PatchLayout.from_adata(adata)
+    if slide:
+        from histoviz.io import open_slide
+
+        thumb = thumbnail(slide, slide_stamp, 1024)
+        with open_slide(slide) as reader:
+            dims = reader.dimensions
+    else:
+        thumb = None
+        dims = tuple(adata.uns["histoviz"].get("slide_dimensions") or
+                     (layout.extent_level0[2], layout.extent_level0[3]))
+    info = {"label": mv.label, "unit": mv.unit, "categorical": mv.categorical,
+            "contrast_limits": tuple(float(v) for v in mv.contrast_limits), "colormap": colormap or mv.colormap}
+    return hover_map_figure(thumb, layout, mv, dims, opacity=opacity, colormap=colormap), info
 
 
-def cohort(path: str):
-    """:func:`histoviz.data.cohort.read_cohort` (cached)."""
-    return _cohort(path, _abs(path), mtime(path))
+def cohort(path: Path):
+    """The cohort table (:func:`histoviz.data.cohort.read_cohort`) without rows a truncated CSV
+    cut short, and the warning naming the file (cached)."""
+    return _cohort(str(path), mtime(path))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _cohort(path: str, where: str, stamp: float):
+def _cohort(path: str, stamp: float):
     from histoviz.data.cohort import read_cohort
+    from histoviz.viz.results import check_csv
 
-    return read_cohort(path)
+    df = read_cohort(path)
+    warning = check_csv(path) if not path.endswith(".parquet") else None
+    if warning:
+        from histoviz.viz.results import _short_rows
 
-
-def _run_stamps(run_dirs: list[str]) -> tuple[float, ...]:
-    return tuple(mtime(Path(d) / "metrics.parquet") for d in run_dirs)
-
-
-def compare(run_dirs: list[str], topk: tuple[int, ...]):
-    """:func:`histoviz.evaluation.compare.compare_runs` of the run directories (cached)."""
-    return _compare(tuple(_abs(d) for d in run_dirs), _run_stamps(run_dirs), tuple(topk))
-
-
-@st.cache_data(max_entries=8, show_spinner="Comparing runs ...")
-def _compare(run_dirs: tuple[str, ...], stamps: tuple[float, ...], topk: tuple[int, ...]):
-    from histoviz.evaluation.compare import compare_runs
-
-    return compare_runs(list(run_dirs), topk=topk)
+        short = _short_rows(Path(path), 64 << 20)[0]
+        drop = [len(df) - 1 if i < 0 else i for i in short]
+        df = df.drop(index=df.index[[i for i in drop if 0 <= i < len(df)]]).reset_index(drop=True)
+    return df, warning
 
 
-def run_metrics(run_dirs: list[str]):
-    """:func:`histoviz.viz.dashboard.read_run_metrics` of the run directories (cached)."""
-    return _run_metrics(tuple(_abs(d) for d in run_dirs), _run_stamps(run_dirs))
+@st.cache_data(max_entries=16, show_spinner="Reading omics tables ...")
+def omics_presence(patients: tuple[str, ...], omics: tuple[tuple[str, str, float], ...]):
+    """:func:`histoviz.viz.dashboard.omics_presence` (cached on the files' mtimes)."""
+    from histoviz.viz.dashboard import omics_presence as _presence
+
+    return _presence(list(patients), {m: p for m, p, _ in omics})
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _run_metrics(run_dirs: tuple[str, ...], stamps: tuple[float, ...]):
-    from histoviz.viz.dashboard import read_run_metrics
+@st.cache_data(max_entries=16, show_spinner="Counting tiles ...")
+def tiles_per_slide(slide_ids: tuple[str, ...], feature_dir: str, stamp: float):
+    """:func:`histoviz.viz.dashboard.tiles_per_slide` (cached)."""
+    from histoviz.viz.dashboard import tiles_per_slide as _tiles
 
-    return read_run_metrics(list(run_dirs))
+    return _tiles(list(slide_ids), feature_dir)

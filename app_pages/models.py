@@ -1,116 +1,146 @@
-"""Models page: cross-validated comparison of run directories and per-target correlations."""
+"""Models page: per-target score distributions, the comparison table and the paired comparison
+of any two runs (difference, bootstrap interval, fold win rate, Wilcoxon, verdict)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
-from histoviz.viz.dashboard import (
-    filter_targets,
-    find_run_dirs,
-    mark_optimistic,
-    parse_path_list,
-    pearson_bar_figure,
-    per_target_summary,
-)
+from histoviz.evaluation.paired import BOOTSTRAP_METRICS
+from histoviz.viz.dashboard import mark_optimistic
+from histoviz.viz.figures import distribution_figure, fmt_p, paired_figure
+from histoviz.viz.results import fold_table
 
 OPTIMISTIC_STYLE = "background-color: rgba(255, 170, 0, 0.22)"
-NUMBER = st.column_config.NumberColumn(format="%.3f")
 
 
-def _fill_run_dirs() -> None:
-    """A new runs folder refills the run list with the run directories found under it."""
-    st.session_state["run_dirs"] = "\n".join(c.rel(p) for p in find_run_dirs(st.session_state["runs_root"]))
+def download(df: pd.DataFrame, name: str, key: str) -> None:
+    """A CSV download button for a table."""
+    st.download_button(f"Download {name} (CSV)", df.to_csv(index=False), f"{name.replace(' ', '_')}.csv",
+                       "text/csv", key=key)
 
 
 st.title("Models")
-with st.sidebar:
-    st.subheader("Runs")
-    root = st.text_input("Runs folder", value=c.DEFAULT_RUNS, key="runs_root", persist_state="session",
-                         on_change=_fill_run_dirs, help="Every folder under it with `metrics.parquet` is listed.")
-if "run_dirs" not in st.session_state:
-    st.session_state["run_dirs"] = "\n".join(c.rel(p) for p in find_run_dirs(root))
-with st.sidebar:
-    st.button("Find runs in the folder", on_click=_fill_run_dirs, key="find_runs")
-    text = st.text_area("Run directories (one per line)", key="run_dirs", persist_state="session",
-                        height=140)
-    topk_text = st.text_input("Top-k target subsets", value="50, 500", key="topk", persist_state="session",
-                              help="Sizes of the top-k subsets (selected on training folds; the "
-                                   "best-predicted view is selected on test correlations).")
-
-run_dirs = [str(p) for p in parse_path_list(text)]
-if not run_dirs:
-    st.info(
-        "No run directories. Train and cross-validate models with `make demo` (runs under "
-        "`demo_out/runs/`) or `histoviz train training/configs/multiomics.yaml --out runs/mtl`, "
-        "then list the run folders in the sidebar (or set the runs folder)."
-    )
+runs = c.selected_runs()
+if not runs:
+    st.info("No runs to show. " + c.HOW_TO_MAKE_DATA)
     st.stop()
+
+# ---- runs and fold sizes ----------------------------------------------------------------------
+st.subheader("Runs")
+folds = fold_table(runs)
+st.dataframe(folds, hide_index=True, key="runs_table", column_config={"patients": c.COUNT})
+download(folds, "runs", "dl_runs")
+
+# ---- per-target distributions ------------------------------------------------------------------
+reg = [r for r in runs if "regression" in r.blocks.values()]
+if reg:
+    st.subheader("Per-target scores")
+    left, right = st.columns([1, 1])
+    metric = left.radio("Metric", ["pearson", "spearman"], horizontal=True, key="dist_metric")
+    style = right.radio("Plot", ["box", "violin"], horizontal=True, key="dist_style")
+    scores = c.scores(reg, metric)
+    if scores.empty:
+        st.info(f"The selected runs have no per-target {metric} rows.")
+    else:
+        st.plotly_chart(distribution_figure(scores, metric=metric, style=style), key="dist_chart")
+        st.caption(f"One point per target: held-out {metric} across the patients of a fold, averaged over folds "
+                   "(box: quartiles, line: median, dashed: mean). Patient-level folds; no target was chosen "
+                   "on test data.")
+        with st.expander("Per-target scores table"):
+            st.dataframe(scores, hide_index=True, key="scores_table",
+                         column_config={"mean": c.NUMBER, "std": c.NUMBER, "n": c.NUMBER})
+            download(scores, f"per-target {metric}", "dl_scores")
+
+# ---- comparison table -------------------------------------------------------------------------
+st.subheader("Comparison table")
+topk_text = st.text_input("Top-k target subsets", value="50, 500", key="topk",
+                          help="Sizes of the top-k subsets (chosen on training folds; the best-predicted view "
+                               "is chosen on test correlations and flagged optimistic).")
 try:
     topk = tuple(sorted({int(v) for v in topk_text.replace(",", " ").split()}))
 except ValueError:
     st.error(f"Top-k sizes must be whole numbers separated by commas, got {topk_text!r}")
+    topk = (50, 500)
+table, errors = c.summaries(runs, topk)
+for e in errors:
+    st.error(e)
+if not table.empty:
+    shown = mark_optimistic(table)
+    if shown["optimistic"].any():
+        st.warning("Rows marked **⚠ OPTIMISTIC** average the k targets with the highest *test* correlation "
+                   "(the papers' “best predicted genes”): selected on the test data, they overstate "
+                   "performance. Compare models on the held-out rows.")
+    hide = st.toggle("Hide optimistic rows", value=False, key="hide_optimistic")
+    view = shown[~shown["optimistic"]] if hide else shown
+    styled = view.style.apply(lambda r: [OPTIMISTIC_STYLE if r["optimistic"] else ""] * len(r), axis=1)
+    st.dataframe(styled, hide_index=True, key="comparison",
+                 column_config={"optimistic": None, "mean": c.NUMBER, "std": c.NUMBER,
+                                "n_targets": c.COUNT, "n_folds": c.COUNT, "n_undefined": c.COUNT})
+    st.caption("mean ± std over folds of the per-fold value. **per-target**: across the held-out patients of a "
+               "fold, averaged over targets; **pooled**: all folds' held-out patients together; "
+               "**per-patient**: across targets within a patient.")
+    download(table, "comparison", "dl_comparison")
+
+# ---- paired comparison --------------------------------------------------------------------------
+st.subheader("Paired comparison")
+if len(runs) < 2:
+    st.info("Pick two runs cross-validated on the same patients in the sidebar to compare them.")
     st.stop()
+labels = [r.label for r in runs]
+by_label = {r.label: r for r in runs}
+cols = st.columns(4)
+def _shares(x, y) -> bool:
+    return any(t in y.blocks and y.blocks[t] == k for t, k in x.blocks.items())
 
-table = c.attempt(c.compare, run_dirs, topk)
-if table is None:
+
+a = cols[0].selectbox("Run A", labels, index=0, key="pair_a")
+partners = [lab for lab in labels if lab != a and _shares(by_label[a], by_label[lab])]
+default_b = labels.index(partners[0]) if partners else (1 if labels[0] == a else 0)
+b = cols[1].selectbox("Run B", labels, index=default_b, key="pair_b")
+if a == b:
+    st.info("Pick two different runs.")
     st.stop()
-shown = mark_optimistic(table)
-
-st.subheader("Comparison")
-st.caption(
-    "Held-out correlation, patient-level folds. **per-target**: correlation across held-out "
-    "patients within a fold, averaged over targets, then mean ± std over folds; **pooled**: all "
-    "folds' held-out patients together; **per-patient**: across targets within a patient. "
-    "`top<k>_<criterion>` subsets are chosen on training folds only."
-)
-if shown["optimistic"].any():
-    st.warning(
-        "Rows marked **⚠ OPTIMISTIC** average the k targets with the highest *test* correlation "
-        "(the papers' “best predicted genes”). They are selected on the test data and overstate "
-        "performance; compare models on the held-out rows."
-    )
-hide_opt = st.toggle("Hide optimistic rows", value=False, key="hide_optimistic")
-view = shown[~shown["optimistic"]] if hide_opt else shown
-styled = view.style.apply(
-    lambda r: [OPTIMISTIC_STYLE if r["optimistic"] else ""] * len(r), axis=1
-)
-st.dataframe(
-    styled, hide_index=True, key="comparison",
-    column_config={
-        "optimistic": None,
-        **{k: NUMBER for k in ("mean", "std")},
-        "n_targets": st.column_config.NumberColumn(format="%.0f"),
-    },
-)
-st.download_button("Download comparison (CSV)", table.to_csv(index=False), "comparison.csv", "text/csv")
-
-st.subheader("Mean held-out Pearson by model and modality")
-per_target = table[table["axis"] == "per-target"]
-subsets = list(dict.fromkeys(per_target["subset"]))
-opt_subsets = set(shown.loc[shown["optimistic"], "subset"])
-subset = st.selectbox(
-    "Targets", subsets, index=subsets.index("all") if "all" in subsets else 0, key="bar_subset",
-    format_func=lambda s: f"{s}  ⚠ optimistic" if s in opt_subsets else s,
-)
-if subset in opt_subsets:
-    st.warning(f"`{subset}`: targets selected on the test correlations (optimistic).")
-st.plotly_chart(pearson_bar_figure(table, subset=subset), key="pearson_bars")
-st.caption("Bars: mean over folds of the per-fold mean per-target Pearson; error bars: std over folds.")
-
-st.subheader("Per target")
-metrics = c.attempt(c.run_metrics, run_dirs)
-if metrics is not None:
-    q = st.text_input("Search targets (genes, proteins, ...; commas for several)", key="target_query",
-                      placeholder="e.g. MKI67, CD3").strip()
-    summary = per_target_summary(metrics, q)
-    st.caption(f"{len(summary)} rows (run × model × modality × target): held-out Pearson and "
-               "Spearman, mean and std over folds; `n_patients`: held-out patients per fold.")
-    st.dataframe(
-        summary, hide_index=True, key="per_target",
-        column_config={k: NUMBER for k in ("pearson_mean", "pearson_std", "spearman_mean",
-                                           "spearman_std", "n_patients")},
-    )
-    if q:
-        with st.expander("Per-fold rows of the matching targets"):
-            st.dataframe(filter_targets(metrics, q), hide_index=True)
+ra, rb = by_label[a], by_label[b]
+shared = [t for t in ra.blocks if t in rb.blocks and ra.blocks[t] == rb.blocks[t]]
+if not shared:
+    st.warning(f"{a} and {b} share no task ({a}: {', '.join(ra.blocks)}; {b}: {', '.join(rb.blocks)}).")
+    st.stop()
+task = cols[2].selectbox("Task", shared, key="pair_task")
+kind = ra.blocks[task]
+metric = cols[3].selectbox("Metric", list(BOOTSTRAP_METRICS[kind]), key=f"pair_metric_{kind}")
+n_boot = st.select_slider("Bootstrap replicates", [200, 500, 1000, 2000], value=1000, key="pair_boot")
+pc = c.attempt(c.paired, ra, rb, metric=metric, task=task, n_boot=n_boot)
+if pc is None:
+    st.stop()
+for note in pc.notes:
+    st.info(note)
+m = st.columns([1, 1.6, 1, 1])
+m[0].metric(f"{a} − {b}", f"{pc.difference:+.3f}", help=f"{a}: {pc.mean_a:.3f}, {b}: {pc.mean_b:.3f}")
+ci = f"[{pc.ci_low:+.3f}, {pc.ci_high:+.3f}]" if pc.n_boot else "n/a"
+m[1].metric(f"{pc.confidence:.0%} interval", ci, help=pc.interval_method or "no interval")
+m[2].metric("Fold win rate", f"{pc.win_rate:.2f}", help=f"{a} better in {pc.wins:g} of {pc.n_units} {pc.unit}s")
+m[3].metric("Wilcoxon p", fmt_p(pc.wilcoxon_p),
+            help=f"signed-rank over {pc.wilcoxon_n} {pc.wilcoxon_over}"
+                 + (" (targets are not independent: optimistic)" if pc.wilcoxon_over == "targets" else ""))
+st.columns([2, 1])[0].metric("Verdict", pc.verdict, help="within noise when the interval includes 0")
+if pc.verdict == "within noise":
+    st.info(f"The {pc.confidence:.0%} interval of {a} − {b} includes 0: the difference is within noise.")
+st.plotly_chart(paired_figure(pc), key="paired_chart")
+what = ("per target, averaged over folds, then over targets" if kind == "regression"
+        else "per fold, then averaged over folds")
+st.caption(f"{pc.metric} {what}; {pc.n_targets if kind == 'regression' else ''} "
+           f"{'targets, ' if kind == 'regression' else ''}{pc.n_units} {pc.unit}s. Interval: {pc.interval_method} "
+           f"({pc.n_boot} resamples, percentile).")
+pair_rows = pd.DataFrame([pc.row()])
+with st.expander("Per-fold differences", expanded=kind != "regression"):
+    st.dataframe(pc.per_unit, hide_index=True, key="pair_units",
+                 column_config={k: c.NUMBER for k in ("mean_a", "mean_b", "difference")})
+    download(pc.per_unit, "paired per fold", "dl_pair_units")
+if kind == "regression":
+    with st.expander("Per-target differences"):
+        st.dataframe(pc.per_target, hide_index=True, key="pair_targets",
+                     column_config={k: c.NUMBER for k in ("value_a", "value_b", "difference")})
+        download(pc.per_target, "paired per target", "dl_pair_targets")
+download(pair_rows, "paired summary", "dl_pair_summary")

@@ -1,4 +1,5 @@
-"""Screenshots of the napari plugin for the README, in a real viewer (run under Xvfb).
+"""Screenshots for the README: the napari plugin in a real viewer (run under Xvfb) and the
+dashboard in headless Chromium.
 
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python docs/make_screenshots.py
 
@@ -13,11 +14,21 @@ Writes, from napari's File > Open Sample > histoviz (maps of models trained here
   mode, one camera);
 - ``docs/img/napari_real_simulated.png``: the real Aperio SVS with *simulated* maps (labelled
   so in the layer list and on the colour bar).
+
+Dashboard (served on localhost by ``histoviz dashboard ROOT``, captured in headless Chromium)::
+
+    .venv/bin/python docs/make_screenshots.py --dashboard demo_out
+
+writes ``docs/img/dashboard_<page>.png`` for every page and fails when a page shows an error
+box or draws no plot.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +107,42 @@ def napari_screenshots() -> None:
     viewer.close()
 
 
+#: dashboard pages and the URL of each (query parameters pick what the Slide page shows)
+DASHBOARD_PAGES = ("models", "targets", "outcomes", "cohort", "slide")
+
+
+def dashboard(root: str | Path, out: Path = OUT, *, slide: str = "", predictions: str = "") -> dict[str, object]:
+    """Serve the dashboard over ``root`` and save ``dashboard_<page>.png`` of every page.
+
+    Returns ``{page: PageShot}``; raises ``RuntimeError`` when a page did not render, showed an
+    error box or an exception, or drew no plot.
+    """
+    from urllib.parse import urlencode
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _browser import chromium, save_small, screenshot, serve_dashboard
+
+    out.mkdir(parents=True, exist_ok=True)
+    shots: dict[str, object] = {}
+    log: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, serve_dashboard(root, log=log) as url, \
+            chromium(Path(tmp) / "profile") as call:
+        for page in DASHBOARD_PAGES:
+            q = {k: v for k, v in (("slide_path", slide), ("pred_path", predictions)) if v} if page == "slide" else {}
+            target = f"{url}/{'' if page == 'models' else page}" + (f"?{urlencode(q)}" if q else "")
+            png = Path(tmp) / f"dashboard_{page}.png"
+            shot = screenshot(call, target, png)
+            shots[page] = shot
+            logging.getLogger(__name__).info("%s: %s", page, shot)
+            if shot.state == "ready" and not shot.errors and not shot.exceptions and shot.charts:
+                save_small(png, out / f"dashboard_{page}.png")
+    bad = {p: s for p, s in shots.items()
+           if s.state != "ready" or s.errors or s.exceptions or s.charts == 0}  # type: ignore[attr-defined]
+    if bad:
+        raise RuntimeError(f"pages that did not render cleanly: {bad}\nserver log:\n{''.join(log)[-3000:]}")
+    return shots
+
+
 def main() -> None:
     """All screenshots of the docs."""
     napari_screenshots()
@@ -103,4 +150,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dashboard", metavar="ROOT", help="screenshot the dashboard served over ROOT")
+    ap.add_argument("--slide", default="", help="Slide page: slide path under ROOT")
+    ap.add_argument("--predictions", default="", help="Slide page: prediction file under ROOT")
+    a = ap.parse_args()
+    if a.dashboard:
+        dashboard(a.dashboard, slide=a.slide, predictions=a.predictions)
+    else:
+        main()

@@ -1,4 +1,4 @@
-"""``histoviz train | evaluate | predict | models``."""
+"""``histoviz train | evaluate | compare | predict | models``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-composition", action="store_true",
                    help="skip the composition-recovery report of cell-type models on synthetic cohorts")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("compare", help="paired comparison of two runs on the same folds (difference, "
+                       "bootstrap interval, fold win rate, Wilcoxon, verdict)")
+    p.add_argument("run_a", type=Path, help="run directory A")
+    p.add_argument("run_b", type=Path, help="run directory B")
+    p.add_argument("--metric", default=None, help="pearson | spearman | auc_macro | auc_micro | balanced_accuracy | "
+                   "accuracy | c_index (default: each task's primary metric)")
+    p.add_argument("--task", default=None, help="one block, e.g. gene or grade (default: every shared one)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (0: no interval)")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
     p.add_argument("--model", required=True, type=Path, help="run directory (or checkpoint folder)")
@@ -168,6 +181,24 @@ def _evaluate_spots(runs: list[Path], a: argparse.Namespace) -> None:
         print(json.dumps(json.loads(tab.to_json(orient="records")), indent=1))
         return
     print(format_spot_table(metrics))
+
+
+def _compare(a: argparse.Namespace) -> int:
+    from histoviz.errors import ConfigError
+    from histoviz.evaluation.paired import compare_paired
+
+    if a.n_boot < 0 or not 0 < a.confidence < 1:
+        raise ConfigError(f"--n-boot must be >= 0 and --confidence in (0, 1), got {a.n_boot} and {a.confidence}")
+    res = compare_paired(a.run_a, a.run_b, metric=a.metric, task=a.task, n_boot=a.n_boot,
+                         confidence=a.confidence, seed=a.seed)
+    if a.json:
+        rows = [{**{k: (None if isinstance(v, float) and v != v else v) for k, v in r.row().items()},
+                 "notes": r.notes, "only_a": r.only_a, "only_b": r.only_b} for r in res]
+        print(json.dumps(rows, indent=1, default=float))
+        return 0
+    for r in res:
+        print("\n".join(r.lines()))
+    return 0
 
 
 def _predict(a: argparse.Namespace) -> int:

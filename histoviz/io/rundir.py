@@ -366,6 +366,29 @@ class RunDir:
                 h = p[p[col] == block]
         return h
 
+    def heldout_target(self, block: str, target: str) -> pd.DataFrame | None:
+        """Held-out rows of one regression target, read with a row filter (a cohort-size table
+        is not loaded whole); ``None`` when the run has no held-out predictions of ``block``."""
+        for name, by_task in ((f"heldout/{block}.parquet", False), ("predictions.parquet", True)):
+            p = self.path / name
+            if not p.exists():
+                continue
+            filters = [("target", "==", str(target))]
+            try:
+                if by_task:
+                    import pyarrow.parquet as pq
+
+                    names = pq.ParquetFile(p).schema_arrow.names
+                    filters.append(("task" if "task" in names else "modality", "==", str(block)))
+                h = pd.read_parquet(p, filters=filters)
+            except Exception as e:  # pyarrow raises several types on corrupt files
+                raise DataError(f"{p}: unreadable ({type(e).__name__}: {e}); retrain this run") from e
+            for c in ("task", "target", "patient_id"):
+                if c in h.columns:
+                    h[c] = h[c].astype(str)
+            return h.reset_index(drop=True)
+        return None
+
     def predictions(self) -> pd.DataFrame | None:
         """Every regression block's held-out predictions (long; ``task`` column)."""
         p = self._parquet("predictions.parquet")

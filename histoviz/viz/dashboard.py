@@ -8,10 +8,14 @@ Streamlit import here; plotly is imported only by the ``*_figure`` functions.
   :func:`find_embed_summaries`, :func:`parse_path_list`;
 - one slide: :func:`slide_overview` (metadata + tissue grid preview), :func:`map_spec`,
   :func:`legend_html`;
-- a cohort: :func:`km_figure` (Kaplan-Meier curves and log-rank come from
-  :mod:`histoviz.evaluation.survival`), :func:`embed_summary`;
+  :func:`napari_command`;
+- a cohort: :func:`embed_summary`, :func:`omics_presence`, :func:`tiles_per_slide`;
 - runs: :func:`mark_optimistic`, :func:`read_run_metrics`, :func:`filter_targets`,
-  :func:`per_target_summary`, :func:`pearson_bar_figure`.
+  :func:`per_target_summary`.
+
+Figures live in :mod:`histoviz.viz.figures` (``km_figure`` and ``pearson_bar_figure`` are
+re-exported here); the results root, run loading and the pages' tables in
+:mod:`histoviz.viz.results`.
 
 Examples
 --------
@@ -32,10 +36,9 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError, HistovizError
+from histoviz.viz.figures import km_figure, pearson_bar_figure
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
     from histoviz.io.slide import SlideReader
     from histoviz.tiling.grid import TilingConfig
 
@@ -53,11 +56,14 @@ __all__ = [
     "map_spec",
     "mark_optimistic",
     "meta_table",
+    "napari_command",
+    "omics_presence",
     "parse_path_list",
     "pearson_bar_figure",
     "per_target_summary",
     "read_run_metrics",
     "slide_overview",
+    "tiles_per_slide",
 ]
 
 #: Columns of :func:`per_target_summary`.
@@ -301,42 +307,65 @@ def legend_html(categories: dict[str, Sequence[int]]) -> str:
     return "".join(items)
 
 
-def km_figure(curves: pd.DataFrame, *, title: str = "", group_label: str = "group",
-              time_label: str = "time", bands: bool = True) -> go.Figure:
-    """Step plot of :func:`km_curves` output (plotly), with optional confidence bands."""
-    import plotly.graph_objects as go
+def napari_command(slide: str | os.PathLike, predictions: str | os.PathLike, spec: str) -> tuple[str, str]:
+    """The commands that open the same view in napari: a shell line (slide and its maps; the
+    widget shows the first map) and a Python line that also selects map ``spec``.
 
-    from histoviz.viz.colors import category_colors
+    Paths are made absolute and quoted for a POSIX shell.
+    """
+    import json
+    import shlex
 
-    fig = go.Figure()
-    groups = list(dict.fromkeys(curves["group"]))
-    cols = category_colors(len(groups))
-    for g, c in zip(groups, cols):
-        sub = curves[curves["group"] == g]
-        rgb = f"{int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)}"
-        n = int(sub["n"].iloc[0]) if len(sub) else 0
-        if bands:  # upper edge, then the lower edge filled up to it (both as steps)
-            fig.add_trace(go.Scatter(
-                x=sub["time"], y=sub["ci_upper"], mode="lines", line={"width": 0, "shape": "hv"},
-                hoverinfo="skip", showlegend=False, legendgroup=str(g),
-            ))
-            fig.add_trace(go.Scatter(
-                x=sub["time"], y=sub["ci_lower"], mode="lines", line={"width": 0, "shape": "hv"},
-                fill="tonexty", fillcolor=f"rgba({rgb},0.12)", hoverinfo="skip", showlegend=False,
-                legendgroup=str(g),
-            ))
-        fig.add_trace(go.Scatter(
-            x=sub["time"], y=sub["survival"], mode="lines", line={"shape": "hv", "color": f"rgb({rgb})"},
-            name=f"{group_label} {g} (n={n})", legendgroup=str(g),
-            customdata=sub[["at_risk"]].to_numpy(),
-            hovertemplate=f"{group_label} {g}<br>{time_label} %{{x:.3g}}<br>S(t) %{{y:.3f}}"
-                          "<br>at risk %{customdata[0]:.0f}<extra></extra>",
-        ))
-    fig.update_layout(title=title or None, xaxis_title=time_label, yaxis_title="survival probability",
-                      yaxis={"range": [0, 1.02]},
-                      legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-                      margin={"l": 10, "r": 10, "t": 60 if title else 30, "b": 10})
-    return fig
+    s, p = os.path.abspath(slide), os.path.abspath(predictions)
+    q = json.dumps  # double-quoted literals (valid Python), so the shell quoting stays plain
+    shell = f"napari --plugin histoviz {shlex.quote(p)}"
+    code = ("import napari; v = napari.Viewer(); "
+            '_, w = v.window.add_plugin_dock_widget("histoviz", "Prediction maps"); '
+            f'v.open({q(s)}, plugin="histoviz"); w.load_predictions({q(p)}); w.show_map({q(str(spec))}); napari.run()')
+    return shell, f"python -c {shlex.quote(code)}"
+
+
+def omics_presence(patients: Sequence[str], omics: dict[str, str | os.PathLike]) -> pd.DataFrame:
+    """Which patients each omics file (AnnData, obs = patients) has.
+
+    Returns
+    -------
+    DataFrame indexed by patient with one boolean column per modality (a file that cannot be
+    read raises, naming it).
+
+    Raises
+    ------
+    DataError
+        An unreadable file.
+    """
+    import anndata as ad
+
+    out = pd.DataFrame(index=pd.Index([str(p) for p in patients], name="patient_id"))
+    for mod, path in omics.items():
+        try:
+            a = ad.read_h5ad(path, backed="r")
+            names = set(map(str, a.obs_names))
+            a.file.close()
+        except Exception as e:
+            raise DataError(f"{path}: cannot read the {mod} table ({type(e).__name__}: {e})") from e
+        out[mod] = out.index.isin(names)
+    return out
+
+
+def tiles_per_slide(slide_ids: Sequence[str], feature_dir: str | os.PathLike) -> pd.DataFrame:
+    """Tiles in each slide's feature bag ``<feature_dir>/<slide_id>.h5`` (``NaN`` when the bag
+    is missing or unreadable). Columns ``slide_id, n_tiles``."""
+    import h5py
+
+    d = Path(feature_dir)
+    n = []
+    for s in slide_ids:
+        try:
+            with h5py.File(d / f"{s}.h5", "r") as f:
+                n.append(float(f["coords"].shape[0]))
+        except (OSError, KeyError):
+            n.append(np.nan)
+    return pd.DataFrame({"slide_id": [str(s) for s in slide_ids], "n_tiles": n})
 
 
 def embed_summary(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -346,18 +375,20 @@ def embed_summary(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]
     -------
     ``(table, totals)`` where totals has ``slides``, per-status counts (``done``, ``skipped``,
     ``failed``), ``tiles`` and ``seconds``; plus ``encoder`` / ``embed_dim`` when an
-    ``embed_config.json`` lies next to the summary.
+    ``embed_config.json`` lies next to the summary, and ``warning`` when rows were cut short
+    (a truncated file: those rows are left out and the warning names the file).
     """
     import json
+
+    from histoviz.viz.results import read_csv_checked
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: embedding summary not found")
-    try:
-        df = pd.read_csv(p)
-    except Exception as e:
-        raise DataError(f"{p}: cannot read the embedding summary ({type(e).__name__}: {e})") from e
+    df, warning = read_csv_checked(p)
     totals: dict[str, Any] = {"slides": len(df)}
+    if warning:
+        totals["warning"] = warning
     if "status" in df.columns:
         vc = df["status"].astype(str).value_counts()
         for s in ("done", "skipped", "failed"):
@@ -477,35 +508,3 @@ def per_target_summary(metrics: pd.DataFrame, query: str = "", *, limit: int | N
     if limit is not None:
         out = out.head(int(limit))
     return out[list(PER_TARGET_COLUMNS)]
-
-
-def pearson_bar_figure(table: pd.DataFrame, *, subset: str = "all", axis: str = "per-target") -> go.Figure:
-    """Grouped bars: mean held-out Pearson per modality (x) and model (colour), +- std over folds.
-
-    Uses the rows of a :func:`compare_runs` table with the given ``subset`` and ``axis``
-    (default: all targets, per-target correlation, the honest headline).
-    """
-    import plotly.graph_objects as go
-
-    from histoviz.viz.colors import category_colors
-
-    t = table[(table["subset"] == subset) & (table["axis"] == axis) & (table["metric"] == "pearson")]
-    fig = go.Figure()
-    models = list(dict.fromkeys(t["model"].astype(str)))
-    for mname, c in zip(models, category_colors(len(models))):
-        sub = t[t["model"].astype(str) == mname]
-        err = sub["std"].to_numpy(dtype=float)
-        fig.add_trace(go.Bar(
-            x=sub["task"].astype(str), y=sub["mean"], name=mname,
-            marker_color=f"rgb({int(c[0] * 255)},{int(c[1] * 255)},{int(c[2] * 255)})",
-            error_y={"type": "data", "array": np.nan_to_num(err, nan=0.0), "visible": bool(np.isfinite(err).any())},
-            customdata=np.stack([sub["n_targets"].to_numpy(dtype=float), sub["n_folds"].to_numpy(dtype=float),
-                                 err], axis=1) if len(sub) else None,
-            hovertemplate=f"{mname}<br>%{{x}}: Pearson %{{y:.3f}} ± %{{customdata[2]:.3f}}"
-                          "<br>%{customdata[0]:.0f} targets, %{customdata[1]:.0f} folds<extra></extra>",
-        ))
-    fig.update_layout(barmode="group", xaxis_title="modality",
-                      yaxis_title=f"mean held-out Pearson ({axis}, {subset} targets)",
-                      legend_title_text="model", margin={"l": 10, "r": 10, "t": 10, "b": 10})
-    fig.add_hline(y=0, line_width=1, line_color="#888")
-    return fig
