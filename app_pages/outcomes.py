@@ -126,3 +126,31 @@ else:
     st.dataframe(cov, hide_index=True, key="cov_table",
                  column_config={k: c.NUMBER for k in ("coverage", "coverage_std", "size", "target_coverage")})
     table_download(cov, "coverage", "dl_cov")
+
+# ---- PathGen settings -------------------------------------------------------------------------------
+pg = [r for r in runs if (r.config.get("model") or {}).get("name") == "pathgen"]
+if pg:
+    from histoviz.evaluation.pathgen import pathgen_settings
+
+    st.header("PathGen settings")
+    tab = c.attempt(pathgen_settings, [r.path for r in pg])
+    if tab is not None and not tab.empty:
+        shown = tab.copy()
+        for col in ("mean", "std", "p_wilcoxon"):
+            if col in shown:
+                shown[col] = shown[col].astype(float).round(3)
+        values = shown[shown["statistic"] == "value"].pivot_table(index="setting", columns="metric", values="mean",
+                                                                  aggfunc="first", sort=False)
+        spread = shown[shown["statistic"] == "value"].pivot_table(index="setting", columns="metric", values="std",
+                                                                  aggfunc="first", sort=False)
+        st.markdown("**Held-out, mean (± std over folds)**: slide only, slide + synthesised gene groups, "
+                    "slide + measured gene groups, on the same folds.")
+        st.dataframe((values.map(lambda v: f"{v:.3f}") + " ± " + spread.map(lambda v: f"{v:.3f}")).reset_index(),
+                     hide_index=True, key="pathgen_values")
+        diffs = shown[shown["statistic"] == "paired difference"]
+        if len(diffs):
+            st.markdown("**Paired differences over the same folds** (setting minus the versus setting; "
+                        "Wilcoxon over folds, which cannot go below 0.125 with 4 folds):")
+            st.dataframe(diffs[["setting", "versus", "metric", "n_folds", "mean", "std", "p_wilcoxon"]],
+                         hide_index=True, key="pathgen_diffs")
+        table_download(tab, "pathgen settings", "dl_pathgen")

@@ -7,14 +7,11 @@ slide thumbnail, measured beside predicted).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
 from app_pages import common as c
-
-DEFAULT_SPOT_RUN = "demo_out/runs/spatial"
 
 
 @st.cache_resource(max_entries=4)
@@ -24,19 +21,36 @@ def _run_view(path: str, stamp: float):
     return SpotRunView(path)
 
 
-def _view(path: str):
-    p = os.path.abspath(os.path.expanduser(path))
-    return c.attempt(_run_view, p, c.mtime(Path(p) / "run.json"))
+def _view(path: Path):
+    return c.attempt(_run_view, str(path), c.mtime(path / "run.json"))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _spot_runs(found: tuple[str, ...]) -> list[str]:
+    import json
+
+    out = []
+    for d in found:
+        try:
+            if json.loads((Path(d) / "run.json").read_text()).get("level") == "spot":
+                out.append(d)
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 st.title("Spatial transcriptomics (spots)")
+spot_runs = _spot_runs(tuple(c.run_dirs()))
+if not spot_runs:
+    st.info("No spot-level run under the results root. `make demo` trains one under `demo_out/runs/spatial`; or "
+            "run `histoviz train training/configs/st_cmrcnet.yaml --out runs/st` under the root.")
+    st.stop()
 with st.sidebar:
     st.subheader("Spot run")
-    run_path = st.text_input("Run directory", value=c.existing_or_empty(DEFAULT_SPOT_RUN), key="spot_run",
-                             help="A run trained from a data.spots config (histoviz train training/configs/st_*.yaml).")
-if not run_path:
-    st.info("No spot run. `make demo` trains one under `demo_out/runs/spatial`; or run "
-            "`histoviz train training/configs/st_cmrcnet.yaml --out runs/st` and type its folder in the sidebar.")
+    pick = st.selectbox("Run directory", [c.rel(p) for p in spot_runs], key="spot_run",
+                        help="Spot-level runs under the results root (trained from a data.spots config).")
+run_path = c.under(pick)
+if run_path is None:
     st.stop()
 rv = _view(run_path)
 if rv is None:

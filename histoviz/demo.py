@@ -2,19 +2,21 @@
 
 1. Reads the real sample slides (Aperio SVS, PNG) and prints their metadata.
 2. Tiles the SVS at 0.5 um/px and embeds it with the ImageNet EfficientNet-Lite0 encoder.
-3. Writes a synthetic cohort with ground truth (pyramidal TIFFs, omics tables, survival).
-4. Embeds the cohort (one task per slide; resumable) with the weight-free morphology encoder.
-5. Trains and cross-validates the omics models on the cohort when :mod:`histoviz.training` is
-   present, prints the comparison, and writes per-patch prediction maps for one slide.
-6. Makes a second synthetic cohort for outcomes (200 patients, small slides), trains grade and
-   survival (joint ABMIL, PCA + logistic / Cox baselines, a shuffled control) with
-   split-conformal calibration, prints AUC, c-index and coverage, and writes per-patch grade,
-   risk and uncertainty maps; then a small PathGen on the same slides with six gene groups
-   (slide only / + synthesised groups / + measured groups on the same folds, paired
-   differences, synthesis quality, per-patch co-attention maps).
+3. Writes the "power" synthetic cohort (240 slides of 768 px, 200 patients) with ground truth
+   (pyramidal TIFFs, omics tables, grade, censored survival).
+4. Embeds it (one task per slide; resumable) with the pretrained EfficientNet-Lite0 (ImageNet),
+   not the hand-made ``morphology`` features, whose colour statistics are tuned to the
+   generator's stains.
+5. Omics: multi-task and single-task ABMIL, CPNN, ridge and a shuffled-label control, 5-fold
+   patient-level CV; the table, and the paired comparisons MTL vs STL and MTL vs ridge
+   (difference, bootstrap interval over targets and patients, fold win rate, Wilcoxon, verdict);
+   per-patch maps of a slide of the "demo" preset cohort, which no model saw.
+6. Outcomes: grade and survival (joint ABMIL, PCA + logistic / Cox, a shuffled control) with
+   split-conformal calibration: AUC, c-index, coverage, KM of risk groups, the confusion matrix;
+   per-patch grade, risk and uncertainty maps; then a small PathGen in its three settings.
 7. Spots: imports the shipped Visium sample, trains CMRCNet beside BLEEP, CPNN-spot, ridge, kNN
-   and two controls leave-one-sample-out on the cohort's Visium-like samples, prints the model x
-   gene-set table and writes held-out per-spot predictions (:mod:`histoviz.training.demo_spots`).
+   and two controls leave-one-sample-out on the "demo" cohort's Visium-like samples, prints the
+   model x gene-set table and writes held-out per-spot predictions.
 
 Everything lands under ``out_dir``; rerunning reuses what is already there.
 """
@@ -46,9 +48,7 @@ class DemoResult:
 def run_demo(
     out_dir: str | os.PathLike = "demo_out",
     *,
-    n_slides: int = 48,
-    slide_size: int = 1536,
-    seed: int = 0,
+    encoder: str = "efficientnet-lite0",
     train: bool = True,
     progress: bool = True,
     echo: Callable[[str], None] = print,
@@ -59,8 +59,8 @@ def run_demo(
     ----------
     out_dir
         Output folder (created; reused on reruns).
-    n_slides, slide_size, seed
-        Size of the synthetic cohort.
+    encoder
+        Patch encoder of the synthetic cohorts (default: pretrained EfficientNet-Lite0).
     train
         Also train and evaluate the slide-level models.
     progress
@@ -115,55 +115,43 @@ def run_demo(
             echo(f"  -> {bag_path}: coords {bag.coords.shape}, features {bag.features.shape}")
             res.outputs["real_bag"] = bag_path
 
-    # 3. synthetic cohort --------------------------------------------------------------------------
+    # 3. the "power" synthetic cohort, embedded with a pretrained encoder ---------------------------
+    from histoviz.data.cohort import read_cohort
+    from histoviz.datasets import synthetic_preset
+
     t = time.perf_counter()
-    cohort = make_synthetic_cohort(out / "synth", n_slides=n_slides, seed=seed,
-                                   slide_size=(slide_size, slide_size), progress=progress)
+    cohort = make_synthetic_cohort(out / "power", **synthetic_preset("power"), progress=progress)
     df = cohort.cohort_table()
-    echo(f"[3/6] synthetic cohort: {len(df)} slides, {df['patient_id'].nunique()} patients, "
-         f"{int(df['event'].sum())} deaths, grades {sorted(df['grade'].unique().tolist())} "
+    pats = df.drop_duplicates("patient_id")
+    echo(f"[3/7] synthetic cohort 'power': {len(df)} slides of 768 px, {len(pats)} patients, "
+         f"{int(pats['event'].sum())} deaths, grades {sorted(df['grade'].unique().tolist())} "
          f"({time.perf_counter() - t:.1f} s) -> {cohort.root}")
     res.outputs["cohort"] = cohort.cohort_csv
-
-    # 4. embed the cohort ------------------------------------------------------------------------------
-    from histoviz.data.cohort import read_cohort
-
-    feats = out / "synth" / "features" / "morphology"
+    feats = out / "power" / "features" / encoder
     t = time.perf_counter()
-    rep = embed_cohort(read_cohort(cohort.cohort_csv), feats, encoder="morphology", workers=0,
-                       progress=progress)
+    rep = embed_cohort(read_cohort(cohort.cohort_csv), feats, encoder=encoder, workers=0, progress=progress)
     n_tiles = sum(len(FeatureBag.from_h5(feats / f"{s}.h5", load_features=False))
                   for s in df["slide_id"] if (feats / f"{s}.h5").exists())
-    echo(f"[4/6] embedded cohort with 'morphology': {rep.counts()}, {n_tiles} tiles "
-         f"({time.perf_counter() - t:.1f} s) -> {feats}")
+    echo(f"[4/7] embedded the cohort with {encoder!r} (ImageNet weights, not tuned to the generator): "
+         f"{rep.counts()}, {n_tiles} tiles ({time.perf_counter() - t:.1f} s) -> {feats}")
     res.numbers["cohort_tiles"] = n_tiles
     res.outputs["features"] = feats
 
-    # 5. models ----------------------------------------------------------------------------------------
+    # 5-7. models --------------------------------------------------------------------------------------
     if train:
         try:
-            from histoviz.training.demo import train_demo_models
+            from histoviz.training.demo import train_demo_models, train_outcome_models, train_pathgen_models
         except ImportError:
-            echo("[5/6] models: histoviz.training is not available in this build; skipped")
+            echo("[5/7] models: histoviz.training is not available in this build; skipped")
         else:
-            train_demo_models(cohort, feats, out, res, echo=echo, progress=progress)
-            from histoviz.training.demo import train_outcome_models
-
-            oc = make_synthetic_cohort(out / "outcomes", n_slides=240, seed=1, slide_size=(768, 768),
-                                       spatial_fraction=0.0, progress=progress)
-            ofeats = out / "outcomes" / "features" / "morphology"
-            rep = embed_cohort(read_cohort(oc.cohort_csv), ofeats, encoder="morphology", workers=0,
-                               progress=progress)
-            odf = oc.cohort_table()
-            echo(f"  outcome cohort: {len(odf)} slides of 768 px, {odf['patient_id'].nunique()} patients, "
-                 f"{int(odf.drop_duplicates('patient_id')['event'].sum())} deaths, embedded {rep.counts()} -> {oc.root}")
-            train_outcome_models(oc, ofeats, out, res, echo=echo, progress=progress)
-            from histoviz.training.demo import train_pathgen_models
-
-            train_pathgen_models(oc, ofeats, out, res, echo=echo, progress=progress)
+            # maps of slides none of the models saw: the 'demo' preset cohort (larger slides, Visium-like spots)
+            show = make_synthetic_cohort(out / "synth", **synthetic_preset("demo"), progress=progress)
+            train_demo_models(cohort, feats, out, res, echo=echo, progress=progress, show=show)
+            train_outcome_models(cohort, feats, out, res, echo=echo, progress=progress, show=show)
+            train_pathgen_models(cohort, feats, out, res, echo=echo, progress=progress)
             from histoviz.training.demo_spots import run_spot_demo
 
-            echo("[spots] spatial transcriptomics: spot-level models on the cohort's Visium-like samples")
-            run_spot_demo(cohort, out, res, echo=echo, progress=progress)
+            echo("[7/7] spatial transcriptomics: spot-level models on the Visium-like samples of the 'demo' cohort")
+            run_spot_demo(show, out, res, echo=echo, progress=progress)
     echo(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")
     return res

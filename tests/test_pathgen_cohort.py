@@ -13,6 +13,8 @@ the outcome cohort's bags are this cohort's bags.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _model_fixtures import OUTCOME_SEED, OUTCOME_SIZE, OUTCOME_SLIDES, outcome_cohort
@@ -177,3 +179,31 @@ def test_evaluate_prints_the_settings_and_the_synthesis_quality(runs):
     assert "pooled Spearman (paper's)" in text and "training mean" in text
     assert "gene groups matched in the expression table" in text and "Oncogenes 19/19" in text
     assert pathgen_report([runs["shuffled"].out_dir])  # a lone run still gets its line
+
+
+def test_dashboard_shows_the_three_settings_side_by_side(runs, monkeypatch):
+    """The Outcomes page's PathGen section shows what histoviz.evaluation.pathgen_settings computes."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from histoviz.evaluation.pathgen import pathgen_settings
+
+    root = next(iter(runs.values())).out_dir.parent
+    monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(root))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/outcomes.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("PathGen settings" in h.value for h in at.header)
+    col = "c-index (Harrell)"
+    shown = [d.value for d in at.dataframe if "setting" in d.value.columns and col in d.value.columns][0]
+    ref = pathgen_settings([r.out_dir for r in runs.values()])
+    ref = ref[(ref["statistic"] == "value") & (ref["metric"] == col)].set_index("setting")["mean"]
+    assert len(shown) == 4
+    for setting, cell in zip(shown["setting"], shown[col]):
+        assert float(cell.split(" ± ")[0]) == pytest.approx(ref[setting], abs=5e-4)
+    diffs = [d.value for d in at.dataframe if "versus" in d.value.columns][0]
+    assert {"synthetic", "real"} <= set(diffs["setting"])

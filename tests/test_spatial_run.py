@@ -162,16 +162,26 @@ def test_dashboard_spatial_page_shows_the_table_and_the_spot_map(spot_run, monke
     st = pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.chdir(spot_run["dir"])
+    empty = spot_run["dir"] / "empty_root"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(empty))
     st.cache_resource.clear()
+    st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("app_pages/spatial.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("No spot run" in i.value for i in at.info)
-    at.text_input(key="spot_run").set_value(str(spot_run["run"])).run()
+    assert any("No spot-level run" in i.value for i in at.info)
+    # the run's folder as the results root: the page finds the spot run there
+    monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(spot_run["run"].parent))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/spatial.py")
+    at.run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert at.selectbox(key="spot_run").value == spot_run["run"].name
     tables = [d.value for d in at.dataframe]
     table = next(t for t in tables if "hvg50" in t.columns)
     assert {"cmrcnet-20", "bleep-20", "spot-mean"} <= set(table.index)

@@ -31,7 +31,8 @@ def test_shipped_configs_validate(path):
         assert Path(cfg.data.spots.samples[0]).is_absolute() and cfg.data.spots.samples[0].endswith("data/synth/spatial")
     else:
         assert Path(cfg.data.cohort).is_absolute()
-        assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv"))
+        assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv",
+                                         "data/power/cohort.csv"))
     kw = cfg.model_kwargs()
     assert "epochs" in kw or cfg.model.name in ("ridge", "knn", "pca-outcomes")
 

@@ -14,9 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the demo and bench subcommands."""
     p = sub.add_parser("demo", help="run the main job end to end on the sample data")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
-    p.add_argument("--slides", type=int, default=48, help="synthetic cohort size")
-    p.add_argument("--size", type=int, default=1536, help="synthetic slide side in px")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoder", default="efficientnet-lite0",
+                   help="patch encoder of the synthetic cohorts (default: pretrained EfficientNet-Lite0)")
     p.add_argument("--no-train", action="store_true", help="stop after embedding")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
@@ -31,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(a: argparse.Namespace) -> int:
     from histoviz.demo import run_demo
 
-    run_demo(a.out, n_slides=a.slides, slide_size=a.size, seed=a.seed, train=not a.no_train,
-             progress=not a.no_progress)
+    run_demo(a.out, encoder=a.encoder, train=not a.no_train, progress=not a.no_progress)
     return 0
 
 

@@ -31,7 +31,7 @@ def demo_config(name: str, model: str, cohort_root: Path, features: Path, **extr
     }
     params: dict[str, Any] = {}
     training: dict[str, Any] = {"epochs": 100, "patience": 15, "val_fraction": 0.2, "final_model": True}
-    if model == "multiomics":
+    if model in ("multiomics", "multiomics-stl"):
         params = {"embed_dim": 128, "attn_dim": 64, "hidden": 512, "loss_reduction": "mean"}
     elif model == "cpnn":
         params = {"reference": str(r / "reference_sc.h5ad"), "label_key": "cell_type", "loss": "nb"}
@@ -57,23 +57,28 @@ def train_demo_models(
     *,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    show: Any = None,
 ) -> None:
-    """Train, compare and predict (fills ``res.outputs`` and ``res.numbers``).
+    """Train, compare (paired) and predict (fills ``res.outputs`` and ``res.numbers``).
 
     Parameters
     ----------
     cohort
-        :class:`~histoviz.data.synthetic.SyntheticCohort`.
+        :class:`~histoviz.data.synthetic.SyntheticCohort` the models are cross-validated on.
     features
-        Folder of its ``<slide_id>.h5`` bags.
+        Folder of its ``<slide_id>.h5`` bags (their encoder is the models' encoder).
     out
         Demo output folder (runs go to ``out/runs/<name>``).
     res
         The demo's result object (``outputs`` and ``numbers`` dicts).
     echo, progress
         Printing and progress bars.
+    show
+        Another synthetic cohort whose first slide gets per-patch maps (a slide no model saw);
+        default: the first slide of ``cohort``.
     """
     from histoviz.evaluation.compare import compare_runs, format_table
+    from histoviz.evaluation.paired import compare_paired
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_slide
     from histoviz.training.config import load_config
@@ -83,6 +88,7 @@ def train_demo_models(
     runs_dir = Path(out) / "runs"
     specs = [
         ("mtl", "multiomics", {}),
+        ("stl", "multiomics-stl", {}),
         ("cpnn", "cpnn", {}),
         ("ridge", "ridge", {"training": {"val_fraction": 0.0}}),
         ("mtl-shuffled", "multiomics", {"training": {"shuffle_labels": True, "final_model": False}}),
@@ -99,10 +105,16 @@ def train_demo_models(
     table = compare_runs(dirs, topk=[50], criteria=["variance"])
     main = table[(table["subset"] == "all") & (table["axis"] == "per-target")
                  & table["metric"].isin(["pearson", "spearman"])]
-    echo(f"[5/6] held-out per-target Pearson (mean ± std over 5 folds), {time.perf_counter() - t:.0f} s:")
+    echo(f"[5/7] omics, held-out per-target Pearson (mean ± std over 5 folds), {time.perf_counter() - t:.0f} s:")
     echo(format_table(main))
     for _, row in main[main["metric"] == "pearson"].iterrows():
         res.numbers[f"pearson_{row['model']}_{row['task']}"] = round(float(row["mean"]), 4)
+    echo("  paired comparisons (per-target Pearson; interval: bootstrap over held-out patients within folds "
+         "and over targets):")
+    for a_, b_ in (("mtl", "stl"), ("mtl", "ridge")):
+        for r in compare_paired(runs_dir / a_, runs_dir / b_, metric="pearson", n_boot=300, seed=0):
+            echo("    " + "\n    ".join(r.lines()))
+            res.numbers[f"paired_{a_}_minus_{b_}_{r.task}"] = round(float(r.difference), 4)
     from histoviz._atomic import atomic_write_text
 
     cmp_path = atomic_write_text(Path(out) / "runs" / "comparison.csv", table.to_csv(index=False))
@@ -110,15 +122,16 @@ def train_demo_models(
     from histoviz.io import open_slide
     from histoviz.viz.overlay import save_overlay
 
-    slide_id = cohort.slide_ids[0]
-    for name, shown in (("mtl", "gene:MKI67"), ("cpnn", "dominant_type")):
-        with open_slide(cohort.slides[slide_id]) as reader:
+    src = show if show is not None else cohort
+    slide_id = src.slide_ids[0]
+    for name, shown in (("mtl", "gene:MKI67"), ("cpnn", "cell_type:lymphocyte")):
+        with open_slide(src.slides[slide_id]) as reader:
             a = predict_slide(reader, runs_dir / name)
             p = write_predictions(a, Path(out) / "maps" / f"{slide_id}.{name}.h5ad")
             png = save_overlay(reader, a, shown, Path(out) / "maps" / f"{slide_id}.{name}.png")
-        keys = (["attention"] if "attention" in a.obs else []) + [k for k in a.obsm if k != "spatial"]
-        echo(f"  per-patch maps of {slide_id} with {name}: {a.n_obs} patches x {a.n_vars} genes "
-             f"({', '.join(keys)}) -> {p}; {shown} over the slide -> {png}")
+        keys = [k for k in a.obs.columns if k not in ("x", "y", "slide_id")] + [k for k in a.obsm if k != "spatial"]
+        echo(f"  per-patch maps of {slide_id} (a slide no model saw) with {name}: {a.n_obs} patches x {a.n_vars} "
+             f"genes ({', '.join(keys)}) -> {p}; {shown} over the slide -> {png}")
         res.outputs[f"pred_{name}"] = p
         res.outputs[f"overlay_{name}"] = png
 
@@ -154,6 +167,7 @@ def train_outcome_models(
     *,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    show: Any = None,
 ) -> None:
     """Grade and survival: joint ABMIL, PCA + logistic / Cox baselines, a shuffled control;
     AUC, c-index and conformal coverage; per-patch grade, risk and uncertainty maps of a slide."""
@@ -185,15 +199,16 @@ def train_outcome_models(
     table = compare_runs(dirs, topk=[])
     main = table[(table["subset"] == "all") & (table["axis"] == "per-target") & table["metric"].isin(
         ["auc_macro", "balanced_accuracy", "c_index", "c_index_uno", "coverage", "set_size", "interval_width"])]
-    echo(f"[6/6] grade and survival, held-out (mean ± std over 5 folds; conformal alpha 0.1), "
+    echo(f"[6/7] grade and survival, held-out (mean ± std over 5 folds; conformal alpha 0.1), "
          f"{time.perf_counter() - t:.0f} s:")
     echo(format_table(main))
     for line in outcome_report(dirs[:2]):
         echo("  " + line)
     for _, row in main.iterrows():
         res.numbers[f"{row['metric']}_{row['model']}_{row['task']}"] = round(float(row["mean"]), 4)
-    slide_id = cohort.slide_ids[0]
-    with open_slide(cohort.slides[slide_id]) as reader:
+    src = show if show is not None else cohort
+    slide_id = src.slide_ids[0]
+    with open_slide(src.slides[slide_id]) as reader:
         a = predict_slide(reader, runs_dir / "abmil-grade-survival")
         p = write_predictions(a, Path(out) / "maps" / f"{slide_id}.outcomes.h5ad")
         png = save_overlay(reader, a, "risk", Path(out) / "maps" / f"{slide_id}.risk.png")
