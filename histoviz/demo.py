@@ -140,7 +140,11 @@ def run_demo(
     # 5-7. models --------------------------------------------------------------------------------------
     if train:
         try:
-            from histoviz.training.demo import train_demo_models, train_outcome_models, train_pathgen_models
+            from histoviz.training.demo import (
+                train_demo_models,
+                train_outcome_models,
+                train_pathgen_models,
+            )
         except ImportError:
             echo("[5/7] models: histoviz.training is not available in this build; skipped")
         else:
