@@ -89,9 +89,9 @@ def run_demo(
 
     real = sample_data_dir()
     if real is None:
-        echo("[1/6] real sample slides: not in this installation (run from a source checkout)")
+        echo("[1/7] real sample slides: not in this installation (run from a source checkout)")
     else:
-        echo("[1/6] real sample slides")
+        echo("[1/7] real sample slides")
         for name in ("CMU-1-Small-Region.svs", "he_1000px.png"):
             with open_slide(real / name) as r:
                 m = r.meta
@@ -103,7 +103,7 @@ def run_demo(
             grid = make_tile_grid(r, TilingConfig())
             res.outputs["tiles_preview"] = grid_preview(r, grid, out / "real" / "CMU-1-Small-Region_tiles.png")
             bag_path = out / "real" / "CMU-1-Small-Region.h5"
-            echo(f"[2/6] tiled {r.slide_id}: {len(grid)} tiles of 224 px at 0.5 um/px "
+            echo(f"[2/7] tiled {r.slide_id}: {len(grid)} tiles of 224 px at 0.5 um/px "
                  f"(mean tissue {grid.tissue_fraction.mean():.0%}) -> {res.outputs['tiles_preview']}")
             if not is_complete_bag(bag_path, encoder="efficientnet-lite0"):
                 st = EmbedStats()

@@ -218,6 +218,43 @@ class RunWriter:
         atomic_write_text(d / "info.json", json.dumps(_jsonable(info), indent=1))
         atomic_write_text(d / "done", "")
 
+    def run_pieces(
+        self,
+        keys: Iterable[str],
+        work: Any,
+        *,
+        progress: bool = False,
+        desc: str = "folds",
+    ) -> dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]]:
+        """Do every unit of work not finished yet (``work(key) -> (tables, info)``), saving each
+        as it ends; finished units (of this or an interrupted attempt) are loaded instead.
+
+        Returns
+        -------
+        ``key -> (tables, info)`` in ``keys`` order.
+        """
+        keys = list(keys)
+        pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(keys), desc=desc, unit="fold", initial=len(self.resumed))
+        try:
+            for key in keys:
+                if self.done(key):
+                    pieces[key] = self.load_piece(key)
+                    continue
+                tables, info = work(key)
+                self.save_piece(key, tables, info)
+                pieces[key] = (tables, info)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return pieces
+
     def load_piece(self, key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         """Tables and info of a finished unit."""
         d = self.piece_dir(key)

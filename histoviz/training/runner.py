@@ -449,34 +449,20 @@ def run_experiment(
 
     keys = [str(r * n_folds + k) for r in range(repeats) for k in range(n_folds)]
     keys += ["final"] if cfg.training.final_model else []
-    pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
-    bar = None
     with RunWriter(out, fp) as w:
         w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(keys), desc=f"{cfg.name} folds", unit="fold", initial=len(w.resumed))
-        try:
-            for key in keys:
-                if w.done(key):
-                    pieces[key] = w.load_piece(key)
-                    continue
-                if key == "final":
-                    train_idx, test_idx, seed = np.arange(len(data.patients)), np.array([], np.int64), cfg.seed + 1000
-                else:
-                    r, k = divmod(int(key), n_folds)
-                    fr = all_folds[r]
-                    train_idx, test_idx = np.flatnonzero(fr != k), np.flatnonzero(fr == k)
-                    seed = cfg.seed + k if r == 0 else cfg.seed + 7907 * r + k
-                tables, info = _run_fold(cfg, data, train_idx, test_idx, key, seed, w)
-                w.save_piece(key, tables, info)
-                pieces[key] = (tables, info)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+        def work(key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            if key == "final":
+                train_idx, test_idx, seed = np.arange(len(data.patients)), np.array([], np.int64), cfg.seed + 1000
+            else:
+                r, k = divmod(int(key), n_folds)
+                fr = all_folds[r]
+                train_idx, test_idx = np.flatnonzero(fr != k), np.flatnonzero(fr == k)
+                seed = cfg.seed + k if r == 0 else cfg.seed + 7907 * r + k
+            return _run_fold(cfg, data, train_idx, test_idx, key, seed, w)
+
+        pieces = w.run_pieces(keys, work, progress=progress, desc=f"{cfg.name} folds")
         result = _assemble(cfg, data, folds, pieces, w, t0, n_folds)
         from histoviz.evaluation.compare import summarise_metrics
 

@@ -507,31 +507,17 @@ def run_spot_experiment(
     inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
     fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
     keys = [str(k) for k in range(len(folds))] + (["final"] if cfg.training.final_model else [])
-    pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
-    bar = None
     with RunWriter(out, fp) as w:
         w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(keys), desc=f"{cfg.name} folds", unit="fold", initial=len(w.resumed))
-        try:
-            for key in keys:
-                if w.done(key):
-                    pieces[key] = w.load_piece(key)
-                    continue
-                if key == "final":
-                    test, seed = np.array([], np.int64), cfg.seed + 1000
-                else:
-                    test, seed = folds[int(key)], cfg.seed + int(key)
-                tables, info = _run_fold(cfg, data, test, key, seed, w)
-                w.save_piece(key, tables, info)
-                pieces[key] = (tables, info)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+        def work(key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+            if key == "final":
+                test, seed = np.array([], np.int64), cfg.seed + 1000
+            else:
+                test, seed = folds[int(key)], cfg.seed + int(key)
+            return _run_fold(cfg, data, test, key, seed, w)
+
+        pieces = w.run_pieces(keys, work, progress=progress, desc=f"{cfg.name} folds")
         result = _assemble(cfg, data, folds, pieces, w, t0)
         summary = pd.concat([spot_table(result.metrics, metric=m) for m in ("pearson", "spearman", "mse")] +
                             [spot_table(result.metrics[result.metrics["axis"] == "gene-gene"],
