@@ -104,8 +104,8 @@ class PCAOutcomes(_PooledOutcome):
     n_components
         PCA components of the logistic model (capped at ``n_train - 1`` and the feature dimension).
     Cs
-        Candidate inverse penalties of the logistic model; chosen by ``cv``-fold stratified CV on
-        the training patients.
+        Candidate inverse penalties of the logistic model (L2); chosen by ``cv``-fold stratified CV
+        on the training patients, by log-loss.
     cv
         Folds of that inner cross-validation.
     cox_components
@@ -160,7 +160,8 @@ class PCAOutcomes(_PooledOutcome):
         n_cv = int(min(self.cv, counts[counts > 0].min())) if (counts > 0).sum() > 1 else 0
         if n_cv >= 2:
             clf = LogisticRegressionCV(Cs=list(self.Cs), cv=StratifiedKFold(n_cv, shuffle=True, random_state=0),
-                                       max_iter=2000)
+                                       max_iter=2000, l1_ratios=(0.0,), scoring="neg_log_loss",
+                                       use_legacy_attributes=False)
         else:
             clf = LogisticRegression(C=1.0, max_iter=2000)
         pipe = Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=k, random_state=0)), ("clf", clf)])
