@@ -41,7 +41,10 @@ affine map applied to the patch features, whose mean equals the slide prediction
 Spot-level runs (``histoviz train`` with ``data.spots``): :func:`predict_spots` predicts at the
 spots of a spatial sample (one observation per spot, ``obsm["measured_expression"]`` beside the
 prediction, ``uns["histoviz"]["spot_diameter_px"]``); :func:`predict_slide` with such a run
-predicts on a regular grid of tiles of the run's patch size (slides without spots).
+predicts on a regular grid of tiles of the run's patch size (slides without spots). A model that
+fine-tuned its image encoder on the spot patches (CMRCNet / BLEEP with ``image_encoder``) carries
+that encoder in its checkpoint, and slides are embedded with it (one checkpoint at a time: the
+folds' encoders differ, so ``fold="ensemble"`` is refused for such runs).
 
 Cancellation: ``cancel_event`` (a ``threading.Event``) is checked between tile batches;
 when set, :class:`PredictionCancelled` (a :class:`~histoviz.errors.HistovizError`) is raised
@@ -275,6 +278,7 @@ def predict_bag(
     from histoviz.tasks import get_task
 
     rm = _cached_run(model_dir, fold)
+    _model_encoder(rm)  # refuses an ensemble of folds that fine-tuned their own encoders
     feats = rm.features
     if len(bag) == 0:
         raise DataError(f"{bag.slide_id}: empty feature bag (no patches)")
@@ -416,6 +420,17 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return enc, kw, tiling
 
 
+def _model_encoder(rm: RunModel) -> Any:
+    """The fine-tuned patch encoder a run's model carries (CMRCNet / BLEEP trained on patches),
+    or ``None`` when the model predicts from frozen features of a registered encoder."""
+    own = [p.model.patch_encoder() for p in rm.pipelines if hasattr(p.model, "patch_encoder")]
+    own = [e for e in own if e is not None]
+    if own and len(rm.pipelines) > 1:
+        raise DataError(f"{rm.run_dir}: each fold fine-tuned its own image encoder, so the folds see different "
+                        "features and cannot be averaged; predict with one checkpoint (--fold N or final)")
+    return own[0] if own else None
+
+
 def predict_slide(
     reader_or_path: SlideReader | str | os.PathLike,
     model_dir: str | os.PathLike | RunModel,
@@ -475,7 +490,7 @@ def predict_slide(
         if mpp_override is not None:
             tiling = {**tiling, "mpp_override": float(mpp_override)}
         grid = make_tile_grid(reader, TilingConfig(**tiling))
-        encoder = create_encoder(enc_name, **enc_kw)
+        encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
         if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
             raise DataError(
                 f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
@@ -557,7 +572,7 @@ def predict_spots(
                         "for slide-level runs use predict_slide")
     enc_name, enc_kw, _ = _encoder_for(rm)
     patch = PatchSpec(**f["spot_patch"])
-    encoder = create_encoder(enc_name, **enc_kw)
+    encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
     with open_slide(s.slide_path) as reader:
         if not reader.mpp:
             reader.with_mpp(s.mpp)

@@ -148,6 +148,10 @@ class SpotsSpec:
         patient are held out together.
     in_tissue_only
         Drop spots with ``obs["in_tissue"] == 0``.
+    patch_cache_mb
+        Memory for decoded spot patches of models that train their image encoder on the
+        patches (:class:`~histoviz.data.spot_patches.SpotPatchStore`; 0: read them from the
+        slides every time).
     """
 
     samples: tuple[str, ...] = ()
@@ -163,6 +167,7 @@ class SpotsSpec:
     markers: tuple[str, ...] = ()
     patient_key: str | None = "patient_id"
     in_tissue_only: bool = True
+    patch_cache_mb: int = 512
 
     @classmethod
     def from_dict(cls, d: Any, *, where: str = "data.spots", base: Path | None = None) -> SpotsSpec:
@@ -203,6 +208,9 @@ class SpotsSpec:
         for k, typ in (("target_sum", (int, float)), ("n_genes", int), ("batch_size", int)):
             if k in kw and (isinstance(kw[k], bool) or not isinstance(kw[k], typ) or kw[k] <= 0):
                 raise ConfigError(f"{where}.{k}: expected a positive number, got {kw[k]!r}")
+        if "patch_cache_mb" in kw and (isinstance(kw["patch_cache_mb"], bool) or not isinstance(kw["patch_cache_mb"], int)
+                                       or kw["patch_cache_mb"] < 0):
+            raise ConfigError(f"{where}.patch_cache_mb: expected an integer >= 0, got {kw['patch_cache_mb']!r}")
         for k in ("pretrained", "in_tissue_only"):
             if k in kw and not isinstance(kw[k], bool):
                 raise ConfigError(f"{where}.{k}: expected true or false, got {kw[k]!r}")

@@ -198,7 +198,7 @@ def train_module(
     settings: LoopSettings,
     validate: Callable[[], dict[str, float]] | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
-    parameters: Sequence[torch.nn.Parameter] | None = None,
+    parameters: Sequence[torch.nn.Parameter] | Sequence[Mapping[str, Any]] | None = None,
     progress: bool = False,
     desc: str = "train",
 ) -> dict[str, Any]:
@@ -221,7 +221,8 @@ def train_module(
         ``name -> parameter-name prefixes`` selected independently on ``validate()[name]``
         (single-task heads); other parameters follow ``"total"``.
     parameters
-        Parameters to optimise (default: all that require grad).
+        Parameters to optimise (default: all that require grad), or AdamW parameter groups
+        (dicts with ``params`` and e.g. their own ``lr``).
     progress
         tqdm bar over epochs.
 
@@ -231,8 +232,14 @@ def train_module(
     ``seconds``, ``history`` (list of per-epoch dicts).
     """
     rng = np.random.default_rng(settings.seed)
-    params = [p for p in (parameters or module.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if parameters and isinstance(parameters[0], Mapping):  # parameter groups
+        groups_ = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in parameters]
+        groups_ = [g for g in groups_ if g["params"]]
+        params = [p for g in groups_ for p in g["params"]]
+        opt = torch.optim.AdamW(groups_, lr=settings.lr, weight_decay=settings.weight_decay)
+    else:
+        params = [p for p in (parameters or module.parameters()) if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sched: Any = None
     if settings.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, settings.epochs),

@@ -70,7 +70,10 @@ class SpotExperimentData:
     feature_meta: dict[str, dict[str, Any]]
     encoder: str
     target_sum: float = 1e4
+    patch: Any = None
+    patch_cache_bytes: int = 512 << 20
     _norm: dict[int, Any] = field(default_factory=dict, repr=False)
+    _store: Any = field(default=None, repr=False)
 
     @property
     def sample_ids(self) -> list[str]:
@@ -98,6 +101,18 @@ class SpotExperimentData:
         if (cols < 0).any():
             raise DataError(f"genes {[g for g, c in zip(genes, cols) if c < 0][:3]} are not shared by all samples")
         return np.asarray(self.normalized(i)[:, cols].toarray(), np.float32)
+
+    def patches(self, parts: Sequence[tuple[int, np.ndarray]]) -> Any:
+        """Spot patches (pixels) of ``[(sample, spot rows), ...]`` for models that train their image
+        encoder on them: a :class:`~histoviz.data.spot_patches.SpotPatches` view of one store
+        per experiment, read from the slides on demand (``data.spots.patch_cache_mb`` of them
+        kept in memory)."""
+        if self._store is None:
+            from histoviz.data.spatial import PatchSpec
+            from histoviz.data.spot_patches import SpotPatchStore
+
+            self._store = SpotPatchStore(self.samples, self.patch or PatchSpec(), cache_bytes=self.patch_cache_bytes)
+        return self._store.view(parts)
 
     def summary(self) -> str:
         """One line for logs."""
@@ -133,7 +148,8 @@ def load_spot_data(cfg: ExperimentConfig, *, progress: bool = False) -> SpotExpe
     meta: dict[str, dict[str, Any]] = {}
     for enc in encoders:
         feats[enc], meta[enc] = _features(spec, samples, enc, main=enc == spec.encoder, progress=progress)
-    return SpotExperimentData(samples, genes, feats, meta, spec.encoder, float(spec.target_sum))
+    return SpotExperimentData(samples, genes, feats, meta, spec.encoder, float(spec.target_sum), spec.patch,
+                              int(spec.patch_cache_mb) << 20)
 
 
 def _features(spec: Any, samples: list[SpotSample], encoder: str, *, main: bool,
@@ -291,6 +307,8 @@ def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPr
 
     ``shuffle`` permutes the expression across all training spots (the shuffled control: images
     and expression keep their distributions and lose their pairing). Models without the spot fast path get one-patch bags.
+    Models that train their image encoder on the patches (``uses_patches``) get the spots' patches
+    (:meth:`SpotExperimentData.patches`) instead of features.
     """
     from histoviz.data.omics import TargetBlock
     from histoviz.models import create_model
@@ -312,6 +330,8 @@ def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPr
         model = create_model(name, **params)
     blk = TargetBlock("gene", prep.targets, y, np.ones(len(y), bool))
     vblk = TargetBlock("gene", prep.targets, yv, np.ones(len(yv), bool)) if len(yv) else None
+    if getattr(model, "uses_patches", False):
+        x, xv = data.patches(fit), data.patches(val)
     if hasattr(model, "fit_spots"):
         model.fit_spots(x, blk, val=(xv, vblk) if vblk is not None else None)
     else:
@@ -326,6 +346,14 @@ def predict_spots_with(model: Any, x: np.ndarray) -> np.ndarray:
     if hasattr(model, "predict_spots"):
         return model.predict_spots(x)
     return np.asarray(model.predict([r[None, :] for r in np.asarray(x, np.float32)])["gene"], np.float64)
+
+
+def spot_inputs(model: Any, data: SpotExperimentData, i: int, encoder: str) -> np.ndarray:
+    """What ``model`` predicts sample ``i`` from: the sample's features of ``encoder``, or, for a
+    model that trained its image encoder on the patches, that encoder's features of its patches."""
+    if getattr(model, "uses_patches", False):
+        return model.encode_patches(data.patches([(int(i), np.arange(len(data.samples[int(i)])))]))
+    return data.features[encoder][int(i)]
 
 
 def _labelled_predictions(model: Any, label: str, x: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
@@ -356,7 +384,7 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
     test_ids = [data.sample_ids[i] for i in test]
     if ev.top_k and hasattr(main, "top_k"):  # the checkpoint predicts with the first evaluated k
         main.top_k = int(ev.top_k[0])
-    save_checkpoint(FittedPipeline(main, {}, _features_meta(cfg, data),
+    save_checkpoint(FittedPipeline(main, {}, _with_image_side(_features_meta(cfg, data), main),
                                    {"fold": key, "run": cfg.name, "level": "spot", "test_samples": test_ids,
                                     "gene_sets": prep.genes.sets, "target_sum": data.target_sum}),
                     writer.checkpoint_dir(key))
@@ -398,7 +426,7 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
         for i in test:
             s = data.samples[i]
             y_true = data.expression(int(i), prep.targets)
-            preds = _labelled_predictions(model, label, data.features[enc][i], ks)
+            preds = _labelled_predictions(model, label, spot_inputs(model, data, int(i), enc), ks)
             for lab, p in preds.items():
                 m = spot_metrics(y_true, p, prep.targets, sets, min_n=ev.min_n)
                 m.insert(0, "kind", "regression")
@@ -452,6 +480,19 @@ def _features_meta(cfg: ExperimentConfig, data: SpotExperimentData) -> dict[str,
                           "weights": spec.weights, "tiling": {**tiling, "min_tissue_fraction": 0.5}},
                 "level": "spot", "spot_patch": {"size_um": p.size_um, "mpp": p.mpp, "tile_px": p.tile_px},
                 "target_sum": float(spec.target_sum), "transform": "log1p"})
+    return out
+
+
+def _with_image_side(meta: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Checkpoint provenance of a model that fine-tuned its image encoder: its features are that
+    encoder's (``histoviz predict`` embeds with the encoder saved in the checkpoint)."""
+    side = model.image_side() if hasattr(model, "image_side") else {}
+    if not side:
+        return meta
+    out = dict(meta)
+    out.update({"encoder": side["encoder"], "encoder_weights": side["encoder_weights"], "embed_dim": side["embed_dim"]})
+    out["embed"] = {**meta["embed"], "encoder": side["encoder"], "pretrained": side["pretrained"],
+                    "weights": side["weights"], "finetuned": side}
     return out
 
 
