@@ -101,7 +101,9 @@ def test_lazy_levels_match_reads(layout_slide):
     d = r.to_dask(1, chunk=300)
     assert d.shape[:2] == r.level_dimensions[1][::-1]
     assert np.array_equal(d[100:250, 200:500].compute(), r.read_region((400, 200), 1, (300, 150)))
-    levels = r.multiscale(max_coarse_side=256)
+    from histoviz.io.pyramid import display_levels
+
+    levels = display_levels(r, max_coarse_side=256)
     assert [lv.shape[:2] for lv in levels[: r.level_count]] == [(h, w) for (w, h) in r.level_dimensions]
     assert max(levels[-1].shape[:2]) <= 256
     assert np.array_equal(levels[0][250:400, 500:900], r.read_region((500, 250), 0, (400, 150)))

@@ -107,7 +107,9 @@ def test_frozen_layers_keep_their_batch_norm_statistics_while_the_rest_trains():
             "in_dim": 0, "n_genes": 4, "dim": 16, "n_image_tokens": 2, "n_gene_tokens": 2, "reconstruction": False,
             "recon_loss": "mse", "n_blocks": 0, "share_fusion_weights": False, "cross_heads": 2, "fusion_heads": 2,
             "temperature": 1.0, "dropout": 0.1}
-    net = ImageSideNet(arch).train()
+    from histoviz.models.spot.cmrcnet import _net
+
+    net = ImageSideNet(arch, _net).train()
     stem, blocks, tail, _ = encoder_units(net.encoder)
     assert not any(m.training for b in blocks[:-1] for m in b.modules()) and not any(m.training for m in stem)
     assert blocks[-1].training and tail[0].training

@@ -17,10 +17,9 @@ from histoviz.viz.maps import (
     check_predictions_match_slide,
     level0_to_world,
     map_values,
-    patch_summary,
-    top_genes,
     world_to_level0,
 )
+from histoviz.viz.summary import patch_summary, top_genes
 
 TS = 224
 

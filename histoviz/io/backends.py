@@ -403,8 +403,6 @@ class OpenSlideReader(SlideReader):
         path = str(path)
         open_path = path
         if Path(path).is_dir():  # a DICOM series: OpenSlide finds the rest from one instance
-            from histoviz.io.open import dicom_series_file
-
             open_path = str(dicom_series_file(Path(path)))
         try:
             self._osr = openslide.OpenSlide(open_path)
@@ -583,3 +581,24 @@ class ArrayReader(SlideReader):
         if self.path is None:
             return {"path_or_array": self._levels[0], "mpp": self.mpp, "slide_id": self.slide_id}
         return super().reopen_args()
+
+
+def _dcm_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+    except OSError:
+        return []
+
+
+def dicom_series_file(folder: Path) -> Path:
+    """One instance of the DICOM whole-slide series in ``folder`` (OpenSlide finds the rest).
+
+    Parameters
+    ----------
+    folder
+        A folder holding the ``.dcm`` files of one series.
+    """
+    files = _dcm_files(folder)
+    if not files:
+        raise SlideOpenError(f"{folder}: no .dcm files in this folder")
+    return max(files, key=lambda p: p.stat().st_size)  # the base level is the largest

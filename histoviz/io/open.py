@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from histoviz.errors import SlideOpenError
+from histoviz.io.backends import _dcm_files, dicom_series_file
 from histoviz.io.slide import SlideReader
 
 __all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "dicom_series_file", "open_slide", "slide_id_from_path"]
@@ -185,24 +186,3 @@ def _check_name(path: Path) -> None:
             f"{shown}: the file name is not valid UTF-8, so it cannot be recorded in outputs; "
             "rename the file (e.g. with convmv or a UTF-8 name)"
         ) from None
-
-
-def _dcm_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
-    except OSError:
-        return []
-
-
-def dicom_series_file(folder: Path) -> Path:
-    """One instance of the DICOM whole-slide series in ``folder`` (OpenSlide finds the rest).
-
-    Parameters
-    ----------
-    folder
-        A folder holding the ``.dcm`` files of one series.
-    """
-    files = _dcm_files(folder)
-    if not files:
-        raise SlideOpenError(f"{folder}: no .dcm files in this folder")
-    return max(files, key=lambda p: p.stat().st_size)  # the base level is the largest

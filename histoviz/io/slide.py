@@ -293,16 +293,6 @@ class SlideReader(ABC):
             rows.append(da.concatenate(row, axis=1))
         return da.concatenate(rows, axis=0)
 
-    def multiscale(self, max_coarse_side: int = 1024) -> list[Any]:
-        """Pyramid levels for viewers (napari), finest first, as lazy array-likes.
-
-        See :func:`histoviz.io.pyramid.display_levels`: indexing a level reads only that
-        region; single-level files get virtual 2x levels so overviews stay cheap.
-        """
-        from histoviz.io.pyramid import display_levels
-
-        return display_levels(self, max_coarse_side=max_coarse_side)
-
     def jpeg_tiles(self, level: int) -> Any:
         """Stored JPEG tiles of ``level`` for decoding elsewhere (e.g. on a GPU), or ``None``.
 

@@ -93,10 +93,6 @@ def __getattr__(name: str) -> Any:
         return map_kinds()
     if name == "KIND_LABELS":
         return kind_labels()
-    if name in ("patch_summary", "top_genes"):  # moved to histoviz.viz.summary; still importable here
-        from histoviz.viz import summary
-
-        return getattr(summary, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

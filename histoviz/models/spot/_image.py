@@ -24,7 +24,7 @@ fine-tuned:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,17 +121,13 @@ def augment_d4(x: Any, ops: np.ndarray) -> Any:
     return out
 
 
-def _head_net(arch: Mapping[str, Any]) -> Any:
-    from histoviz.models.spot.cmrcnet import _net
-
-    return _net({**arch, "image_encoder": None})
-
-
-def ImageSideNet(arch: Mapping[str, Any], *, pretrained: bool = False, seed: int = 0) -> Any:  # noqa: N802
+def ImageSideNet(arch: Mapping[str, Any], head: Callable[[Mapping[str, Any]], Any], *,  # noqa: N802
+                 pretrained: bool = False, seed: int = 0) -> Any:
     """The module of a CMRCNet / BLEEP with a trainable image encoder.
 
     ``encoder`` (the patch encoder, fine-tuned), ``head`` (the CMRCNet / BLEEP network on the
-    standardised encoder features), buffers ``feature_mean`` / ``feature_std``. Built with the
+    standardised encoder features, built by the model's own ``head(arch)``: this module stays
+    below the model files), buffers ``feature_mean`` / ``feature_std``. Built with the
     registry's pretrained weights for training (``pretrained=True``) and as an empty shell
     (random weights, loaded from a checkpoint) otherwise.
     """
@@ -150,7 +146,7 @@ def ImageSideNet(arch: Mapping[str, Any], *, pretrained: bool = False, seed: int
             super().__init__()
             self.encoder = enc
             d = int(enc.embed_dim)
-            self.head = _head_net({**arch, "in_dim": d})
+            self.head = head({**arch, "in_dim": d, "image_encoder": None})
             self.register_buffer("feature_mean", torch.zeros(d))
             self.register_buffer("feature_std", torch.ones(d))
             stem, blocks, tail, _ = encoder_units(enc)

@@ -81,7 +81,7 @@ def _net(arch: Mapping[str, Any]) -> Any:
     if arch.get("image_encoder"):  # a trained image encoder in front (weights from a checkpoint)
         from histoviz.models.spot._image import ImageSideNet
 
-        return ImageSideNet(arch)
+        return ImageSideNet(arch, _net)
     d = int(arch["dim"])
 
     class ProjectionHead(nn.Module):
@@ -425,7 +425,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         ya = y if val is None else np.concatenate([y, val[1]])
         self.gene_mean_, self.gene_std_ = feature_stats([ya])
         self.arch_ = self._arch(0, y.shape[1])
-        net = ImageSideNet(self.arch_, pretrained=True, seed=int(self.seed))
+        net = ImageSideNet(self.arch_, _net, pretrained=True, seed=int(self.seed))
         self.arch_["in_dim"] = int(net.encoder.embed_dim)
         net.to(dev)
         with self._patch_context(net):
