@@ -219,3 +219,17 @@ def test_spot_metrics_per_gene_sets_and_gene_gene_preservation():
     diffs = [per[("bad", f)] - per[("good", f)] for f in (0, 1)]
     assert row.mean_diff == pytest.approx(np.mean(diffs)) and row.std_diff == pytest.approx(np.std(diffs, ddof=1))
     assert row.n_better == 0 and row.n_samples == 2
+
+
+def test_cmrcnet_cosine_schedule_decays_the_learning_rate_over_the_epochs():
+    x, blk = _spots()
+    with pytest.raises(Exception, match="lr_schedule must be none, plateau or cosine"):
+        create_model("cmrcnet", **TINY, lr_schedule="step")
+    tr, va = np.arange(80), np.arange(80, 100)
+    m = create_model("cmrcnet", **TINY, epochs=6, patience=50, lr=1e-3, lr_schedule="cosine")
+    m.fit_spots(x[tr], blk.subset(tr), val=(x[va], blk.subset(va)))
+    lrs = [h["lr"] for h in m.fit_info_["history"]]
+    assert len(lrs) == 6 and all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decaying
+    assert lrs[-1] == pytest.approx(1e-5, rel=1e-6)  # cosine to lr / 100 at the last epoch
+    plain = create_model("cmrcnet", **TINY, epochs=3, patience=50).fit_spots(x[tr], blk.subset(tr), val=(x[va], blk.subset(va)))
+    assert all("lr" not in h for h in plain.fit_info_["history"])  # no schedule: the lr is untouched

@@ -39,7 +39,9 @@ Deviations (stated, not hidden): the image tokens come from a learned linear map
 encoder's pooled feature vector into ``n_image_tokens`` tokens plus position embeddings (the
 paper uses its ViT's 50 tokens), whether the encoder is frozen or trained. ``mask_rate`` is the fraction **zeroed** (the public code's flag keeps
 that fraction; the two agree at 0.5). The reconstruction target is not detached (as in the
-paper's code). No cosine learning-rate schedule; early stopping on the validation loss instead.
+paper's code). ``training.lr_schedule: cosine`` decays the learning rate over ``epochs`` (to lr / 100;
+the paper's code: to 1e-5 from 1e-4); early stopping on the validation loss still applies. The
+EMA copy of the paper's code is updated but never used there, so it is not kept here.
 """
 
 from __future__ import annotations
@@ -250,6 +252,8 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         Learning rate of the encoder's trainable layers (``None``: ``lr``).
     epochs, lr, weight_decay, batch_size, patience, grad_clip, seed, device, num_threads
         Optimisation (paper: AdamW, lr 1e-4, weight decay 1e-3, batch 64, 60 epochs).
+    lr_schedule
+        ``"none"``, ``"plateau"`` or ``"cosine"`` (the paper's code: cosine decay over the epochs).
     """
 
     def __init__(
@@ -284,7 +288,10 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         seed: int = 0,
         device: str = "auto",
         num_threads: int = 0,
+        lr_schedule: str = "none",
     ) -> None:
+        if lr_schedule not in ("none", "plateau", "cosine"):
+            raise ConfigError(f"lr_schedule must be none, plateau or cosine, got {lr_schedule!r}")
         if not 0.0 <= float(mask_rate) < 1.0:
             raise ConfigError(f"mask_rate must be in [0, 1), got {mask_rate}")
         if recon_loss not in ("mse", "cosine"):
@@ -324,6 +331,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         self.seed = seed
         self.device = device
         self.num_threads = num_threads
+        self.lr_schedule = lr_schedule
         self.max_patches = 0
 
     _make_net = staticmethod(_net)
