@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
     from histoviz.io.featurebag import FeatureBag
     from histoviz.io.slide import SlideReader
-    from histoviz.training.checkpoint import FittedPipeline
+    from histoviz.models.checkpoint import FittedPipeline
 
 __all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide", "predict_spots"]
 
@@ -93,7 +93,7 @@ class RunModel:
     run_dir
         The run directory.
     pipelines
-        One :class:`~histoviz.training.checkpoint.FittedPipeline` (or several for
+        One :class:`~histoviz.models.checkpoint.FittedPipeline` (or several for
         ``fold="ensemble"``).
     checkpoint
         Which checkpoint(s): ``final``, ``fold<k>`` or ``ensemble``.
@@ -155,7 +155,7 @@ def load_run(model_dir: str | os.PathLike, *, fold: int | str | None = None) -> 
         Not a run directory, or the requested fold does not exist.
     """
     from histoviz.io.rundir import RunDir
-    from histoviz.training.checkpoint import load_checkpoint
+    from histoviz.models.checkpoint import load_checkpoint
 
     d = Path(model_dir)
     if (d / "model.json").exists():  # a checkpoint folder itself

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.evaluation.metrics import PRIMARY_METRIC
 
 __all__ = [
     "TASK_KINDS",
@@ -146,7 +147,7 @@ class RegressionTask(Task):
     """Omics targets (and spots): per-target correlation across patients."""
 
     kind = "regression"
-    primary = "pearson"
+    primary = PRIMARY_METRIC["regression"]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -268,7 +269,7 @@ class ClassificationTask(Task):
     """Grade (or any class label): AUC, balanced accuracy, conformal sets."""
 
     kind = "classification"
-    primary = "auc_macro"
+    primary = PRIMARY_METRIC["classification"]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -396,7 +397,7 @@ class SurvivalTask(Task):
     """Censored survival: c-index, KM / log-rank of risk groups, conformal risk intervals."""
 
     kind = "survival"
-    primary = "c_index"
+    primary = PRIMARY_METRIC["survival"]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Export of the shown map from the "Prediction maps" widget (a mixin): QuPath GeoJSON and a
-tiled pyramidal OME-TIFF at the slide's size (:mod:`histoviz.io.export`)."""
+tiled pyramidal OME-TIFF at the slide's size (:mod:`histoviz.viz.export`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ExportMixin:
 
     def export_geojson(self, path: str | Path) -> Path | None:
         """Write the shown map as QuPath detections (one per patch), every patch included."""
-        from histoviz.io.export import write_geojson
+        from histoviz.viz.export import write_geojson
 
         if self.adata is None or self.current is None:
             self._say("Show a map first.", error=True)
@@ -46,7 +46,7 @@ class ExportMixin:
 
     def export_ome_tiff(self, path: str | Path, *, downsample: int | None = None) -> Path | None:
         """Write the shown map as a tiled pyramidal OME-TIFF aligned to the slide (every patch)."""
-        from histoviz.io.export import write_ome_tiff_heatmap
+        from histoviz.viz.export import write_ome_tiff_heatmap
 
         if self.adata is None or self.current is None:
             self._say("Show a map first.", error=True)

@@ -189,13 +189,13 @@ def heatmap_layer_data(path: str) -> tuple[list[Any], dict[str, Any], str]:
     """Layer data tuple of a heatmap OME-TIFF written by histoviz, placed over its slide.
 
     Level 0 covers the slide at the stated integer downsample ``d``; scale and translate come
-    from :func:`histoviz.io.export.heatmap_placement` (in micrometres when the file has
+    from :func:`histoviz.viz.export.heatmap_placement` (in micrometres when the file has
     physical sizes), so the heatmap lands on the slide opened by the histoviz reader.
     """
     from napari.utils.colormaps import DirectLabelColormap
 
-    from histoviz.io.export import heatmap_info, heatmap_levels, heatmap_placement
     from histoviz.viz.colors import label_color_dict
+    from histoviz.viz.export import heatmap_info, heatmap_levels, heatmap_placement
 
     meta = heatmap_info(path)
     if meta is None:

@@ -55,7 +55,7 @@ def _is_prediction_file(path: str) -> bool:
 
 
 def _is_heatmap(path: str) -> bool:
-    from histoviz.io.export import heatmap_info
+    from histoviz.viz.export import heatmap_info
 
     return heatmap_info(path) is not None
 

@@ -5,7 +5,7 @@ patch layout needed to turn the raster back into one value per patch; for any ot
 writers return ``[]`` (napari then reports that nothing was written). They write what the
 layer shows: patches hidden by the widget's threshold are written as "no value" (the widget's
 own Export buttons always write every patch). The OME-TIFF has the slide's size and pixel size
-(:func:`histoviz.io.export.write_ome_tiff_heatmap`).
+(:func:`histoviz.viz.export.write_ome_tiff_heatmap`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _patch_values(data: Any, attributes: dict[str, Any]) -> tuple[Any, np.ndarra
 
 def write_geojson(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a map layer as QuPath detections (one per patch) with its values."""
-    from histoviz.io.export import write_geojson as _write
+    from histoviz.viz.export import write_geojson as _write
 
     got = _patch_values(data, attributes)
     if got is None:
@@ -65,7 +65,7 @@ def write_geojson(path: str, data: Any, attributes: dict[str, Any]) -> list[str]
 
 def write_ome_tiff(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a map layer as a pyramidal OME-TIFF aligned to its slide."""
-    from histoviz.io.export import write_ome_tiff_heatmap
+    from histoviz.viz.export import write_ome_tiff_heatmap
 
     got = _patch_values(data, attributes)
     if got is None:

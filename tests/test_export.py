@@ -10,13 +10,13 @@ import pytest
 import tifffile
 
 from histoviz.errors import DataError
-from histoviz.io.export import (
+from histoviz.io.predictions import make_prediction_adata
+from histoviz.viz.export import (
     read_geojson,
     read_ome_tiff_heatmap,
     write_geojson,
     write_ome_tiff_heatmap,
 )
-from histoviz.io.predictions import make_prediction_adata
 
 TS = 224
 
@@ -124,7 +124,7 @@ def test_ome_tiff_heatmap_has_the_slides_size_and_pixels(adata, tmp_path):
 
 
 def test_ome_tiff_heatmap_with_a_stated_downsample_reads_back_in_place(adata, tmp_path):
-    from histoviz.io.export import heatmap_info, heatmap_levels, heatmap_placement
+    from histoviz.viz.export import heatmap_info, heatmap_levels, heatmap_placement
     from histoviz.viz.maps import level0_to_world
 
     p = write_ome_tiff_heatmap(adata, tmp_path / "d8.ome.tif", "risk", downsample=8)
@@ -148,7 +148,7 @@ def test_ome_tiff_heatmap_with_a_stated_downsample_reads_back_in_place(adata, tm
 
 
 def test_default_heatmap_downsample_bounds_level_zero():
-    from histoviz.io.export import MAX_HEATMAP_PIXELS, default_heatmap_downsample
+    from histoviz.viz.export import MAX_HEATMAP_PIXELS, default_heatmap_downsample
 
     assert default_heatmap_downsample(2220, 2967) == 1
     d = default_heatmap_downsample(100_000, 80_000)

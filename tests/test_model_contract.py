@@ -15,7 +15,7 @@ from test_models_units import make_toy
 
 from histoviz.data.outcomes import ClassBlock, SurvivalBins, SurvivalBlock
 from histoviz.models import create_model, list_models, model_info
-from histoviz.training.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
+from histoviz.models.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
 
 FAST = {"epochs": 8, "batch_size": 8, "seed": 0, "device": "cpu"}
 # PathGen groups over the toy genes G0..G29 (two genes shared between neighbouring groups)

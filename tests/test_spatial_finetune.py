@@ -35,8 +35,8 @@ def _images(n: int = 160, g: int = 10, seed: int = 0):
 
 def test_the_last_blocks_of_the_encoder_train_and_the_checkpoint_round_trips(tmp_path):
     from histoviz.features.encoders import create_encoder
+    from histoviz.models.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
     from histoviz.models.spot._image import weights_digest
-    from histoviz.training.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
 
     img, blk = _images()
     before = {k: v.clone() for k, v in create_encoder("tiny-test").state_dict().items()}  # the registry's weights

@@ -119,7 +119,7 @@ def test_models_beat_ridge_and_the_shuffled_control(runs, signal):
 def test_cpnn_patch_weights_follow_true_composition(runs, cohort):
     from histoviz.data.synthetic import tile_composition
     from histoviz.io.featurebag import FeatureBag
-    from histoviz.training.checkpoint import load_checkpoint
+    from histoviz.models.checkpoint import load_checkpoint
 
     run = runs["cpnn"]
     folds = pd.read_csv(run.out_dir / "folds.csv", dtype={"patient_id": str})

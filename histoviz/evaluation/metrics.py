@@ -35,6 +35,7 @@ import pandas as pd
 
 __all__ = [
     "OPTIMISTIC_LABEL",
+    "PRIMARY_METRIC",
     "columnwise_pearson",
     "columnwise_spearman",
     "per_sample_correlation",
@@ -47,6 +48,9 @@ __all__ = [
 
 OPTIMISTIC_LABEL = "best-predicted (optimistic: selected on test correlation)"
 """Label used for every summary over the k best-predicted targets (the papers' view)."""
+
+PRIMARY_METRIC = {"regression": "pearson", "classification": "auc_macro", "survival": "c_index"}
+"""The headline metric of each task kind (``Task.primary`` in :mod:`histoviz.tasks` reads it)."""
 
 
 def _as_2d(a: np.ndarray | Sequence) -> np.ndarray:

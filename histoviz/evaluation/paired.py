@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.evaluation.metrics import PRIMARY_METRIC
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -398,8 +399,6 @@ def compare_paired(
         No shared task, a metric that does not fit the task, or folds that hold different
         patients in the two runs.
     """
-    from histoviz.tasks import get_task
-
     ra, rb = _open(run_a), _open(run_b)
     la, lb = labels if labels is not None else _labels(ra, rb)
     ma, mb = ra.metrics(), rb.metrics()
@@ -426,7 +425,9 @@ def compare_paired(
         kind = kinds_a[t]
         if kinds_b[t] != kind:
             raise DataError(f"task {t!r} is {kind} in {la} but {kinds_b[t]} in {lb}")
-        met = metric or get_task(kind).primary
+        if metric is None and kind not in PRIMARY_METRIC:
+            raise DataError(f"task {t!r} has unknown kind {kind!r}; known: {', '.join(PRIMARY_METRIC)}")
+        met = metric or PRIMARY_METRIC[kind]
         args = (ra, rb, la, lb, ma, mb, t, met)
         kw = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
         out.append(_regression(*args, **kw) if kind == "regression" else _outcome(*args, kind=kind, **kw))

@@ -1,4 +1,5 @@
-"""Cohort run reports (markdown + JSON) and the live progress line.
+"""What a cohort run did (:class:`CohortEmbedResult`), its reports (markdown + JSON) and the
+live progress line.
 
 Every :func:`~histoviz.features.cohort.embed_cohort` run writes
 ``<out>/reports/embed-<run_id>.{json,md}`` and copies them to ``<out>/embed_report.{json,md}``:
@@ -14,18 +15,87 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
+
+import pandas as pd
 
 from histoviz._atomic import atomic_write_text
 
-if TYPE_CHECKING:
-    from histoviz.features.cohort import CohortEmbedResult
-
-__all__ = ["STAGES", "ProgressLine", "write_run_report"]
+__all__ = ["STAGES", "CohortEmbedResult", "ProgressLine", "SlideStatus", "write_run_report"]
 
 STAGES = ("stage", "open", "mask", "read", "encode", "write")
+
+
+@dataclass
+class SlideStatus:
+    """Outcome of one slide.
+
+    ``status`` is ``done``, ``skipped`` (already complete with the same recipe), ``busy``
+    (another live process holds its lock) or ``failed``. ``seconds_<stage>`` time the stages
+    (stage, open, mask, read, encode, write); ``note`` says e.g. that a dead process's lock
+    was recovered.
+    """
+
+    slide_id: str
+    status: str
+    path: str
+    n_tiles: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    note: str = ""
+    worker: str = ""
+    device: str = ""
+    decode: str = ""
+    seconds_stage: float = 0.0
+    seconds_open: float = 0.0
+    seconds_mask: float = 0.0
+    seconds_read: float = 0.0
+    seconds_encode: float = 0.0
+    seconds_write: float = 0.0
+
+
+@dataclass
+class CohortEmbedResult:
+    """Per-slide outcomes plus the files written next to the features."""
+
+    out_dir: Path
+    slides: list[SlideStatus] = field(default_factory=list)
+    report: Path | None = None
+
+    def counts(self) -> dict[str, int]:
+        """Number of slides per status."""
+        c: dict[str, int] = {"done": 0, "skipped": 0, "failed": 0}
+        for s in self.slides:
+            c[s.status] = c.get(s.status, 0) + 1
+        return c
+
+    @property
+    def failed(self) -> list[SlideStatus]:
+        """Slides that could not be embedded."""
+        return [s for s in self.slides if s.status == "failed"]
+
+    def table(self) -> pd.DataFrame:
+        """One row per slide."""
+        return pd.DataFrame([asdict(s) for s in self.slides])
+
+    def summary(self) -> str:
+        """Human-readable summary (printed by the CLI)."""
+        c = self.counts()
+        tiles = sum(s.n_tiles for s in self.slides if s.status == "done")
+        secs = sum(s.seconds for s in self.slides if s.status == "done")
+        busy = f", {c['busy']} being embedded by another process" if c.get("busy") else ""
+        lines = [
+            f"{len(self.slides)} slides: {c['done']} embedded, {c['skipped']} already done, "
+            f"{c['failed']} failed{busy}; {tiles} tiles in {secs:.1f} s of slide time -> {self.out_dir}"
+        ]
+        lines += [f"  note {s.slide_id}: {s.note}" for s in self.slides if s.note]
+        lines += [f"  FAILED {s.slide_id}: {s.error}" for s in self.failed]
+        if self.report is not None:
+            lines.append(f"  report: {self.report}")
+        return "\n".join(lines)
+
 
 
 class ProgressLine:

@@ -51,7 +51,7 @@ import pandas as pd
 from histoviz._atomic import atomic_path, atomic_write_text
 from histoviz.errors import DataError
 
-__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "fingerprint", "is_run_dir"]
+__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "concat_pieces", "fingerprint", "is_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -502,3 +502,24 @@ def _legacy_metrics(m: pd.DataFrame, pm: pd.DataFrame | None) -> pd.DataFrame:
     out = pd.concat(rows, ignore_index=True)
     out["kind"] = "regression"
     return out
+
+
+def concat_pieces(pieces: Mapping[str, tuple[Mapping[str, pd.DataFrame], Any]], name: str, *,
+                  fold_col: bool = True, n_folds: int | None = None) -> pd.DataFrame | None:
+    """Table ``name`` of every piece of :meth:`RunWriter.run_pieces`, concatenated (``None``: none has it).
+
+    ``fold_col`` adds the piece's fold (``-1`` for ``"final"``) where the table has none;
+    ``n_folds`` also adds ``repeat`` (fold // n_folds) where it has none.
+    """
+    parts = []
+    for key, (tables, _) in pieces.items():
+        if name not in tables:
+            continue
+        d = tables[name].copy()
+        fold = -1 if key == "final" else int(key)
+        if fold_col and "fold" not in d.columns:
+            d.insert(0, "fold", fold)
+        if n_folds is not None and "repeat" not in d.columns:
+            d.insert(1, "repeat", -1 if fold < 0 else fold // n_folds)
+        parts.append(d)
+    return pd.concat(parts, ignore_index=True) if parts else None

@@ -16,7 +16,7 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
   and ``predict_patches`` then take ``inputs={block: target block}`` (the runner passes the
   held-out patients' blocks only to such models) and refuse to run without them;
 - ``state() / load_state()`` move learned state in and out as JSON metadata plus named
-  numpy arrays, which :mod:`histoviz.training.checkpoint` writes as safetensors (no pickle).
+  numpy arrays, which :mod:`histoviz.models.checkpoint` writes as safetensors (no pickle).
 
 ``bags`` is a sequence of ``(n_patches, n_features)`` float32 arrays (one per patient or
 slide); ``targets`` maps a block name (``"gene"``, ``"grade"``, ``"survival"``) to a target

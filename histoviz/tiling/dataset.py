@@ -13,18 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from histoviz.tiling.grid import TileGrid, read_tile
+
 if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
-    from histoviz.tiling.grid import TileGrid
 
 __all__ = ["TileBatchIterable", "TileDataset", "read_tile", "tile_collate"]
-
-
-def read_tile(reader: SlideReader, grid: TileGrid, i: int) -> np.ndarray:
-    """RGB ``(tile_size, tile_size, 3)`` uint8 of tile ``i`` at the grid's resolution."""
-    x, y = (int(v) for v in grid.coords[i])
-    ts = grid.tile_size
-    return reader.read_region_downsample((x, y), (ts, ts), grid.downsample)
 
 
 class _ReaderMixin:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.tiling.mask import TissueMask
 
-__all__ = ["TileGrid", "TilingConfig", "make_tile_grid"]
+__all__ = ["TileGrid", "TilingConfig", "make_tile_grid", "read_tile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +306,15 @@ def make_tile_grid(
     return grid
 
 
+def read_tile(reader: SlideReader, grid: TileGrid, i: int) -> np.ndarray:
+    """RGB ``(tile_size, tile_size, 3)`` uint8 of tile ``i`` at the grid's resolution."""
+    x, y = (int(v) for v in grid.coords[i])
+    ts = grid.tile_size
+    return reader.read_region_downsample((x, y), (ts, ts), grid.downsample)
+
+
 def _with_sharpness(reader: SlideReader, grid: TileGrid, batch: int = 64) -> TileGrid:
     """The grid with ``quality["sharpness"]`` measured on its tiles (reads every tile)."""
-    from histoviz.tiling.dataset import read_tile
     from histoviz.tiling.quality import tile_sharpness
 
     vals = np.empty(len(grid), np.float32)

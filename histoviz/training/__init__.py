@@ -1,8 +1,8 @@
-"""Fit loops, losses, configs, cross-validation and checkpoints of the slide-level models.
+"""Configs, cross-validation runners and the demo of the slide- and spot-level models.
 
 Entry points: :func:`histoviz.training.config.load_config` and
 :func:`histoviz.training.runner.run_experiment` (what ``histoviz train`` calls);
-:func:`histoviz.training.checkpoint.load_checkpoint` rebuilds a fitted model without pickle.
+:func:`histoviz.models.checkpoint.load_checkpoint` rebuilds a fitted model without pickle.
 Submodules are imported on use so that importing this package stays light.
 """
 

@@ -64,7 +64,7 @@ def composition_recovery(run_dir: str | os.PathLike, *, max_patches: int = 20000
     from histoviz.data.synthetic import CELL_TYPES, tile_composition
     from histoviz.io.featurebag import FeatureBag
     from histoviz.io.rundir import RunDir
-    from histoviz.training.checkpoint import load_checkpoint
+    from histoviz.models.checkpoint import load_checkpoint
 
     run = RunDir(run_dir)
     root = _cohort_root(run)

@@ -235,8 +235,8 @@ def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, An
 
 def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray, test_idx: np.ndarray,
               key: str, seed: int, writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from histoviz.models.checkpoint import FittedPipeline, save_checkpoint
     from histoviz.tasks import get_task
-    from histoviz.training.checkpoint import FittedPipeline, save_checkpoint
     from histoviz.training.data import calibration_split
 
     t0 = time.perf_counter()
@@ -481,20 +481,12 @@ def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float,
               n_folds: int) -> RunResult:
     """Concatenate the fold pieces into the run's tables (written into the staging folder)."""
+    from histoviz.io.rundir import concat_pieces
+
     def cat(name: str, key_col: bool = True) -> pd.DataFrame | None:
-        parts = []
-        for key, (tables, _) in pieces.items():
-            if name in tables:
-                d = tables[name].copy()
-                if key_col and "fold" not in d.columns:
-                    d.insert(0, "fold", -1 if key == "final" else int(key))
-                if "repeat" not in d.columns:
-                    d.insert(1, "repeat", -1 if key == "final" else int(key) // n_folds)
-                parts.append(d)
-        if not parts:
-            return None
-        df = pd.concat(parts, ignore_index=True)
-        df.insert(0, "model", cfg.name)
+        df = concat_pieces(pieces, name, fold_col=key_col, n_folds=n_folds)
+        if df is not None:
+            df.insert(0, "model", cfg.name)
         return df
 
     metrics = cat("metrics")

@@ -371,7 +371,7 @@ def _labelled_predictions(model: Any, label: str, x: np.ndarray, ks: Sequence[in
 def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray, key: str, seed: int,
               writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     from histoviz.evaluation.spots import spot_metrics
-    from histoviz.training.checkpoint import FittedPipeline, save_checkpoint
+    from histoviz.models.checkpoint import FittedPipeline, save_checkpoint
 
     t0 = time.perf_counter()
     ev = cfg.evaluation.spots
@@ -578,17 +578,11 @@ def run_spot_experiment(
 
 def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.ndarray],
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
+    from histoviz.io.rundir import concat_pieces
     from histoviz.training.runner import RunResult
 
     def cat(name: str, fold_col: bool = False) -> pd.DataFrame | None:
-        parts = []
-        for key, (tables, _) in pieces.items():
-            if name in tables:
-                d = tables[name].copy()
-                if fold_col and "fold" not in d.columns:
-                    d.insert(0, "fold", -1 if key == "final" else int(key))
-                parts.append(d)
-        return pd.concat(parts, ignore_index=True) if parts else None
+        return concat_pieces(pieces, name, fold_col=fold_col)
 
     metrics = cat("metrics")
     if metrics is None:

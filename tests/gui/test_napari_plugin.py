@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 
-from histoviz.io.export import read_geojson, read_ome_tiff_heatmap
 from histoviz.io.predictions import read_predictions
+from histoviz.viz.export import read_geojson, read_ome_tiff_heatmap
 from histoviz.viz.maps import level0_to_world
 from tests.gui.conftest import (
     checkerboard,
