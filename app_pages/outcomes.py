@@ -17,7 +17,13 @@ from histoviz.viz.figures import (
     fold_spread_figure,
     km_risk_figure,
 )
-from histoviz.viz.results import auc_per_class, coverage_table, fold_values
+from histoviz.viz.results import (
+    auc_per_class,
+    coverage_table,
+    fold_summary,
+    fold_values,
+    risk_group_sizes,
+)
 
 st.title("Outcomes")
 runs = c.selected_runs(kinds=("classification", "survival"))
@@ -44,8 +50,7 @@ if surv_runs:
     if len(cidx):
         st.subheader("c-index per model")
         st.plotly_chart(fold_spread_figure(cidx, metric="Harrell's c-index"), key="cindex_chart")
-        summ = cidx.groupby(["run", "task"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
-        summ = summ.rename(columns={"mean": "c_index_mean", "std": "c_index_std", "count": "folds"})
+        summ = fold_summary(cidx, "c_index")
         st.dataframe(summ, hide_index=True, key="cindex_table",
                      column_config={"c_index_mean": c.NUMBER, "c_index_std": c.NUMBER})
         st.caption("Harrell's c-index of each fold's held-out patients (dots) and mean ± std over folds.")
@@ -73,10 +78,7 @@ if surv_runs:
             st.caption(f"Groups by each fold's own {split} of predicted risk (no fold's scale leaks into another), "
                        "then pooled. Bands: 95% confidence; ticks: censored patients; table: patients still at "
                        "risk.")
-            sizes = curves.groupby("group", sort=False).agg(patients=("n", "first"),
-                                                            censored=("censored", "sum")).reset_index()
-            sizes["events"] = sizes["patients"] - sizes["censored"]
-            st.dataframe(sizes.astype({"censored": int, "events": int}), hide_index=True, key="km_groups")
+            st.dataframe(risk_group_sizes(curves), hide_index=True, key="km_groups")
             table_download(curves, "km curves", "dl_km")
 
 # ---- classification ----------------------------------------------------------------------------

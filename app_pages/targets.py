@@ -17,6 +17,7 @@ from histoviz.viz.results import (
     list_panels,
     match_panel,
     parse_gene_list,
+    pooled_by_run,
     targets_table,
 )
 
@@ -103,14 +104,11 @@ if points:
     pts = pd.concat(points, ignore_index=True)
     st.plotly_chart(scatter_figure(pts, target=target), key="t_scatter")
     lines = []
-    for run, g in pts.groupby("run", sort=False):
-        ok = np.isfinite(g["y_true"]) & np.isfinite(g["y_pred"])
-        pooled = float(np.corrcoef(g.loc[ok, "y_true"], g.loc[ok, "y_pred"])[0, 1]) if ok.sum() > 2 else np.nan
-        folds = int(g["fold"].nunique())
-        per = sc.loc[run, "mean"] if run in sc.index else np.nan
-        lines.append(f"**{run}**: {metric} {per:.3f} (mean over {folds} folds of "
-                     f"{len(g) / max(folds, 1):.0f} held-out patients) · pooled Pearson {pooled:.3f} "
-                     f"({int(ok.sum())} patients, all folds together)")
+    for row in pooled_by_run(pts).itertuples(index=False):
+        per = sc.loc[row.run, "mean"] if row.run in sc.index else np.nan
+        lines.append(f"**{row.run}**: {metric} {per:.3f} (mean over {row.folds} folds of "
+                     f"{row.per_fold:.0f} held-out patients) · pooled Pearson {row.pooled_pearson:.3f} "
+                     f"({row.n} patients, all folds together)")
     st.markdown("  \n".join(lines))
     st.caption("Values on each run's training-fold standardised scale (the scale the model was fitted on); "
                "the per-fold correlation does not depend on it.")

@@ -243,3 +243,31 @@ def test_hover_map_figure_places_values_on_their_patches() -> None:
         assert z[r, c] == i + 1 and heat.customdata[r][c] == i
     assert "G" in heat.colorbar.title.text and mv.unit in heat.colorbar.title.text
     assert "%{z:.3g}" in heat.hovertemplate
+
+
+def test_page_summaries_equal_scipy_and_pandas():
+    from scipy import stats
+
+    from histoviz.evaluation.report import km_by_risk
+    from histoviz.viz.results import fold_summary, pooled_by_run, risk_group_sizes
+
+    rng = np.random.default_rng(0)
+    yt = rng.normal(size=60)
+    pts = pd.DataFrame({"run": ["a"] * 30 + ["b"] * 30, "fold": np.tile(np.repeat([0, 1, 2], 10), 2), "y_true": yt,
+                        "y_pred": yt + rng.normal(0, [0.3] * 30 + [2.0] * 30)})
+    pts.loc[3, "y_pred"] = np.nan  # dropped, not propagated
+    got = pooled_by_run(pts).set_index("run")
+    ok = pts.loc[:29].dropna()
+    assert got.loc["a", "pooled_pearson"] == pytest.approx(stats.pearsonr(ok["y_true"], ok["y_pred"])[0], abs=1e-12)
+    assert got.loc["a", "n"] == 29 and got.loc["b", "n"] == 30 and got.loc["a", "folds"] == 3
+    assert got.loc["a", "per_fold"] == pytest.approx(10) and got.loc["a", "pooled_pearson"] > got.loc["b", "pooled_pearson"]
+    vals = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 2, "task": "survival", "fold": [0, 1, 2, 0, 1],
+                         "value": [0.6, 0.7, 0.8, 0.5, 0.55]})
+    fs = fold_summary(vals, "c_index").set_index("run")
+    assert fs.loc["a", "c_index_mean"] == pytest.approx(0.7) and fs.loc["a", "c_index_std"] == pytest.approx(0.1)
+    assert list(fs["folds"]) == [3, 2]
+    h = pd.DataFrame({"fold": np.repeat([0, 1], 20), "risk": rng.normal(size=40), "time": rng.uniform(1, 50, 40),
+                      "event": rng.integers(0, 2, 40).astype(bool)})
+    curves, _ = km_by_risk(h, n_groups=2)
+    sizes = risk_group_sizes(curves)
+    assert sizes["patients"].sum() == 40 and sizes["events"].sum() == int(h["event"].sum())

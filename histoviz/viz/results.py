@@ -44,6 +44,7 @@ __all__ = [
     "coverage_table",
     "find_files",
     "find_runs",
+    "fold_summary",
     "fold_table",
     "fold_values",
     "gene_panel",
@@ -53,9 +54,11 @@ __all__ = [
     "match_panel",
     "parse_gene_list",
     "per_target_scores",
+    "pooled_by_run",
     "read_csv_checked",
     "resolve_under",
     "results_root",
+    "risk_group_sizes",
     "root_relative",
     "targets_table",
     "trained_on_synthetic",
@@ -410,6 +413,44 @@ def fold_values(runs: Sequence[RunData], metric: str, *, kind: str | None = None
     if not parts:
         return pd.DataFrame(columns=["run", "task", "fold", "value", "n"])
     return pd.concat(parts, ignore_index=True)
+
+
+def fold_summary(values: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Mean and std over folds of :func:`fold_values` per run and task.
+
+    Returns
+    -------
+    DataFrame ``run, task, <name>_mean, <name>_std, folds`` (std ddof=1; NaN with one fold).
+    """
+    out = values.groupby(["run", "task"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"mean": f"{name}_mean", "std": f"{name}_std", "count": "folds"})
+
+
+def pooled_by_run(points: pd.DataFrame) -> pd.DataFrame:
+    """Pooled Pearson of held-out ``y_true`` vs ``y_pred`` per run (all folds together).
+
+    Returns
+    -------
+    DataFrame ``run, pooled_pearson, n, folds, per_fold`` (``n`` finite pairs; ``per_fold``
+    held-out patients per fold; ``pooled_pearson`` NaN below 3 pairs).
+    """
+    rows = []
+    for run, g in points.groupby("run", sort=False):
+        ok = np.isfinite(g["y_true"].to_numpy(float)) & np.isfinite(g["y_pred"].to_numpy(float))
+        yt, yp = g["y_true"].to_numpy(float)[ok], g["y_pred"].to_numpy(float)[ok]
+        r = float(np.corrcoef(yt, yp)[0, 1]) if ok.sum() > 2 and yt.std() > 0 and yp.std() > 0 else np.nan
+        folds = int(g["fold"].nunique())
+        rows.append({"run": run, "pooled_pearson": r, "n": int(ok.sum()), "folds": folds,
+                     "per_fold": len(g) / max(folds, 1)})
+    return pd.DataFrame(rows, columns=["run", "pooled_pearson", "n", "folds", "per_fold"])
+
+
+def risk_group_sizes(curves: pd.DataFrame) -> pd.DataFrame:
+    """Patients, censored and events per predicted-risk group of a Kaplan-Meier table
+    (:func:`histoviz.evaluation.report.km_by_risk`)."""
+    sizes = curves.groupby("group", sort=False).agg(patients=("n", "first"), censored=("censored", "sum")).reset_index()
+    sizes["events"] = sizes["patients"] - sizes["censored"]
+    return sizes.astype({"censored": int, "events": int})
 
 
 def auc_per_class(run: RunData, block: str) -> pd.DataFrame:
