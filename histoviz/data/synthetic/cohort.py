@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import anndata
     import pandas as pd
 
-from histoviz.data.synthetic_render import CELL_TYPES, FORMAT_VERSION, MODALITIES, TISSUE_TYPES
+from histoviz.data.synthetic.render import CELL_TYPES, FORMAT_VERSION, MODALITIES, TISSUE_TYPES
 
 __all__ = ["SyntheticCohort", "SyntheticConfig", "load_synthetic_cohort", "tile_composition", "tile_truth"]
 
@@ -77,7 +77,7 @@ class SyntheticConfig:
     pen_marks, debris, bubbles
         Artefacts per slide for testing tissue detection (default none): marker strokes
         (blue, green, black), debris particles, air-bubble rims. See
-        :func:`histoviz.data.synthetic_artifacts.paint_artifacts`; their truth is stored as
+        :func:`histoviz.data.synthetic.artifacts.paint_artifacts`; their truth is stored as
         ``artifact`` in ``truth/<slide_id>.npz``.
     faint_fraction
         Fraction of each slide's tissue rendered faintly stained (default 0); truth ``faint``.
@@ -351,7 +351,7 @@ class SyntheticCohort:
         genes), ``tumour_fraction_target``; for slides with spots also ``spot_centres``,
         ``spot_composition``, ``spot_n_cells``, ``spot_expression``, ``spot_tissue_fraction``;
         with artefacts (``SyntheticConfig.pen_marks`` ...) also ``artifact`` (codes of
-        :data:`histoviz.data.synthetic_artifacts.ARTIFACT_CODES`) and ``faint`` (bool), both
+        :data:`histoviz.data.synthetic.artifacts.ARTIFACT_CODES`) and ``faint`` (bool), both
         on the label grid.
         """
         key = f"truth:{slide_id}"
