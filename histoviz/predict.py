@@ -530,6 +530,7 @@ def predict_slide(
     fold: int | str | None = None,
     batch_size: int = 64,
     mpp_override: float | None = None,
+    overlap: float | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -553,6 +554,10 @@ def predict_slide(
         Tiles per encoder batch.
     mpp_override
         The slide's microns per pixel when the file does not record it (or records it wrongly).
+    overlap
+        Tile overlap (0-0.9) instead of the run's: overlapping tiles (stride below the tile
+        size) give viewers a finer map (:meth:`histoviz.viz.layout.PatchLayout.fine_raster`) at
+        the cost of more tiles to embed.
 
     Returns
     -------
@@ -577,6 +582,8 @@ def predict_slide(
     try:
         if mpp_override is not None:
             tiling = {**tiling, "mpp_override": float(mpp_override)}
+        if overlap is not None:
+            tiling = {**tiling, "overlap": float(overlap)}
         grid = make_tile_grid(reader, TilingConfig(**tiling))
         encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
         if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):

@@ -24,8 +24,11 @@ __all__ = [
     "ROLE_COMPARE",
     "ROLE_CATEGORICAL",
     "ROLE_CONTINUOUS",
+    "ROLE_CONTOUR",
     "ROLE_PINNED",
+    "ROLE_REGIONS",
     "ROLE_SELECTION",
+    "ROLE_SLIDE",
     "SlideInfo",
     "heatmap_layer_data",
     "label_features",
@@ -46,6 +49,8 @@ ROLE_CATEGORICAL = "categories"
 ROLE_SELECTION = "selection"
 ROLE_PINNED = "pinned"
 ROLE_COMPARE = "compare"
+ROLE_CONTOUR = "contour"
+ROLE_REGIONS = "regions"
 UM = "micrometer"
 
 
@@ -87,6 +92,8 @@ def slide_layer_data(
         "path": str(reader.path) if reader.path else None,
         "dimensions": tuple(int(v) for v in reader.dimensions),
         "mpp": mpp,
+        "mpp_source": reader.meta.mpp_source if mpp else None,
+        "mpp_sources": {str(k): float(v) for k, v in reader.meta.mpp_sources.items()},
         "predictions": predictions,
     }
     kwargs: dict[str, Any] = {
