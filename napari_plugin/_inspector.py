@@ -181,32 +181,28 @@ class SlidePredictionPanel(QLabel):
         self.setText("<br>".join(html.escape(r["line"]) for r in rows))
 
 
-class InspectorPanel(QWidget):
-    """The slide-level prediction and the patch inspector; owns the selected patch and its
-    outline layer (a click on the tissue selects the patch under it)."""
+class InspectorPanel:
+    """The slide-level prediction and the patch inspector (two boxes, :attr:`slide_box` and
+    :attr:`patch_box`, that the widget places); owns the selected patch and its outline layer
+    (a click on the tissue selects the patch under it)."""
 
     def __init__(self, session: Session) -> None:
-        super().__init__()
         self.session = session
         self.viewer = session.viewer
         self.selected: int | None = None
         self.summary: dict[str, Any] | None = None
         self.outline: Any = None
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        box = QGroupBox("Slide-level prediction")
-        v = QVBoxLayout(box)
+        self.slide_box = QGroupBox("Slide-level prediction")
+        v = QVBoxLayout(self.slide_box)
         self.slide_panel = SlidePredictionPanel()
         v.addWidget(self.slide_panel)
-        lay.addWidget(box)
-        box = QGroupBox("Patch (click on the tissue)")
-        v = QVBoxLayout(box)
+        self.patch_box = QGroupBox("Patch (click on the tissue)")
+        v = QVBoxLayout(self.patch_box)
         self.patch_panel = PatchPanel()
         v.addWidget(self.patch_panel)
-        lay.addWidget(box)
         session.changed.connect(self._on_changed)
         session.moved.connect(lambda: self._outline(self.selected))
-        self.viewer.layers.events.removed.connect(self._on_removed)
+        session.on_layers("removed", self._on_removed)
 
     def _on_changed(self) -> None:
         from histoviz.viz.summary import slide_predictions

@@ -14,6 +14,7 @@ from histoviz.viz.export import read_geojson, read_ome_tiff_heatmap
 from histoviz.viz.maps import level0_to_world
 from tests.gui.conftest import (
     checkerboard,
+    fresh,
     patch_pixels,
     patch_world_centre,
     pixel,
@@ -322,10 +323,11 @@ def test_model_errors_are_messages(slide_viewer, qtbot, tmp_path):
     assert widget.message_is_error and "config.yaml is missing" in widget.message
 
 
-def test_prediction_file_opens_with_its_slide(make_napari_viewer, svs_predictions, qtbot):
+def test_prediction_file_opens_with_its_slide(module_viewer, svs_predictions, qtbot):
     from napari_plugin._widget import PredictionWidget
 
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     layers = viewer.open(str(svs_predictions), plugin="histoviz")
     assert [la.name for la in layers] == ["CMU-1-Small-Region", "map: gene MARKER"]
     widget = PredictionWidget(viewer)
@@ -335,9 +337,10 @@ def test_prediction_file_opens_with_its_slide(make_napari_viewer, svs_prediction
     assert len(viewer.layers) == 2 and widget._current_layer() is layers[1]
 
 
-def test_sample_data_real_slide_is_labelled_simulated(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_sample_data_real_slide_is_labelled_simulated(module_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("HISTOVIZ_CACHE", str(tmp_path))
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     viewer.open_sample("histoviz", "real")
     assert [la.name for la in viewer.layers] == ["CMU-1-Small-Region", "map: simulated cell type tumour"]
     widget = viewer.window.dock_widgets["Prediction maps (histoviz)"]
@@ -349,18 +352,19 @@ def test_sample_data_real_slide_is_labelled_simulated(make_napari_viewer, qtbot,
         assert widget.display.colorbar_text()[0].startswith("simulated ")
         assert "simulated values" in widget.message
     # nothing the sample has no model for: no grade, risk, attention or uncertainty maps
-    assert not {"grade_proba", "risk", "attention", "grade_set_size"} & set(widget._maps)
+    assert not {"grade_proba", "risk", "attention", "grade_set_size"} & set(widget.map_panel.available)
     assert "No slide-level prediction" in widget.slide_panel.text()
     widget.select_patch(3)
     assert "simulated values" in widget.patch_label.text() and "top simulated genes" in widget.patch_label.text()
 
 
-def test_histoviz_can_be_made_the_default_slide_reader(make_napari_viewer, svs_path, tmp_path, monkeypatch):
+def test_histoviz_can_be_made_the_default_slide_reader(module_viewer, svs_path, tmp_path, monkeypatch):
     import napari.settings as napari_settings
 
     from napari_plugin.__main__ import set_default_reader
 
-    viewer = make_napari_viewer()
+    viewer = module_viewer
+    fresh(viewer)
     cfg = tmp_path / "settings.yaml"
     monkeypatch.setattr(napari_settings, "_SETTINGS", napari_settings.NapariSettings(config_path=cfg))
     set_default_reader()

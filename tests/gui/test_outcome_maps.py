@@ -90,7 +90,7 @@ def test_run_the_trained_outcome_model_in_the_widget(make_napari_viewer, synthet
     assert widget.adata is not None, widget.message
     assert widget.adata.uns["histoviz"]["model"] == "abmil-grade-survival" and widget.warning is None
     assert seen and seen[-1] == widget.progress.maximum() == widget.adata.n_obs + 1
-    assert OUTCOME_KINDS <= set(widget._maps)
+    assert OUTCOME_KINDS <= set(widget.map_panel.available)
     # the same run on the same slide gives the sample file's values
     want = read_predictions(synthetic_sample.predictions)
     assert widget.adata.obs["risk"].to_numpy() == pytest.approx(want.obs["risk"].to_numpy(), rel=1e-4, abs=1e-5)
