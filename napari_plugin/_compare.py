@@ -40,12 +40,16 @@ __all__ = ["ComparePanel"]
 
 
 def _show_overlays(layer: Any, on: bool) -> None:
-    """Title (layer-name overlay) and, for images, colour bar of a map in its grid panel."""
+    """Title (layer-name overlay, top left) and, for images, colour bar (bottom right) of a map in
+    its grid panel."""
     with contextlib.suppress(AttributeError):
         layer.name_overlay.visible = on
+        layer.name_overlay.font_size = 12
     bar = getattr(layer, "colorbar", None)
     if bar is not None:
         bar.visible = on
+        with contextlib.suppress(AttributeError, ValueError):
+            bar.position = "bottom_right"
 
 
 def _model_of(adata: Any) -> str:
@@ -79,6 +83,8 @@ class ComparePanel:
         self.btn_file.clicked.connect(self._choose_file)
         maps.compare_row.addWidget(self.btn)
         maps.compare_row.addWidget(self.btn_file)
+        self.btn.setText("Side by side…")
+        self.btn_file.setText("With a file…")
         maps.shown.connect(self._follow)
         session.changed.connect(self.end)
         session.on_layers("removed", self._on_removed)
@@ -125,10 +131,10 @@ class ComparePanel:
             return False
         self.end()
         mv = map_values(self.session.maps, spec)
-        kwargs, ltype = self.maps.layer_kwargs(mv, ROLE_COMPARE, f"right: {mv.title}")
+        kwargs, ltype = self.maps.layer_kwargs(mv, ROLE_COMPARE, f"right · {mv.title}")
         kwargs["opacity"] = self.maps.display.opacity.value() / 100.0
         right = self.maps.add_layer(mv, kwargs, ltype)
-        self._start(right, mv, slide_copy=True, left_title=f"left: {self.maps.current.title}")
+        self._start(right, mv, slide_copy=True, left_title=f"left · {self.maps.current.title}")
         self.session.say(f"Side by side: {self.maps.current.label} | {mv.label} (one camera; click 'Side by side' "
                          "again to go back).")
         return True
@@ -176,7 +182,8 @@ class ComparePanel:
             sinfo = slide_info(slide_layer)
         self.end()
         layout = PatchLayout.from_adata(other)
-        title = f"right: {_model_of(other)} · {other.uns['histoviz'].get('slide_id')} · {mv.title}"
+        where = "" if same else f" · {other.uns['histoviz'].get('slide_id')}"
+        title = f"{_model_of(other)}{where} · {mv.title}"
         data, kwargs, ltype = map_layer_data(layout, mv, sinfo, role=ROLE_COMPARE, adata_info=info_o, name=title)
         kwargs["metadata"][META_KEY].update(owner=self.session.owner, predictions=str(Path(path).resolve()))
         left = self.maps.current_layer()
@@ -190,8 +197,8 @@ class ComparePanel:
 
             make_read_only(right)
         self.other = other
-        left_title = (f"left: {_model_of(self.session.adata)} · {self.session.adata.uns['histoviz'].get('slide_id')}"
-                      f" · {left_mv.title}")
+        where = "" if same else f" · {self.session.adata.uns['histoviz'].get('slide_id')}"
+        left_title = f"{_model_of(self.session.adata)}{where} · {left_mv.title}"
         self._start(right, mv, slide_copy=same, slide_layer=slide_layer, left_title=left_title)
         what = "another model on this slide" if same else "another slide"
         self.session.say(f"Side by side ({what}): {left_mv.label} | {mv.label} from {Path(path).name} (one camera).")
@@ -221,7 +228,8 @@ class ComparePanel:
         grid = viewer.canvas.grid
         self.state = {"map": right, "slide": copy, "mv": mv, "visible": visible,
                       "grid": (grid.enabled, grid.stride, tuple(grid.shape)),
-                      "left": left, "left_name": left.name if left is not None else None}
+                      "left": left, "left_name": left.name if left is not None else None,
+                      "left_prefix": left_title.rsplit(" · ", 1)[0], "right_prefix": right.name.rsplit(" · ", 1)[0]}
         if left is not None:
             with self.maps.programmatic():
                 left.name = left_title
@@ -260,11 +268,11 @@ class ComparePanel:
             right.colormap = left.colormap
             right.contrast_limits_range = tuple(left.contrast_limits_range)
             right.contrast_limits = tuple(left.contrast_limits)
-        right.name = right.name.rsplit(" · ", 1)[0] + f" · {mv_r.title}"
+        right.name = f"{self.state['right_prefix']} · {mv_r.title}"
         left = self.state.get("left")
         if left is not None:
             with self.maps.programmatic():
-                left.name = left.name.rsplit(" · ", 1)[0] + f" · {mv.title}"
+                left.name = f"{self.state['left_prefix']} · {mv.title}"
         self.state["mv"] = mv_r
 
     def end(self) -> None:

@@ -7,7 +7,6 @@ and listens to its signals; what the user sets is remembered per map by the map 
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +23,8 @@ from qtpy.QtWidgets import (
     QSlider,
     QVBoxLayout,
 )
+
+from napari_plugin._layers import esc
 
 if TYPE_CHECKING:
     from histoviz.viz.maps import MapValues
@@ -140,7 +141,7 @@ class DisplayPanel(QGroupBox):
     def show_map(self, mv: MapValues, layer: Any, *, threshold: float | None, data_range: tuple[float, float]) -> None:
         """Show the controls of ``mv`` drawn by ``layer`` (an Image or Labels layer)."""
         self._continuous = not mv.categorical
-        self.title.setText(f"<b>{html.escape(mv.title)}</b>")
+        self.title.setText(f"<b>{esc(mv.title)}</b>")
         if mv.categorical:
             from histoviz.viz.colors import legend_entries
 
@@ -149,7 +150,7 @@ class DisplayPanel(QGroupBox):
             self.cbar_hi.setText("")
             rows = "".join(
                 f'<span style="background-color:#{r:02x}{g:02x}{b:02x}">&nbsp;&nbsp;&nbsp;&nbsp;'
-                f"</span>&nbsp;{html.escape(name)}&nbsp;&nbsp; "
+                f"</span>&nbsp;{esc(name)}&nbsp;&nbsp; "
                 for name, (r, g, b) in legend_entries(mv.categories)
             )
             self.legend.setText(rows)
@@ -197,6 +198,7 @@ class DisplayPanel(QGroupBox):
 
     def colorbar_text(self) -> tuple[str, str, str]:
         """``(title, low end, high end)`` as shown (for tests and screenshots)."""
+        import html
         import re
 
-        return re.sub("<[^>]+>", "", self.title.text()), self.cbar_lo.text(), self.cbar_hi.text()
+        return html.unescape(re.sub("<[^>]+>", "", self.title.text())), self.cbar_lo.text(), self.cbar_hi.text()

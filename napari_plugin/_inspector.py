@@ -9,7 +9,6 @@ layer around it.
 from __future__ import annotations
 
 import contextlib
-import html
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QGroupBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from napari_plugin._layers import META_KEY, ROLE_SELECTION
+from napari_plugin._layers import META_KEY, ROLE_SELECTION, esc
 from napari_plugin._session import Session, reports_errors
 
 __all__ = ["BarChart", "InspectorPanel", "PatchPanel", "SlidePredictionPanel"]
@@ -105,7 +104,7 @@ class PatchPanel(QWidget):
 
     def _chart(self, label: str) -> tuple[QLabel, BarChart]:
         if label not in self.charts:
-            title = QLabel(f"<b>{html.escape(label)}</b>")
+            title = QLabel(f"<b>{esc(label)}</b>")
             chart = BarChart()
             self._lay.addWidget(title)
             self._lay.addWidget(chart)
@@ -116,7 +115,6 @@ class PatchPanel(QWidget):
         """Show :func:`histoviz.viz.summary.patch_summary` of one patch."""
         from histoviz.viz.colors import category_colors
 
-        esc = html.escape
         lines = [f"<b>{esc(s['name'])}</b> (patch {s['index']})"
                  + (" <span style='color:#e0a040'>simulated values</span>" if s.get("simulated") else ""),
                  f"top-left x={s['x']}, y={s['y']} px, {s['size']} px wide (level 0)"]
@@ -178,7 +176,7 @@ class SlidePredictionPanel(QLabel):
         if not rows:
             self.setText("No slide-level prediction in this file." + (" The maps are simulated." if simulated else ""))
             return
-        self.setText("<br>".join(html.escape(r["line"]) for r in rows))
+        self.setText("<br>".join(esc(r["line"]) for r in rows))
 
 
 class InspectorPanel:

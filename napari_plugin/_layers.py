@@ -30,6 +30,7 @@ __all__ = [
     "ROLE_SELECTION",
     "ROLE_SLIDE",
     "SlideInfo",
+    "esc",
     "heatmap_layer_data",
     "label_features",
     "layer_meta",
@@ -66,6 +67,13 @@ class SlideInfo:
     units: tuple[Any, ...] | None
     path: str | None
     mpp: float | None
+
+
+def esc(text: Any) -> str:
+    """``text`` for a Qt rich-text label: ``<``, ``>`` and ``&`` escaped, quotes kept as they are."""
+    import html
+
+    return html.escape(str(text), quote=False)
 
 
 def layer_meta(layer: Any) -> dict[str, Any]:

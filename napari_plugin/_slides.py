@@ -11,7 +11,6 @@ predictions shown (:func:`histoviz.viz.summary.describe_predictions`) and warn a
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import logging
 from pathlib import Path
@@ -32,7 +31,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_plugin._layers import META_KEY, ROLE_SLIDE, UM, layer_meta, slide_info
+from napari_plugin._layers import META_KEY, ROLE_SLIDE, UM, esc, layer_meta, slide_info
 from napari_plugin._runner import ModelRunner
 from napari_plugin._session import Session, reports_errors
 
@@ -116,17 +115,17 @@ class SlideBox(QGroupBox):
         row.addWidget(self.btn_load)
         row.addWidget(self.btn_run)
         form.addLayout(row)
-        row = QHBoxLayout()
         self.allow_other_id = QCheckBox("Accept another slide id (renamed file)")
-        row.addWidget(self.allow_other_id)
+        form.addWidget(self.allow_other_id)
+        row = QFormLayout()
         self.overlap = QDoubleSpinBox()
         self.overlap.setRange(0.0, 0.75)
         self.overlap.setSingleStep(0.25)
         self.overlap.setDecimals(2)
-        self.overlap.setPrefix("overlap ")
+        self.overlap.setSpecialValueText("none")
         self.overlap.setToolTip("Tile overlap for 'Run model' (0.5: stride half the tile size): slower, and the "
                                 "map panel can then average overlapping tiles into a finer map")
-        row.addWidget(self.overlap)
+        row.addRow("Tile overlap (run)", self.overlap)
         form.addLayout(row)
         row = QHBoxLayout()
         self.progress = self.runner.progress
@@ -340,12 +339,12 @@ class SlideBox(QGroupBox):
             where = f"on {s.info.name}" if s.info else "(no slide open: maps in pixels)"
             name = Path(s.source).name if s.source and not s.source.startswith("model ") else "model run"
             self.source_label.setText(
-                f"{html.escape(name)}: {html.escape(describe_predictions(s.maps))} {html.escape(where)}"
-                + (f"<br>model: {html.escape(str(model))}" if model else ""))
+                f"{esc(name)}: {esc(describe_predictions(s.maps))} {esc(where)}"
+                + (f"<br>model: {esc(str(model))}" if model else ""))
 
     def _show_warnings(self, *_: Any) -> None:
         texts = [t for t in (self.session.warning, self.mpp_warning) if t]
         with contextlib.suppress(RuntimeError):
-            self.warning_label.setText("<br>".join(f"Warning: {html.escape(t)}" for t in texts))
+            self.warning_label.setText("<br>".join(f"Warning: {esc(t)}" for t in texts))
             self.warning_label.setVisible(bool(texts))
 

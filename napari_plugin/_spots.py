@@ -17,7 +17,6 @@ Everything computed lives in :mod:`histoviz.viz.spots` and :func:`histoviz.viz.m
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 from pathlib import Path
@@ -36,7 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_plugin._layers import META_KEY, slide_info_from_reader, slide_layer_data
+from napari_plugin._layers import META_KEY, esc, slide_info_from_reader, slide_layer_data
 
 if TYPE_CHECKING:
     import napari
@@ -143,17 +142,18 @@ def spot_layers(view: Any, gene: str | None = None, *, side_by_side: bool = True
         label_text.append(_side_title(view, gene, which))
     if sides:
         size = max(view.diameter * scale[0], 1e-6)
-        layers.append((np.asarray(label_pos, np.float64), {
-            "name": "spot panels", "size": 0.0, "features": {"title": label_text},
-            "text": {"string": "{title}", "color": "white", "size": 14, "anchor": "upper_left",
-                     "translation": (-size, 0.0)},
-            "metadata": {META_KEY: {"role": ROLE_SPOT_LABELS, "source": view.source}},
-            **({"units": units} if units else {})}, "points"))
         layers.append((np.full((1, 1), np.nan, np.float32), {
             "name": f"colour scale: {gene} ({UNIT})", "colormap": CMAP, "contrast_limits": lim, "opacity": 0.0,
             "scale": (size, size), "translate": (label_pos[0][0], label_pos[0][1]),
             "metadata": {META_KEY: {"role": ROLE_SPOT_SCALE, "source": view.source, "gene": gene}},
             **({"units": units} if units else {})}, "image"))
+        layers.append((np.asarray(label_pos, np.float64), {
+            "name": "spot panels", "size": 0.0, "face_color": "transparent", "border_width": 0.0,
+            "features": {"title": label_text},
+            "text": {"string": "{title}", "color": "white", "size": 11, "anchor": "upper_left",
+                     "translation": (-size, 0.0)},
+            "metadata": {META_KEY: {"role": ROLE_SPOT_LABELS, "source": view.source}},
+            **({"units": units} if units else {})}, "points"))
     return layers
 
 
@@ -309,7 +309,7 @@ class SpotWidget(QWidget):
         row = np.ascontiguousarray(np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), 8, axis=0))
         img = QImage(row.data, row.shape[1], row.shape[0], row.strides[0], QImage.Format_RGB888).copy()
         self.colorbar.setPixmap(QPixmap.fromImage(img))
-        self.title.setText(f"<b>{html.escape(gene)}</b> ({html.escape(UNIT)}), measured and predicted")
+        self.title.setText(f"<b>{esc(gene)}</b> ({esc(UNIT)}), measured and predicted")
         self.cbar_lo.setText(f"{lim[0]:.3g}")
         self.cbar_hi.setText(f"{lim[1]:.3g}")
 
@@ -338,7 +338,7 @@ class SpotWidget(QWidget):
             try:
                 full = view.on_full_resolution(slide)
             except HistovizError as e:
-                self.info.setText(f"<span style='color:#e0475b'>{html.escape(str(e))}</span>")
+                self.info.setText(f"<span style='color:#e0475b'>{esc(str(e))}</span>")
                 return False
             for layer in list(self.viewer.layers):
                 meta = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}

@@ -113,6 +113,7 @@ class PredictionWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         inner = QWidget()
         lay = QVBoxLayout(inner)
         scroll.setWidget(inner)

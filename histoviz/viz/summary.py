@@ -265,6 +265,9 @@ def describe_predictions(adata: ad.AnnData | PredictionMaps) -> str:
         elif kind == "classification":
             parts.append(f"{block} ({n} classes)")
         else:
+            main = str(a.uns.get("histoviz", {}).get("modality", "") or "")
+            fr = pm.frame(f"pred_{block}")
+            n = a.n_vars if block == main else (fr.shape[1] if fr is not None else n)
             ts = scales.get(block) if isinstance(scales, Mapping) else None
             unit = f", {ts['unit']}" if isinstance(ts, Mapping) and ts.get("unit") else ""
             parts.append(f"{block} ({n} targets{unit})")

@@ -374,3 +374,38 @@ def test_histoviz_can_be_made_the_default_slide_reader(module_viewer, svs_path, 
     set_default_reader(enable=False)
     assert "histoviz" not in cfg.read_text()
 
+
+
+def test_a_clean_start_shows_no_warning(tmp_path):
+    """Issue 17.8: every launch showed "napari support for the PyQt5 backend is deprecated"; with the
+    Qt binding napari recommends (the ``napari`` extra installs PyQt6) a fresh process that opens the
+    viewer, docks the widget and opens the real sample shows no warning notification."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, napari, qtpy
+from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QApplication
+v = napari.Viewer(show=True)
+v.window.add_plugin_dock_widget("histoviz", "Prediction maps")
+v.open_sample("histoviz", "real")
+for _ in range(20):
+    QApplication.processEvents()
+recs = [(str(n.severity), str(n.message)) for n in notification_manager.records]
+print("RESULT " + json.dumps({"api": qtpy.API_NAME, "records": recs, "layers": [la.name for la in v.layers]}))
+v.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "QT_API"}
+    env["HISTOVIZ_CACHE"] = str(tmp_path)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert r.returncode == 0 and line is not None, r.stdout[-2000:] + r.stderr[-2000:]
+    got = json.loads(line[len("RESULT "):])
+    assert got["api"] in ("PyQt6", "PySide6"), got["api"]
+    assert got["layers"][0] == "CMU-1-Small-Region"
+    bad = [m for sev, m in got["records"] if sev.lower() in ("warning", "error")]
+    assert bad == [], bad
+    assert "deprecated" not in r.stderr

@@ -107,14 +107,15 @@ def clinical_file(tmp_path_factory, svs_path):
 # ------------------------------------------------------------------------------------------------
 # 2. resolution
 # ------------------------------------------------------------------------------------------------
-def test_resolution_field_for_a_slide_without_one(module_viewer, png_path, svs_path, qtbot, tmp_path, monkeypatch):
+def test_resolution_field_for_a_slide_without_one(module_viewer, plain_tiff_path, svs_path, qtbot, tmp_path,
+                                                   monkeypatch):
     from napari_plugin._slides import remembered_mpp
     from napari_plugin._widget import PredictionWidget
 
     monkeypatch.setenv("HISTOVIZ_CACHE", str(tmp_path))
     viewer = module_viewer
     fresh(viewer)
-    (layer,) = viewer.open(str(png_path), plugin="histoviz")
+    (layer,) = viewer.open(str(plain_tiff_path), plugin="histoviz")
     widget = PredictionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Prediction maps")
     assert tuple(layer.scale) == (1.0, 1.0) and widget.mpp_edit.text() == ""
@@ -129,7 +130,7 @@ def test_resolution_field_for_a_slide_without_one(module_viewer, png_path, svs_p
     widget.mpp_edit.returnPressed.emit()
     assert not widget.message_is_error and tuple(layer.scale) == (0.5, 0.5)
     assert [str(u) for u in layer.units] == ["micrometer", "micrometer"] and widget.warning is None
-    assert remembered_mpp() == {str(png_path.resolve()): 0.5}
+    assert remembered_mpp() == {str(plain_tiff_path.resolve()): 0.5}
     # a model run tiles the slide at the entered resolution
     seen = []
 
@@ -143,7 +144,7 @@ def test_resolution_field_for_a_slide_without_one(module_viewer, png_path, svs_p
     assert seen == [0.5]
     # remembered: the slide opened again (a new widget, as after a restart) gets it back
     fresh(viewer)
-    (layer,) = viewer.open(str(png_path), plugin="histoviz")
+    (layer,) = viewer.open(str(plain_tiff_path), plugin="histoviz")
     widget = PredictionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Prediction maps")
     assert tuple(layer.scale) == (0.5, 0.5) and widget.mpp_edit.text() == "0.5"
@@ -156,7 +157,7 @@ def test_resolution_field_for_a_slide_without_one(module_viewer, png_path, svs_p
     assert widget.mpp_edit.text() == "0.499"
     assert widget.set_mpp("0.25") and tuple(layer.scale) == (0.25, 0.25)
     text = widget.warning_label.text()
-    assert widget.warning_label.isVisible() and "0.25 um/px" in text and "0.499 um/px (aperio)" in text
+    assert widget.warning_label.isVisibleTo(widget) and "0.25 um/px" in text and "slide's own 0.499 um/px (openslide)" in text
     _settle(qtbot)
     save_screenshot(viewer, "napari_mpp_warning")
 
@@ -169,15 +170,15 @@ def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, 
     adata = read_predictions(clinical_file)
     assert widget.load_predictions(clinical_file), widget.message
     # the most useful map first: survival at a horizon, in the training data's time unit
-    assert str(widget.current.spec) == "survival_probability:1 year"
-    assert widget.display.colorbar_text() == ("survival at 1 year (probability)", "0", "1")
+    assert str(widget.current.spec) == "survival_probability:3 years"  # the middle of 1, 3, 5 years
+    assert widget.display.colorbar_text() == ("survival at 3 years (probability)", "0", "1")
     from histoviz.evaluation.survival import survival_probability
 
     s = adata.obsm["survival_function"].to_numpy()
     edges = [0, 14, 40, 70, np.inf]
     full = np.column_stack([s, np.zeros(len(s))])
     got = widget.layout.values_from_raster(widget._current_layer().data)
-    np.testing.assert_allclose(got, survival_probability(full, edges, 12.0), rtol=1e-5)
+    np.testing.assert_allclose(got, survival_probability(full, edges, 36.0), rtol=1e-5)
     # what the predictions are, and the slide in months, not "-sum S"
     src = widget.source_label.text()
     assert "48 patches; gene (2 targets, log10(1 + CP10k)), grade (3 classes), survival (4 time bins, months)" in src
@@ -202,7 +203,7 @@ def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, 
     assert widget.show_map("gene:MKI67")
     np.testing.assert_allclose(widget.current.values, np.asarray(adata[:, "MKI67"].X).ravel() * 0.3 + 1.2, rtol=1e-5)
     assert widget.display.colorbar_text()[0] == "gene MKI67 (log10(1 + CP10k))"
-    assert widget.scale_combo.isVisible() and widget.scale_combo.count() == 3
+    assert widget.scale_combo.isVisibleTo(widget) and widget.scale_combo.count() == 3
     widget.scale_combo.setCurrentIndex(widget.scale_combo.findData("percentile"))
     widget.scale_combo.activated.emit(widget.scale_combo.currentIndex())
     assert str(widget.current.spec) == "gene:MKI67@percentile"
@@ -212,7 +213,7 @@ def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, 
     # a category map: legend, no paint tools
     assert widget.show_map("grade_class")
     labels = widget._current_layer()
-    assert not labels.editable and "G3" in widget.legend.text() and not widget.scale_combo.isVisible()
+    assert not labels.editable and "G3" in widget.legend.text() and not widget.scale_combo.isVisibleTo(widget)
     assert widget.show_map("survival_probability:6 months")
     _settle(qtbot)
     save_screenshot(viewer, "napari_survival_months")
@@ -306,7 +307,8 @@ def test_regions_on_tumour_and_stroma_differ_in_predicted_tumour_weight(
     assert layer.mode == "add_polygon" and viewer.layers.selection.active is layer
     scale, translate = widget._geometry()
     for name in ("tumour", "stroma"):
-        layer.add_polygons([_box_around(lay, blocks[name], scale, translate)])
+        box = _box_around(lay, blocks[name], scale, translate)
+        layer.add_polygons([np.array([layer.world_to_data(w) for w in box])])  # data coordinates, as drawn
         layer.features = {"name": np.asarray([*list(layer.features["name"])[:-1], name], dtype=object)}
     layer.mode = "pan_zoom"
     widget.regions.update_table()
@@ -323,7 +325,7 @@ def test_regions_on_tumour_and_stroma_differ_in_predicted_tumour_weight(
     import pandas as pd
 
     t = pd.read_csv(out)
-    assert set(t["region"]) == {"tumour", "stroma"} and {"cell_type:tumour", "cell_type:stroma"} <= set(t["map"])
+    assert set(t["region"]) == {"tumour", "stroma"} and {"cell_type:tumour", "cell_type:fibroblast"} <= set(t["map"])
     assert pd.read_csv(tmp_path / "regions_comparison.csv")["excludes_zero"].iloc[0]
     regs = read_qupath_geojson(widget.regions.export_geojson(tmp_path / "regions.geojson"))
     assert [r.name for r in regs] == ["tumour", "stroma"]
@@ -351,7 +353,7 @@ def test_two_models_side_by_side_share_camera_titles_and_colour_scale(
     grid = viewer.canvas.grid
     assert grid.enabled and grid.actual_shape(viewer.layers) == (1, 2)
     left, right = widget._current_layer(), widget.comparison.state["map"]
-    assert left.name.startswith("left: test fixture") and right.name.startswith("right: second fixture")
+    assert left.name == "test fixture · gene MARKER (target space)" and right.name.startswith("second fixture · ")
     assert left.name_overlay.visible and right.name_overlay.visible
     assert left.colorbar.visible and right.colorbar.visible
     assert tuple(right.contrast_limits) == tuple(left.contrast_limits) and right.colormap.name == "gray"
