@@ -250,7 +250,7 @@ def _embed(a: argparse.Namespace) -> int:
 def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
     import contextlib
 
-    from histoviz._atomic import atomic_write_text, clean_stale_temps
+    from histoviz._atomic import atomic_write_text, clean_stale_temps, make_output_dir
     from histoviz.errors import ConfigError, LockedError
     from histoviz.features.cohort import check_feature_folder
     from histoviz.features.embed import EmbedStats, embed_slide
@@ -270,7 +270,7 @@ def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
     with staged as local, open_slide(local, slide_id=sid) as r:
         out = a.out / f"{r.slide_id}.h5"
         check_feature_folder(a.out, recipe, overwrite=a.overwrite)
-        a.out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(a.out)
         clean_stale_temps(a.out)
         with SlideLock(a.out, r.slide_id) as lock:
             if not lock.acquire():

@@ -37,6 +37,7 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
         raise DataError(f"{path}: cannot read cohort table ({type(e).__name__}: {e})") from e
     if "patient_id" not in df.columns and "slide_id" in df.columns:
         df["patient_id"] = df["slide_id"]
+        df.attrs["patient_id_from_slide_id"] = True  # training refuses this unless told (see training.data)
     if "slide_id" not in df.columns and "path" in df.columns:
         df["slide_id"] = [Path(p).name.split(".")[0] for p in df["path"]]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -44,6 +45,8 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
         raise DataError(f"{path}: cohort table lacks column(s) {missing}; need {list(REQUIRED_COLUMNS)}")
     if df.empty:
         raise DataError(f"{path}: cohort table has no rows")
+    blank = df["patient_id"].isna() | (df["patient_id"].astype(str).str.strip() == "")
+    df.attrs["slides_without_patient"] = df["slide_id"][blank].astype(str).tolist()  # refused by training
     df["slide_id"] = df["slide_id"].astype(str)
     df["patient_id"] = df["patient_id"].astype(str)
     dup = df["slide_id"][df["slide_id"].duplicated()].unique().tolist()

@@ -476,4 +476,8 @@ def _survival(cohort: pd.DataFrame, patients: Sequence[str], name: str, spec: Ou
                         f"{_some(bad_e)} have {seen}")
     present = np.isfinite(t) & np.isfinite(e)
     ev = np.where(present, np.nan_to_num(e), -1).astype(np.int64)
+    if present.any() and not (ev == 1).any():
+        raise DataError(f"{src}: column {spec.event!r} is 0 (censored) for every patient, so there is no event "
+                        "to learn or score survival from; check the column (1 = event, 0 = censored) or drop "
+                        f"data.outcomes.{name}")
     return SurvivalBlock(name, t, ev, present, time_unit=spec.time_unit, n_bins=spec.n_bins)

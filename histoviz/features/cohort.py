@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from histoviz._atomic import atomic_write_text, clean_stale_temps
-from histoviz.errors import ConfigError, HistovizError
+from histoviz._atomic import atomic_write_text, clean_stale_temps, make_output_dir
+from histoviz.errors import ConfigError, HistovizError, StorageError
 from histoviz.features.report import CohortEmbedResult, SlideStatus
 
 __all__ = ["CohortEmbedResult", "SlideStatus", "check_feature_folder", "embed_cohort"]
@@ -127,6 +127,8 @@ def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
             _embed_path(Path(path), slide_id, out, enc, job, stats, cb, st, open_slide,
                         embed_slide, TilingConfig, device)
         st.status, st.path, st.n_tiles = "done", str(out), stats.n_tiles
+    except StorageError:
+        raise  # a full or read-only disk stops the run: no other slide can be written either
     except HistovizError as e:
         st.error = str(e)
     except Exception as e:  # a corrupt slide must not take the cohort down
@@ -265,6 +267,9 @@ def embed_cohort(
     ConfigError
         Bad settings, an unreachable scheduler, or a folder/bags made with another recipe
         (without ``overwrite``).
+    StorageError
+        ``out_dir`` is a file, read-only, or full: the run stops (finished bags are kept, a
+        rerun resumes).
     """
     from histoviz.features.embed import resolve_device
     from histoviz.features.encoders import encoder_info
@@ -291,8 +296,7 @@ def embed_cohort(
     tiling = dict(tiling or {})
     tcfg = TilingConfig(**tiling)  # validate early
     recipe = make_recipe(encoder, tcfg, encoder_kwargs=encoder_kwargs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out_dir)
     check_feature_folder(out, recipe, overwrite=overwrite)
     removed = clean_stale_temps(out)  # temp files of writers that died
     if removed:
@@ -356,8 +360,11 @@ def embed_cohort(
         order = {sid: i for i, sid in enumerate(cohort["slide_id"].astype(str))}
         result.slides.sort(key=lambda s: order.get(s.slide_id, 1 << 30))
         tbl = result.table()
-        if not tbl.empty:
-            atomic_write_text(out / "embed_summary.csv", tbl.to_csv(index=False))
+        try:
+            if not tbl.empty:
+                atomic_write_text(out / "embed_summary.csv", tbl.to_csv(index=False))
+        except OSError as e:  # a full disk: the run's own error says so
+            log.warning("could not write the run summary in %s: %s", out, e)
         run = {"run_id": f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", "started": started,
                "wall_seconds": time.perf_counter() - t_start, "out_dir": str(out),
                "recipe": recipe, "workers": n_workers if (scheduler or n_workers) else 0,
@@ -416,6 +423,9 @@ def _run_dask(todo: list[tuple[str, str]], out_dir: str, job: dict[str, Any], wo
         for fut in as_completed(futs):
             try:
                 on_done(fut.result())
+            except StorageError:
+                client.cancel(futs)
+                raise
             except Exception as e:  # worker died (e.g. segfault in a decoder)
                 sid = str(fut.key).removeprefix("embed-")
                 path = dict(todo).get(sid, "")

@@ -51,7 +51,7 @@ import pandas as pd
 from histoviz._atomic import atomic_path, atomic_write_text
 from histoviz.errors import DataError
 
-__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "concat_pieces", "fingerprint", "is_run_dir"]
+__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "check_run_out", "concat_pieces", "fingerprint", "is_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,30 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (p / "run.json").is_file() or ((p / "metrics.parquet").is_file() and (p / "checkpoints").is_dir())
 
 
+def check_run_out(out: str | os.PathLike) -> Path:
+    """Refuse a run folder that would replace something that is not a run, before any work.
+
+    A run replaces only an earlier run (or an empty folder); its parent must be writable.
+
+    Raises
+    ------
+    StorageError
+        ``out`` is a file, or a folder holding something other than a run, or cannot be written.
+    """
+    from histoviz._atomic import check_writable
+    from histoviz.errors import StorageError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{out}: exists and is a file, not a run folder; give a new folder for --out "
+                           "(a run never replaces a file)")
+    if out.is_dir() and not is_run_dir(out) and any(out.iterdir()):
+        raise StorageError(f"{out}: a folder that holds something other than a histoviz run (no run.json); "
+                           "give a new folder, or an earlier run's, for --out (a run replaces only a run)")
+    check_writable(out.parent)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
@@ -154,8 +178,10 @@ class RunWriter:
         ------
         DataError
             Another live process is writing this run.
+        StorageError
+            ``out`` is not a run folder (a file, a folder of other things) or cannot be written.
         """
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        check_run_out(self.out)
         lock = self.out.with_name(self.out.name + ".lock")
         for _ in range(2):
             try:
