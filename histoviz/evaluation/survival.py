@@ -24,6 +24,7 @@ __all__ = [
     "km_risk_groups",
     "logrank",
     "risk_groups",
+    "survival_probability",
     "uno_concordance_index",
 ]
 
@@ -278,6 +279,75 @@ def logrank(
     return out
 
 
+def survival_probability(
+    surv: np.ndarray,
+    edges: np.ndarray,
+    horizon: float | np.ndarray,
+    *,
+    last_end: float | np.ndarray | None = None,
+) -> np.ndarray:
+    """Predicted probability of surviving past ``horizon`` from a discrete-time survival function.
+
+    The survival models predict ``S_k`` = P(T > end of time bin ``k``) for bins fitted on each
+    fold's training patients (``edges``: ``0``, the inner edges, ``inf``). Between two bin
+    ends the hazard is taken as constant (piecewise exponential: ``log S`` is linear in time),
+    with ``S(0) = 1``. The open last bin has no end: a horizon past the last inner edge is
+    NaN unless ``last_end`` says where ``S_{B-1}`` is reached (e.g. the largest training time,
+    where the Cox baselines evaluate it).
+
+    Parameters
+    ----------
+    surv
+        ``(..., B)`` survival probabilities at the bin ends (held-out ``S_0 .. S_{B-1}``, or one
+        patch's values in a prediction file).
+    edges
+        ``(B + 1,)`` bin edges, or ``(..., B + 1)`` per row (each fold has its own bins).
+    horizon
+        Time (in the unit of the edges); a scalar or broadcastable to ``surv[..., 0]``.
+    last_end
+        Time at which the last bin ends (scalar or per row); default: open (NaN past it).
+
+    Returns
+    -------
+    ``surv.shape[:-1]`` float64 array in ``[0, 1]``; NaN where ``horizon`` is past the known
+    range, negative, or the row has a NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> edges = np.array([0.0, 10.0, 20.0, np.inf])
+    >>> float(survival_probability(np.array([0.8, 0.64, 0.5]), edges, 10.0))
+    0.8
+    >>> round(float(survival_probability(np.array([0.8, 0.64, 0.5]), edges, 5.0)), 4)
+    0.8944
+    """
+    s = np.asarray(surv, np.float64)
+    if s.ndim == 0 or s.shape[-1] < 1:
+        raise DataError(f"survival_probability: surv must have a bin axis, got shape {s.shape}")
+    nb = s.shape[-1]
+    e = np.asarray(edges, np.float64)
+    if e.shape[-1] != nb + 1:
+        raise DataError(f"survival_probability: {nb} bins need {nb + 1} edges, got {e.shape[-1]}")
+    ends = np.broadcast_to(e[..., 1:], s.shape).copy()  # where S_k is reached
+    if last_end is not None:
+        ends[..., -1] = np.broadcast_to(np.asarray(last_end, np.float64), s.shape[:-1])
+    # knots: (0, 1), (end_0, S_0), ..., (end_{B-1}, S_{B-1}); log-linear between them
+    t_k = np.concatenate([np.zeros(s.shape[:-1] + (1,)), ends], axis=-1)
+    with np.errstate(divide="ignore"):
+        log_s = np.log(np.clip(np.concatenate([np.ones(s.shape[:-1] + (1,)), s], axis=-1), 0.0, 1.0))
+    h = np.broadcast_to(np.asarray(horizon, np.float64), s.shape[:-1])
+    # the knot interval holding h: t_k[j] <= h <= t_k[j + 1]
+    j = (t_k[..., 1:] < h[..., None]).sum(axis=-1)
+    j = np.minimum(j, nb - 1)
+    idx = j[..., None]
+    t0, t1 = np.take_along_axis(t_k, idx, -1)[..., 0], np.take_along_axis(t_k, idx + 1, -1)[..., 0]
+    l0, l1 = np.take_along_axis(log_s, idx, -1)[..., 0], np.take_along_axis(log_s, idx + 1, -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.clip(np.where(t1 > t0, (h - t0) / (t1 - t0), 1.0), 0.0, 1.0)
+        mid = np.exp(l0 + frac * (l1 - l0))  # NaN only where a log S is -inf and frac is 0 or 1
+        out = np.where(frac <= 0, np.exp(l0), np.where(frac >= 1, np.exp(l1), mid))
+    bad = ~np.isfinite(h) | (h < 0) | (h > t1) | ~np.isfinite(t1) | np.isnan(s).any(axis=-1)
+    return np.where(bad, np.nan, out)
 
 
 def km_risk_groups(
