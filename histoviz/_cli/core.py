@@ -232,9 +232,15 @@ def _embed(a: argparse.Namespace) -> int:
         from histoviz.features.encoders import create_encoder
 
         create_encoder(a.encoder, **enc_kw)
-    if src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
+    one_slide = src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt")
+    if one_slide and not (a.scheduler or gpus):
         return _embed_one_slide(a, src, enc_kw)
-    cohort = read_cohort(src)
+    if one_slide:  # --scheduler / --gpus: a one-slide cohort, so they are used (or refused), never ignored
+        from histoviz.data.cohort import cohort_from_paths
+
+        cohort = cohort_from_paths([src])
+    else:
+        cohort = read_cohort(src)
     workers = a.workers if len(cohort) > 1 or a.scheduler or gpus else 0
     res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
                        tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,

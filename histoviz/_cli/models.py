@@ -226,7 +226,9 @@ def _predict(a: argparse.Namespace) -> int:
     elif a.features is not None:
         from histoviz.io.featurebag import FeatureBag
 
-        adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
+        bag = FeatureBag.from_h5(a.features)
+        bag.attrs["_path"] = str(a.features)  # named in errors
+        adata = predict_bag(bag, a.model, fold=fold, device=a.device)
     else:
         adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold,
                               mpp_override=a.mpp_override)

@@ -289,13 +289,19 @@ def embed_cohort(
             raise ConfigError(f"gpus must be distinct indices >= 0 (e.g. 0,1), got {gpus}")
         if device != "cpu":
             for g in gpus:
-                resolve_device(f"cuda:{g}")
+                try:
+                    resolve_device(f"cuda:{g}")
+                except ConfigError as e:
+                    raise ConfigError(f"--gpus {','.join(map(str, gpus))}: {str(e).split(': ', 1)[-1].split(';')[0]}; "
+                                      "drop --gpus to embed on the CPU") from None
     else:
         resolve_device(device)
     encoder_kwargs = dict(encoder_kwargs or {})
     tiling = dict(tiling or {})
     tcfg = TilingConfig(**tiling)  # validate early
     recipe = make_recipe(encoder, tcfg, encoder_kwargs=encoder_kwargs)
+    if scheduler:
+        _probe_scheduler(scheduler)  # before anything is written
     out = make_output_dir(out_dir)
     check_feature_folder(out, recipe, overwrite=overwrite)
     removed = clean_stale_temps(out)  # temp files of writers that died
@@ -376,6 +382,27 @@ def embed_cohort(
         except OSError as e:  # the report must not hide the run's own outcome
             log.warning("could not write the run report in %s: %s", out, e)
     return result
+
+
+def _probe_scheduler(scheduler: str) -> None:
+    """Refuse a ``tcp://host:port`` address where nothing listens, at once (other schemes are
+    checked when the client connects)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+        host, port = u.hostname, u.port
+    except ValueError:
+        raise ConfigError(f"--scheduler {scheduler}: not an address like tcp://host:8786") from None
+    if u.scheme != "tcp" or not host or not port:
+        return
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e.strerror or e}); "
+                          "check the address, or start one with `dask scheduler`, or drop --scheduler to use "
+                          "local workers") from None
 
 
 def _connect(scheduler: str) -> Any:
