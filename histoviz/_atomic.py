@@ -30,6 +30,7 @@ __all__ = [
     "format_bytes",
     "make_output_dir",
     "pid_alive",
+    "refuse_input_as_output",
     "storage_error",
     "writer_tag",
 ]
@@ -167,6 +168,28 @@ def make_output_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
         raise StorageError(f"{p}: a part of this path is a file, not a folder; give a folder for "
                            f"{flag}") from None
     return p
+
+
+def refuse_input_as_output(out: str | os.PathLike, *inputs: str | os.PathLike | None,
+                           flag: str = "--out") -> None:
+    """Refuse an output path that names one of the inputs (it would be replaced by the output).
+
+    Raises
+    ------
+    StorageError
+        ``out`` and an input are the same file.
+    """
+    o = Path(out)
+    for i in inputs:
+        if i is None or not Path(i).exists() or not o.exists():
+            continue
+        try:
+            same = os.path.samefile(o, i)
+        except OSError:
+            same = False
+        if same:
+            raise StorageError(f"{o}: is an input of this command and would be replaced by its output; "
+                               f"give another {flag}")
 
 
 def check_writable(folder: str | os.PathLike, *, flag: str = "--out") -> Path:

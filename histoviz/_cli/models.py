@@ -204,13 +204,14 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace) -> int:
-    from histoviz._atomic import check_writable
+    from histoviz._atomic import check_writable, refuse_input_as_output
     from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_bag, predict_slide
 
     out = Path(a.out)
     to_folder = out.is_dir() or str(a.out).endswith(("/", os.sep))
+    refuse_input_as_output(out, a.slide, a.features, a.spots)
     check_writable(out if to_folder else out.parent)  # before the work, not after it
     fold = a.fold
     if fold is not None and fold not in ("final", "ensemble"):

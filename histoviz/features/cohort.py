@@ -321,7 +321,7 @@ def embed_cohort(
             if not overwrite:
                 mismatched.append(f"{sid} ({'; '.join(diffs)})")
                 continue
-        if not Path(path).exists():
+        if not os.path.lexists(path):  # links that lead nowhere are explained by open_slide
             result.slides.append(SlideStatus(sid, "failed", path, error=f"{path}: slide file not found"))
             continue
         todo.append((sid, path))
