@@ -58,10 +58,8 @@ def bench_reads(slide: Path, n_max: int) -> dict:
     torch.set_num_threads(1)
     r_os = open_slide(slide, tile_decode=False)
     grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
-    coords = grid.coords[:n_max]
-    from dataclasses import replace
-
-    grid = replace(grid, coords=coords, tissue_fraction=grid.tissue_fraction[:n_max])
+    grid = grid.select(np.arange(min(n_max, len(grid))))
+    coords = grid.coords
     n = len(coords)
 
     def bare():
@@ -133,9 +131,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
     torch.set_num_threads(2)
     reader = open_slide(slide)
     grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
-    from dataclasses import replace
-
-    grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])
+    grid = grid.select(np.arange(min(n_tiles, len(grid))))
     enc = create_encoder(encoder_name, pretrained=False)  # throughput does not depend on weights
     nhwc = torch.from_numpy(np.stack([read_tile(reader, grid, i) for i in range(len(grid))]))
     bs = 64

@@ -31,6 +31,7 @@ __all__ = [
     "make_output_dir",
     "pid_alive",
     "refuse_input_as_output",
+    "require_space",
     "storage_error",
     "writer_tag",
 ]
@@ -168,6 +169,32 @@ def make_output_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
         raise StorageError(f"{p}: a part of this path is a file, not a folder; give a folder for "
                            f"{flag}") from None
     return p
+
+
+def require_space(path: str | os.PathLike, nbytes: int, *, what: str = "the output",
+                  flag: str = "--out") -> None:
+    """Refuse to start writing ``path`` when its disk has less than ``nbytes`` free.
+
+    HDF5 cannot recover from a write that fails for lack of space (it crashes the process at a
+    later close), so HDF5 outputs are checked before their first byte.
+
+    Raises
+    ------
+    StorageError
+        Too little free space, naming both sizes and what to do.
+    """
+    import shutil
+
+    p = Path(path)
+    folder = next((d for d in p.parents if d.exists()), Path.cwd())
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < nbytes:
+        raise StorageError(f"{p}: cannot write: {what} needs about {format_bytes(nbytes)} and {folder} has "
+                           f"{format_bytes(free)} free; free some space or choose another {flag}, then rerun the "
+                           "same command (finished work is kept)")
 
 
 def refuse_input_as_output(out: str | os.PathLike, *inputs: str | os.PathLike | None,

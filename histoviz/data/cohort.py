@@ -34,7 +34,8 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
         else:
             df = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
     except Exception as e:
-        raise DataError(f"{path}: cannot read cohort table ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot read cohort table ({type(e).__name__}: {e}); give a CSV, TSV or parquet "
+                        "table with columns slide_id, patient_id, path") from e
     if "patient_id" not in df.columns and "slide_id" in df.columns:
         df["patient_id"] = df["slide_id"]
         df.attrs["patient_id_from_slide_id"] = True  # training refuses this unless told (see training.data)
@@ -51,7 +52,7 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
     df["patient_id"] = df["patient_id"].astype(str)
     dup = df["slide_id"][df["slide_id"].duplicated()].unique().tolist()
     if dup:
-        raise DataError(f"{path}: duplicate slide_id(s) {dup[:5]}")
+        raise DataError(f"{path}: duplicate slide_id(s) {dup[:5]}; give each slide one row with its own id")
     df["path"] = [str(p if Path(p).is_absolute() else (path.parent / p)) for p in df["path"].astype(str)]
     if check_files:
         absent = [p for p in df["path"] if not Path(p).exists()]

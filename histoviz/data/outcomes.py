@@ -437,6 +437,10 @@ def _classes(cohort: pd.DataFrame, patients: Sequence[str], name: str, spec: Out
         classes = vals
     if len(classes) < 2:
         raise DataError(f"{src}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs >= 2")
+    present = sorted({v for v in labels if v is not None}, key=_sort_key)
+    if len(present) < 2:
+        raise DataError(f"{src}: column {col!r} has {len(present)} class(es) {present} among the patients (declared "
+                        f"{classes}); a classifier needs >= 2 present: check the column or the cohort")
     lut = {c: i for i, c in enumerate(classes)}
     codes = np.array([lut[v] if v is not None else -1 for v in labels], dtype=np.int64)
     return ClassBlock(name, classes, codes)

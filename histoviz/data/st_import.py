@@ -130,7 +130,8 @@ def import_spaceranger(
     _check_numbers(folder, mpp)
     counts_path = folder / count_file
     if not counts_path.exists():
-        raise DataError(f"{counts_path}: count matrix not found")
+        raise DataError(f"{counts_path}: count matrix not found; give the Space Ranger outs/ folder (or name the "
+                        "matrix with --count-file)")
     pos, pos_file = _positions(folder)
     sf, _ = _scalefactors(folder)
     try:
@@ -217,9 +218,11 @@ def _tissue_image(folder: Path, sf: Mapping[str, float]) -> tuple[Path, float]:
 
 
 def _write(a: Any, out: Path, meta: dict[str, Any], sid: str, diameter: float) -> Path:
-    from histoviz._atomic import atomic_path, refuse_input_as_output
+    from histoviz._atomic import atomic_path, refuse_input_as_output, require_space
+    from histoviz.io.predictions import h5ad_nbytes
 
     refuse_input_as_output(out, meta["source"], out.resolve().parent / meta["slide_path"])
+    require_space(out, h5ad_nbytes(a))
 
     a.uns["spatial_meta"] = meta
     a.uns["spatial"] = {sid: {"scalefactors": {"spot_diameter_fullres": diameter, "tissue_hires_scalef": 1.0}}}

@@ -271,23 +271,9 @@ class FeatureBagWriter:
             raise
 
     def _check_space(self, data_bytes: int) -> None:
-        import shutil
+        from histoviz._atomic import require_space
 
-        from histoviz._atomic import format_bytes
-        from histoviz.errors import StorageError
-
-        need = data_bytes + self.OVERHEAD_BYTES
-        folder = self.path.parent if self.path.parent.exists() else Path.cwd()
-        try:
-            free = shutil.disk_usage(folder).free
-        except OSError:
-            return
-        if free < need:
-            raise StorageError(
-                f"{self.path}: cannot write: the feature bag needs about {format_bytes(need)} and "
-                f"{folder} has {format_bytes(free)} free; free some space or choose another --out, "
-                "then rerun the same command (finished slides are kept)"
-            )
+        require_space(self.path, data_bytes + self.OVERHEAD_BYTES, what="the feature bag")
 
     @contextlib.contextmanager
     def _guard(self) -> Any:

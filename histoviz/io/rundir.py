@@ -340,7 +340,7 @@ class RunDir:
         if not is_run_dir(self.path):
             partial = self.path.with_name(self.path.name + ".partial")
             hint = (f" (an interrupted run is in {partial}; rerun the same histoviz train command to finish it)"
-                    if partial.exists() else "")
+                    if partial.exists() else " (no run.json); give the folder histoviz train --out wrote")
             raise DataError(f"{self.path}: not a finished histoviz run directory{hint}")
         self._info: dict[str, Any] | None = None
 

@@ -542,7 +542,11 @@ def load_config(
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{p}: not valid YAML ({where}{what}); fix the file (e.g. a bracket or quote left "
+                              "open, a tab used for indentation)") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
     raw = apply_overrides(raw, overrides)
