@@ -145,3 +145,35 @@ def _check_configs(configs: dict[str, Path]) -> None:
             print(f"  {task}: ready")
         except HistovizError as e:
             print(f"  {task}: not ready as shipped: {e}")
+
+
+def is_batch(a: argparse.Namespace) -> bool:
+    """``histoviz predict`` over many slides: --slides, or --slide / --features naming a folder or a table."""
+    if getattr(a, "slides", None):
+        return True
+    for x in (a.slide, a.features):
+        if x is not None and (Path(x).is_dir() and not str(x).endswith(".h5ad")
+                              or Path(x).suffix.lower() in (".csv", ".tsv", ".parquet")):
+            return True
+    return False
+
+
+def predict_many(a: argparse.Namespace) -> int:
+    """``histoviz predict --slides FOLDER|TABLE --model RUN [--model RUN ...] --out DIR``."""
+    from histoviz.errors import ConfigError
+    from histoviz.predict_cohort import predict_cohort
+
+    source = a.slides or a.slide or a.features
+    features = a.features if a.features is not None and source != a.features else None
+    if str(a.out).endswith(".h5ad"):
+        raise ConfigError(f"--out {a.out}: predicting many slides writes a folder; give a folder name")
+    fold = a.fold
+    if fold is not None and fold not in ("final", "ensemble"):
+        try:
+            fold = int(fold)
+        except ValueError:
+            raise ConfigError(f"--fold {fold!r}: use final, ensemble or a fold number") from None
+    res = predict_cohort(source, a.model, a.out, features=features, genes=a.genes, fold=fold, device=a.device,
+                         mpp_override=a.mpp_override, overwrite=a.overwrite, progress=not a.no_progress)
+    print(res.summary())
+    return 3 if res.failed else 0
