@@ -36,8 +36,9 @@ def _uuid(i: int) -> str:
     return str(uuid.UUID(int=0x5EED0000 + i))
 
 
-def make_download(synth_root: Path, out: Path) -> dict[str, Any]:
-    """Write the mini download (see the module docstring) and return the expected counts."""
+def make_download(synth_root: Path, out: Path, *, corrupt: bool = False) -> dict[str, Any]:
+    """Write the mini download (see the module docstring) and return the expected counts;
+    ``corrupt`` adds a truncated ``.svs`` of a patient that has another slide."""
     import anndata as ad
 
     cohort = pd.read_csv(synth_root / "cohort.csv")
@@ -70,6 +71,12 @@ def make_download(synth_root: Path, out: Path) -> dict[str, Any]:
     slide_of = dict(zip(cohort["patient_id"], cohort["path"]))
     put(synth_root / slide_of[normal_p], f"{barcode(normal_p)}-11Z-00-DX1")   # normal tissue: dropped
     put(synth_root / slide_of[frozen_p], f"{barcode(frozen_p)}-01A-01-TS1")   # frozen section: dropped
+    if corrupt:
+        one = next(p for p in patients[6:] if seen[p] == 1)
+        bad = gdc / _uuid(n) / f"{barcode(one)}-01Z-00-DX9.{_uuid(n).upper()}.svs"
+        bad.parent.mkdir()
+        bad.write_bytes(b"II*\x00" + bytes(200))                            # a truncated download
+        files.append((_uuid(n), bad.name))
     (gdc / "MANIFEST.txt").write_text("id\tfilename\tmd5\tsize\tstate\n"
                                       + "".join(f"{u}\t{f}\t0\t0\treleased\n" for u, f in files))
     # ---- cBioPortal clinical ----
@@ -125,7 +132,7 @@ def make_download(synth_root: Path, out: Path) -> dict[str, Any]:
     mx.to_csv(out / "mirna_samples_x_genes.csv", float_format="%.5f")
     n_slides = len(cohort)
     return {
-        "found": n_slides + 2, "kept": n_slides, "dropped_normal": 1, "dropped_frozen": 1,
+        "found": n_slides + 2 + int(corrupt), "kept": n_slides, "dropped_normal": 1, "dropped_frozen": 1,
         "patients": len(patients), "two_slides": [barcode(p) for p in two], "no_clinical": barcode(no_clin),
         "slides_without_clinical": sorted(dx[s] for s in cohort.loc[cohort["patient_id"] == no_clin, "slide_id"]),
         "gx": barcode(patients[4]), "unknown_grade": barcode(patients[5]),
