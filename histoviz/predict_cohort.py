@@ -279,7 +279,12 @@ def predict_cohort(
                 if job.path:
                     from histoviz.io import open_slide
 
-                    reader = open_slide(job.path, mpp=None)
+                    try:
+                        reader = open_slide(job.path)
+                    except HistovizError as e:
+                        if not job.bag:
+                            raise
+                        res["note"] = f"predicted from its bag without a thumbnail: {e}"
                 try:
                     for g in todo:
                         if job.bag:

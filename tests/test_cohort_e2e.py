@@ -46,7 +46,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
 
 
 def test_import_train_predict_look(world: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
-    root, dl, exp, cohort = world["root"], world["dl"], world["exp"], world["cohort"]
+    root, exp, cohort = world["root"], world["exp"], world["cohort"]
     monkeypatch.chdir(root)
     # ---- import: the README's command --------------------------------------------------------------
     args = ["import", "--slides", "download/gdc", "--clinical", "download/cbio/data_clinical_patient.txt",

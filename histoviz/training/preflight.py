@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import DataError
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -234,13 +234,6 @@ def preflight(cfg: ExperimentConfig) -> PreflightResult:
         if not have:
             raise DataError(f"{feat}: no feature bag for any of the {len(cohort)} slides of {d.cohort}, and no "
                             "data.embed to make them; run histoviz embed, or set data.embed (an encoder)")
-    else:
-        from histoviz.features.encoders import encoder_info
-
-        try:
-            encoder_info(d.embed.encoder)
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"data.embed.encoder: {e}") from None
     patients = [str(p) for p in dict.fromkeys(cohort["patient_id"].astype(str))]
     outcomes = load_outcomes(cohort, patients, d.outcomes, source=d.cohort) if d.outcomes else {}
     present = _presence(cfg, cohort, patients)
