@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import Cancelled, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -240,7 +241,7 @@ def _conformal_of(rm: RunModel) -> dict[str, Any]:
 
 
 def _main_regression(pm: Any) -> str | None:
-    reg = [m for m, k in pm.kinds.items() if k == "regression" and m in pm.patch]
+    reg = [m for m, k in pm.kinds.items() if k == TaskKind.REGRESSION and m in pm.patch]
     if not reg:
         return None
     return "gene" if "gene" in reg else reg[0]
@@ -319,7 +320,7 @@ def predict_bag(
     expression, genes = None, None
     slide_pred: dict[str, Any] = {}
     for b, values in pm.patch.items():
-        kind = pm.kinds.get(b, "regression")
+        kind = pm.kinds.get(b, TaskKind.REGRESSION)
         task = get_task(kind)
         conf = conformal.get(b)
         outs = task.patch_outputs(b, values, pm.targets[b], conformal=conf)
@@ -360,7 +361,7 @@ def predict_bag(
         "run_dir": str(rm.run_dir),
         "checkpoint": rm.checkpoint,
         "modality": main or "",
-        "tasks": json.dumps({b: pm.kinds.get(b, "regression") for b in pm.patch}),
+        "tasks": json.dumps({b: pm.kinds.get(b, TaskKind.REGRESSION) for b in pm.patch}),
         "calibrated": bool(conformal),
         "target_space": json.dumps(rm.target_space()),
         "config": json.dumps(rm.config, default=str),

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = ["register"]
 
 
@@ -260,12 +262,12 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _slide_line(sp: dict) -> str:
-    kind = sp.get("kind", "regression")
-    if kind == "classification":
+    kind = sp.get("kind", TaskKind.REGRESSION)
+    if kind == TaskKind.CLASSIFICATION:
         probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
         extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
         return f"predicted {sp['predicted']} ({probs}){extra}"
-    if kind == "survival":
+    if kind == TaskKind.SURVIVAL:
         extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
         return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
     return f"{len(sp['targets'])} targets"

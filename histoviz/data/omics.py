@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -605,7 +606,7 @@ class TargetBlock:
     @property
     def kind(self) -> str:
         """Task kind (:mod:`histoviz.tasks`): always ``"regression"``."""
-        return "regression"
+        return TaskKind.REGRESSION
 
     @property
     def name(self) -> str:

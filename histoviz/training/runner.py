@@ -45,6 +45,7 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.io.lazybags import take
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -123,7 +124,7 @@ def fit_pipeline(
             blk = data.outcomes[m]
             if not blk.present[train_idx].any():
                 raise DataError(f"{m}: no training patient in this fold has this outcome")
-            if blk.kind == "classification":
+            if blk.kind == TaskKind.CLASSIFICATION:
                 preps[m] = GradeEncoder(blk.classes)
             else:
                 preps[m] = SurvivalBins(cfg.data.outcomes[m].n_bins, blk.time_unit).fit(blk.subset(train_idx))
@@ -278,7 +279,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
         blk = blk_all if extra is not None and b == extra[0] else blk_all.subset(test_idx)
         task = get_task(blk)
         train_vals = None
-        if task.kind == "regression":
+        if task.kind == TaskKind.REGRESSION:
             src = data.omics[b] if b in data.omics.modalities else None
             if src is not None and prep is not None:
                 cols = pd.Index(src.targets).get_indexer(blk.targets)
@@ -301,7 +302,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
                     }))
         else:
             m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, patients=pids,
-                             train=blocks[b].subset(rest) if task.kind == "survival" else None)
+                             train=blocks[b].subset(rest) if task.kind == TaskKind.SURVIVAL else None)
         h = task.heldout(blk, p, patients=pids, slide_ids=sids)
         if b in conf:
             entry = conf[b]
@@ -328,7 +329,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
             m.insert(0, "task", b)
             mrows.append(m)
         h.insert(0, "fold", int(key))
-        if task.kind == "regression":
+        if task.kind == TaskKind.REGRESSION:
             h.insert(1, "task", b)
         held[b] = h
     if mrows:
@@ -343,13 +344,13 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
 
 def _with_regions(kind: str, h: pd.DataFrame, blk: Any, reg: dict[str, np.ndarray]) -> pd.DataFrame:
     pres = blk.present
-    if kind == "classification":
+    if kind == TaskKind.CLASSIFICATION:
         sets = reg["sets"][pres]
         h["set"] = ["|".join(c for c, s in zip(blk.classes, row) if s) for row in sets]
         h["set_size"] = reg["set_size"][pres]
         h["covered"] = sets[np.arange(len(sets)), blk.codes[pres]] if len(sets) else []
         h["uncertainty"] = reg["uncertainty"][pres]
-    elif kind == "survival":
+    elif kind == TaskKind.SURVIVAL:
         for k in ("lo", "hi", "width", "uncertainty"):
             h[f"risk_{k}" if k in ("lo", "hi") else k] = reg[k][pres]
         tgt = -blk.bins[pres].astype(float)
