@@ -34,6 +34,7 @@ import pandas as pd
 
 from histoviz._atomic import atomic_write_text
 from histoviz.errors import ConfigError, DataError, HistovizError
+from histoviz.task_kinds import TaskKind
 
 __all__ = ["CohortPrediction", "predict_cohort", "slide_columns", "slide_row"]
 
@@ -132,16 +133,16 @@ def slide_columns(adata: Any, genes: Sequence[str] = ()) -> list[tuple[str, str,
     (and ``_lo``, ``_hi``) for the chosen regression targets."""
     cols: list[tuple[str, str, Any]] = []
     for b, sp in (adata.uns.get("slide_prediction") or {}).items():
-        kind = str(sp.get("kind", "regression"))
+        kind = TaskKind.parse(sp.get("kind", TaskKind.REGRESSION))
         targets = [str(t) for t in np.asarray(sp.get("targets", [])).reshape(-1)]
         vals = np.asarray(sp.get("values", []), np.float64).reshape(-1)
-        if kind == "classification":
+        if kind is TaskKind.CLASSIFICATION:
             cols.append((b, b, str(sp.get("predicted", ""))))
             cols += [(b, f"{b}_p_{t}", float(v)) for t, v in zip(targets, vals)]
             if "set" in sp:
                 s = [str(x) for x in np.asarray(sp["set"]).reshape(-1)]
                 cols += [(b, f"{b}_set", "|".join(s)), (b, f"{b}_set_size", len(s)), (b, f"{b}_alpha", float(sp["alpha"]))]
-        elif kind == "survival":
+        elif kind is TaskKind.SURVIVAL:
             cols.append((b, f"{b}_risk", float(sp["risk"])))
             if "lo" in sp:
                 cols += [(b, f"{b}_risk_lo", float(sp["lo"])), (b, f"{b}_risk_hi", float(sp["hi"])),

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind, kind_of
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -50,7 +51,7 @@ class Calibratable:
         How the patients are counted, for messages (``"patients with an event"``).
     """
 
-    kind: str
+    kind: TaskKind
     usable: np.ndarray
     what: str
 
@@ -120,15 +121,16 @@ def _calibratable(cfg: ExperimentConfig, outcomes: Mapping[str, Any], present: M
     for b in blocks:
         if b in outcomes:
             blk = outcomes[b]
-            if blk.kind == "survival":
+            kind = kind_of(blk)
+            if kind is TaskKind.SURVIVAL:
                 if cs.censored == "exclude":
-                    out[b] = Calibratable("survival", blk.present & (blk.event == 1), "patients with an event")
+                    out[b] = Calibratable(kind, blk.present & (blk.event == 1), "patients with an event")
                 else:
-                    out[b] = Calibratable("survival", blk.present.copy(), "patients with a survival time")
+                    out[b] = Calibratable(kind, blk.present.copy(), "patients with a survival time")
             else:
-                out[b] = Calibratable(blk.kind, blk.present.copy(), f"patients with a {b} label")
+                out[b] = Calibratable(kind, blk.present.copy(), f"patients with a {b} label")
         else:
-            out[b] = Calibratable("regression", present[b].copy(), f"patients with {b} data")
+            out[b] = Calibratable(TaskKind.REGRESSION, present[b].copy(), f"patients with {b} data")
     return out
 
 
@@ -239,7 +241,7 @@ def preflight(cfg: ExperimentConfig) -> PreflightResult:
     present = _presence(cfg, cohort, patients)
     targets = list(d.targets) if d.targets is not None else [*d.omics, *d.outcomes]
     tasks = model_info(cfg.model.name).tasks
-    kinds = {m: "regression" for m in d.omics} | {n: o.kind for n, o in d.outcomes.items()}
+    kinds = {m: TaskKind.REGRESSION for m in d.omics} | {n: TaskKind.parse(o.kind) for n, o in d.outcomes.items()}
     served = [t for t in targets if kinds[t] in tasks]
     has_any = np.zeros(len(patients), bool)
     for t in targets:
