@@ -210,14 +210,14 @@ def test_other_pixel_formats_read_as_their_pixels(tmp_path):
     cfg = TilingConfig(mpp_override=0.5)
     n_rgb = len(make_tile_grid(open_slide(tmp_path / "rgb.png"), cfg))
     n_grey = len(make_tile_grid(open_slide(tmp_path / "grey.png"), cfg))
-    assert n_rgb == n_grey == 9, (n_rgb, n_grey)  # a grey scan is tiled as its colour original
+    assert n_rgb == n_grey >= 9, (n_rgb, n_grey)  # a grey scan is tiled as its colour original
     for name, ref in want.items():
         r = open_slide(tmp_path / name)
         px = r.read_region((0, 0), 0, r.dimensions).astype(int)
         ref3 = ref[..., None].repeat(3, 2) if ref.ndim == 2 else ref
         assert np.abs(px - ref3).max() <= 1, name
         if name != "onebit.tif":
-            assert len(make_tile_grid(r, cfg)) == 9, name
+            assert len(make_tile_grid(r, cfg)) == n_rgb, name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,6 +408,8 @@ PREDICT = [
                                             "--out", "small/p.h5ad"], "small/p.h5ad", "needs about .* free; free some space",
          needs=("tmpfs",), allowed=("small",),
          setup=lambda w: (w / "small" / "filler").write_bytes(b"\0" * 60_000)),
+    Case("a folder of bags to a user's file", lambda w: ["predict", "--model", "run", "--features", "features",
+                                                         "--out", "notes.txt"], "notes.txt", "give a folder for --out"),
     Case("--mpp-override unlike the slide's", lambda w: ["predict", "--model", "run", "--slide", "slide.tif",
                                                          "--out", "p.h5ad", "--mpp-override", "0.45",
                                                          "--no-progress"],

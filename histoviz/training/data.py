@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
     from histoviz.training.config import ExperimentConfig
 
-__all__ = ["ExperimentData", "calibration_split", "inner_split", "load_experiment_data", "load_feature_bags", "patient_folds"]
+__all__ = ["ExperimentData", "calibration_split", "check_patient_ids", "inner_split", "load_experiment_data",
+           "load_feature_bags", "patient_folds"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,27 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path, *, load_fe
     return bags
 
 
+def check_patient_ids(cohort: pd.DataFrame, d: Any) -> None:
+    """Refuse a cohort whose patients are unknown: no ``patient_id`` column (unless
+    ``data.one_patient_per_slide`` says each slide is its own patient) or empty ids.
+
+    Raises
+    ------
+    DataError
+        Naming the table and what to do (folds keep each patient's slides together).
+    """
+    if cohort.attrs.get("patient_id_from_slide_id") and not d.one_patient_per_slide:
+        raise DataError(
+            f"{d.cohort}: no patient_id column, so every slide would count as its own patient and one "
+            "patient's slides could land in training and test folds at once; add a patient_id column, or "
+            "state that each slide is a different patient with data.one_patient_per_slide: true"
+        )
+    blank = cohort.attrs.get("slides_without_patient") or []
+    if blank:
+        raise DataError(f"{d.cohort}: patient_id is empty for {len(blank)} slide(s) (e.g. {blank[:3]}); fill it "
+                        "in: folds keep each patient's slides together")
+
+
 def _check_declared_recipe(embed: Any, bag: Any, feat_dir: Path) -> None:
     """Refuse bags made another way than ``data.embed`` declares (the run would record the
     declared encoder and predict with it)."""
@@ -190,16 +212,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
 
     d = cfg.data
     cohort = read_cohort(d.cohort)
-    if cohort.attrs.get("patient_id_from_slide_id") and not d.one_patient_per_slide:
-        raise DataError(
-            f"{d.cohort}: no patient_id column, so every slide would count as its own patient and one "
-            "patient's slides could land in training and test folds at once; add a patient_id column, or "
-            "state that each slide is a different patient with data.one_patient_per_slide: true"
-        )
-    blank = cohort.attrs.get("slides_without_patient") or []
-    if blank:
-        raise DataError(f"{d.cohort}: patient_id is empty for {len(blank)} slide(s) (e.g. {blank[:3]}); fill it "
-                        "in: folds keep each patient's slides together")
+    check_patient_ids(cohort, d)
     feat_dir = Path(d.features)
     missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
     if missing and d.embed is not None:
