@@ -183,10 +183,11 @@ def _tile(a: argparse.Namespace) -> int:
         print(f"{r.slide_id}: {len(g)} tiles of {g.tile_size} px ({g.tile_size_level0} px at level 0), "
               f"mean tissue {g.tissue_fraction.mean():.0%}")
         if a.out:
-            a.out.mkdir(parents=True, exist_ok=True)
             import pandas as pd
 
-            from histoviz._atomic import atomic_write_text
+            from histoviz._atomic import atomic_write_text, make_output_dir
+
+            make_output_dir(a.out)
 
             df = pd.DataFrame({"x": g.coords[:, 0], "y": g.coords[:, 1],
                                "tissue_fraction": np.round(g.tissue_fraction, 4),
