@@ -266,18 +266,26 @@ def find_weights(info: EncoderInfo, weights: str | os.PathLike | None = None) ->
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load tensors from safetensors or a torch file (``weights_only``: no arbitrary unpickling)."""
     path = Path(path)
+    fix = "histoviz reads .safetensors and tensors-only torch files: copy the published file again"
+    if path.is_file() and path.stat().st_size == 0:
+        raise MissingWeightsError(f"{path}: the weights file is empty (0 bytes); {fix}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        sd = load_file(str(path))
+        try:
+            sd = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError...: an untrusted file is one line
+            why = (str(e).strip().splitlines() or [""])[0][:120]
+            raise MissingWeightsError(f"{path}: not a safetensors file ({why}); {fix}") from None
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise MissingWeightsError(
-                f"{path}: cannot load as a state dict ({type(e).__name__}: {e}); only tensors are "
-                "accepted (no pickled objects)"
-            ) from e
+        except Exception as e:  # noqa: BLE001 - never show torch's advice to unpickle
+            why = (str(e).strip().splitlines() or [""])[0][:120]
+            if "Weights only load failed" in str(e):
+                why = "it holds pickled objects, not only tensors; histoviz never unpickles them"
+            raise MissingWeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {why}); "
+                                      f"{fix}") from None
     for key in ("state_dict", "model", "teacher"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
