@@ -64,16 +64,18 @@ def test_reader_declines_bad_slides_with_one_line(tmp_path, svs_path, name, why,
 
 
 def test_cmyk_and_grey_alpha_slides_open_as_their_pixels(make_napari_viewer, tmp_path):
+    import tifffile
     from _faults import tissue_image
     from PIL import Image
 
     rgb = tissue_image(448)
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
-    Image.fromarray(grey).convert("LA").save(tmp_path / "grey_alpha.png")
+    tifffile.imwrite(tmp_path / "grey_alpha.tif", np.stack([grey, np.full_like(grey, 255)], -1),
+                     photometric="minisblack", extrasamples=["unassalpha"])
     viewer = make_napari_viewer()
     (cmyk,) = viewer.open(str(tmp_path / "cmyk.tif"), plugin="histoviz")
-    (la,) = viewer.open(str(tmp_path / "grey_alpha.png"), plugin="histoviz")
+    (la,) = viewer.open(str(tmp_path / "grey_alpha.tif"), plugin="histoviz")
     assert np.array_equal(np.asarray(cmyk.data[0]), rgb)
     assert np.array_equal(np.asarray(la.data[0])[..., 0], grey)
 
