@@ -9,6 +9,7 @@ a small tmpfs and a read-only bind mount (root, as in CI; skipped with the reaso
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -341,6 +342,16 @@ MODEL_FILES = [
 def test_model_files(case, world, capsys, caplog):
     _, err = _run(case, world, capsys, caplog)
     assert "weights_only=False" not in err and "arbitrary code" not in err  # never advise unpickling
+
+
+def test_encoders_lists_an_empty_weights_file_as_unusable(tmp_path, monkeypatch, capsys):
+    from histoviz.cli import main
+
+    (tmp_path / "ctranspath.pth").write_bytes(b"")
+    monkeypatch.setenv("HISTOVIZ_WEIGHTS_DIR", str(tmp_path))
+    assert main(["encoders", "--json"]) == 0
+    rows = {r["name"]: r["weights"] for r in json.loads(capsys.readouterr().out)}
+    assert rows["ctranspath"].startswith("unusable (") and "empty file" in rows["ctranspath"], rows["ctranspath"]
 
 
 # ------------------------------------------------------------------------------------------------
