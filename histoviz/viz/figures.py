@@ -7,7 +7,9 @@
   per-target scores), :func:`fold_spread_figure` (per-fold values with mean and std),
   :func:`paired_figure` (per-target or per-fold differences with the interval);
 - targets: :func:`scatter_figure` (predicted vs true across held-out patients, fit line);
-- outcomes: :func:`confusion_figure`, :func:`coverage_figure`;
+- outcomes: :func:`confusion_figure`, :func:`coverage_figure`, :func:`reliability_figure`
+  (grade probabilities), :func:`survival_calibration_figure` (predicted survival at a horizon
+  vs Kaplan-Meier by risk group);
 - a slide: :func:`hover_map_figure` (the map over the thumbnail; the value under the cursor).
 
 Every number a figure prints is rounded for reading (3 significant digits, p-values in
@@ -39,7 +41,9 @@ __all__ = [
     "numbers_at_risk",
     "paired_figure",
     "pearson_bar_figure",
+    "reliability_figure",
     "scatter_figure",
+    "survival_calibration_figure",
 ]
 
 _MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
@@ -393,6 +397,64 @@ def coverage_figure(table: pd.DataFrame, *, title: str = "") -> go.Figure:
                          hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=2)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_layout(title=title or None, height=320, margin={**_MARGIN, "t": 50})
+    return fig
+
+
+def _diagonal(fig: Any) -> None:
+    import plotly.graph_objects as go
+
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "rgb(150,150,150)"},
+                             name="perfect calibration", hoverinfo="skip"))
+
+
+def reliability_figure(curves: pd.DataFrame, *, views: Sequence[str] = ("top-label",), title: str = "") -> go.Figure:
+    """Reliability diagram: observed frequency against mean predicted probability per bin (with
+    the Wilson 95% interval), one line per view (``top-label``, ``class <c>``); the diagonal
+    is perfect calibration. ``curves``: :func:`histoviz.evaluation.calibration.grade_calibration`."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    _diagonal(fig)
+    shown = [v for v in views if v in set(curves["view"])]
+    for v, col in zip(shown, _palette(len(shown))):
+        d = curves[curves["view"] == v]
+        fig.add_trace(go.Scatter(
+            x=d["predicted"], y=d["observed"], mode="lines+markers", name=v, line={"color": col},
+            marker={"size": 4 + 10 * np.sqrt(d["count"] / max(d["count"].max(), 1))},
+            error_y={"type": "data", "symmetric": False, "array": (d["upper"] - d["observed"]).to_numpy(),
+                     "arrayminus": (d["observed"] - d["lower"]).to_numpy(), "thickness": 1},
+            customdata=d[["count"]].to_numpy(),
+            hovertemplate=f"{v}<br>predicted %{{x:.3f}}<br>observed %{{y:.3f}}<br>%{{customdata[0]}} patients"
+                          "<extra></extra>"))
+    fig.update_layout(title=title or None, xaxis_title="mean predicted probability", yaxis_title="observed frequency",
+                      height=380, margin={**_MARGIN, "t": 40}, legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def survival_calibration_figure(table: pd.DataFrame, *, horizon: float, unit: str = "", title: str = "") -> go.Figure:
+    """Predicted survival at ``horizon`` (mean per risk group) against the Kaplan-Meier estimate
+    with its 95% interval; the diagonal is perfect calibration. ``table``:
+    :func:`histoviz.evaluation.calibration.survival_calibration`."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    _diagonal(fig)
+    when = f"{horizon:.3g} {unit}".strip()
+    fig.add_trace(go.Scatter(
+        x=table["predicted"], y=table["observed"], mode="markers+text", text=table["group"].astype(str),
+        textposition="top center", marker={"size": 9, "color": "rgb(215,48,39)"}, name="risk group (1 = highest)",
+        error_y={"type": "data", "symmetric": False, "array": (table["upper"] - table["observed"]).to_numpy(),
+                 "arrayminus": (table["observed"] - table["lower"]).to_numpy(), "thickness": 1},
+        customdata=table[["n", "events"]].to_numpy(),
+        hovertemplate="group %{text}<br>predicted S(" + when + ") %{x:.3f}<br>Kaplan-Meier %{y:.3f}<br>"
+                      "%{customdata[0]} patients, %{customdata[1]} events<extra></extra>"))
+    fig.update_layout(title=title or None, xaxis_title=f"predicted survival at {when}",
+                      yaxis_title=f"Kaplan-Meier survival at {when}", height=380, margin={**_MARGIN, "t": 40},
+                      legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(range=[-0.02, 1.02])
     return fig
 
 
