@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "bin_ends",
@@ -240,7 +241,7 @@ def coverage_by_group(heldout: pd.DataFrame, kind: str) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     h = heldout.copy()
     rows = []
-    if kind == "classification":
+    if kind == TaskKind.CLASSIFICATION:
         size_col, size_metric = "set_size", "set_size"
         h["_cov"] = h["covered"].astype(float)
         bys = [("class", "y_true"), ("fold", "fold")]

@@ -11,6 +11,7 @@ import streamlit as st
 from histoviz.dashboard import common as c
 from histoviz.data.identity import cohort_id
 from histoviz.evaluation.survival import km_curves, logrank
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.figures import fmt_p, km_figure
 
 NONE = "(none)"
@@ -169,7 +170,7 @@ else:
     group = st.selectbox("Stratify by", options, index=options.index("grade") if "grade" in options else 0,
                          key="km_group")
     g = None if group == NONE else group
-    units = {r.time_unit(b) for r in trained for b, k in r.blocks.items() if k == "survival"} - {""}
+    units = {r.time_unit(b) for r in trained for b, k in r.blocks.items() if k == TaskKind.SURVIVAL} - {""}
     tlabel = f"time ({units.pop()})" if len(units) == 1 else "time (unit not recorded)"
     curves = c.attempt(km_curves, df, g, unit="patient_id")
     if curves is not None:

@@ -9,6 +9,7 @@ import os
 import streamlit as st
 
 from histoviz.dashboard import common as c
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.colors import CONTINUOUS_COLORMAPS
 from histoviz.viz.dashboard import map_spec, meta_table, napari_command
 from histoviz.viz.maps import kind_labels
@@ -172,14 +173,14 @@ with col_map:
         st.caption(run_note)
     for row in c.slide_level(pred):
         with st.container(border=True):
-            if row["kind"] == "classification":
+            if row["kind"] == TaskKind.CLASSIFICATION:
                 k = st.columns([1, 2])
                 k[0].metric(f"{row['block']}: predicted", str(row.get("predicted", "")))
                 if "set" in row:
                     k[1].metric(f"conformal set (1 − α = {1 - row.get('alpha', float('nan')):.2f})",
                                 "{" + ", ".join(row["set"]) + "}" if row["set"] else "∅ (empty)",
                                 help="Grades the split-conformal procedure cannot rule out for this slide.")
-            elif row["kind"] == "survival":
+            elif row["kind"] == TaskKind.SURVIVAL:
                 k = st.columns([1, 2])
                 k[0].metric(f"{row['block']}: risk", f"{row['risk']:.3f}", help="−Σ S over the time bins")
                 if "lo" in row and "hi" in row:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.results.root import is_inside, root_relative
 
 __all__ = [
@@ -53,7 +54,7 @@ def _filter(eq: Mapping[str, Any]) -> Any:
         if want is None:
             continue
         e = (pc.field(col).isin([str(v) for v in want]) if isinstance(want, (list, tuple, set, frozenset))
-             else pc.field(col) == want)
+             else pc.field(col) == (str(want) if isinstance(want, str) else want))
         expr = e if expr is None else expr & e
     return expr
 
@@ -308,7 +309,7 @@ class RunData:
         """Every metric row except the (large) per-target rows of regression blocks, with a
         ``run`` column; those are read through :attr:`table` (``aggregate``, ``frame``)."""
         if self._small is None:
-            reg = [b for b, k in self.blocks.items() if k == "regression"]
+            reg = [b for b, k in self.blocks.items() if k == TaskKind.REGRESSION]
             parts = [self.table.frame(task=[b for b in self.blocks if b not in reg] or ["\x00"])]
             if reg:
                 parts.append(self.table.frame(task=reg, axis=["per-patient", "pooled"]))
@@ -353,7 +354,7 @@ class RunData:
         """Whether the run wrote held-out predictions of ``block`` (no file is read)."""
         if (self.path / "heldout" / f"{block}.parquet").is_file():
             return True
-        return self.blocks.get(block) == "regression" and (self.path / "predictions.parquet").is_file()
+        return self.blocks.get(block) == TaskKind.REGRESSION and (self.path / "predictions.parquet").is_file()
 
     @property
     def alpha(self) -> float:
@@ -413,7 +414,7 @@ def load_run(path: str | os.PathLike, *, label: str | None = None, root: str | o
     blocks = r.blocks
     if not blocks:
         kinds = table.aggregate(["task", "kind"] if "kind" in table.columns else ["task"], [("value", "size")])
-        blocks = {str(t): str(k) for t, k in zip(kinds["task"], kinds.get("kind", ["regression"] * len(kinds)))}
+        blocks = {str(t): str(k) for t, k in zip(kinds["task"], kinds.get("kind", [TaskKind.REGRESSION.value] * len(kinds)))}
     cfg = r.config
     return RunData(lab, r.path, r.name, {str(k): str(v) for k, v in blocks.items()}, table, cfg,
                    r.json("conformal.json"), info, _identity(r.path, cfg, info, Path(root) if root else None))
@@ -494,9 +495,9 @@ def runs_table(runs: Sequence[RunData]) -> pd.DataFrame:
     for r in runs:
         ident = r.identity or RunIdentity("", "")
         sizes = ""
-        if r.level == "slide" and any(k == "regression" for k in r.blocks.values()) and "n" in r.table.columns:
+        if r.level == "slide" and any(k == TaskKind.REGRESSION for k in r.blocks.values()) and "n" in r.table.columns:
             units = ["repeat", "fold"] if "repeat" in r.table.columns else ["fold"]
-            n = r.table.aggregate(units, [("n", "max")], axis="per-target", kind="regression")
+            n = r.table.aggregate(units, [("n", "max")], axis="per-target", kind=TaskKind.REGRESSION)
             sizes = ", ".join(str(int(v)) for v in n.sort_values(units)["n_max"].to_numpy())
         elif "n" in r.table.columns:
             n = r.metrics

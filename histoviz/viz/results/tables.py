@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.results.runs import RunData
 
 __all__ = ["per_target_scores", "pooled_by_run", "targets_table"]
@@ -31,14 +32,14 @@ def per_target_scores(runs: Sequence[RunData], metric: str = "pearson") -> pd.Da
     """
     parts = []
     for r in runs:
-        reg = [b for b, k in r.blocks.items() if k == "regression"]
+        reg = [b for b, k in r.blocks.items() if k == TaskKind.REGRESSION]
         if not reg:
             continue
         aggs = [("value", "mean"), ("value", "std"), ("value", "count")]
         if "n" in r.table.columns:
             aggs.append(("n", "mean"))
         d = r.table.aggregate(["task", "target"], aggs, metric=metric, axis="per-target", subset="all",
-                              kind="regression", task=reg)
+                              kind=TaskKind.REGRESSION, task=reg)
         if d.empty:
             continue
         d = d.rename(columns={"value_mean": "mean", "value_std": "std", "value_count": "n_folds", "n_mean": "n"})
