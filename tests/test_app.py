@@ -284,13 +284,16 @@ def test_cli_dashboard_serves_localhost(tmp_path: Path, capsys: pytest.CaptureFi
 def build_real_results(root: Path, mc, oc) -> Path:
     """Runs of two cohorts under ``root``: ridge and knn (omics, ``mc``), PCA outcome baselines
     and their shuffled control (grade + survival, Mondrian coverage by site, ``oc``), and one
-    slide's maps; ``root/synth`` links the omics cohort."""
+    slide's maps; ``root/synth`` holds the omics cohort (hard links)."""
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_slide
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
-    (root / "synth").symlink_to(mc.root, target_is_directory=True)
+    # the cohort is placed under the root (hard links: no copy of the slides); a symbolic link out of
+    # the root would be refused, as the dashboard reads nothing outside it
+    shutil.copytree(mc.root, root / "synth", copy_function=os.link)
+    mc = type(mc)(root / "synth", root / "synth" / "features" / "morphology")
     for name, model, params in (("ridge", "ridge", {"n_components": 32}), ("knn", "knn", {})):
         run_experiment(load_config(mc.config(name, model, params=params, modalities=("gene", "protein"))),
                        root / "runs" / name)
@@ -356,6 +359,16 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     assert m["Verdict"] == ref.verdict
     units = frame(at, "fold", "mean_a", "mean_b", "difference")
     np.testing.assert_allclose(units["difference"], ref.per_unit["difference"], atol=1e-12)
+    # the omics runs and the outcome runs were trained on two cohorts: two groups, never mixed
+    from histoviz.viz.results import cohort_groups, find_runs, load_runs
+
+    groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
+    assert {r.label for r in groups["synth"].runs} == {"knn", "ridge"}
+    assert {r.label for r in groups["outcome_cohort"].runs} == {"pca-outcomes", "pca-shuffled"}
+    assert all(r.identity.recorded for g in groups.values() for r in g.runs)
+    assert set(frame(at, "run", "cohort")["cohort"]) == {"synth"}
+    at.selectbox(key="cohort_group").set_value(groups["outcome_cohort"].id).run()
+    assert at.multiselect(key="runs_selected").value == ["runs/pca-outcomes", "runs/pca-shuffled"]
     # Outcomes: the log-rank p of the risk groups and the c-index per fold
     at.switch_page("views/outcomes.py").run()
     assert not at.error

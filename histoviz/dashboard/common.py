@@ -231,17 +231,13 @@ def groups() -> list[Any]:
     return cohort_groups(all_runs()[0])
 
 
-def _group_id(g: Any) -> str:
-    return f"{g.key[0]}/{g.key[1]}/{g.level}"
-
-
 def current_group() -> Any | None:
     """The cohort and split picked in the sidebar (``None`` when there are no runs)."""
     gs = groups()
     if not gs:
         return None
     want = st.session_state.get("cohort_group")
-    return next((g for g in gs if _group_id(g) == want), gs[0])
+    return next((g for g in gs if g.id == want), gs[0])
 
 
 def selected_runs(*, kinds: Sequence[str] = ()) -> list[Any]:
@@ -277,8 +273,8 @@ def sidebar() -> None:
         st.caption("No run directories under the root yet.")
         st.session_state["runs_selected"] = []
         return
-    ids = [_group_id(g) for g in gs]
-    labels = {_group_id(g): g.label for g in gs}
+    ids = [g.id for g in gs]
+    labels = {g.id: g.label for g in gs}
     if st.session_state.get("cohort_group") not in ids:
         st.session_state["cohort_group"] = ids[0]
     st.selectbox("Cohort and split", ids, key="cohort_group", format_func=lambda i: labels[i],
@@ -287,9 +283,9 @@ def sidebar() -> None:
     g = current_group()
     found = [x.label for x in g.runs]
     if "runs_selected" not in st.session_state or not set(st.session_state["runs_selected"]) <= set(found) \
-            or st.session_state.get("_runs_group") != _group_id(g):
+            or st.session_state.get("_runs_group") != g.id:
         st.session_state["runs_selected"] = found[:12]
-    st.session_state["_runs_group"] = _group_id(g)
+    st.session_state["_runs_group"] = g.id
     st.multiselect("Runs", found, key="runs_selected",
                    help=f"{len(found)} run(s) of this cohort and split; the pages compare the runs picked here.")
     n_other = sum(len(x.runs) for x in gs) - len(found)

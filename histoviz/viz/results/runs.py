@@ -455,6 +455,11 @@ class CohortGroup:
     recorded: bool = True
 
     @property
+    def id(self) -> str:
+        """``cohort/split/level``: names the group in a URL or a widget."""
+        return f"{self.key[0]}/{self.key[1]}/{self.level}"
+
+    @property
     def label(self) -> str:
         """``power · 5-fold · 200 patients · 8 runs (slide level)``."""
         pats = {int(r.info.get("n_patients") or r.info.get("n_samples") or 0) for r in self.runs} - {0}
