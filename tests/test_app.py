@@ -363,8 +363,8 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     from histoviz.viz.results import cohort_groups, find_runs, load_runs
 
     groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
-    assert {r.label for r in groups["synth"].runs} == {"knn", "ridge"}
-    assert {r.label for r in groups["outcome_cohort"].runs} == {"pca-outcomes", "pca-shuffled"}
+    assert {r.label for r in groups["synth"].runs} == {"runs/knn", "runs/ridge"}
+    assert {r.label for r in groups["outcome_cohort"].runs} == {"runs/pca-outcomes", "runs/pca-shuffled"}
     assert all(r.identity.recorded for g in groups.values() for r in g.runs)
     assert set(frame(at, "run", "cohort")["cohort"]) == {"synth"}
     at.selectbox(key="cohort_group").set_value(groups["outcome_cohort"].id).run()
