@@ -383,6 +383,18 @@ def heldout(run: Any, block: str):
     return _heldout(_keys([run])[0], block)
 
 
+@st.cache_data(max_entries=8, show_spinner="Reading held-out predictions ...")
+def _explorer_matrix(key: tuple, block: str, n_folds: int | None, patients: tuple[str, ...]):
+    from histoviz.viz.results.explorer import patient_matrix
+
+    return patient_matrix(_run(*key).heldout(block), value="y_pred", n_folds=n_folds, patients=list(patients))
+
+
+def explorer_matrix(run: Any, block: str, n_folds: int | None, patients: tuple[str, ...]):
+    """Patients x every target of a block's held-out predictions (cached)."""
+    return _explorer_matrix(_keys([run])[0], block, n_folds, tuple(patients))
+
+
 # ------------------------------------------------------------------------------------------------
 # slides, predictions, cohorts
 # ------------------------------------------------------------------------------------------------

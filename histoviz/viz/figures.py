@@ -10,6 +10,8 @@
 - outcomes: :func:`confusion_figure`, :func:`coverage_figure`, :func:`reliability_figure`
   (grade probabilities), :func:`survival_calibration_figure` (predicted survival at a horizon
   vs Kaplan-Meier by risk group);
+- the cohort explorer: :func:`expression_heatmap_figure` (patients x genes, measured beside
+  predicted, one clustered order and one colour scale);
 - a slide: :func:`hover_map_figure` (the map over the thumbnail; the value under the cursor).
 
 Every number a figure prints is rounded for reading (3 significant digits, p-values in
@@ -35,6 +37,7 @@ __all__ = [
     "confusion_figure",
     "coverage_figure",
     "distribution_figure",
+    "expression_heatmap_figure",
     "fmt_p",
     "fold_spread_figure",
     "hover_map_figure",
@@ -457,6 +460,30 @@ def survival_calibration_figure(table: pd.DataFrame, *, horizon: float, unit: st
                       legend={"orientation": "h", "y": -0.2})
     fig.update_xaxes(range=[-0.02, 1.02])
     fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def expression_heatmap_figure(measured: pd.DataFrame, predicted: pd.DataFrame, *, patients: Sequence[str],
+                              genes: Sequence[str], limit: float = 3.0, title: str = "") -> go.Figure:
+    """Patients (rows) x genes (columns), measured beside predicted, in one (clustered) order and
+    one diverging colour scale clipped at ``±limit`` (values on the run's standardised scale)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows, cols = [str(p) for p in patients], [str(g) for g in genes]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("measured", "predicted (held out)"), shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    for j, (name, m) in enumerate((("measured", measured), ("predicted", predicted))):
+        z = m.reindex(index=rows, columns=cols).to_numpy(np.float64)
+        fig.add_trace(go.Heatmap(
+            z=z, x=cols, y=rows, zmin=-limit, zmax=limit, zmid=0.0, colorscale="RdBu_r", showscale=j == 1,
+            colorbar={"title": {"text": "z (training-fold scale)", "side": "right"}},
+            hovertemplate="patient %{y}<br>%{x}: " + name + " %{z:.2f}<extra></extra>", hoverongaps=False),
+            row=1, col=j + 1)
+    fig.update_yaxes(showticklabels=len(rows) <= 60, autorange="reversed")
+    fig.update_xaxes(tickangle=-60, showticklabels=len(cols) <= 80)
+    fig.update_layout(title=title or None, height=max(320, min(900, 14 * len(rows) + 160)),
+                      margin={**_MARGIN, "t": 50})
     return fig
 
 
