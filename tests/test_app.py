@@ -24,7 +24,7 @@ from histoviz.dashboard import APP
 
 ROOT = Path(__file__).resolve().parents[1]
 SVS_ID = "CMU-1-Small-Region"
-PAGES = ("models", "targets", "outcomes", "cohort", "slide")
+PAGES = ("models", "targets", "outcomes", "cohort", "explorer", "slide")
 
 st = pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -300,12 +300,13 @@ def build_real_results(root: Path, mc, oc) -> Path:
     cohort = pd.read_csv(oc.cohort_csv)
     cohort["site"] = np.where(cohort["patient_id"].str[1:].astype(int) % 2, "A", "B")
     cohort["path"] = [str(oc.root / p) for p in cohort["path"]]
-    cohort.to_csv(root / "outcome_cohort.csv", index=False)
+    (root / "outcome").mkdir()
+    cohort.to_csv(root / "outcome" / "cohort.csv", index=False)
     for name, extra in (("pca-outcomes", {}), ("pca-shuffled", {"shuffle_labels": True})):
         cfg = oc.config(name, "pca-outcomes", params={"n_components": 16, "cox_components": 4, "penalizer": 0.1},
                         evaluation={"calibration_fraction": 0.3, "conformal": {"alpha": 0.1, "group": "site"}},
                         **extra)
-        cfg["data"]["cohort"] = str(root / "outcome_cohort.csv")
+        cfg["data"]["cohort"] = str(root / "outcome" / "cohort.csv")
         run_experiment(load_config(cfg), root / "runs" / name)
     a = predict_slide(mc.root / "slides" / "S001.tif", root / "runs" / "ridge", progress=False)
     write_predictions(a, root / "maps" / "S001.ridge.h5ad")
@@ -335,7 +336,16 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     # Targets: a gene's Pearson = mean over folds of histoviz's Pearson of its held-out values (the
     # run scored the unstandardised values, the held-out table keeps the float32 standardised
     # ones: equal up to float32 rounding)
-    at = app("targets")
+    # the omics runs and the outcome runs were trained on two cohorts: two groups, never mixed
+    from histoviz.viz.results import cohort_groups, find_runs, load_runs
+
+    groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
+    assert {r.label for r in groups["synth"].runs} == {"runs/knn", "runs/ridge"}
+    assert {r.label for r in groups["outcome"].runs} == {"runs/pca-outcomes", "runs/pca-shuffled"}
+    assert all(r.identity.recorded for g in groups.values() for r in g.runs)
+    at = app()
+    at.selectbox(key="cohort_group").set_value(groups["synth"].id).run()
+    at.switch_page("views/targets.py").run()
     assert not at.error
     at.text_input(key="t_query").input("MKI67").run()
     table = frame(at, "task", "target", "runs/ridge", "runs/knn").set_index("target")
@@ -359,15 +369,8 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     assert m["Verdict"] == ref.verdict
     units = frame(at, "fold", "mean_a", "mean_b", "difference")
     np.testing.assert_allclose(units["difference"], ref.per_unit["difference"], atol=1e-12)
-    # the omics runs and the outcome runs were trained on two cohorts: two groups, never mixed
-    from histoviz.viz.results import cohort_groups, find_runs, load_runs
-
-    groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
-    assert {r.label for r in groups["synth"].runs} == {"runs/knn", "runs/ridge"}
-    assert {r.label for r in groups["outcome_cohort"].runs} == {"runs/pca-outcomes", "runs/pca-shuffled"}
-    assert all(r.identity.recorded for g in groups.values() for r in g.runs)
     assert set(frame(at, "run", "cohort")["cohort"]) == {"synth"}
-    at.selectbox(key="cohort_group").set_value(groups["outcome_cohort"].id).run()
+    at.selectbox(key="cohort_group").set_value(groups["outcome"].id).run()
     assert at.multiselect(key="runs_selected").value == ["runs/pca-outcomes", "runs/pca-shuffled"]
     # Outcomes: the log-rank p of the risk groups and the c-index per fold
     at.switch_page("views/outcomes.py").run()

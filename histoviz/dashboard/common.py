@@ -276,8 +276,9 @@ def sidebar() -> None:
     ids = [g.id for g in gs]
     labels = {g.id: g.label for g in gs}
     if st.session_state.get("cohort_group") not in ids:
-        st.session_state["cohort_group"] = ids[0]
-    st.selectbox("Cohort and split", ids, key="cohort_group", format_func=lambda i: labels[i],
+        linked = st.query_params.get("cohort_group")
+        st.session_state["cohort_group"] = linked if linked in ids else ids[0]
+    st.selectbox("Cohort and split", ids, key="cohort_group", format_func=lambda i: labels[i], bind="query-params",
                  help="Pages compare runs trained and evaluated on one cohort with one patient split; runs of "
                       "other cohorts or splits are listed apart.")
     g = current_group()
