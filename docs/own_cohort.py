@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -58,26 +59,41 @@ def main(argv: list[str] | None = None) -> int:
     if not (work / "download").exists():
         make_download(work / "synth", work / "download", corrupt=True)
     runs = []
+
+    def rel(text: str) -> str:  # outputs name the work folder's files relative to it
+        return text.replace(f"{work}/", "").replace(str(work), ".")
+
     for key, cmd in COMMANDS:
         t = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         argv_ = shlex.split(cmd)
         p = subprocess.run([hv, *argv_[1:]], cwd=work, env=env, capture_output=True, text=True)
-        runs.append({"key": key, "command": cmd, "returncode": p.returncode, "stdout": p.stdout.rstrip(),
-                     "stderr_tail": [ln for ln in p.stderr.strip().splitlines() if "Warning" not in ln][-3:],
-                     "seconds": round(time.perf_counter() - t, 1)})
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runs.append({"key": key, "command": cmd, "returncode": p.returncode, "stdout": rel(p.stdout.rstrip()),
+                     "stderr_tail": [rel(ln) for ln in p.stderr.strip().splitlines() if "Warning" not in ln][-3:],
+                     "seconds": round(time.perf_counter() - t, 1),
+                     "cpu_seconds": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)})
         print(f"{key}: exit {p.returncode} in {runs[-1]['seconds']} s", file=sys.stderr)
     import pandas as pd
 
-    pred = pd.read_csv(work / "predictions" / "predictions.csv")
+    pred = pd.read_csv(work / "predictions" / "predictions.csv", dtype={"grade": str, "grade_set": str})
     report = json.loads((work / "cohort" / "import_report.json").read_text())
     cols = ["slide_id", "status", "in_training_cohort", "grade", "grade_set", "survival_risk", "survival_risk_lo",
             "survival_risk_hi", "gene:MKI67"]
     unseen = pred[(pred["status"] == "done") & ~pred["in_training_cohort"]]
     shown = pd.concat([pred[pred["status"] == "done"].head(2), unseen.head(2), pred[pred["status"] == "failed"]])
-    out = {"runs": runs, "n_slides": a.slides, "seconds_total": round(time.perf_counter() - t0, 1),
+    metrics = {}
+    for run, rows in (("grade", ("auc_macro", "coverage", "set_size")),
+                      ("survival", ("c_index", "coverage", "interval_width"))):
+        sm = pd.read_csv(work / "runs" / run / "summary.csv")
+        sm = sm[(sm["subset"] == "all") & sm["metric"].isin(rows)].drop_duplicates("metric")
+        metrics[run] = {m: [round(float(a), 3), round(float(b), 3)] for m, a, b in sm[["metric", "mean", "std"]].itertuples(
+            index=False)}
+    out = {"runs": runs, "metrics": metrics, "n_slides": a.slides, "seconds_total": round(time.perf_counter() - t0, 1),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
            "slides": {k: report["slides"][k] for k in ("found", "kept", "n_dropped")},
            "patients": report["patients"],
+           "predictions_columns": [c for c in cols if c in shown.columns],
            "predictions_head": json.loads(shown[[c for c in cols if c in shown.columns]].to_json(orient="records"))}
     (work / "results.json").write_text(json.dumps(out, indent=1))
     print(work / "results.json")
