@@ -5,8 +5,9 @@ A config has five sections (see ``training/configs/*.yaml``)::
     name: mtl                      # run name (the "model" column of metrics.parquet)
     seed: 0
     data:
-      cohort: data/synth/cohort.csv
+      cohort: data/synth/cohort.csv              # slide_id, patient_id, path (+ outcome columns)
       features: data/synth/features/morphology   # <slide_id>.h5 bags
+      # one_patient_per_slide: true              # only for a table without patient_id
       embed: {encoder: morphology}               # embed missing bags first (optional)
       omics:
         gene: {path: data/synth/omics/gene.h5ad, normalize: total, transform: log10p1}
