@@ -230,13 +230,15 @@ class FeatureBagWriter:
 
     A bag that cannot fit in the free space is refused before anything is written; a disk that
     fills (or turns read-only) while writing is a :class:`~histoviz.errors.StorageError`, and the
-    temporary file is removed. Each batch is flushed as it arrives: HDF5 cannot recover from a
-    write that fails inside its final close (it crashes the process later), so that close is
-    left with almost nothing to write.
+    temporary file is removed. Rows are flushed every few MB and before closing: HDF5 cannot
+    recover from a write that fails inside its close (it crashes the process later), so that
+    close is left with almost nothing to write.
     """
 
     #: HDF5 structure beyond the raw arrays (superblock, object headers, attributes, B-trees)
     OVERHEAD_BYTES = 1 << 16
+    #: features written between flushes (a failed flush is recoverable, a failed close is not)
+    FLUSH_BYTES = 8 << 20
 
     def __init__(
         self, path: str | os.PathLike, coords: np.ndarray, embed_dim: int, attrs: dict[str, Any],
@@ -248,6 +250,7 @@ class FeatureBagWriter:
         n = len(coords)
         self._check_space(n * (16 + 4 * int(embed_dim) + 4 * (len(quality or {}) + 1)))
         self._f: Any = None
+        self._unflushed = 0
         self._ctx: Any = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         try:
@@ -309,9 +312,13 @@ class FeatureBagWriter:
     def write(self, start: int, features: np.ndarray) -> None:
         """Write rows ``start : start + len(features)``."""
         stop = start + len(features)
+        x = np.asarray(features, np.float32)
         with self._guard():
-            self._feats[start:stop] = np.asarray(features, np.float32)
-            self._f.flush()
+            self._feats[start:stop] = x
+            self._unflushed += x.nbytes
+            if self._unflushed >= self.FLUSH_BYTES:
+                self._f.flush()
+                self._unflushed = 0
         self._written[start:stop] = True
 
     def write_quality(self, name: str, start: int, values: np.ndarray) -> None:
