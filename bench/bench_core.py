@@ -245,7 +245,7 @@ def main() -> int:
                       f"{e['embed_slide_tiles_per_s']:.1f} tiles/s, ratio {e['ratio']:.3f}")
     if "memory" in only:
         print("[memory] peak RSS embedding virtual slides", flush=True)
-        sides = [2240, 4480] if a.smoke else [11200, 22400] if a.quick else [22400, 70000]
+        sides = [1120, 2240] if a.smoke else [11200, 22400] if a.quick else [22400, 70000]
         result["memory"] = bench_memory(sides)
         for k, v in result["memory"].items():
             print(f"  {k}px: {v['n_tiles']} tiles, peak {v['peak_rss_mb']:.0f} MB, {v['seconds']:.0f} s")

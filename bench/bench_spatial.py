@@ -161,7 +161,7 @@ def main() -> int:
     retrieval = bench_retrieval(5_000 if a.smoke else 100_000, a.queries or (50 if a.smoke else 500 if quick else 2000),
                                 256, a.genes or (50 if a.smoke else 200), device, repeats=2 if quick else 3)
     gpu = device == "cuda"
-    training = bench_training(a.spots or (128 if a.smoke else 1024 if quick else (16384 if gpu else 2048)),
+    training = bench_training(a.spots or (256 if a.smoke else 1024 if quick else (16384 if gpu else 2048)),
                               128 if a.smoke else 1280, a.genes or (50 if a.smoke else 200),
                               a.epochs or (1 if a.smoke else 2 if quick else (5 if gpu else 3)), device,
                               256 if gpu else 64)
