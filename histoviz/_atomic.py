@@ -130,12 +130,12 @@ def storage_error(path: str | os.PathLike, e: BaseException, *, flag: str = "--o
     p = Path(path)
     if n in (errno.ENOSPC, errno.EDQUOT):
         return StorageError(f"{p}: cannot write: {_STORAGE[n]} ({_free(p.parent)}); free some space or "
-                            f"choose another {flag}, then rerun the same command (finished work is kept)")
+                            f"choose another {flag}, then rerun the same command (finished work is kept)", str(p))
     if n == errno.EROFS:
         fix = f"choose a writable {flag}"
     else:
         fix = f"check the folder's owner and permissions, or choose another {flag}"
-    return StorageError(f"{p}: cannot write: {_STORAGE[n]}; {fix}")
+    return StorageError(f"{p}: cannot write: {_STORAGE[n]}; {fix}", str(p))
 
 
 @contextlib.contextmanager
@@ -194,7 +194,7 @@ def require_space(path: str | os.PathLike, nbytes: int, *, what: str = "the outp
     if free < nbytes:
         raise StorageError(f"{p}: cannot write: {what} needs about {format_bytes(nbytes)} and {folder} has "
                            f"{format_bytes(free)} free; free some space or choose another {flag}, then rerun the "
-                           "same command (finished work is kept)")
+                           "same command (finished work is kept)", str(p))
 
 
 def refuse_input_as_output(out: str | os.PathLike, *inputs: str | os.PathLike | None,

@@ -127,8 +127,10 @@ def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
             _embed_path(Path(path), slide_id, out, enc, job, stats, cb, st, open_slide,
                         embed_slide, TilingConfig, device)
         st.status, st.path, st.n_tiles = "done", str(out), stats.n_tiles
-    except StorageError:
-        raise  # a full or read-only disk stops the run: no other slide can be written either
+    except StorageError as e:
+        if e.path and Path(e.path).resolve().is_relative_to(Path(out_dir).resolve()):
+            raise  # the output disk is full or read-only: no other slide can be written either
+        st.error = str(e)  # e.g. a full staging cache: this slide is reported, the others go on
     except HistovizError as e:
         st.error = str(e)
     except Exception as e:  # a corrupt slide must not take the cohort down
