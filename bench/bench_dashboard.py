@@ -117,7 +117,7 @@ def run(out: str, *, quick: bool, repeats: int, smoke: bool = False) -> dict:
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*.parquet")}
         os.environ["HISTOVIZ_RESULTS_ROOT"] = str(root)
         from histoviz.dashboard import common as c
-        from histoviz.viz.results import fold_table, targets_table
+        from histoviz.viz.results import targets_table
 
         paths = [str(root / "runs" / r) for r in ("model_a", "model_b")]
         gene = "GENE00042"
@@ -133,7 +133,8 @@ def run(out: str, *, quick: bool, repeats: int, smoke: bool = False) -> dict:
             scores = c.scores(runs, "pearson")
             table = targets_table(scores)
             assert len(table) == m
-            fold_table(runs)
+            table, errors = c.summaries(runs, c.default_topk(runs))  # the Models page's comparison table
+            assert not errors and len(table), errors
             for r in runs:
                 h = c.heldout_target(r, "gene", gene)
                 assert len(h) == n, len(h)
