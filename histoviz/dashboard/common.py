@@ -306,6 +306,14 @@ def scores(runs: Sequence[Any], metric: str = "pearson"):
     return _scores(_keys(runs), metric)
 
 
+def has_summary(run: Any, topk: tuple[int, ...]) -> bool:
+    """Whether the run wrote its comparison table (``summary.csv``) with these top-k sizes."""
+    ev = run.config.get("evaluation") or {}
+    return ((run.path / "summary.csv").is_file()
+            and tuple(sorted(int(k) for k in (ev.get("topk") or ()))) == tuple(topk)
+            and tuple(ev.get("topk_criteria") or ("variance", "mean")) == ("variance", "mean"))
+
+
 @st.cache_data(max_entries=16, show_spinner="Comparing runs ...")
 def _summary(key: tuple, topk: tuple[int, ...]):
     import pandas as pd
@@ -313,11 +321,8 @@ def _summary(key: tuple, topk: tuple[int, ...]):
     from histoviz.evaluation.compare import SUMMARY_COLUMNS, summarise_run
 
     run = _run(*key)
-    ev = run.config.get("evaluation") or {}
     stored = run.path / "summary.csv"
-    same = (tuple(sorted(int(k) for k in (ev.get("topk") or ()))) == topk
-            and tuple(ev.get("topk_criteria") or ("variance", "mean")) == ("variance", "mean"))
-    if same and stored.is_file():  # the table the run wrote with these settings: no re-read of its metrics
+    if has_summary(run, topk):  # the table the run wrote with these settings: no re-read of its metrics
         try:
             t = pd.read_csv(stored)
             if set(SUMMARY_COLUMNS) <= set(t.columns):
