@@ -290,12 +290,12 @@ def test_a_synthetic_model_on_a_real_slide_warns(results: Path, svs_predictions:
     (synth / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
     a = ad.read_h5ad(svs_predictions)
     info = dict(a.uns["histoviz"])
-    info.update(model="ridge", config=json.dumps({"data": {"cohort": str(synth / "cohort.csv")}}))
+    info.update(model="ridge", trained_on=json.dumps({"synthetic": True, "cohort": str(synth / "cohort.csv")}))
     a.uns["histoviz"] = info
     with_svs(results)
     write_predictions(a, results / "maps" / f"{SVS_ID}.ridge.h5ad")
     at = app("slide")
-    assert any("trained on a synthetic cohort" in w.value and "this slide is not synthetic" in w.value
+    assert any("trained on synthetic slides" in w.value and f"{SVS_ID} is not a synthetic slide" in w.value
                for w in at.warning)
 
 

@@ -468,6 +468,13 @@ def _slide_level(path: str, stamp: float) -> list[dict[str, Any]]:
     return slide_predictions(_predictions(path, stamp))
 
 
+def synthetic_warning(pred: Path, slide: Path) -> str | None:
+    """:func:`histoviz.provenance.prediction_warning` of a prediction file on this slide."""
+    from histoviz.provenance import prediction_warning
+
+    return prediction_warning(predictions(pred), slide_path=str(slide))
+
+
 def seen_by_run(info: dict[str, Any], patient: str | None, cohort_id: str | None) -> str:
     """One sentence: whether the run that made a prediction trained on this slide's patient
     (``""`` when the run is not under the root)."""
