@@ -47,7 +47,8 @@ for ct in cohorts:
         if ok:
             choices[key][str(sid)] = str(path)
             in_tables[os.path.realpath(path)] = (key, str(sid), str(pid))
-loose = {c.rel(p): p for p in c.find_slides() if os.path.realpath(p) not in in_tables}
+loose = {c.rel(p): p for p in c.find_slides()  # slides in no table; a map's overlay image is not a slide
+         if os.path.realpath(p) not in in_tables and not os.path.exists(os.path.splitext(p)[0] + ".h5ad")}
 if loose:
     choices[OTHER] = {k: v for k, v in loose.items()}
     names[OTHER] = f"{OTHER} ({len(loose)})"
