@@ -2,8 +2,9 @@
 
 - :func:`sample_data_dir`: the real sample slides shipped in the repository's
   ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
-- :func:`real_sample`: one of them by file name, with a clear error when it is not here;
+- :func:`shipped_file`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
+- :func:`config_dir`: the shipped experiment configs (``training/configs``) the demo runs;
 - :func:`default_cache_dir`: where generated samples are cached (``$HISTOVIZ_CACHE`` or
   ``~/.cache/histoviz``);
 - :data:`SYNTHETIC_PRESETS` / :func:`synthetic_preset`: named synthetic cohorts (``demo``: 40
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from histoviz.errors import DataError
 
-__all__ = ["SYNTHETIC_PRESETS", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
-           "synthetic_preset"]
+__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "resource_dir", "sample_data_dir",
+           "shipped_file", "synthetic_preset"]
 
 #: Named synthetic cohorts (keyword arguments of :func:`histoviz.data.synthetic.make_synthetic_cohort`).
 SYNTHETIC_PRESETS: dict[str, dict] = {
@@ -29,7 +30,8 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "power": {"n_slides": 240, "slide_size": (768, 768), "seed": 1, "spatial_fraction": 0.0},
 }
 
-_REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+_REPO = Path(__file__).resolve().parents[1]
+_REPO_SAMPLE = _REPO / "sample_data"
 
 
 def sample_data_dir() -> Path | None:
@@ -47,8 +49,8 @@ def resource_dir() -> Path | None:
     return _REPO_SAMPLE if _REPO_SAMPLE.is_dir() else None
 
 
-def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
-    """Path of a shipped real sample file.
+def shipped_file(name: str = "CMU-1-Small-Region.svs") -> Path:
+    """Path of a real file shipped in ``sample_data/real`` (a slide, an image, a Visium folder).
 
     Raises
     ------
@@ -59,10 +61,27 @@ def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
     p = d / name if d is not None else None
     if p is None or not p.exists():
         raise DataError(
-            f"the real sample {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
+            f"the shipped file {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
             "sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
         )
     return p
+
+
+def config_dir() -> Path:
+    """The shipped experiment configs: ``$HISTOVIZ_CONFIGS`` if set, else the repository's
+    ``training/configs``.
+
+    Raises
+    ------
+    DataError
+        Neither exists (an installed wheel without the repository).
+    """
+    env = os.environ.get("HISTOVIZ_CONFIGS")
+    d = Path(env) if env else _REPO / "training" / "configs"
+    if not d.is_dir():
+        raise DataError(f"the experiment configs are not here ({d}); run from a clone of the repository "
+                        "or set HISTOVIZ_CONFIGS to its training/configs folder")
+    return d
 
 
 def default_cache_dir() -> Path:
