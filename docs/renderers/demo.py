@@ -257,24 +257,55 @@ def render_sample(data: dict) -> str:
     s = _sample(data)
     cv = s["cv"]
     ct = s["cell_type_pearson"]
-    tracked = [f"{k} r = {v:.2f}" for k, v in ct.items() if v >= 0.5]
+    n = s["n_patches"]
+    weak = [f"{k} {v:.2f}" for k, v in ct.items() if v < 0.5]
     cal = s.get("calibration_patients") or []
-    cal_txt = f" ({'-'.join(map(str, [min(cal), max(cal)])) if len(set(cal)) > 1 else cal[0]}-patient calibration splits)" \
-        if cal else ""
+    cal_txt = f" ({'/'.join(map(str, cal))}-patient calibration splits)" if cal else ""
+    agree = s["dominant_agree"]
 
     def g(key: str) -> str:
         return _f(cv.get(key), 2)
 
+    comp = (f"CPNN's per-patch cell-type weights follow the true composition (Pearson per type "
+            f"{min(ct.values()):.2f}-{max(ct.values()):.2f}" + (f"; weakest: {', '.join(weak)}" if weak else "")
+            + f") and the dominant type agrees with the truth on {agree} of {n} patches")
+    if agree < n / 2:
+        comp += ", so read its dominant-type map as what the model does, not as cell types"
     return (
-        f"Against that slide's known truth ({s['n_patches']} patches): predicted MKI67 r = {s['mki67_pearson']:.2f} "
+        f"Against that slide's known truth ({n} patches): predicted MKI67 r = {s['mki67_pearson']:.2f} "
         f"with true expression (median over {s['n_genes']} genes {s['gene_pearson_median']:.2f}); risk and "
         f"P(grade 4) follow true tumour content (Spearman {s['risk_spearman']:.2f} and {s['p_grade4_spearman']:.2f}); "
-        f"CPNN's per-patch cell-type weights "
-        + (f"track the composition only for some types ({', '.join(tracked)})" if tracked else
-           "do not track the composition")
-        + f"; the dominant type agrees with the truth on {s['dominant_agree']} of {s['n_patches']} patches, so read "
-        "its dominant-type map as what the model does, not as cell types. Held out in the sample runs' own 2-fold "
-        f"CV ({s['training_patients']} patients): grade macro AUC {g('grade-survival:grade:auc_macro')}, grade-set "
-        f"coverage {g('grade-survival:grade:coverage')} for a promised 0.90{cal_txt}, survival c-index "
-        f"{g('grade-survival:survival:c_index')}, interval coverage {g('grade-survival:survival:coverage')}."
+        f"{comp}. Held out in the sample runs' own 2-fold CV ({s['training_patients']} patients): grade macro AUC "
+        f"{g('grade-survival:grade:auc_macro')}, grade-set coverage {g('grade-survival:grade:coverage')} for a "
+        f"promised 0.90{cal_txt}, survival c-index {g('grade-survival:survival:c_index')}, interval coverage "
+        f"{g('grade-survival:survival:coverage')}."
     )
+
+
+def render_mki67_caption(data: dict) -> str:
+    s = _sample(data)
+    return (f"*CPNN's predicted MKI67 over the sample slide {s['slide_id']} (r = {s['mki67_pearson']:.2f} with the "
+            f"slide's true expression over {s['n_patches']} patches).*")
+
+
+def render_spots_findings(data: dict) -> str:
+    """What the spot table says: CMRCNet against BLEEP (its reconstruction branch) and ridge."""
+    d = _d(data)
+    rows = d["tables"]["spots"]
+    ref = rows[0]["model"]
+    hv = next((s for s in ("hvg50",) if _row(rows, subset=s)), rows[0]["subset"])
+
+    def vs(model: str) -> dict | None:
+        return _row(d["tables"]["spots_paired"], model=model, reference=ref, subset=hv)
+
+    parts = []
+    for model, what in (("bleep-50", "BLEEP-50 (no reconstruction branch)"), ("ridge", "ridge on the same features")):
+        p = vs(model)
+        if p is None or p.get("mean_diff") is None:
+            continue
+        lo, hi = p["mean_diff"] - p["std_diff"], p["mean_diff"] + p["std_diff"]
+        verdict = ("below" if hi < 0 else "above" if lo > 0 else "level with")
+        parts.append(f"{what} is {verdict} {SPOT_NAMES.get(ref, ref)} ({_f(p['mean_diff'], sign=True)} ± "
+                     f"{p['std_diff']:.3f} per sample, better on {p['n_better']} of {p['n_samples']} samples)")
+    return ("On these data " + "; ".join(parts) + " (HVG-50 Pearson, mean ± std of the per-sample difference).") \
+        if parts else ""

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from histoviz.demo.results import DemoResult
     from histoviz.training.config import ExperimentConfig
 
-__all__ = ["OMICS_RUNS", "OUTCOME_RUNS", "PATHGEN_RUNS", "SPOT_RUN", "DemoRun", "demo_config", "describe",
-           "read_shipped", "train_runs"]
+__all__ = ["OMICS_RUNS", "OUTCOME_RUNS", "PATHGEN_RUNS", "SPOT_RUN", "DemoContext", "DemoRun", "demo_config",
+           "describe", "read_shipped", "record_run", "train_runs"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,29 @@ class DemoRun:
     config: str
     sets: tuple[str, ...] = ()
     why: str = ""
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What every step of a demo run shares: the output folder, the result being filled, the
+    slide-level features (folder and encoder), printing and progress bars."""
+
+    out: Path
+    res: DemoResult
+    features: Path
+    encoder: str
+    echo: Callable[[str], None] = print
+    progress: bool = True
+
+    @property
+    def runs_dir(self) -> Path:
+        """``out/runs``: one folder per run."""
+        return Path(self.out) / "runs"
+
+    @property
+    def data_sets(self) -> list[str]:
+        """The overrides that point a slide-level config at the demo's features."""
+        return [f"data.features={self.features}", f"data.embed.encoder={self.encoder}"]
 
 
 def _control(name: str, config: str) -> DemoRun:
@@ -143,19 +167,10 @@ def describe(run: DemoRun, width: int = 22) -> str:
     return f"{run.name:<{width}} {run.config}{(' ' + sets) if sets else ''}{tail}"
 
 
-def train_runs(
-    runs: Sequence[DemoRun],
-    paths: Mapping[str, str | os.PathLike],
-    sets: Sequence[str],
-    runs_dir: Path,
-    res: Any,
-    *,
-    what: str,
-    echo: Callable[[str], None] = print,
-    progress: bool = True,
-) -> list[Path]:
-    """Print the runs' configs and overrides, train each (``runs_dir/<name>``; a finished run with
-    the same config is reused) and record them in ``res`` (a :class:`~histoviz.demo.results.DemoResult`).
+def train_runs(ctx: DemoContext, runs: Sequence[DemoRun], paths: Mapping[str, str | os.PathLike], *,
+               what: str) -> list[Path]:
+    """Print the runs' configs and overrides, train each (``ctx.runs_dir/<name>``; a finished
+    run with the same config is reused) and record them in ``ctx.res``.
 
     Returns
     -------
@@ -163,20 +178,26 @@ def train_runs(
     """
     from histoviz.training.runner import run_experiment
 
+    sets = ctx.data_sets
     mapped = ", ".join(f"{k.rstrip('/')}/ -> {str(v).rstrip('/')}/" for k, v in paths.items())
-    echo(f"  configs: training/configs/ with {mapped}" + "".join(f"; --set {s}" for s in sets))
+    ctx.echo(f"  configs: training/configs/ with {mapped}" + "".join(f"; --set {s}" for s in sets))
     width = max(len(r.name) for r in runs)
     for r in runs:
-        echo("    " + describe(r, width))
+        ctx.echo("    " + describe(r, width))
     dirs = []
     for run in runs:
         cfg = demo_config(run, paths, sets)
         t = time.perf_counter()
-        run_experiment(cfg, runs_dir / run.name, progress=progress)
-        echo(f"  trained {run.name} ({cfg.model.name}): {what} in {time.perf_counter() - t:.1f} s "
-             f"-> {runs_dir / run.name}")
-        res.outputs[f"run_{run.name}"] = runs_dir / run.name
-        res.runs[run.name] = {"config": f"training/configs/{run.config}", "sets": [*run.sets, *sets],
-                              "paths": {k: str(v) for k, v in paths.items()}}
-        dirs.append(runs_dir / run.name)
+        d = ctx.runs_dir / run.name
+        run_experiment(cfg, d, progress=ctx.progress)
+        ctx.echo(f"  trained {run.name} ({cfg.model.name}): {what} in {time.perf_counter() - t:.1f} s -> {d}")
+        ctx.res.outputs[f"run_{run.name}"] = d
+        record_run(ctx.res, run, paths, sets)
+        dirs.append(d)
     return dirs
+
+
+def record_run(res: DemoResult, run: DemoRun, paths: Mapping[str, str | os.PathLike], sets: Sequence[str] = ()) -> None:
+    """Keep the run's config, overrides and data paths in ``res.runs`` (the results file)."""
+    res.runs[run.name] = {"config": f"training/configs/{run.config}", "sets": [*run.sets, *sets],
+                          "paths": {k: str(v) for k, v in paths.items()}}

@@ -10,9 +10,11 @@ per-patch maps of a slide no model saw.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from histoviz.demo.configs import DemoContext
 
 __all__ = ["run_omics", "slide_maps"]
 
@@ -32,32 +34,16 @@ def slide_maps(slide: Path, run_dir: Path, h5ad: Path, shown: str, png: Path) ->
     return a
 
 
-def run_omics(
-    cohort: Any,
-    features: Path,
-    encoder: str,
-    out: Path,
-    res: Any,
-    *,
-    echo: Callable[[str], None] = print,
-    progress: bool = True,
-    show: Any = None,
-) -> None:
-    """Train, compare (paired) and predict; fills ``res`` (outputs, tables ``omics`` and
-    ``paired``, numbers).
+def run_omics(ctx: DemoContext, cohort: Any, show: Any = None) -> None:
+    """Train, compare (paired) and predict; fills ``ctx.res`` (outputs, tables ``omics``,
+    ``paired`` and ``composition``, numbers).
 
     Parameters
     ----------
+    ctx
+        The demo run (output folder, result, features, printing).
     cohort
         :class:`~histoviz.data.synthetic.SyntheticCohort` the models are cross-validated on.
-    features, encoder
-        Folder of its ``<slide_id>.h5`` bags and the encoder that made them.
-    out
-        Demo output folder (runs go to ``out/runs/<name>``).
-    res
-        The demo's :class:`~histoviz.demo.results.DemoResult`.
-    echo, progress
-        Printing and progress bars.
     show
         Another synthetic cohort whose first slide gets per-patch maps (a slide no model saw);
         default: the first slide of ``cohort``.
@@ -66,13 +52,15 @@ def run_omics(
     from histoviz.demo.configs import OMICS_RUNS, train_runs
     from histoviz.evaluation.compare import compare_runs, format_table
     from histoviz.evaluation.paired import compare_paired
-    from histoviz.training.composition import composition_recovery, format_composition, has_composition_truth
+    from histoviz.training.composition import (
+        composition_recovery,
+        format_composition,
+        has_composition_truth,
+    )
 
     t = time.perf_counter()
-    runs_dir = Path(out) / "runs"
-    dirs = train_runs(OMICS_RUNS, {"data/synth": cohort.root}, [f"data.features={features}",
-                                                                  f"data.embed.encoder={encoder}"],
-                      runs_dir, res, what="5-fold patient-level CV", echo=echo, progress=progress)
+    res, echo, runs_dir = ctx.res, ctx.echo, ctx.runs_dir
+    dirs = train_runs(ctx, OMICS_RUNS, {"data/synth": cohort.root}, what="5-fold patient-level CV")
     table = compare_runs(dirs, topk=[50], criteria=["variance"])
     main = table[(table["subset"] == "all") & (table["axis"] == "per-target")
                  & table["metric"].isin(["pearson", "spearman"])]
@@ -99,7 +87,7 @@ def run_omics(
 
     src = show if show is not None else cohort
     slide_id = src.slide_ids[0]
-    maps = Path(out) / "maps"
+    maps = Path(ctx.out) / "maps"
     for name, shown in (("mtl", "gene:MKI67"), ("cpnn", "cell_type:lymphocyte")):
         p, png = maps / f"{slide_id}.{name}.h5ad", maps / f"{slide_id}.{name}.png"
         a = slide_maps(src.slides[slide_id], runs_dir / name, p, shown, png)

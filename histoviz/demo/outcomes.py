@@ -11,9 +11,11 @@ regenerated with gene groups and a hidden factor.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from histoviz.demo.configs import DemoContext
 
 __all__ = ["run_outcomes", "run_pathgen"]
 
@@ -21,28 +23,18 @@ _OUTCOME_METRICS = ["auc_macro", "balanced_accuracy", "c_index", "c_index_uno", 
                     "interval_width"]
 
 
-def run_outcomes(
-    cohort: Any,
-    features: Path,
-    encoder: str,
-    out: Path,
-    res: Any,
-    *,
-    echo: Callable[[str], None] = print,
-    progress: bool = True,
-    show: Any = None,
-) -> None:
-    """Grade and survival (see the module docstring); fills ``res`` (table ``outcomes``)."""
+def run_outcomes(ctx: DemoContext, cohort: Any, show: Any = None) -> None:
+    """Grade and survival (see the module docstring) on ``cohort``, maps of the first slide of
+    ``show`` (default ``cohort``); fills ``ctx.res`` (table ``outcomes``)."""
     from histoviz.demo.configs import OUTCOME_RUNS, train_runs
     from histoviz.demo.omics import slide_maps
     from histoviz.evaluation.compare import compare_runs, format_table
     from histoviz.evaluation.report import outcome_report
 
     t = time.perf_counter()
-    runs_dir = Path(out) / "runs"
-    dirs = train_runs(OUTCOME_RUNS, {"data/outcomes": cohort.root},
-                      [f"data.features={features}", f"data.embed.encoder={encoder}"], runs_dir, res,
-                      what="5-fold patient-level CV + 20% calibration split", echo=echo, progress=progress)
+    res, echo, runs_dir, out = ctx.res, ctx.echo, ctx.runs_dir, ctx.out
+    dirs = train_runs(ctx, OUTCOME_RUNS, {"data/outcomes": cohort.root},
+                      what="5-fold patient-level CV + 20% calibration split")
     table = compare_runs(dirs, topk=[])
     main = table[(table["subset"] == "all") & (table["axis"] == "per-target") & table["metric"].isin(_OUTCOME_METRICS)]
     echo(f"[6/8] grade and survival, held-out (mean ± std over 5 folds; conformal alpha 0.1), "
@@ -65,16 +57,7 @@ def run_outcomes(
     res.outputs["overlay_risk"] = png
 
 
-def run_pathgen(
-    outcome_cohort: Any,
-    features: Path,
-    encoder: str,
-    out: Path,
-    res: Any,
-    *,
-    echo: Callable[[str], None] = print,
-    progress: bool = True,
-) -> None:
+def run_pathgen(ctx: DemoContext, outcome_cohort: Any) -> None:
     """A small PathGen on the outcome cohort's slides with gene groups: the cohort regenerated with
     ``gene_groups=True, hidden_factor=1`` (same pixels, so the outcome cohort's bags are reused),
     the three settings on the same 3 folds, the settings table with paired differences, the
@@ -91,12 +74,10 @@ def run_pathgen(
     from histoviz.viz.overlay import save_overlay
 
     t = time.perf_counter()
+    res, echo, runs_dir, out = ctx.res, ctx.echo, ctx.runs_dir, ctx.out
     cfg = {**asdict(outcome_cohort.config), "gene_groups": True, "hidden_factor": 1.0}
-    pc = make_synthetic_cohort(Path(out) / "pathgen", **cfg, progress=progress)
-    runs_dir = Path(out) / "runs"
-    dirs = train_runs(PATHGEN_RUNS, {"data/pathgen": pc.root},
-                      [f"data.features={features}", f"data.embed.encoder={encoder}"], runs_dir, res,
-                      what="3-fold patient-level CV + 20% calibration", echo=echo, progress=progress)
+    pc = make_synthetic_cohort(Path(out) / "pathgen", **cfg, progress=ctx.progress)
+    dirs = train_runs(ctx, PATHGEN_RUNS, {"data/pathgen": pc.root}, what="3-fold patient-level CV + 20% calibration")
     echo(f"  PathGen on {pc.root} (six gene groups; a hidden factor shifts grade, survival and two groups), "
          f"{time.perf_counter() - t:.0f} s:")
     lines = pathgen_report(dirs)
@@ -104,7 +85,7 @@ def run_pathgen(
         echo("  " + line)
     res.records("pathgen_report", [{"line": line} for line in lines])
     slide_id = pc.slide_ids[0]
-    a = predict_bag(FeatureBag.from_h5(Path(features) / f"{slide_id}.h5"), runs_dir / "pathgen-synthetic")
+    a = predict_bag(FeatureBag.from_h5(Path(ctx.features) / f"{slide_id}.h5"), runs_dir / "pathgen-synthetic")
     p = write_predictions(a, Path(out) / "maps" / f"{slide_id}.pathgen.h5ad")
     top = str(a.obsm["coattention"].columns[1])
     with open_slide(pc.slides[slide_id]) as reader:

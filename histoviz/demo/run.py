@@ -140,6 +140,7 @@ def run_demo(
 
     # 5-8. models and the napari samples ------------------------------------------------------------
     if train:
+        from histoviz.demo.configs import DemoContext
         from histoviz.demo.omics import run_omics
         from histoviz.demo.outcomes import run_outcomes, run_pathgen
         from histoviz.demo.samples import report_samples
@@ -147,12 +148,12 @@ def run_demo(
 
         # maps of slides none of the models saw: the 'demo' preset cohort (larger slides, Visium-like spots)
         show = make_synthetic_cohort(out / "synth", **synthetic_preset("demo"), progress=progress)
-        kw = {"echo": say, "progress": progress}
-        run_omics(cohort, feats, encoder, out, res, show=show, **kw)
-        run_outcomes(cohort, feats, encoder, out, res, show=show, **kw)
-        run_pathgen(cohort, feats, encoder, out, res, **kw)
+        ctx = DemoContext(out, res, feats, encoder, echo=say, progress=progress)
+        run_omics(ctx, cohort, show)
+        run_outcomes(ctx, cohort, show)
+        run_pathgen(ctx, cohort)
         say("[7/8] spatial transcriptomics: spot-level models on the Visium-like samples of the 'demo' cohort")
-        run_spots(show, out, res, **kw)
+        run_spots(ctx, show)
         say("[8/8] napari samples (File > Open Sample > histoviz), each built in a fresh process")
         report_samples(res, echo=say)
     say(f"done in {time.perf_counter() - t_all:.0f} s; outputs under {out}")

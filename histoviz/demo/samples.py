@@ -448,11 +448,13 @@ def sample_truth(sample: Sample) -> dict[str, Any]:
     for name, run in sample.runs.items():
         m = RunDir(run).metrics()
         m = m[(m["subset"] == "all") & (m["axis"] == "per-target")] if "axis" in m.columns else m
-        for (task, metric), v in m.groupby(["task", "metric"])["value"]:
+        for (task, metric), v in m.groupby(["task", "metric"], observed=True)["value"]:
             cv[f"{name}:{task}:{metric}"] = float(v.mean())
         sp = RunDir(run).splits()
-        if sp is not None and (sp["split"] == "cal").any():
-            out["calibration_patients"] = sorted(set(sp[sp["split"] == "cal"].groupby("fold").size().tolist()))
+        if sp is not None:  # calibration patients of the CV folds (the final model's split is fold -1)
+            cal = sp[(sp["split"] == "cal") & sp["fold"].isin(m["fold"].unique())]
+            if len(cal):
+                out["calibration_patients"] = sorted(set(cal.groupby("fold").size().tolist()))
     out["cv"] = cv
     return out
 

@@ -14,26 +14,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from histoviz.demo.configs import DemoContext
 
 __all__ = ["run_spots"]
 
 
-def run_spots(cohort: Any, out: Path, res: Any, *, echo: Callable[[str], None] = print,
-              progress: bool = True) -> None:
-    """Steps 1-3 of the module docstring (fills ``res``: outputs, table ``spots``, numbers)."""
+def run_spots(ctx: DemoContext, cohort: Any) -> None:
+    """Steps 1-3 of the module docstring on ``cohort``'s spatial samples (fills ``ctx.res``:
+    outputs, tables ``spots``, ``spots_mse`` and ``spots_paired``, numbers)."""
     from histoviz.data.spatial import load_spot_sample
     from histoviz.data.st_import import import_spaceranger
     from histoviz.datasets import sample_data_dir
-    from histoviz.demo.configs import SPOT_RUN, demo_config, describe
+    from histoviz.demo.configs import SPOT_RUN, demo_config, describe, record_run
     from histoviz.evaluation.spots import format_spot_table, paired_differences, spot_table
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_spots
     from histoviz.training.spots import run_spot_experiment
 
     t = time.perf_counter()
+    res, echo, out = ctx.res, ctx.echo, ctx.out
     real = sample_data_dir()
     if real is not None and (real / "visium_mini").is_dir():
         p = import_spaceranger(real / "visium_mini", Path(out) / "real" / "visium_mini.h5ad")
@@ -48,9 +51,8 @@ def run_spots(cohort: Any, out: Path, res: Any, *, echo: Callable[[str], None] =
     echo(f"  config: training/configs/ with data/synth/ -> {cohort.root}/")
     echo("    " + describe(SPOT_RUN))
     run_dir = Path(out) / "runs" / SPOT_RUN.name
-    r = run_spot_experiment(demo_config(SPOT_RUN, paths), run_dir, progress=progress)
-    res.runs[SPOT_RUN.name] = {"config": f"training/configs/{SPOT_RUN.config}", "sets": list(SPOT_RUN.sets),
-                               "paths": {k: str(v) for k, v in paths.items()}}
+    r = run_spot_experiment(demo_config(SPOT_RUN, paths), run_dir, progress=ctx.progress)
+    record_run(res, SPOT_RUN, paths)
     n = r.metrics["fold"].nunique()
     echo(f"  spot models on {len(cohort.spatial)} synthetic samples, leave-one-sample-out ({n} folds) in "
          f"{time.perf_counter() - t:.0f} s -> {run_dir}")
