@@ -4,7 +4,8 @@
   ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
 - :func:`shipped_file`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
-- :func:`config_dir`: the shipped experiment configs (``training/configs``) the demo runs;
+- :func:`config_dir`: the shipped experiment configs (``training/configs/``, or
+  ``$HISTOVIZ_CONFIGS``), the templates of ``histoviz import``;
 - :func:`default_cache_dir`: where generated samples are cached (``$HISTOVIZ_CACHE`` or
   ``~/.cache/histoviz``);
 - :data:`SYNTHETIC_PRESETS` / :func:`synthetic_preset`: named synthetic cohorts (``demo``: 40
@@ -30,8 +31,7 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "power": {"n_slides": 240, "slide_size": (768, 768), "seed": 1, "spatial_fraction": 0.0},
 }
 
-_REPO = Path(__file__).resolve().parents[1]
-_REPO_SAMPLE = _REPO / "sample_data"
+_REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def sample_data_dir() -> Path | None:
@@ -74,14 +74,14 @@ def config_dir() -> Path:
     Raises
     ------
     DataError
-        Neither exists (an installed wheel without the repository).
+        Neither exists (an installed wheel without the repository): says what to set.
     """
     env = os.environ.get("HISTOVIZ_CONFIGS")
-    d = Path(env) if env else _REPO / "training" / "configs"
-    if not d.is_dir():
-        raise DataError(f"the experiment configs are not here ({d}); run from a clone of the repository "
-                        "or set HISTOVIZ_CONFIGS to its training/configs folder")
-    return d
+    for p in ([Path(env)] if env else []) + [_REPO_SAMPLE.parent / "training" / "configs"]:
+        if p.is_dir():
+            return p
+    raise DataError("the shipped experiment configs (training/configs/*.yaml of the histoviz repository) are not "
+                    "here; set HISTOVIZ_CONFIGS to that folder")
 
 
 def default_cache_dir() -> Path:
