@@ -6,6 +6,8 @@ the numbers (a difference whose interval holds 0 is "within noise", whichever wa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gen_readme import md_table, pm
 
 SCHEMA = 1
@@ -15,7 +17,7 @@ OMICS_MODELS = (("mtl", "multi-task ABMIL"), ("stl", "single-task ABMIL"), ("cpn
 OUTCOME_MODELS = (("pca-outcomes", "PCA + logistic / Cox"), ("abmil-grade-survival", "ABMIL grade + survival"),
                   ("abmil-shuffled", "ABMIL, shuffled labels"))
 SPOT_NAMES = {"cmrcnet-50": "CMRCNet-50", "bleep-50": "BLEEP-50", "ridge": "ridge (PCA-256)", "cpnn-spot": "CPNN-spot",
-              "knn-spot": "kNN", "mean": "training mean", "cmrcnet-shuffled-50": "CMRCNet, shuffled",
+              "knn-spot": "kNN", "mean": "training mean", "spot-mean": "training mean", "cmrcnet-shuffled-50": "CMRCNet, shuffled",
               "cmrcnet-shuffled": "CMRCNet, shuffled"}
 
 
@@ -54,24 +56,37 @@ def _log_between(log: list[str], start: str, stop: tuple[str, ...]) -> list[str]
 # "What make demo does and prints"
 # ----------------------------------------------------------------------------------------------
 def render_output(data: dict) -> str:
-    """The demo's printed report, abbreviated: step lines, the gene rows of the omics table, the
-    paired comparisons' verdict lines, the outcome table, the spot table, the sample line."""
+    """The demo's printed report, abbreviated (every line kept is as printed): the step lines, the
+    gene rows of the omics table, the gene paired comparisons, the outcome table, PathGen's AUC and
+    c-index lines, the spot table, the sample's truth line."""
+    import re
+
     log = _d(data)["log"]
     keep: list[str] = []
-    section = ""
+    section, paired_task = "", ""
     for line in log:
         s = line.strip()
+        head = re.match(r"^(\w+) \((regression|classification|survival)\):", s)
+        if head:
+            paired_task = head.group(1)
         if line.startswith("["):
             section = line[1:4]
             keep.append(line)
-            continue
-        if line.startswith("done in"):
+        elif line.startswith("done in"):
             keep.append(line)
-        elif section == "5/8" and (s.startswith(("task ", "gene ")) or " - " in s and "=" in s or s.startswith("verdict")):
-            keep.append(line)
-        elif section == "6/8" and s.split(" ")[0] in ("task", "grade", "survival") and "±" in line + "task":
-            keep.append(line)
-        elif section == "7/8" and line.startswith(" ") and "±" in line and "better" not in line:
+        elif section == "5/8":
+            table_row = s.startswith("task ") or (s.startswith("gene ") and "±" in s)
+            paired = paired_task == "gene" and (head or (" - " in s and " = " in s) or s.startswith("verdict"))
+            if table_row or paired:
+                keep.append(line)
+        elif section == "6/8":
+            if (s.startswith("task ") or s.split(" ")[0] in ("grade", "survival")) and ("±" in s or "task" in s) \
+                    or s.startswith(("PathGen settings", "grade AUC (macro):", "c-index (Harrell):")) \
+                    or "synthesised gene groups vs measured" in s:
+                keep.append(line)
+        elif section == "7/8" and s.startswith("paired differences"):
+            section = "7/8 paired"  # the spot table's paired rows: the README's spot table has them
+        elif section == "7/8" and ("±" in line or " pearson" in line) and not s.startswith("mean ±"):
             keep.append(line)
         elif section == "8/8" and s.startswith("synthetic sample"):
             keep.append(line)
@@ -79,20 +94,43 @@ def render_output(data: dict) -> str:
 
 
 def render_runs(data: dict) -> str:
-    """The demo's runs: shipped config and the overrides beyond the data paths."""
+    """The demo's runs in the order they ran: shipped config, overrides beyond the data paths and
+    features (overrides every run of one config shares are listed once, under the table)."""
     runs = _d(data)["runs"]
-    rows = []
-    for name, r in runs.items():
-        sets = [s for s in r["sets"] if not s.startswith(("data.features=", "data.embed.encoder=", f"name={name}"))]
-        rows.append((f"`{name}`", f"`{r['config']}`", "; ".join(f"`{s}`" for s in sets) or "none"))
-    return md_table(["run", "config", "overrides (besides the data paths, features and encoder)"], rows)
+    order = sorted(runs, key=lambda k: runs[k].get("order", 0))
+
+    def own(name: str) -> list[str]:
+        return [s for s in runs[name]["sets"] if not s.startswith(("data.features=", "data.embed.encoder=", "name="))]
+
+    by_config: dict[str, list[str]] = {}
+    for name in order:
+        by_config.setdefault(runs[name]["config"], []).append(name)
+    shared = {c: [s for s in own(ns[0]) if all(s in own(n) for n in ns)] for c, ns in by_config.items() if len(ns) > 2}
+    rows, notes = [], []
+    for name in order:
+        r = runs[name]
+        common = shared.get(r["config"], [])
+        sets = [f"`{s}`" for s in own(name) if s not in common] + ([f"the {Path(r['config']).stem} sizing below"]
+                                                                   if common else [])
+        rows.append((f"`{name}`", f"`{r['config']}`", "; ".join(sets) or "none", r.get("why", "")))
+    for config, common in shared.items():
+        if common:
+            notes.append(f"{Path(config).stem} sizing (every `{Path(config).stem}` run): "
+                         + "; ".join(f"`{s}`" for s in common) + ".")
+    return md_table(["run", "config", "overrides", "why"], rows) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-def render_cohort(data: dict) -> str:
-    n = _d(data)["numbers"]
-    return (f"the **\"power\"** cohort: {n['power_patients']} patients ({n['power_slides']} slides, "
-            f"{n['power_deaths']} deaths), so a comparison has about {n['power_patients'] // 5} held-out patients "
-            "per fold.")
+def render_intro(data: dict) -> str:
+    d = _d(data)
+    n = d["numbers"]
+    done = next((int(w) for line in d["log"] if line.startswith("done in") for w in line.split()[2:3]), None)
+    took = f" This run took {done / 60:.0f} minutes on a machine with {n['cpu_count']} CPU cores" if done else ""
+    return ("`histoviz demo --out demo_out` (what `make demo` calls) runs the main job offline on the data shipped "
+            "in `sample_data/` and on synthetic cohorts it generates. The headline numbers come from the pretrained "
+            "**EfficientNet-Lite0 (ImageNet)** encoder, not from the hand-made `morphology` features (whose colour "
+            f"statistics are tuned to the generator's stains), on the **\"power\"** cohort: {n['power_patients']} "
+            f"patients ({n['power_slides']} slides, {n['power_deaths']} deaths), so a comparison has about "
+            f"{n['power_patients'] // 5} held-out patients per fold.{took}" + ("." if took else ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,8 +209,10 @@ def render_findings(data: dict) -> str:
                    f" Multi-task {'beats' if ridge['difference'] > 0 and not _within(ridge) else 'does not clearly beat'}"
                    f" the HEST ridge baseline (gene {_diff(ridge)})." if ridge else ""))
     cp, rg = _omics(d, "cpnn", "gene"), _omics(d, "ridge", "gene")
-    comp = d["tables"].get("composition", [])
-    tv = {r["estimator"]: r["value"] for r in comp if r.get("metric") == "tv_distance" and r.get("cell_type") == "all"}
+    comp = [r for r in d["tables"].get("composition", []) if r.get("metric") == "tv_distance"
+            and r.get("cell_type") == "all" and r.get("value") is not None]
+    tv = {e: sum(r["value"] for r in comp if r["estimator"] == e) / sum(r["estimator"] == e for r in comp)
+          for e in dict.fromkeys(r["estimator"] for r in comp)}  # mean over folds
     tv_m = [v for k, v in tv.items() if k != "supervised ridge"]
     line = (f"- **CPNN** {'does not beat' if cp['mean'] <= rg['mean'] else 'beats'} ridge with these features "
             f"({cp['mean']:.3f} vs {rg['mean']:.3f} on genes)")
@@ -224,8 +264,11 @@ def render_spots(data: dict) -> str:
         vs = (f"{pm(pdiff['mean_diff'], pdiff['std_diff'])} ({pdiff['n_better']}/{pdiff['n_samples']} better)"
               if pdiff and pdiff.get("mean_diff") is not None else "")
         rows.append([SPOT_NAMES.get(m, m), *cells, pm(mse["mean"], mse["std"]) if mse else "-", vs])
-    return md_table(["model", *[s.upper().replace("HVG", "HVG-").replace("HEG", "HEG-") if s != "markers" else s
-                                for s in subsets], f"MSE ({hv})", f"vs {SPOT_NAMES.get(ref, ref)} ({hv})"], rows)
+    def label(s: str) -> str:
+        return s.upper().replace("HVG", "HVG-").replace("HEG", "HEG-") if s != "markers" else s
+
+    return md_table(["model", *map(label, subsets), f"MSE ({label(hv)})", f"vs {SPOT_NAMES.get(ref, ref)} ({label(hv)})"],
+                    rows)
 
 
 def render_spots_intro(data: dict) -> str:

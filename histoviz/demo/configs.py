@@ -199,5 +199,5 @@ def train_runs(ctx: DemoContext, runs: Sequence[DemoRun], paths: Mapping[str, st
 
 def record_run(res: DemoResult, run: DemoRun, paths: Mapping[str, str | os.PathLike], sets: Sequence[str] = ()) -> None:
     """Keep the run's config, overrides and data paths in ``res.runs`` (the results file)."""
-    res.runs[run.name] = {"config": f"training/configs/{run.config}", "sets": [*run.sets, *sets],
-                          "paths": {k: str(v) for k, v in paths.items()}}
+    res.runs[run.name] = {"config": f"training/configs/{run.config}", "sets": [*run.sets, *sets], "why": run.why,
+                          "paths": {k: str(v) for k, v in paths.items()}, "order": len(res.runs)}

@@ -127,7 +127,8 @@ def run_demo(
         f"{int(pats['event'].sum())} deaths, grades {sorted(df['grade'].unique().tolist())} "
         f"({time.perf_counter() - t:.1f} s) -> {cohort.root}")
     res.outputs["cohort"] = cohort.cohort_csv
-    res.numbers.update(power_slides=len(df), power_patients=len(pats), power_deaths=int(pats["event"].sum()))
+    res.numbers.update(power_slides=len(df), power_patients=len(pats), power_deaths=int(pats["event"].sum()),
+                       cpu_count=os.cpu_count())
     feats = out / "power" / "features" / encoder
     t = time.perf_counter()
     rep = embed_cohort(read_cohort(cohort.cohort_csv), feats, encoder=encoder, workers=0, progress=progress)
