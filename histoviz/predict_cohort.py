@@ -121,7 +121,10 @@ def _group(runs: dict[str, Any]) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
     for name, rm in runs.items():
         own = any(getattr(p.model, "patch_encoder", lambda: None)() is not None for p in rm.pipelines)
-        key = name if own else json.dumps(_encoder_for(rm), sort_keys=True, default=str)
+        try:
+            key = name if own else json.dumps(_encoder_for(rm), sort_keys=True, default=str)
+        except DataError:  # features made elsewhere: predicted from bags only
+            key = name
         groups.setdefault(key, []).append(name)
     return list(groups.values())
 

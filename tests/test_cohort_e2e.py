@@ -59,7 +59,8 @@ def test_import_train_predict_look(world: dict, capsys: pytest.CaptureFixture, m
     s, p = rep["slides"], rep["patients"]
     assert (s["found"], s["kept"], s["n_dropped"]) == (exp["found"], exp["kept"], 3)
     reasons = {k.split(" (")[0].split(":")[0]: v["n"] for k, v in s["dropped"].items()}
-    assert reasons == {"sample type 11": 1, "frozen slide": 1, "unreadable": 1}, reasons
+    assert reasons == {"sample type 11": 1, "frozen slide": 1, "unreadable slide file": 1}, reasons
+    assert "truncated or corrupt" in next(iter(s["unreadable"].values()))
     assert s["without_clinical_row"] == exp["slides_without_clinical"]
     assert p["n"] == exp["patients"] and p["with_clinical_row"] == exp["patients"] - 1
     assert p["with_several_slides"] == len(exp["two_slides"])

@@ -89,7 +89,7 @@ def test_gdc_clinical_tsv_several_rows_per_case(tmp_path):
     rows = ["cases.case_id\tcases.submitter_id\tdemographic.vital_status\tdemographic.days_to_death\t"
             "diagnoses.days_to_last_follow_up\tdiagnoses.tumor_grade\ttreatments.treatment_type",
             "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tG3\tRadiation",
-            "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tG3\tChemotherapy",       # same case again: collapsed
+            "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tGrade III\tChemotherapy",  # same case, same grade spelt apart
             "u2\tTCGA-BB-0002\tAlive\t'--\t730.5\tNot Reported\tSurgery"]
     c = read_clinical([_write(tmp_path / "clinical.tsv", "\n".join(rows) + "\n")])
     per = c.patients
@@ -397,3 +397,75 @@ def test_config_data_mismatch_fails_before_embedding(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"sxg.tsv\): none of its 2 samples .* transpose it"):
         run_experiment(load_config(transposed), tmp_path / "r3")
     assert not any((tmp_path / f"r{i}").exists() for i in (1, 2, 3))
+
+
+def test_train_and_predict_on_features_made_elsewhere(tmp_path, capsys):
+    """TRIDENT bags -> import -> train (PCA + Cox) -> predict from the bags; bags of another encoder
+    dimension are refused with one line."""
+    import h5py
+
+    from histoviz.cli import main
+
+    pats = [f"TCGA-CC-{i:04d}" for i in range(1, 9)]
+    gdc = tmp_path / "gdc"
+    for i, p in enumerate(pats):
+        _write(gdc / f"u{i}" / f"{p}-01Z-00-DX1.U{i}.svs", "")
+    _write(tmp_path / "data_clinical_patient.txt", "PATIENT_ID\tOS_MONTHS\tOS_STATUS\n"
+           + "".join(f"{p}\t{3 + 4 * i}\t{'1:DECEASED' if i % 3 else '0:LIVING'}\n" for i, p in enumerate(pats)))
+    trident = _trident(tmp_path / "trident", [f"{p}-01Z-00-DX1.U{i}" for i, p in enumerate(pats)], 16)
+    rc = main(["import", "--slides", str(gdc), "--no-check-slides", "--clinical",
+               str(tmp_path / "data_clinical_patient.txt"), "--features", str(trident), "--out", str(tmp_path / "c")])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["train", str(tmp_path / "c/configs/survival.yaml"), "--out", str(tmp_path / "run"), "--set",
+               "model.name=pca-cox", "--set", "model.params={}", "--set", "evaluation.n_folds=2", "--set",
+               "evaluation.calibration_fraction=0", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["predict", "--features", str(tmp_path / "c/features/uni_v1"), "--model", str(tmp_path / "run"),
+               "--out", str(tmp_path / "preds"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    t = pd.read_csv(tmp_path / "preds" / "predictions.csv")
+    assert len(t) == 8 and t["survival_risk"].notna().all() and (t["status"] == "done").all()
+    assert t["in_training_cohort"].all()
+    capsys.readouterr()
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["coords"] = np.zeros((3, 2), np.int64)
+        f["features"] = np.ones((3, 48), np.float32)
+        f.attrs.update({"encoder": "uni_v1", "slide_id": "X1", "tile_size_level0": 512})
+    rc = main(["predict", "--features", str(other), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "x.h5ad")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and "48-d features (uni_v1), but" in err and "trained on 16-d" in err
+    assert not (tmp_path / "x.h5ad").exists()
+
+
+def test_configs_are_the_shipped_ones_with_the_cohort_filled_in(tmp_path):
+    import yaml
+
+    from histoviz.data.cohort_configs import TASKS, CohortLayout, render_config, task_configs
+    from histoviz.datasets import config_dir
+    from histoviz.training.config import load_config
+
+    lay = CohortLayout(root=tmp_path, cohort=tmp_path / "cohort.csv", features=tmp_path / "features/morphology",
+                       encoder="morphology", grade_classes=["1", "2", "3"], grade_missing=True, survival=True,
+                       omics={"gene": {"path": tmp_path / "omics/gene.h5ad", "scale": "linear", "missing": False},
+                              "protein": {"path": tmp_path / "omics/protein.h5ad", "scale": "log", "missing": True},
+                              "methylation": {"path": tmp_path / "omics/m.h5ad", "scale": "log", "missing": False}},
+                       spots=tmp_path / "spots")
+    cfgs = task_configs(lay)
+    assert set(cfgs) == set(TASKS) and all(isinstance(c, dict) for c in cfgs.values())
+    for task, cfg in cfgs.items():
+        shipped = yaml.safe_load((config_dir() / TASKS[task]).read_text())
+        p = tmp_path / f"{task}.yaml"
+        p.write_text(render_config(cfg))
+        mine = yaml.safe_load(p.read_text())
+        for section in ("name", "model", "training") if task != "pathgen" else ("name", "training"):
+            assert mine[section] == shipped[section], (task, section)
+        load_config(p)  # valid as written
+    om = cfgs["omics"]["data"]["omics"]
+    assert om["gene"]["transform"] == "log10p1" and "normalize" not in om["gene"]     # RSEM-like, not counts
+    assert om["protein"]["impute"] == "median" and "transform" not in om["protein"]  # log scale, missing values
+    assert om["methylation"] == {"path": str(tmp_path / "omics/m.h5ad"), "standardize": True}
+    assert cfgs["grade"]["data"]["outcomes"]["grade"] == {"column": "grade", "classes": ["1", "2", "3"],
+                                                        "allow_missing": True}
+    assert cfgs["pathgen"]["model"]["params"]["gene_groups"] == "mcat"
+    assert cfgs["spots"]["data"]["spots"]["samples"] == str(tmp_path / "spots")

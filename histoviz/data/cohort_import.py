@@ -278,8 +278,8 @@ def import_cohort(
     unreadable: dict[str, str] = {}
     if opt.check_slides:
         table, unreadable = _check_slides(table, (lambda d, n: progress("slides", d, n)) if progress else None)
-        for sid, why in unreadable.items():
-            dropped.setdefault(f"unreadable: {why}", []).append(sid)
+        for sid in unreadable:
+            dropped.setdefault("unreadable slide file (the errors are listed below)", []).append(sid)
         table = table[~table["slide_id"].isin(unreadable)].reset_index(drop=True)
         if table.empty:
             raise DataError(f"{', '.join(map(str, slides))}: no kept slide could be opened (e.g. "
@@ -299,13 +299,14 @@ def import_cohort(
     samples_map = dict(zip(clin.samples["sample_id"].astype(str), clin.samples["patient_id"].astype(str)))
     if smap is not None:
         samples_map.update({s: p for s, p in zip(smap["sample_id"], smap["patient_id"]) if s})
+    slides_meta = {"found": found, "dropped": dropped, "unreadable": unreadable}
     staging = out.with_name(f".{out.name}.importing-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
         report = _build(staging, out, table, om, clin, cinfo, samples_map, opt, features, spots,
-                        {"found": found, "dropped": dropped})
+                        slides_meta)
         report["inputs"] = {"slides": [str(Path(s).resolve()) for s in slides],
                             "clinical": [str(Path(c).resolve()) for c in clinical],
                             "omics": {str(k): str(Path(v).resolve()) for k, v in om.items()},

@@ -52,6 +52,8 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{', '.join(s['no_mpp'][:10])}")
     if s["dropped"]:
         lines += ["", "| dropped because | slides | e.g. |", "|---|---|---|", *_drops(s["dropped"])]
+    if s.get("unreadable"):
+        lines += ["", "Unreadable slides:", *[f"- {k}: {v}" for k, v in s["unreadable"].items()]]
     lines += ["", "## Patients", "",
               f"- with kept slides: {p['n']} ({p['with_several_slides']} with several slides)",
               f"- with a clinical row: {p['with_clinical_row']}; clinical rows without a kept slide: "
