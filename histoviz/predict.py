@@ -420,6 +420,16 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return enc, kw, tiling
 
 
+def _features_precision(rm: RunModel) -> str:
+    """The encoder precision of a run's training bags (``fp32`` for bags made before it existed)."""
+    raw = rm.features.get("recipe")
+    try:
+        rec = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw or {})
+    except (TypeError, ValueError):
+        rec = {}
+    return str(rec.get("precision") or "fp32")
+
+
 def _model_encoder(rm: RunModel) -> Any:
     """The fine-tuned patch encoder a run's model carries (CMRCNet / BLEEP trained on patches),
     or ``None`` when the model predicts from frozen features of a registered encoder."""
@@ -442,6 +452,7 @@ def predict_slide(
     fold: int | str | None = None,
     batch_size: int = 64,
     mpp_override: float | None = None,
+    precision: str | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -465,6 +476,12 @@ def predict_slide(
         Tiles per encoder batch.
     mpp_override
         The slide's microns per pixel when the file does not record it (or records it wrongly).
+    precision
+        Encoder precision (``fp32``, ``bf16``, ``int8``: see
+        :func:`~histoviz.features.encoders.apply_precision`; int8 embeds on the CPU). Default:
+        the precision of the run's training bags. Another one is allowed (a laptop without a
+        GPU) and recorded in ``uns["histoviz"]["encoder_precision"]`` beside
+        ``features_precision``; ``bench/bench_precision.py`` measures what it changes.
 
     Returns
     -------
@@ -490,7 +507,12 @@ def predict_slide(
         if mpp_override is not None:
             tiling = {**tiling, "mpp_override": float(mpp_override)}
         grid = make_tile_grid(reader, TilingConfig(**tiling))
-        encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
+        trained_at = _features_precision(rm)
+        prec = precision or trained_at
+        if prec != trained_at:
+            log.warning("%s: embedding at %s precision; the model was trained on %s features",
+                        reader.slide_id, prec, trained_at)
+        encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw, precision=prec)
         if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
             raise DataError(
                 f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
@@ -500,7 +522,8 @@ def predict_slide(
         total = len(grid) + 1  # the last step is the model itself
         cb = (lambda done, _n: progress_callback(done, total)) if progress_callback else None
         try:
-            bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
+            bag = embed_slide(reader, encoder, grid, batch_size=batch_size,
+                              device="cpu" if getattr(encoder, "precision", "fp32") == "int8" else str(dev),
                               progress=progress, progress_callback=cb, cancel_event=cancel_event)
         except Cancelled as e:
             raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
@@ -510,6 +533,8 @@ def predict_slide(
                 "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
         dev_name = "auto" if device == "auto" else str(dev)
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
+        a.uns["histoviz"]["encoder_precision"] = getattr(encoder, "precision", "fp32")
+        a.uns["histoviz"]["features_precision"] = trained_at
         if progress_callback is not None:
             progress_callback(total, total)
         return a

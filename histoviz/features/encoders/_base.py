@@ -55,6 +55,7 @@ class PatchEncoder(nn.Module):
         self.input_size = int(input_size)
         self.resize_size = int(resize_size or input_size)
         self.interpolation = interpolation
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.weights_source = "random"
         self.precision = "fp32"
         self.compute_dtype = torch.float32

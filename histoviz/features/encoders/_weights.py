@@ -9,6 +9,7 @@ header, or a torch file mapped to the ``meta`` device).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -184,6 +185,12 @@ def _tensors_of(obj: Any, path: Path) -> dict[str, Any]:
     return out
 
 
+def _with_data(sd: dict[str, Any], path: Path) -> dict[str, Any]:
+    if any(v.is_meta for v in sd.values()):
+        raise _unreadable(path, "its tensors carry shapes but no data (saved from the meta device)")
+    return sd
+
+
 def read_tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """``name -> shape`` of every tensor in a weights file, without reading the data."""
     p = Path(path)
@@ -205,7 +212,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(p))
         except Exception as e:  # noqa: BLE001
             raise _unreadable(p, f"{type(e).__name__}: {str(e)[:120]}") from None
-    return _tensors_of(_torch_load(p, map_location="cpu", mmap=_is_zip(p)), p)
+    return _with_data(_tensors_of(_torch_load(p, map_location="cpu", mmap=_is_zip(p)), p), p)
 
 
 def _is_zip(p: Path) -> bool:
@@ -330,18 +337,38 @@ def _hints(file: dict[str, tuple[int, ...]], model: dict[str, tuple[int, ...]],
     return hints
 
 
-def fit_shapes(enc: PatchEncoder, shapes: dict[str, tuple[int, ...]], path: str | os.PathLike,
-               name: str | None = None) -> tuple[WeightsFit, dict[str, str]]:
-    """Compare a file's ``name -> shape`` table with ``enc``'s published layout.
+Layout = tuple[dict[str, tuple[int, ...]], tuple[str, ...]]
+
+
+def encoder_layout(enc: PatchEncoder) -> Layout:
+    """``(name -> shape of the published file's tensors, key prefixes the encoder does not use)``."""
+    module = enc.weights_module()
+    return ({k: tuple(v.shape) for k, v in module.state_dict().items()},
+            tuple(getattr(enc, "unused_keys", ())))
+
+
+@functools.cache
+def published_layout(name: str) -> Layout:
+    """:func:`encoder_layout` of a registered encoder, built once on the meta device."""
+    import torch
+
+    from histoviz.features.encoders._registry import create_encoder
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return encoder_layout(create_encoder(name, pretrained=False))
+
+
+def fit_shapes(layout: Layout, shapes: dict[str, tuple[int, ...]], path: str | os.PathLike,
+               name: str) -> tuple[WeightsFit, dict[str, str]]:
+    """Compare a file's ``name -> shape`` table with an encoder's layout (:func:`encoder_layout`).
 
     Returns the fit and the mapping ``encoder key -> file key`` used to load.
     """
-    module = enc.weights_module()
-    model = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    model, unused_pre = layout
     prefix, mapping = _strip_prefix(list(shapes), set(model))
-    unused_pre = tuple(getattr(enc, "unused_keys", ()))
-    fit = WeightsFit(encoder=name or enc.name, path=Path(path), n_expected=len(model),
-                     n_file=len(shapes), prefix=prefix)
+    fit = WeightsFit(encoder=name, path=Path(path), n_expected=len(model), n_file=len(shapes),
+                     prefix=prefix)
     fit.unused = len(shapes) - len(mapping)
     for k, shape in model.items():
         if k not in mapping:
@@ -361,16 +388,6 @@ def fit_shapes(enc: PatchEncoder, shapes: dict[str, tuple[int, ...]], path: str 
     return fit, mapping
 
 
-def _meta_encoder(name: str) -> PatchEncoder:
-    import torch
-
-    from histoviz.features.encoders._registry import create_encoder
-
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return create_encoder(name, pretrained=False)
-
-
 def check_weights(name: str, path: str | os.PathLike, *, suggest: bool = True) -> WeightsFit:
     """Whether a weights file fits a registered encoder (every tensor present, same shape).
 
@@ -381,8 +398,8 @@ def check_weights(name: str, path: str | os.PathLike, *, suggest: bool = True) -
     path
         The file (safetensors or a torch tensor file). Only its header / tensor table is read.
     suggest
-        When it does not fit, also try the other registered encoders with downloadable
-        weights and name those it fits.
+        When it does not fit, also compare it with the other registered encoders that load
+        downloaded weights and name those it fits (each built once on the meta device).
 
     Raises
     ------
@@ -395,13 +412,13 @@ def check_weights(name: str, path: str | os.PathLike, *, suggest: bool = True) -
 
     encoder_info(name)
     shapes = read_tensor_shapes(path)
-    fit, _ = fit_shapes(_meta_encoder(name), shapes, path, name)
+    fit, _ = fit_shapes(published_layout(name), shapes, path, name)
     if not fit.fits and suggest:
         for info in list_encoders():
             if info.name == name or info.weights != "local":
                 continue
             try:
-                other, _ = fit_shapes(_meta_encoder(info.name), shapes, path, info.name)
+                other, _ = fit_shapes(published_layout(info.name), shapes, path, info.name)
             except Exception:  # noqa: BLE001 - an encoder whose package is absent is skipped
                 continue
             if other.fits:
@@ -418,13 +435,9 @@ def load_weights(enc: PatchEncoder, path: str | os.PathLike, name: str | None = 
         One line: what differs and what it suggests (see :class:`WeightsFit`).
     """
     sd = load_state_dict_file(path)
-    fit, mapping = fit_shapes(enc, {k: tuple(v.shape) for k, v in sd.items()}, path, name)
+    fit, mapping = fit_shapes(encoder_layout(enc), {k: tuple(v.shape) for k, v in sd.items()}, path,
+                              name or enc.name)
     if not fit.fits:
-        if name is not None:
-            try:
-                fit.fits_instead = check_weights(name, path).fits_instead
-            except Exception:  # noqa: BLE001 - the suggestion is a bonus
-                pass
         raise WeightsMismatchError(
             fit.summary() + f"; see `histoviz encoders --check {fit.encoder} {path}`")
     module: nn.Module = enc.weights_module()

@@ -70,8 +70,8 @@ def _timm_layers(kw: dict[str, Any]) -> dict[str, Any]:
 class FoundationViT(TimmEncoder):
     """A timm ViT built with a model card's arguments, pooled as the card says."""
 
-    def __init__(self, spec: Published) -> None:
-        kw = _timm_layers(spec.kwargs)
+    def __init__(self, spec: Published, **overrides: Any) -> None:
+        kw = _timm_layers({**spec.kwargs, **overrides})
         kw.pop("num_classes", None)  # TimmEncoder builds without a classifier
         super().__init__(spec.arch, mean=spec.mean, std=spec.std, input_size=spec.input_size,
                          resize_size=spec.resize_size, interpolation=spec.interpolation, **kw)
@@ -91,7 +91,7 @@ class FoundationViT(TimmEncoder):
 class HFVisionEncoder(PatchEncoder):
     """A Hugging Face ``transformers`` vision backbone (``Dinov2Model``...), class token out."""
 
-    def __init__(self, spec: Published) -> None:
+    def __init__(self, spec: Published, **overrides: Any) -> None:
         try:
             import transformers
         except ImportError:
@@ -99,7 +99,7 @@ class HFVisionEncoder(PatchEncoder):
                 f"encoder {spec.info.name!r} is built by the transformers library, which is not "
                 "installed: pip install transformers (or histoviz[foundation])") from None
         cfg_cls = getattr(transformers, spec.arch.removesuffix("Model") + "Config")
-        model = getattr(transformers, spec.arch)(cfg_cls(**spec.kwargs))
+        model = getattr(transformers, spec.arch)(cfg_cls(**{**spec.kwargs, **overrides}))
         super().__init__(embed_dim=int(model.config.hidden_size), input_size=spec.input_size,
                          mean=spec.mean, std=spec.std, resize_size=spec.resize_size,
                          interpolation=spec.interpolation)
@@ -139,10 +139,10 @@ class ConchVisionTower(PatchEncoder):
     ``encode_image(..., proj_contrast=False, normalize=False)`` features).
     """
 
-    def __init__(self, spec: Published) -> None:
+    def __init__(self, spec: Published, **overrides: Any) -> None:
         from timm.models.vision_transformer import VisionTransformer
 
-        kw = dict(spec.kwargs)
+        kw = {**spec.kwargs, **overrides}
         pool = kw.pop("pooler")
         trunk = VisionTransformer(**kw)
         super().__init__(embed_dim=pool["d_model"], input_size=spec.input_size, mean=spec.mean,
@@ -262,9 +262,10 @@ _CLASSES = {"timm": FoundationViT, "transformers": HFVisionEncoder, "timm+torch"
 
 def _builder(spec: Published):  # noqa: ANN202 - a registry builder
     def build(pretrained: bool = True, weights: str | os.PathLike | None = None,
-              **_: Any) -> PatchEncoder:
+              **overrides: Any) -> PatchEncoder:
+        """Build ``spec``; ``overrides`` change construction arguments (tests: ``depth=1``)."""
         path = require_weights(spec.info, weights) if pretrained else None  # fail before building
-        enc = _CLASSES[spec.library](spec)
+        enc = _CLASSES[spec.library](spec, **overrides)
         if path is not None:
             load_weights(enc, path, spec.info.name)
         return enc
