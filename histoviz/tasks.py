@@ -429,7 +429,8 @@ class SurvivalTask(Task):
         return pd.DataFrame(rows)
 
     def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
-        """``patient_id, slide_ids, time, event, bin, risk, S_0..S_{B-1}``."""
+        """``patient_id, slide_ids, time, event, bin, risk, S_0..S_{B-1}, end_0..end_{B-1}``
+        (``S_k`` = P(T > ``end_k``), the end of this fold's bin ``k``; the last is ``inf``)."""
         pres = blk.present
         s = np.asarray(pred, np.float64)[pres]
         df = pd.DataFrame({
@@ -440,6 +441,10 @@ class SurvivalTask(Task):
         })
         for k in range(s.shape[1] if s.ndim == 2 else 0):
             df[f"S_{k}"] = s[:, k]
+        edges = getattr(blk, "edges", None)
+        if edges is not None and s.ndim == 2 and len(edges) == s.shape[1] + 1:
+            for k in range(s.shape[1]):
+                df[f"end_{k}"] = float(edges[k + 1])
         return df
 
     def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:

@@ -19,12 +19,12 @@ from histoviz._atomic import atomic_path
 
 __all__: list[str] = []  # helpers of histoviz.data.synthetic
 
-from histoviz.data.synthetic_cohort import (
+from histoviz.data.synthetic.cohort import (
     SyntheticConfig,
     _cell_channels,
     _slide_totals,
 )
-from histoviz.data.synthetic_render import (
+from histoviz.data.synthetic.render import (
     _CELLS_PER_MM2,
     _TISSUE_TO_CELL,
     CELL_TYPES,
@@ -191,7 +191,7 @@ def _make_slide(
     )
     art = None
     if cfg.has_artifacts:
-        from histoviz.data.synthetic_artifacts import paint_artifacts
+        from histoviz.data.synthetic.artifacts import paint_artifacts
 
         rgb, art = paint_artifacts(
             _rng(cfg.seed, "artifacts", plan.index), rgb, labels, cfg.label_downsample, cfg.mpp,

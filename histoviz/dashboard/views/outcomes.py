@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.evaluation.report import confusion_pooled, km_by_risk
 from histoviz.evaluation.survival import concordance_index
 from histoviz.viz.figures import (

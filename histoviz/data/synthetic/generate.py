@@ -1,49 +1,7 @@
-"""A deterministic synthetic cohort whose ground truth is known.
-
-The generator draws H&E-like whole-slide images made of a few tissue types (tumour, stroma,
-immune infiltrate, normal epithelium, necrosis), each with its own stain colour and nuclear
-morphology, and derives every molecular readout from the *same* hidden layout:
-
-- each tissue type holds a fixed mix of cell types (``truth/tissue_to_cell.csv``) at a fixed
-  cell density (``truth/tissue_types.csv``);
-- each cell type has a true mean expression profile, its prototype
-  (``truth/prototypes.csv``, mean counts per cell);
-- the expected expression of any region is ``sum_k n_k T_k``, where ``n_k`` is the expected
-  number of cells of type ``k`` in the region (:func:`tile_truth`);
-- bulk RNA per patient is that sum over all of the patient's tissue, times a library-size
-  factor, sampled from a negative binomial (``omics/gene.h5ad`` and the Xena-style
-  ``omics/gene.tsv``);
-- protein, miRNA and pathway layers are linear read-outs of gene programmes plus noise, with
-  some pure-noise targets and some patients missing;
-- grade and censored survival depend on the tumour fraction;
-- Visium-like spots (55 um spots, 100 um centre spacing) carry counts drawn from their local
-  composition;
-- an scRNA-style reference samples single cells around the prototypes.
-
-Because the image pixels are rendered from the same layout, the truth is learnable from the
-pixels: a tile's mean colour and haematoxylin density already predict its cell-type
-composition well (see ``tests/test_synthetic.py``).
-
-Everything is deterministic in ``SyntheticConfig.seed``: the same configuration gives
-identical tables and identical pixels. Files are written atomically; a rerun into a complete
-folder with the same configuration does nothing, and a different configuration raises
-:class:`~histoviz.errors.ConfigError`.
-
-:func:`simulated_labels_for_tiles` is the third data kind of the design: labels simulated
-from a measured property (haematoxylin density) of *real* H&E tiles.
-
-Usage::
-
-    from histoviz.data.synthetic import make_synthetic_cohort, tile_truth
-
-    cohort = make_synthetic_cohort("synthetic", n_slides=12, slide_size=(2048, 2048))
-    table = cohort.cohort_table()                  # slide_id, patient_id, path, time, event, grade
-    bulk = cohort.omics_adata("gene")              # patients x genes, NB counts
-    truth = tile_truth(cohort, "S001", coords, 224)  # composition, expression, tissue_fraction
-
-Paths inside files are relative: ``cohort.csv`` paths to the csv's folder, and
-``uns["spatial_meta"]["slide_path"]`` of a spot file to that file's folder
-(``../slides/<slide_id>.tif``).
+"""Writing a synthetic cohort: the cohort-level tables (outcomes, gene groups, derived omics
+layers, the scRNA-style reference) and :func:`make_synthetic_cohort`, plus
+:func:`simulated_labels_for_tiles` for real tiles. The package docstring
+(:mod:`histoviz.data.synthetic`) describes the generator; import from the package.
 """
 
 from __future__ import annotations
@@ -66,30 +24,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import anndata
     import pandas as pd
 
-__all__ = [
-    "CELL_TYPES",
-    "MODALITIES",
-    "TISSUE_TYPES",
-    "SyntheticCohort",
-    "SyntheticConfig",
-    "load_synthetic_cohort",
-    "make_synthetic_cohort",
-    "render_synthetic_slide",
-    "simulated_labels_for_tiles",
-    "tile_composition",
-    "tile_truth",
-]
+__all__ = ["make_synthetic_cohort", "simulated_labels_for_tiles"]
 
-from histoviz.data.synthetic_cohort import (
+from histoviz.data.synthetic.cohort import (
     SyntheticCohort,
     SyntheticConfig,
     _cohort_from_root,
     _read_manifest,
     load_synthetic_cohort,
-    tile_composition,
-    tile_truth,
 )
-from histoviz.data.synthetic_render import (
+from histoviz.data.synthetic.render import (
     _CELLS_PER_MM2,
     _TISSUE_RGB,
     _TISSUE_TO_CELL,
@@ -98,9 +42,8 @@ from histoviz.data.synthetic_render import (
     MODALITIES,
     TISSUE_TYPES,
     _rng,
-    render_synthetic_slide,
 )
-from histoviz.data.synthetic_slide import (
+from histoviz.data.synthetic.slide import (
     _gene_model,
     _GeneModel,
     _make_slide,
@@ -134,26 +77,32 @@ _BASE_HAZARD = 1.0 / 120.0  # per month at the lowest tumour fraction and grade 
 # ----------------------------------------------------------------------------------------------
 # cohort-level tables
 # ----------------------------------------------------------------------------------------------
+def _offset(cfg: SyntheticConfig) -> tuple[int, ...]:
+    """Extra stream index of the cohort-wide per-patient draws (none without ``index_offset``)."""
+    return (cfg.index_offset,) if cfg.index_offset else ()
+
+
 def _plan(cfg: SyntheticConfig) -> tuple[list[_SlidePlan], list[str], dict[str, list[int]]]:
-    rng = _rng(cfg.seed, "plan")
+    rng = _rng(cfg.seed, "plan", *_offset(cfg))
     n_p = cfg.n_patients
-    pids = [f"P{i + 1:03d}" for i in range(n_p)]
+    off = cfg.index_offset
+    pids = [f"P{off + i + 1:03d}" for i in range(n_p)]
     two = set(rng.choice(n_p, size=cfg.n_multi_slide_patients, replace=False).tolist())
     lo, hi = cfg.tumour_fraction_range
     tlo, thi = cfg.tissue_fraction_range
     plans: list[_SlidePlan] = []
     by_patient: dict[str, list[int]] = {}
     for p, pid in enumerate(pids):
-        prng = _rng(cfg.seed, "patient", p)
+        prng = _rng(cfg.seed, "patient", off + p)
         tf = float(prng.uniform(lo, hi))
         bias = np.array([0.3, -0.2, 0.0, -0.8 + 1.2 * tf]) + prng.normal(0, 0.8, 4)
         for _ in range(2 if p in two else 1):
             i = len(plans)
-            srng = _rng(cfg.seed, "slide-plan", i)
+            srng = _rng(cfg.seed, "slide-plan", off + i)
             plans.append(
                 _SlidePlan(
-                    index=i,
-                    slide_id=f"S{i + 1:03d}",
+                    index=off + i,
+                    slide_id=f"S{off + i + 1:03d}",
                     patient_id=pid,
                     tissue_fraction=float(srng.uniform(tlo, thi)),
                     tumour_fraction=float(np.clip(tf + srng.normal(0, 0.03), 0.0, 0.95)),
@@ -173,7 +122,7 @@ def _plan(cfg: SyntheticConfig) -> tuple[list[_SlidePlan], list[str], dict[str, 
 def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray,
               hidden: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Grade and censored survival from the measured tumour fraction (and the hidden factor)."""
-    rng = _rng(cfg.seed, "outcomes")
+    rng = _rng(cfg.seed, "outcomes", *_offset(cfg))
     lo, hi = cfg.tumour_fraction_range
     x = (tumour_fraction - lo) / max(hi - lo, 1e-6)
     h = np.zeros_like(x) if hidden is None else cfg.hidden_factor * np.asarray(hidden, np.float64)
@@ -221,7 +170,7 @@ def _gene_groups_and_hidden(
     groups = synthetic_gene_groups(genes.names, _rng(cfg.seed, "gene-groups"))
     if cfg.hidden_factor <= 0:
         return groups, None, None
-    hrng = _rng(cfg.seed, "hidden")
+    hrng = _rng(cfg.seed, "hidden", *_offset(cfg))
     hidden = hrng.standard_normal(n_p)
     log_mult = np.zeros((n_p, len(genes.names)))
     pos = {g: j for j, g in enumerate(genes.names)}
@@ -409,7 +358,8 @@ def make_synthetic_cohort(
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
         existing = _read_manifest(root)
-        old = existing.get("config", {})
+        # a setting added after that cohort was made reads as its default (defaults reproduce it)
+        old = {**SyntheticConfig().to_dict(), **existing.get("config", {})}
         new = cfg.to_dict()
         if existing.get("format_version") != FORMAT_VERSION or old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -477,7 +427,7 @@ def make_synthetic_cohort(
     outcomes = _outcomes(cfg, tumour_fraction, hidden)
 
     # --- bulk RNA -------------------------------------------------------------------------------
-    brng = _rng(cfg.seed, "bulk")
+    brng = _rng(cfg.seed, "bulk", *_offset(cfg))
     mu_true = cells @ genes.prototypes
     library = np.exp(brng.normal(0.0, 0.2, n_p))
     patient_noise = np.ones_like(mu_true)
@@ -513,7 +463,7 @@ def make_synthetic_cohort(
     n_missing = int(round(cfg.missing_fraction * n_p))
     n_missing = min(n_missing, n_p - 1)
     for mod, (vals, var_cols) in _derived_layers(cfg, genes, mu_true).items():
-        mrng = _rng(cfg.seed, "missing", MODALITIES.index(mod))
+        mrng = _rng(cfg.seed, "missing", MODALITIES.index(mod), *_offset(cfg))
         keep = np.ones(n_p, dtype=bool)
         if n_missing:
             keep[mrng.choice(n_p, size=n_missing, replace=False)] = False

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.viz.dashboard import napari_command
 from histoviz.viz.figures import scatter_figure
 from histoviz.viz.results import (

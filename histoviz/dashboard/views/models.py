@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.evaluation.paired import BOOTSTRAP_METRICS
 from histoviz.viz.dashboard import mark_optimistic
 from histoviz.viz.figures import distribution_figure, fmt_p, paired_figure
