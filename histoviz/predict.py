@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import Cancelled, DataError
+from histoviz.errors import Cancelled, ConfigError, DataError
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -478,10 +478,11 @@ def predict_slide(
         The slide's microns per pixel when the file does not record it (or records it wrongly).
     precision
         Encoder precision (``fp32``, ``bf16``, ``int8``: see
-        :func:`~histoviz.features.encoders.apply_precision`; int8 embeds on the CPU). Default:
-        the precision of the run's training bags. Another one is allowed (a laptop without a
-        GPU) and recorded in ``uns["histoviz"]["encoder_precision"]`` beside
-        ``features_precision``; ``bench/bench_precision.py`` measures what it changes.
+        :func:`~histoviz.features.encoders.apply_precision`; int8 embeds on the CPU). Default
+        (``None``): the precision of the run's training bags, so a model trained on int8 bags
+        embeds at int8 (the path for a laptop without a GPU). Another precision than the
+        training bags' is refused (:class:`ConfigError`): features are never mixed. Recorded in
+        ``uns["histoviz"]["encoder_precision"]``.
 
     Returns
     -------
@@ -509,9 +510,11 @@ def predict_slide(
         grid = make_tile_grid(reader, TilingConfig(**tiling))
         trained_at = _features_precision(rm)
         prec = precision or trained_at
-        if prec != trained_at:
-            log.warning("%s: embedding at %s precision; the model was trained on %s features",
-                        reader.slide_id, prec, trained_at)
+        if prec != trained_at and _model_encoder(rm) is None:
+            raise ConfigError(
+                f"{rm.run_dir}: the model was trained on {trained_at} features; embedding this slide "
+                f"at {prec} would feed it features it never saw (bench/bench_precision.py measures the "
+                f"change). Use precision {trained_at}, or train on bags embedded with --precision {prec}")
         encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw, precision=prec)
         if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
             raise DataError(
