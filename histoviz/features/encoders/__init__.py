@@ -9,8 +9,8 @@ Weights are never downloaded. Pretrained encoders look for a local file (``weigh
 (:func:`check_weights`) and raise :class:`~histoviz.errors.MissingWeightsError` naming the
 file they expected, or :class:`~histoviz.errors.WeightsMismatchError` saying what differs.
 
-Modules: ``_registry`` (the registry), ``_base`` (base classes), ``_weights`` (finding,
-reading and checking weights files), ``builtin`` (test, CNN and weight-free encoders),
+Modules: ``_registry`` (the registry), ``_base`` (base classes), ``_files`` (finding and
+reading weights files), ``_weights`` (checking that a file fits, loading), ``builtin`` (test, CNN and weight-free encoders),
 ``foundation`` (pathology foundation models as published), ``precision`` (int8 / bf16).
 """
 
@@ -18,6 +18,13 @@ from __future__ import annotations
 
 from histoviz.features.encoders import builtin, foundation  # noqa: F401 - registers the encoders
 from histoviz.features.encoders._base import IMAGENET_MEAN, IMAGENET_STD, PatchEncoder, TimmEncoder
+from histoviz.features.encoders._files import (
+    describe_weights_file,
+    find_weights,
+    load_state_dict_file,
+    read_tensor_shapes,
+    require_weights,
+)
 from histoviz.features.encoders._registry import (
     EncoderInfo,
     create_encoder,
@@ -25,16 +32,7 @@ from histoviz.features.encoders._registry import (
     list_encoders,
     register_encoder,
 )
-from histoviz.features.encoders._weights import (
-    WeightsFit,
-    check_weights,
-    describe_weights_file,
-    find_weights,
-    load_state_dict_file,
-    load_weights,
-    read_tensor_shapes,
-    require_weights,
-)
+from histoviz.features.encoders._weights import WeightsFit, check_weights, load_weights
 from histoviz.features.encoders.builtin import EfficientNetLite0Encoder, MorphologyEncoder
 from histoviz.features.encoders.foundation import PUBLISHED, Published
 from histoviz.features.encoders.precision import PRECISIONS, apply_precision, check_precision_device

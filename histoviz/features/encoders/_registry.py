@@ -85,7 +85,7 @@ class EncoderInfo:
         (...)`` for a file that is not what its name says; ``missing (<where it would be>)``;
         ``not needed``; ``random (tests)``.
         """
-        from histoviz.features.encoders._weights import describe_weights_file, find_weights
+        from histoviz.features.encoders._files import describe_weights_file, find_weights
 
         if self.weights in ("builtin", "none"):
             return "not needed" if self.weights == "none" else "random (tests)"

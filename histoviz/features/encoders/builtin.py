@@ -18,8 +18,9 @@ from torch import nn
 
 from histoviz.errors import MissingWeightsError
 from histoviz.features.encoders._base import PatchEncoder, TimmEncoder
+from histoviz.features.encoders._files import require_weights
 from histoviz.features.encoders._registry import EncoderInfo, register_encoder
-from histoviz.features.encoders._weights import load_weights, require_weights
+from histoviz.features.encoders._weights import load_weights
 
 __all__ = ["EfficientNetLite0Encoder", "MorphologyEncoder"]
 

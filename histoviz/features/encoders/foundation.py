@@ -23,8 +23,9 @@ from torch import nn
 
 from histoviz.errors import MissingWeightsError
 from histoviz.features.encoders._base import IMAGENET_MEAN, IMAGENET_STD, PatchEncoder, TimmEncoder
+from histoviz.features.encoders._files import require_weights
 from histoviz.features.encoders._registry import EncoderInfo, register_encoder
-from histoviz.features.encoders._weights import load_weights, require_weights
+from histoviz.features.encoders._weights import load_weights
 
 __all__ = ["PUBLISHED", "ConchVisionTower", "FoundationViT", "HFVisionEncoder", "Published"]
 
@@ -181,27 +182,18 @@ PUBLISHED: dict[str, Published] = {p.info.name: p for p in [
          "embed_dim": 1536, "mlp_ratio": 2.66667 * 2, "num_classes": 0, "no_embed_class": True,
          "mlp_layer": "SwiGLUPacked", "act_layer": "SiLU", "reg_tokens": 8,
          "dynamic_img_size": True}),
-    Published(
-        EncoderInfo("h-optimus-0", 1536, "H-optimus-0 ViT-g/14 with 4 registers (Bioptimus)",
-                    "local", "bioptimus/H-optimus-0", "pytorch_model.bin",
-                    alt_filenames=("model.safetensors",), licence="Apache-2.0",
-                    source=_hf("bioptimus/H-optimus-0"),
+    *[Published(
+        EncoderInfo(f"h-optimus-{v}", 1536, f"H-optimus-{v} ViT-g/14 with 4 registers (Bioptimus)",
+                    "local", f"bioptimus/H-optimus-{v}", "pytorch_model.bin",
+                    alt_filenames=("model.safetensors",), licence=lic,
+                    source=_hf(f"bioptimus/H-optimus-{v}"),
                     architecture="timm vit_giant_patch14_reg4_dinov2"),
         "timm", "vit_giant_patch14_reg4_dinov2",
         {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False, "num_classes": 0,
          "global_pool": "token"},
-        mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517)),
-    Published(
-        EncoderInfo("h-optimus-1", 1536, "H-optimus-1 ViT-g/14 with 4 registers (Bioptimus)",
-                    "local", "bioptimus/H-optimus-1", "pytorch_model.bin",
-                    alt_filenames=("model.safetensors",),
-                    licence="gated on Hugging Face; read the terms on its model card before use",
-                    source=_hf("bioptimus/H-optimus-1"),
-                    architecture="timm vit_giant_patch14_reg4_dinov2"),
-        "timm", "vit_giant_patch14_reg4_dinov2",
-        {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False, "num_classes": 0,
-         "global_pool": "token"},
-        mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517)),
+        mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517))
+      for v, lic in ((0, "Apache-2.0"),
+                     (1, "gated on Hugging Face; read the terms on its model card before use"))],
     Published(
         EncoderInfo("gigapath", 1536, "Prov-GigaPath tile encoder ViT-g/16 (Microsoft, Providence)",
                     "local", "prov-gigapath/prov-gigapath", "pytorch_model.bin",
