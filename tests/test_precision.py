@@ -34,32 +34,45 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b)
 
 
+def _uni2(precision: str = "fp32"):
+    """UNI's architecture 2 blocks deep, random, LayerScale 0.5 (timm's 1e-5 init would make the
+    blocks near no-ops, and any precision would agree trivially)."""
+    from histoviz.features.encoders import apply_precision
+
+    enc = create_encoder("uni", pretrained=False, depth=2)
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            if n.endswith(".gamma"):
+                p.fill_(0.5)
+    return apply_precision(enc, precision)
+
+
 def test_int8_quantises_the_linear_layers_and_keeps_the_embedding():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
     x = _tiles()
-    ref = create_encoder("uni", pretrained=False, depth=2)
-    q = create_encoder("uni", pretrained=False, depth=2, precision="int8")
-    kinds = {type(m).__name__ for m in q.modules()}
-    assert "Linear" not in kinds and any("Quantized" in k and "Linear" in k for k in kinds), kinds
+    ref, q = _uni2(), _uni2("int8")
+    n_linear = sum(type(m) is torch.nn.Linear for m in ref.modules())
+    assert n_linear == 8  # qkv, proj, fc1, fc2 in each of 2 blocks
+    assert sum(type(m) is torch.nn.Linear for m in q.modules()) == 0
+    assert sum(isinstance(m, DynamicInt8Linear) for m in q.modules()) == n_linear
     assert q.precision == "int8" and ref.precision == "fp32"
     with torch.inference_mode():
         a, b = ref(x), q(x)
-        other = ref(torch.flip(x, dims=[0]))  # other tiles: what "different" looks like
     assert b.dtype == torch.float32 and b.shape == a.shape
-    assert _cos(a, b).min() > 0.99
     assert (a - b).abs().max() > 0  # it did change something
-    assert _cos(a, other).mean() < _cos(a, b).min()
+    assert _cos(a, b).min() > 0.97  # 0.983-0.985 here; bench/bench_precision.py reports it
 
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has no native bfloat16 (AVX512-BF16/AMX)")
 def test_bf16_keeps_the_embedding():
     x = _tiles(4)
-    ref = create_encoder("uni", pretrained=False, depth=2)
-    h = create_encoder("uni", pretrained=False, depth=2, precision="bf16")
+    ref, h = _uni2(), _uni2("bf16")
     assert h.weights_module().patch_embed.proj.weight.dtype == torch.bfloat16
     assert h._mean.dtype == torch.float32  # preprocessing stays in float32
     with torch.inference_mode():
         a, b = ref(x), h(x)
-    assert b.dtype == torch.float32 and _cos(a, b).min() > 0.99
+    assert b.dtype == torch.float32 and _cos(a, b).min() > 0.999
 
 
 def test_precision_errors_are_one_line():
