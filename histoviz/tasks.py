@@ -38,30 +38,29 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import DataError
 from histoviz.evaluation.metrics import PRIMARY_METRIC
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind, kind_of
 
 __all__ = [
+    "OUTCOME_KINDS",
     "TASK_KINDS",
     "ClassificationTask",
     "ConformalSettings",
     "RegressionTask",
     "SurvivalTask",
     "Task",
+    "TaskKind",
     "block_kind",
     "get_task",
     "risk_from_survival",
 ]
 
-TASK_KINDS = ("regression", "classification", "survival")
+TASK_KINDS = tuple(TaskKind)
 
 
-def block_kind(block: Any) -> str:
+def block_kind(block: Any) -> TaskKind:
     """Task kind of a target block (``TargetBlock`` -> regression)."""
-    k = getattr(block, "kind", "regression")
-    if k not in TASK_KINDS:
-        raise DataError(f"unknown target kind {k!r}")
-    return k
+    return kind_of(block)
 
 
 def risk_from_survival(surv: np.ndarray) -> np.ndarray:
@@ -99,7 +98,7 @@ class ConformalSettings:
 class Task:
     """Base class; see the module docstring."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[TaskKind]
     primary: ClassVar[str] = ""
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
@@ -146,8 +145,8 @@ def _rows(target: Any, metric: str, value: float, n: int, *, axis: str = "per-ta
 class RegressionTask(Task):
     """Omics targets (and spots): per-target correlation across patients."""
 
-    kind = "regression"
-    primary = PRIMARY_METRIC["regression"]
+    kind = TaskKind.REGRESSION
+    primary = PRIMARY_METRIC[TaskKind.REGRESSION]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -227,7 +226,7 @@ class RegressionTask(Task):
                       conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Slide values (and conformal bounds when calibrated)."""
         v = np.asarray(value, np.float64)
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": v}
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": v}
         if conformal and conformal.get("qhat") is not None:
             q = np.asarray(conformal["qhat"], np.float64)
             out["lo"], out["hi"] = v - q, v + q
@@ -268,8 +267,8 @@ def declare_class_outputs(name: str) -> dict[str, str]:
 class ClassificationTask(Task):
     """Grade (or any class label): AUC, balanced accuracy, conformal sets."""
 
-    kind = "classification"
-    primary = PRIMARY_METRIC["classification"]
+    kind = TaskKind.CLASSIFICATION
+    primary = PRIMARY_METRIC[TaskKind.CLASSIFICATION]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -358,7 +357,7 @@ class ClassificationTask(Task):
         """Probabilities, predicted class and the conformal set."""
         p = np.asarray(value, np.float64)
         cls = [str(t) for t in targets]
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(cls, dtype=str), "values": p,
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(cls, dtype=str), "values": p,
                                "predicted": cls[int(np.argmax(p))]}
         if conformal and conformal.get("qhat") is not None:
             reg = self.regions(p[None, :], conformal["qhat"], _settings(conformal))
@@ -396,8 +395,8 @@ def declare_survival_outputs(name: str) -> dict[str, str]:
 class SurvivalTask(Task):
     """Censored survival: c-index, KM / log-rank of risk groups, conformal risk intervals."""
 
-    kind = "survival"
-    primary = PRIMARY_METRIC["survival"]
+    kind = TaskKind.SURVIVAL
+    primary = PRIMARY_METRIC[TaskKind.SURVIVAL]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -507,7 +506,7 @@ class SurvivalTask(Task):
                       conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Risk, survival function per bin and the conformal interval."""
         s = np.asarray(value, np.float64)
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": s,
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": s,
                                "risk": float(risk_from_survival(s))}
         if conformal and conformal.get("qhat") is not None:
             reg = self.regions(s[None, :], conformal["qhat"], _settings(conformal))
@@ -522,12 +521,10 @@ def _settings(conformal: Mapping[str, Any]) -> ConformalSettings:
     return ConformalSettings(**{k: conformal[k] for k in keys if k in conformal})
 
 
-_TASKS: dict[str, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}
+_TASKS: dict[TaskKind, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}
 
 
 def get_task(kind_or_block: str | Any) -> Task:
-    """The :class:`Task` of a kind name or of a target block."""
-    kind = kind_or_block if isinstance(kind_or_block, str) else block_kind(kind_or_block)
-    if kind not in _TASKS:
-        raise DataError(f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}")
+    """The :class:`Task` of a kind (a :class:`TaskKind` or its name) or of a target block."""
+    kind = TaskKind.parse(kind_or_block) if isinstance(kind_or_block, str) else kind_of(kind_or_block)
     return _TASKS[kind]
