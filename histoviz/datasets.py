@@ -31,12 +31,14 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "power": {"n_slides": 240, "slide_size": (768, 768), "seed": 1, "spatial_fraction": 0.0},
 }
 
-_REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+# histoviz/sample_data: in a checkout a link to the repository's sample_data/, in a wheel a copy
+_REPO_SAMPLE = Path(__file__).resolve().parent / "sample_data"
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def sample_data_dir() -> Path | None:
     """The real sample slides: ``$HISTOVIZ_SAMPLE_DATA`` if set, else the repository's
-    ``sample_data/real`` (``None`` when neither exists, e.g. an installed wheel)."""
+    ``sample_data/real`` (shipped in the wheel too; ``None`` when neither exists)."""
     env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
     for p in ([Path(env)] if env else []) + [_REPO_SAMPLE / "real"]:
         if p.is_dir():
@@ -77,7 +79,7 @@ def config_dir() -> Path:
         Neither exists (an installed wheel without the repository): says what to set.
     """
     env = os.environ.get("HISTOVIZ_CONFIGS")
-    for p in ([Path(env)] if env else []) + [_REPO_SAMPLE.parent / "training" / "configs"]:
+    for p in ([Path(env)] if env else []) + [_REPO / "training" / "configs"]:
         if p.is_dir():
             return p
     raise DataError("the shipped experiment configs (training/configs/*.yaml of the histoviz repository) are not "

@@ -24,7 +24,7 @@ from histoviz.dashboard import APP
 
 ROOT = Path(__file__).resolve().parents[1]
 SVS_ID = "CMU-1-Small-Region"
-PAGES = ("models", "targets", "outcomes", "cohort", "slide")
+PAGES = ("models", "targets", "outcomes", "cohort", "explorer", "slide")
 
 st = pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -151,8 +151,8 @@ def test_every_page_on_fake_results(results: Path, svs_predictions: Path) -> Non
             assert charts(at), page
     # Models: fold sizes, distributions, the paired comparison with its verdict, CSV downloads
     at.switch_page("views/models.py").run()
-    sizes = frame(at, "run", "held-out patients per fold")
-    assert sizes.set_index("run").loc["runs/good", "held-out patients per fold"] == "12, 12, 12, 12, 12"
+    sizes = frame(at, "run", "held-out per fold")
+    assert sizes.set_index("run").loc["runs/good", "held-out per fold"] == "12, 12, 12, 12, 12"
     assert at.selectbox(key="pair_a").value == "runs/good" and at.selectbox(key="pair_b").value == "runs/weak"
     m = {x.label: x.value for x in at.metric}
     assert m["Verdict"] == "runs/good better"
@@ -177,8 +177,8 @@ def test_targets_panel_unknown_genes_and_missing_heldout(results: Path) -> None:
     assert set(frame(at, "task", "target")["target"]) == {"MKI67", "ESR1"}
     assert any("2 of 4 panel genes are not among the runs' targets: NOTAGENE1, FAKE2" in w.value for w in at.warning)
     at.selectbox(key="t_pick").select("gene/ESR1").run()
-    assert any("runs/weak: scatter unavailable: the run has no held-out predictions for gene" in w.value
-               for w in at.warning)
+    assert not [w for w in at.warning if "runs/weak" in w.value]  # named in a caption, not warned about
+    assert any("Not in the scatter: runs/weak (no held-out gene predictions saved" in x.value for x in at.caption)
     assert len(charts(at)) == 1  # the good run's scatter is still drawn
 
 
@@ -207,7 +207,7 @@ def test_a_corrupt_run_is_named_and_the_others_still_show(results: Path) -> None
     at = app()
     errs = [e.value for e in at.error]
     assert errs and all(str(runs["weak"] / "metrics.parquet") in e for e in errs)
-    assert set(frame(at, "run", "held-out patients per fold")["run"]) == {"runs/good", "runs/outcome"}
+    assert set(frame(at, "run", "held-out per fold")["run"]) == {"runs/good", "runs/outcome"}
     assert charts(at)
     at.switch_page("views/targets.py").run()
     assert not at.exception and "runs/good" in frame(at, "task", "target").columns
@@ -284,25 +284,29 @@ def test_cli_dashboard_serves_localhost(tmp_path: Path, capsys: pytest.CaptureFi
 def build_real_results(root: Path, mc, oc) -> Path:
     """Runs of two cohorts under ``root``: ridge and knn (omics, ``mc``), PCA outcome baselines
     and their shuffled control (grade + survival, Mondrian coverage by site, ``oc``), and one
-    slide's maps; ``root/synth`` links the omics cohort."""
+    slide's maps; ``root/synth`` holds the omics cohort (hard links)."""
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_slide
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
-    (root / "synth").symlink_to(mc.root, target_is_directory=True)
+    # the cohort is placed under the root (hard links: no copy of the slides); a symbolic link out of
+    # the root would be refused, as the dashboard reads nothing outside it
+    shutil.copytree(mc.root, root / "synth", copy_function=os.link)
+    mc = type(mc)(root / "synth", root / "synth" / "features" / "morphology")
     for name, model, params in (("ridge", "ridge", {"n_components": 32}), ("knn", "knn", {})):
         run_experiment(load_config(mc.config(name, model, params=params, modalities=("gene", "protein"))),
                        root / "runs" / name)
     cohort = pd.read_csv(oc.cohort_csv)
     cohort["site"] = np.where(cohort["patient_id"].str[1:].astype(int) % 2, "A", "B")
     cohort["path"] = [str(oc.root / p) for p in cohort["path"]]
-    cohort.to_csv(root / "outcome_cohort.csv", index=False)
+    (root / "outcome").mkdir()
+    cohort.to_csv(root / "outcome" / "cohort.csv", index=False)
     for name, extra in (("pca-outcomes", {}), ("pca-shuffled", {"shuffle_labels": True})):
         cfg = oc.config(name, "pca-outcomes", params={"n_components": 16, "cox_components": 4, "penalizer": 0.1},
                         evaluation={"calibration_fraction": 0.3, "conformal": {"alpha": 0.1, "group": "site"}},
                         **extra)
-        cfg["data"]["cohort"] = str(root / "outcome_cohort.csv")
+        cfg["data"]["cohort"] = str(root / "outcome" / "cohort.csv")
         run_experiment(load_config(cfg), root / "runs" / name)
     a = predict_slide(mc.root / "slides" / "S001.tif", root / "runs" / "ridge", progress=False)
     write_predictions(a, root / "maps" / "S001.ridge.h5ad")
@@ -332,7 +336,16 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     # Targets: a gene's Pearson = mean over folds of histoviz's Pearson of its held-out values (the
     # run scored the unstandardised values, the held-out table keeps the float32 standardised
     # ones: equal up to float32 rounding)
-    at = app("targets")
+    # the omics runs and the outcome runs were trained on two cohorts: two groups, never mixed
+    from histoviz.viz.results import cohort_groups, find_runs, load_runs
+
+    groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
+    assert {r.label for r in groups["synth"].runs} == {"runs/knn", "runs/ridge"}
+    assert {r.label for r in groups["outcome"].runs} == {"runs/pca-outcomes", "runs/pca-shuffled"}
+    assert all(r.identity.recorded for g in groups.values() for r in g.runs)
+    at = app()
+    at.selectbox(key="cohort_group").set_value(groups["synth"].id).run()
+    at.switch_page("views/targets.py").run()
     assert not at.error
     at.text_input(key="t_query").input("MKI67").run()
     table = frame(at, "task", "target", "runs/ridge", "runs/knn").set_index("target")
@@ -356,6 +369,9 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     assert m["Verdict"] == ref.verdict
     units = frame(at, "fold", "mean_a", "mean_b", "difference")
     np.testing.assert_allclose(units["difference"], ref.per_unit["difference"], atol=1e-12)
+    assert set(frame(at, "run", "cohort")["cohort"]) == {"synth"}
+    at.selectbox(key="cohort_group").set_value(groups["outcome"].id).run()
+    assert at.multiselect(key="runs_selected").value == ["runs/pca-outcomes", "runs/pca-shuffled"]
     # Outcomes: the log-rank p of the risk groups and the c-index per fold
     at.switch_page("views/outcomes.py").run()
     assert not at.error

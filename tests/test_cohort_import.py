@@ -89,7 +89,7 @@ def test_gdc_clinical_tsv_several_rows_per_case(tmp_path):
     rows = ["cases.case_id\tcases.submitter_id\tdemographic.vital_status\tdemographic.days_to_death\t"
             "diagnoses.days_to_last_follow_up\tdiagnoses.tumor_grade\ttreatments.treatment_type",
             "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tG3\tRadiation",
-            "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tG3\tChemotherapy",       # same case again: collapsed
+            "u1\tTCGA-BB-0001\tDead\t365.25\t'--\tGrade III\tChemotherapy",  # same case, same grade spelt apart
             "u2\tTCGA-BB-0002\tAlive\t'--\t730.5\tNot Reported\tSurgery"]
     c = read_clinical([_write(tmp_path / "clinical.tsv", "\n".join(rows) + "\n")])
     per = c.patients

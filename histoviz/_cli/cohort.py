@@ -174,6 +174,7 @@ def predict_many(a: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--fold {fold!r}: use final, ensemble or a fold number") from None
     res = predict_cohort(source, a.model, a.out, features=features, genes=a.genes, fold=fold, device=a.device,
-                         mpp_override=a.mpp_override, overwrite=a.overwrite, progress=not a.no_progress)
+                         mpp_override=a.mpp_override, overwrite=a.overwrite, progress=not a.no_progress,
+                         spatial_image=a.thumbnail_size)
     print(res.summary())
     return 3 if res.failed else 0

@@ -79,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --slides: predicted targets to put in predictions.csv")
     p.add_argument("--overwrite", action="store_true",
                    help="with --slides: replace predictions another model made under the same run name")
+    p.add_argument("--thumbnail-size", type=int, default=2000, metavar="PX",
+                   help="with --slides: longest side of the slide thumbnail in each file's uns['spatial'] "
+                   "(Space Ranger: 2000; 0: none)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("models", help="registered slide-level models")

@@ -320,8 +320,9 @@ def _one_table(df: pd.DataFrame, path: Path, opt: ClinicalOptions, fmt: str) -> 
     return out, info
 
 
-def _collapse(rows: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
-    """One row per patient; conflicting non-missing values are an error naming the patients."""
+def _collapse(rows: pd.DataFrame, opt: ClinicalOptions) -> pd.DataFrame:
+    """One row per patient; conflicting non-missing values are an error naming the patients (grades
+    compare by the class they map to, so ``G2`` and ``Grade 2`` agree)."""
     cols = [c for c in rows.columns if c not in ("patient_id", "sample_id", "_src")]
     out = {}
     for col in cols:
@@ -330,7 +331,12 @@ def _collapse(rows: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
         if s.empty:
             out[col] = pd.Series(dtype=object)
             continue
-        key = s[col].round(4) if col.endswith(("_time", "_event")) else s[col].str.strip().str.upper()
+        if col.endswith(("_time", "_event")):
+            key = s[col].round(4)
+        elif col == "grade_raw":
+            key = s[col].map(lambda v: grade_label(v, opt.grade_classes, opt.grade_map)[0] or str(v).strip().upper())
+        else:
+            key = s[col].str.strip().str.upper()
         n = key.groupby(s["patient_id"]).nunique()
         bad = n[n > 1].index.tolist()
         if bad:
@@ -376,7 +382,7 @@ def read_clinical(
         return ClinicalData(pd.DataFrame(index=pd.Index([], name="patient_id")), pd.DataFrame(columns=[
             "sample_id", "patient_id"]), [], {"unknown": {}, "not_assessed": 0, "missing": 0})
     rows = pd.concat(parts, ignore_index=True)
-    per = _collapse(rows, [s["file"] for s in sources])
+    per = _collapse(rows, opt)
     chosen = opt.survival.lower()
     pairs = [p.lower() for p in _PAIRS if f"{p.lower()}_time" in per.columns]
     if pairs:

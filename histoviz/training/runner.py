@@ -404,6 +404,7 @@ def run_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import cohort_identity
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
     from histoviz.training.data import load_experiment_data, patient_folds
@@ -429,7 +430,9 @@ def run_experiment(
     _check_sizes(cfg, data, all_folds)
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": repeats,
-                        "features": _features_meta(data)}
+                        "features": _features_meta(data),
+                        "identity": cohort_identity(cfg.data.cohort, data.patients, all_folds,
+                                                    omics=data.omics.modalities)}
     inputs = [cfg.data.cohort, cfg.data.features, *(s.path for s in cfg.data.omics.values())]
     fp = fingerprint({**resolved, "_patients": data.patients, "_folds": [f.tolist() for f in all_folds]}, inputs)
 
