@@ -7,6 +7,13 @@ from typing import Any
 from gen_readme import md_table, pm
 
 
+def _down(d: dict[str, Any], how: str, p: str) -> str:
+    return (f"r = {d[how + '_pearson_predictions']:.3f} with the fp32 model's predictions; Spearman vs "
+            f"true grade {d[how + '_spearman_vs_grade']:.3f} (fp32 {d['spearman_vs_grade_fp32']:.3f}); "
+            f"abs. error {p} - fp32 per slide "
+            f"{pm(d[how + '_abs_error_paired_diff_mean'], d[how + '_abs_error_paired_diff_sd'])} (mean ± sd)")
+
+
 def render(data: dict[str, Any]) -> str:
     """Speed, cosine on real tiles and the downstream change, per precision, as measured."""
     sp, cos, down = data["speed"], data["cosine_real_tiles"], data["downstream"]
@@ -17,12 +24,9 @@ def render(data: dict[str, Any]) -> str:
         rows.append([
             p, f"{sp[p]['tiles_per_s']:.2f} tiles/s ({sp[p]['speedup_vs_fp32']:.2f}x)",
             "1 (reference)" if c is None else f"min {c['min']:.4f}, mean {c['mean']:.4f} ({c['n_tiles']} tiles)",
-            "reference" if d is None else (
-                f"r = {d['same_pearson_predictions']:.3f}; paired abs. error diff "
-                f"{pm(d['same_abs_error_paired_diff_mean'], d['same_abs_error_paired_diff_sd'])}"),
-            "" if d is None else (
-                f"r = {d['cross_pearson_predictions']:.3f}; |change| "
-                f"{d['cross_mean_abs_change_over_sd']:.2f} sd of the predictions"),
+            "reference" if d is None else _down(d, "same", p),
+            "" if d is None else (_down(d, "cross", p) + f"; change {d['cross_mean_abs_change_over_sd']:.2f} "
+                                  "sd of the predictions"),
         ])
     n = next(iter(down.values()))["n_slides"] if down else 0
     m = data["machine"]
