@@ -107,13 +107,13 @@ def fake_results(root: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def svs_predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Simulated per-patch maps for the real SVS."""
+    from histoviz.demo.simulated import simulated_maps
     from histoviz.io import open_slide
     from histoviz.io.predictions import write_predictions
     from histoviz.tiling import TilingConfig, make_tile_grid
-    from histoviz.viz.demo import simulated_predictions
 
     with open_slide(ROOT / "sample_data" / "real" / f"{SVS_ID}.svs") as r:
-        adata = simulated_predictions(r, make_tile_grid(r, TilingConfig()), n_genes=8)
+        adata = simulated_maps(r, make_tile_grid(r, TilingConfig()), n_genes=8)
     return write_predictions(adata, tmp_path_factory.mktemp("pred") / f"{SVS_ID}.h5ad")
 
 
