@@ -377,12 +377,12 @@ def predict_bag(
 
 
 def _check_recipe(bag: FeatureBag, feats: dict[str, Any], run_dir: Path) -> None:
-    """Refuse a bag made at another resolution, tile size or with other weights than the
-    run's training bags (what cannot be checked for older bags is logged)."""
+    """Refuse a bag made at another resolution, tile size, encoder precision or with other weights
+    than the run's training bags (what cannot be checked for older bags is logged)."""
     from histoviz.features.recipe import compare_recipes, embedding_recipe
 
     model_rec, bag_rec = embedding_recipe(feats), embedding_recipe(bag)
-    keys = ["tile_size", "mpp"]
+    keys = ["tile_size", "mpp", "precision"]
     if model_rec.get("weights") and bag_rec.get("weights"):
         keys.append("weights")
     diffs = compare_recipes(model_rec, bag_rec, keys=keys)
@@ -436,12 +436,9 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 def _features_precision(rm: RunModel) -> str:
     """The encoder precision of a run's training bags (``fp32`` for bags made before it existed)."""
-    raw = rm.features.get("recipe")
-    try:
-        rec = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw or {})
-    except (TypeError, ValueError):
-        rec = {}
-    return str(rec.get("precision") or "fp32")
+    from histoviz.features.recipe import embedding_recipe
+
+    return str(embedding_recipe(rm.features).get("precision") or "fp32")
 
 
 def _model_encoder(rm: RunModel) -> Any:

@@ -150,7 +150,7 @@ def _encoders(a: argparse.Namespace) -> int:
         return 0 if fit.fits else 1
     rows = [{"name": i.name, "embed_dim": i.embed_dim, "weights": i.weights_status(),
              "description": i.description, "architecture": i.architecture, "licence": i.licence,
-             "source": i.source, "looked_for": i.weights_locations(),
+             "source": i.source, "looked_for": i.weights_locations(), **_fit_of(i),
              **({"requires": i.requires} if i.requires else {})} for i in list_encoders()]
     if a.json:
         print(json.dumps(rows, indent=2))
@@ -160,12 +160,27 @@ def _encoders(a: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['name']:<{w}}  {r['embed_dim']:>5}  {r['description']}")
         print(f"{pad}weights: {r['weights']}")
-        for key in ("architecture", "licence", "source", "requires"):
+        for key in ("fit", "architecture", "licence", "source", "requires"):
             if r.get(key):
                 print(f"{pad}{key}: {r[key]}")
         for i, where in enumerate(r["looked_for"]):
             print(f"{pad}{'looked for at: ' if i == 0 else ' ' * 15}{where}")
     return 0
+
+
+def _fit_of(info: object) -> dict:
+    """Whether the weights file found for an encoder fits it (shapes only; nothing when none)."""
+    from histoviz.errors import HistovizError
+    from histoviz.features.encoders import check_weights, find_weights
+
+    path = find_weights(info) if getattr(info, "weights", "") == "local" else None
+    if path is None:
+        return {}
+    try:
+        fit = check_weights(info.name, path, suggest=False)
+    except HistovizError as e:
+        return {"fits": False, "fit": str(e)}
+    return {"fits": fit.fits, "fit": fit.summary()}
 
 
 def _synth(a: argparse.Namespace) -> int:
