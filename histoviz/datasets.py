@@ -2,7 +2,7 @@
 
 - :func:`sample_data_dir`: the real sample slides shipped in the repository's
   ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
-- :func:`real_sample`: one of them by file name, with a clear error when it is not here;
+- :func:`shipped_file`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
 - :func:`config_dir`: the shipped experiment configs (``training/configs/``, or
   ``$HISTOVIZ_CONFIGS``), the templates of ``histoviz import``;
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from histoviz.errors import DataError
 
-__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
-           "synthetic_preset"]
+__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "resource_dir", "sample_data_dir",
+           "shipped_file", "synthetic_preset"]
 
 #: Named synthetic cohorts (keyword arguments of :func:`histoviz.data.synthetic.make_synthetic_cohort`).
 SYNTHETIC_PRESETS: dict[str, dict] = {
@@ -51,8 +51,8 @@ def resource_dir() -> Path | None:
     return _REPO_SAMPLE if _REPO_SAMPLE.is_dir() else None
 
 
-def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
-    """Path of a shipped real sample file.
+def shipped_file(name: str = "CMU-1-Small-Region.svs") -> Path:
+    """Path of a real file shipped in ``sample_data/real`` (a slide, an image, a Visium folder).
 
     Raises
     ------
@@ -63,7 +63,7 @@ def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
     p = d / name if d is not None else None
     if p is None or not p.exists():
         raise DataError(
-            f"the real sample {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
+            f"the shipped file {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
             "sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
         )
     return p
