@@ -31,7 +31,13 @@ def _numbers(x, path=""):
         yield path, float(x)
 
 
+#: scripts another test already runs at their smallest size
+RUN_ELSEWHERE = {"precision": "tests/test_precision.py runs bench_precision at its smallest size"}
+
+
 def _skip_reason(name: str) -> str | None:
+    if name in RUN_ELSEWHERE:
+        return RUN_ELSEWHERE[name]
     if name == "gpu":
         import torch
 
