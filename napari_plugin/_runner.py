@@ -107,7 +107,9 @@ class ModelRunner(QObject):
         reader = open_slide(slide_path)
         if mpp is not None:
             reader.with_mpp(mpp)
-        extra = {"overlap": float(overlap)} if overlap else {}
+        extra: dict[str, Any] = {"overlap": float(overlap)} if overlap else {}
+        if getattr(self, "precision", None):
+            extra["precision"] = self.precision
         cancel = threading.Event()
         sig = _Signals()
         sig.progress.connect(self._on_progress)

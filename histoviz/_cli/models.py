@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = ["register"]
 
 
@@ -53,9 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
-    p.add_argument("--model", required=True, type=Path, help="run directory (or checkpoint folder)")
+    p = sub.add_parser("predict", help="per-patch molecular maps of one slide, or of every slide of a folder or "
+                       "cohort table (.h5ad per slide + a table of slide-level predictions)")
+    p.add_argument("--model", required=True, type=Path, action="append",
+                   help="run directory (or checkpoint folder); repeat it to predict a folder with several runs")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--slides", help="a folder tree of slides (GDC layout too) or a cohort table: one prediction "
+                     "file per slide and run, predictions.csv (grade with its conformal set, risk with its interval, "
+                     "--genes), a report; resumable, failed slides reported and skipped")
     src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder); with a spot-level "
                      "run, a spot file (.h5ad) predicts at its spots and a slide on a grid of tiles")
     src.add_argument("--features", type=Path, help="an existing <slide_id>.h5 feature bag")
@@ -70,6 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tile overlap 0-0.9 (e.g. 0.5: stride half the tile): a finer map in napari, more tiles")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--genes", nargs="+", default=[], metavar="GENE",
+                   help="with --slides: predicted targets to put in predictions.csv")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --slides: replace predictions another model made under the same run name")
+    p.add_argument("--thumbnail-size", type=int, default=2000, metavar="PX",
+                   help="with --slides: longest side of the slide thumbnail in each file's uns['spatial'] "
+                   "(Space Ranger: 2000; 0: none)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("models", help="registered slide-level models")
@@ -79,10 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(a: argparse.Namespace) -> int:
     from histoviz.evaluation.compare import format_table, main_rows
+    from histoviz.io.rundir import check_run_out
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
     cfg = load_config(a.config, overrides=a.overrides)
+    check_run_out(a.out)
     if cfg.data.spots is not None:
         from histoviz.evaluation.spots import format_spot_table
         from histoviz.training.spots import run_spot_experiment
@@ -204,10 +220,21 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace) -> int:
+    from histoviz._atomic import check_writable, refuse_input_as_output
+    from histoviz._cli.cohort import is_batch, predict_many
     from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_bag, predict_slide
 
+    if is_batch(a):
+        return predict_many(a)
+    if len(a.model) > 1:
+        raise ConfigError("several --model runs predict a folder or cohort table (--slides); give one for a slide")
+    a.model = a.model[0]
+    out = Path(a.out)
+    to_folder = out.is_dir() or str(a.out).endswith(("/", os.sep))
+    refuse_input_as_output(out, a.slide, a.features, a.spots)
+    check_writable(out if to_folder else out.parent)  # before the work, not after it
     fold = a.fold
     if fold is not None and fold not in ("final", "ensemble"):
         try:
@@ -222,12 +249,13 @@ def _predict(a: argparse.Namespace) -> int:
     elif a.features is not None:
         from histoviz.io.featurebag import FeatureBag
 
-        adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
+        bag = FeatureBag.from_h5(a.features)
+        bag.attrs["_path"] = str(a.features)  # named in errors
+        adata = predict_bag(bag, a.model, fold=fold, device=a.device)
     else:
         adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold,
                               mpp_override=a.mpp_override, overlap=a.overlap)
-    out = Path(a.out)
-    if out.is_dir() or str(a.out).endswith(("/", os.sep)):
+    if to_folder:
         out = out / f"{adata.uns['histoviz']['slide_id']}.{Path(a.model).resolve().name}.h5ad"
     out = write_predictions(adata, out)
     keys = [k for k in adata.obs.columns if k not in ("x", "y", "slide_id")] + [k for k in adata.obsm if k != "spatial"]
@@ -246,12 +274,12 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _slide_line(sp: dict) -> str:
-    kind = sp.get("kind", "regression")
-    if kind == "classification":
+    kind = sp.get("kind", TaskKind.REGRESSION)
+    if kind == TaskKind.CLASSIFICATION:
         probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
         extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
         return f"predicted {sp['predicted']} ({probs}){extra}"
-    if kind == "survival":
+    if kind == TaskKind.SURVIVAL:
         extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
         return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
     return f"{len(sp['targets'])} targets"

@@ -28,18 +28,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = ["SETTING_METRICS", "paired_difference", "pathgen_report", "pathgen_settings", "synthesis_quality"]
 
 #: (label, task kind, metric, target) rows of the settings table
 SETTING_METRICS = (
-    ("grade AUC (macro)", "classification", "auc_macro", "all"),
-    ("c-index (Harrell)", "survival", "c_index", "risk"),
-    ("grade coverage", "classification", "coverage", "all"),
-    ("grade set size", "classification", "set_size", "all"),
-    ("grade uncertainty", "classification", "uncertainty", "all"),
-    ("risk coverage", "survival", "coverage", "risk"),
-    ("risk interval width", "survival", "interval_width", "risk"),
-    ("risk uncertainty", "survival", "uncertainty", "risk"),
+    ("grade AUC (macro)", TaskKind.CLASSIFICATION, "auc_macro", "all"),
+    ("c-index (Harrell)", TaskKind.SURVIVAL, "c_index", "risk"),
+    ("grade coverage", TaskKind.CLASSIFICATION, "coverage", "all"),
+    ("grade set size", TaskKind.CLASSIFICATION, "set_size", "all"),
+    ("grade uncertainty", TaskKind.CLASSIFICATION, "uncertainty", "all"),
+    ("risk coverage", TaskKind.SURVIVAL, "coverage", "risk"),
+    ("risk interval width", TaskKind.SURVIVAL, "interval_width", "risk"),
+    ("risk uncertainty", TaskKind.SURVIVAL, "uncertainty", "risk"),
 )
 
 

@@ -287,8 +287,6 @@ def logrank(
     return out
 
 
-
-
 def km_risk_groups(
     time: np.ndarray,
     event: np.ndarray,

@@ -12,7 +12,11 @@ One observation per patch:
   (DataFrame, one column per gene group), ``obsm["pred_<modality>"]``, ...;
   :func:`undeclared_keys` lists what a file holds that no output declares;
 - ``uns["histoviz"]`` = {slide_id, slide_path, slide_dimensions, mpp, tile_size,
-  tile_size_level0, model, encoder, config, version}.
+  tile_size_level0, model, encoder, config, version};
+- ``uns["spatial"][slide_id]`` (:func:`add_slide_image`): the slide's thumbnail as Space Ranger
+  imports carry it (``images/hires``, ``images/lowres``, ``scalefactors`` with
+  ``tissue_hires_scalef``, ``tissue_lowres_scalef`` and ``spot_diameter_fullres`` = the patch
+  side in level-0 px), so ``scanpy.pl.spatial`` and squidpy draw any map over the tissue.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz._atomic import atomic_path
+from histoviz._atomic import atomic_path, require_space
 from histoviz._version import __version__
 from histoviz.errors import DataError
 
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAME_KEYS",
+    "add_slide_image",
+    "h5ad_nbytes",
     "undeclared_keys",
     "make_prediction_adata",
     "read_predictions",
@@ -117,6 +123,41 @@ def make_prediction_adata(
     return a
 
 
+def add_slide_image(adata: ad.AnnData, reader: Any, *, hires: int = 2000, lowres: int = 600) -> ad.AnnData:
+    """Put the slide's thumbnail into ``uns["spatial"][slide_id]`` as Space Ranger imports do.
+
+    ``obsm["spatial"]`` (level-0 patch centres) times ``tissue_hires_scalef`` lands on the
+    ``hires`` image; ``spot_diameter_fullres`` is the patch side in level-0 pixels.
+
+    Parameters
+    ----------
+    adata
+        A prediction AnnData of the slide ``reader`` reads.
+    reader
+        The open :class:`~histoviz.io.slide.SlideReader`.
+    hires, lowres
+        Longest side of the two images (Space Ranger: 2000 and 600; 0 leaves ``uns["spatial"]`` out).
+
+    Returns
+    -------
+    ``adata`` (changed in place).
+    """
+    if hires <= 0:
+        return adata
+    sid = str(adata.uns.get("histoviz", {}).get("slide_id") or reader.slide_id)
+    width = float(reader.dimensions[0])
+    hi = np.ascontiguousarray(reader.get_thumbnail(hires)[..., :3], dtype=np.uint8)
+    lo = np.ascontiguousarray(reader.get_thumbnail(lowres)[..., :3], dtype=np.uint8)
+    tile = float(adata.uns.get("histoviz", {}).get("tile_size_level0") or 1.0)
+    adata.uns["spatial"] = {sid: {
+        "images": {"hires": hi, "lowres": lo},
+        "scalefactors": {"tissue_hires_scalef": hi.shape[1] / width, "tissue_lowres_scalef": lo.shape[1] / width,
+                         "spot_diameter_fullres": tile},
+        "metadata": {"source": "histoviz slide thumbnail", "slide_path": str(reader.path or "")},
+    }}
+    return adata
+
+
 def validate_predictions(adata: ad.AnnData, *, source: str = "<predictions>") -> ad.AnnData:
     """Check the contract; raise :class:`DataError` naming ``source`` and the missing key."""
     if "spatial" not in adata.obsm:
@@ -156,9 +197,30 @@ def write_predictions(adata: ad.AnnData, path: str | os.PathLike) -> Path:
         import logging
 
         logging.getLogger(__name__).info("%s: keys no output declares: %s", path, ", ".join(bad))
+    require_space(path, h5ad_nbytes(adata))
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
     return Path(path)
+
+
+def h5ad_nbytes(adata: ad.AnnData) -> int:
+    """About how many bytes ``adata`` takes as an uncompressed ``.h5ad``: its matrices and tables,
+    with a margin and 1 MB of HDF5 structure (a generous bound, for a free-space check)."""
+    import scipy.sparse as sp
+
+    def size(x: Any) -> int:
+        if x is None:
+            return 0
+        if sp.issparse(x):
+            return sum(int(getattr(x, k).nbytes) for k in ("data", "indices", "indptr") if hasattr(x, k))
+        if isinstance(x, pd.DataFrame):
+            return int(x.memory_usage(deep=True, index=True).sum())
+        return int(getattr(np.asarray(x) if not hasattr(x, "nbytes") else x, "nbytes", 0))
+
+    n = size(adata.X) + size(adata.obs) + size(adata.var)
+    for m in (adata.obsm, adata.varm, adata.layers, adata.obsp):
+        n += sum(size(v) for v in m.values())
+    return int(n * 1.25) + (1 << 20)
 
 
 def read_predictions(path: str | os.PathLike) -> ad.AnnData:

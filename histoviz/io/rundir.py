@@ -50,8 +50,9 @@ import pandas as pd
 
 from histoviz._atomic import atomic_path, atomic_write_text
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 
-__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "concat_pieces", "fingerprint", "is_run_dir"]
+__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "check_run_out", "concat_pieces", "fingerprint", "is_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,30 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (p / "run.json").is_file() or ((p / "metrics.parquet").is_file() and (p / "checkpoints").is_dir())
 
 
+def check_run_out(out: str | os.PathLike) -> Path:
+    """Refuse a run folder that would replace something that is not a run, before any work.
+
+    A run replaces only an earlier run (or an empty folder); its parent must be writable.
+
+    Raises
+    ------
+    StorageError
+        ``out`` is a file, or a folder holding something other than a run, or cannot be written.
+    """
+    from histoviz._atomic import check_writable
+    from histoviz.errors import StorageError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{out}: exists and is a file, not a run folder; give a new folder for --out "
+                           "(a run never replaces a file)")
+    if out.is_dir() and not is_run_dir(out) and any(out.iterdir()):
+        raise StorageError(f"{out}: a folder that holds something other than a histoviz run (no run.json); "
+                           "give a new folder, or an earlier run's, for --out (a run replaces only a run)")
+    check_writable(out.parent)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
@@ -154,8 +179,10 @@ class RunWriter:
         ------
         DataError
             Another live process is writing this run.
+        StorageError
+            ``out`` is not a run folder (a file, a folder of other things) or cannot be written.
         """
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        check_run_out(self.out)
         lock = self.out.with_name(self.out.name + ".lock")
         for _ in range(2):
             try:
@@ -314,7 +341,7 @@ class RunDir:
         if not is_run_dir(self.path):
             partial = self.path.with_name(self.path.name + ".partial")
             hint = (f" (an interrupted run is in {partial}; rerun the same histoviz train command to finish it)"
-                    if partial.exists() else "")
+                    if partial.exists() else " (no run.json); give the folder histoviz train --out wrote")
             raise DataError(f"{self.path}: not a finished histoviz run directory{hint}")
         self._info: dict[str, Any] | None = None
 
@@ -339,7 +366,7 @@ class RunDir:
                 omics = list((cfg.get("data") or {}).get("omics") or {})
                 self._info = {"format": 1, "name": cfg.get("name", self.path.name),
                               "model": (cfg.get("model") or {}).get("name"),
-                              "blocks": {m: "regression" for m in omics}}
+                              "blocks": {m: TaskKind.REGRESSION for m in omics}}
         return self._info
 
     @property
@@ -396,7 +423,7 @@ class RunDir:
     def heldout(self, block: str) -> pd.DataFrame | None:
         """Held-out predictions of one block (``None`` when the run has none)."""
         h = self._parquet(f"heldout/{block}.parquet")
-        if h is None and self.blocks.get(block, "regression") == "regression":
+        if h is None and self.blocks.get(block, TaskKind.REGRESSION) == TaskKind.REGRESSION:
             p = self._parquet("predictions.parquet")
             if p is not None:
                 col = "task" if "task" in p.columns else "modality"
@@ -500,7 +527,7 @@ def _legacy_metrics(m: pd.DataFrame, pm: pd.DataFrame | None) -> pd.DataFrame:
                 d["metric"], d["value"], d["axis"], d["subset"] = metric, p[metric].to_numpy(), "per-patient", "all"
                 rows.append(d)
     out = pd.concat(rows, ignore_index=True)
-    out["kind"] = "regression"
+    out["kind"] = TaskKind.REGRESSION.value
     return out
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.data.spatial import GeneSets, SpotSample
@@ -429,7 +430,7 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
             preds = _labelled_predictions(model, label, spot_inputs(model, data, int(i), enc), ks)
             for lab, p in preds.items():
                 m = spot_metrics(y_true, p, prep.targets, sets, min_n=ev.min_n)
-                m.insert(0, "kind", "regression")
+                m.insert(0, "kind", TaskKind.REGRESSION.value)
                 m.insert(0, "task", "gene")
                 m.insert(0, "fold", int(i))
                 m.insert(0, "model", lab)
@@ -530,6 +531,7 @@ def run_spot_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import spot_identity
     from histoviz.evaluation.spots import spot_table
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
@@ -544,7 +546,8 @@ def run_spot_experiment(
     folds = spot_folds(data, cfg.evaluation.spots.split)
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_samples": len(data.samples), "n_folds": len(folds), "level": "spot",
-                        "features": _features_meta(cfg, data)}
+                        "features": _features_meta(cfg, data),
+                        "identity": spot_identity(data.samples, data.genes, folds)}
     inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
     fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
     keys = [str(k) for k in range(len(folds))] + (["final"] if cfg.training.final_model else [])
@@ -569,7 +572,7 @@ def run_spot_experiment(
         labels = list(dict.fromkeys(lab for i in infos for lab in i.get("labels", [])))
         main_labels = list(dict.fromkeys(lab for i in infos for lab in i.get("main_labels", [])))
         w.publish({"name": cfg.name, "model": cfg.model.name, "level": "spot", "n_folds": len(folds),
-                   "n_samples": len(data.samples), "blocks": {"gene": "regression"}, "labels": labels,
+                   "n_samples": len(data.samples), "blocks": {"gene": TaskKind.REGRESSION}, "labels": labels,
                    "main_labels": main_labels, "seconds": result.seconds})
     result.out_dir = out
     log.info("%s: %d folds in %.1f s -> %s", cfg.name, len(folds), result.seconds, out)

@@ -543,6 +543,7 @@ def default_map(adata: ad.AnnData | PredictionMaps) -> MapSpec:
     DataError
         The file holds no map at all.
     """
+    from histoviz.task_kinds import TaskKind
     from histoviz.tasks import _output_names, _risk_names
     from histoviz.viz.clinical import tasks_of
 
@@ -558,18 +559,18 @@ def default_map(adata: ad.AnnData | PredictionMaps) -> MapSpec:
             return None
         return MapSpec(name, keys[(len(keys) - 1) // 2 if middle else 0] if keys else None)
 
-    by_kind = {k: [b for b, kind in tasks.items() if kind == k] for k in ("survival", "classification", "regression")}
-    for b in by_kind["survival"]:
+    by_kind = {k: [b for b, kind in tasks.items() if kind == k] for k in TaskKind}
+    for b in by_kind[TaskKind.SURVIVAL]:
         n = _risk_names(b)
         got = pick(n["probability"], middle=True) or pick(n["percentile"]) or pick(n["risk"])
         if got is not None:
             return got
-    for b in by_kind["classification"]:
+    for b in by_kind[TaskKind.CLASSIFICATION]:
         got = pick(_output_names(b)["pred"])
         if got is not None:
             return got
     main = str(pm.adata.uns.get("histoviz", {}).get("modality", "") or "")
-    for b in sorted(by_kind["regression"], key=lambda b: b != main):
+    for b in sorted(by_kind[TaskKind.REGRESSION], key=lambda b: b != main):
         if b == main and "gene" in avail:
             return MapSpec("gene", avail["gene"][0])
         keys = [k for k in avail.get("modality", []) if k.startswith(f"{b}/")]
