@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -266,7 +267,7 @@ class RegionPanel(QGroupBox):
         layer = self._regions_layer()
         if item.column() != 0 or layer is None:
             return
-        old = item.data(256)  # Qt.UserRole
+        old = item.data(Qt.UserRole)
         new = item.text().strip()
         if not old or not new or new == old:
             return
@@ -301,11 +302,11 @@ class RegionPanel(QGroupBox):
         self.grid.setRowCount(len(rows))
         for i, (n, k, ci) in enumerate(rows):
             item = QTableWidgetItem(n)
-            item.setData(256, n)
+            item.setData(Qt.UserRole, n)
             self.grid.setItem(i, 0, item)
             for j, text in ((1, k), (2, ci)):
                 it = QTableWidgetItem(text)
-                it.setFlags(it.flags() & ~0x2)  # not editable
+                it.setFlags(it.flags() & ~Qt.ItemIsEditable)
                 self.grid.setItem(i, j, it)
         unit = f" ({mv.unit})" if mv is not None and mv.unit else ""
         self.grid.setHorizontalHeaderLabels(["Region", "Patches", (f"{mv.label}{unit}" if mv else "Mean") + " [95% CI]"])
