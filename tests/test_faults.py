@@ -126,6 +126,8 @@ SLIDES = [
          "give a folder for --out"),
     Case("synth --out is a file", lambda w: ["synth", "--out", "notes.txt", "--slides", "2", "--size", "256"],
          "notes.txt", "give a folder for --out"),
+    Case("demo --out is a file", lambda w: ["demo", "--out", "notes.txt", "--no-progress"], "notes.txt",
+         "give a folder for --out"),
     Case("demo --out on a read-only disk", lambda w: ["demo", "--out", "ro/demo", "--no-progress"], "ro/demo",
          "read-only file system", needs=("read_only",)),
     Case("embed --scheduler unreachable", lambda w: ["embed", "slide.tif", "--out", "f", "--scheduler",
