@@ -1,10 +1,15 @@
 """The estimator contract of every registered model, on toy data of every task it serves.
 
 Adding a model means one entry in :data:`PARAMS` (its fast hyper-parameters); the test fails
-while a registered model has none. For each model and the task kinds it declares, it checks:
-``fit`` returns self; predictions have each task's shape and range and are finite; per-patch
-predictions exist for every patch and the slide-level values equal ``predict``; the model
-survives a safetensors checkpoint (no pickle) with identical predictions; ``score`` is finite.
+while a registered model has none. What is checked of a model follows from the capabilities it
+declares at registration, never from its name: for the task kinds it serves, ``fit`` returns
+self; predictions have each task's shape and range and are finite; per-patch predictions exist
+for every patch and the slide-level values equal ``predict``; every declared extra output is
+there (attention sums to 1, cell-type weights are a composition); the model survives a
+safetensors checkpoint (no pickle) with identical predictions; ``score`` is finite (undefined for
+a constant control). A model added in a module of its own, outside the package, trains in a run,
+predicts a slide and is listed by the CLI and shown by the dashboard with no other file edited
+(:func:`test_a_model_in_a_new_module_needs_no_other_file`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from test_models_units import make_toy
 from histoviz.data.outcomes import ClassBlock, SurvivalBins, SurvivalBlock
 from histoviz.models import create_model, list_models, model_info
 from histoviz.models.checkpoint import FittedPipeline, load_checkpoint, save_checkpoint
+from histoviz.task_kinds import TaskKind
 
 FAST = {"epochs": 8, "batch_size": 8, "seed": 0, "device": "cpu"}
 # PathGen groups over the toy genes G0..G29 (two genes shared between neighbouring groups)
@@ -42,8 +48,8 @@ PARAMS = {
     "bleep": {**FAST, "dim": 16, "n_image_tokens": 2, "cross_heads": 2, "fusion_heads": 2, "top_k": 5},
     "cpnn-spot": {**FAST, "hidden": 16},
     "knn-spot": {"n_neighbors": 5, "n_components": 4},
+    "spot-mean": {},  # the spot runner's mean control
 }
-SPOT_MODELS = ("cmrcnet", "bleep", "cpnn-spot", "knn-spot")  # one expression block per spot
 
 
 def outcome_blocks(toy: dict, seed: int = 0) -> dict:
@@ -69,24 +75,31 @@ def toy(tmp_path_factory):
 
 
 def test_every_registered_model_is_covered():
-    assert {i.name for i in list_models()} == set(PARAMS)
+    assert {i.name for i in list_models(controls=True)} == set(PARAMS)
 
 
 def _targets_for(name: str, toy: dict) -> dict:
-    tasks = model_info(name).tasks
-    kinds = {"gene": "regression", "protein": "regression", "grade": "classification", "survival": "survival"}
-    blocks = {k: b for k, b in toy["blocks"].items() if kinds[k] in tasks}
-    if name == "cpnn" or name in SPOT_MODELS:
-        blocks = {"gene": blocks["gene"]}
-    if name.startswith("pathgen"):  # one expression modality (its gene groups) plus the outcomes
-        blocks.pop("protein")
+    """The toy blocks of the kinds the model serves; at most ``regression_blocks`` expression
+    blocks (the first ones: gene before protein)."""
+    caps = model_info(name).caps
+    blocks = {k: b for k, b in toy["blocks"].items() if b.kind in caps.tasks}
+    if caps.regression_blocks is not None:
+        reg = [k for k, b in blocks.items() if b.kind == TaskKind.REGRESSION]
+        for k in reg[caps.regression_blocks:]:
+            blocks.pop(k)
     return blocks
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_model_contract(name, toy, tmp_path):
-    params = dict(PARAMS[name])
-    if name in ("cpnn", "cpnn-spot"):
+    check_contract(name, PARAMS[name], toy, tmp_path)
+
+
+def check_contract(name: str, params: dict, toy: dict, tmp_path) -> None:
+    """Fit, predict, per-patch maps, declared outputs, checkpoint round trip and score of ``name``."""
+    caps = model_info(name).caps
+    params = dict(params)
+    if caps.needs_reference:
         params["reference"] = toy["reference"]
     m = create_model(name, **params)
     blocks = _targets_for(name, toy)
@@ -114,19 +127,27 @@ def test_model_contract(name, toy, tmp_path):
         assert maps.patch[b].shape[0] == n_patch
         assert maps.kinds[b] == blocks[b].kind
         np.testing.assert_allclose(maps.slide[b], pred[b][0], rtol=1e-4, atol=1e-5)
-    if name.startswith(("multiomics", "abmil")):
-        assert maps.attention is not None and maps.attention.sum() == pytest.approx(1.0, abs=1e-5)
-    if name in ("cpnn", "cpnn-spot"):
+    assert set(caps.outputs) <= set(maps.extra), (caps.outputs, sorted(maps.extra))  # declared = delivered
+    if "attention" in caps.outputs:
+        assert maps.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    if "cell_type" in caps.outputs:
         np.testing.assert_allclose(maps.cell_type_weights.sum(1), 1.0, atol=1e-5)
-    if name == "ridge":  # affine model: mean of the patch maps = slide prediction
-        np.testing.assert_allclose(maps.expression["gene"].mean(0), pred["gene"][0], atol=1e-8)
+    if "coattention" in caps.outputs:  # each gene group's attention sums to 1 over the slide
+        np.testing.assert_allclose(np.asarray(maps.extra["coattention"]).sum(0), 1.0, atol=1e-5)
+    if caps.additive:  # the mean of the patch maps is the slide prediction
+        for b in blocks:
+            np.testing.assert_allclose(maps.patch[b].mean(0), pred[b][0], atol=1e-8)
     save_checkpoint(FittedPipeline(m, {}, {"encoder": "toy"}), tmp_path / "ck")
     assert not any(p.suffix in (".pkl", ".pt", ".pickle") for p in (tmp_path / "ck").iterdir())
     back = load_checkpoint(tmp_path / "ck").model
     pred2 = back.predict(test_bags)
     for b in blocks:
         np.testing.assert_allclose(pred2[b], pred[b], rtol=1e-5, atol=1e-6)
-    assert np.isfinite(m.score(test_bags, {k: b.subset(te) for k, b in blocks.items()}))
+    score = m.score(test_bags, {k: b.subset(te) for k, b in blocks.items()})
+    if caps.control == "mean":  # a constant prediction has no correlation
+        assert np.isnan(score)
+    else:
+        assert np.isfinite(score)
 
 
 def test_a_model_refuses_tasks_it_does_not_serve(toy):

@@ -34,11 +34,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from histoviz.data.omics import OmicsSpec
 from histoviz.data.outcomes import OutcomeSpec
 from histoviz.errors import ConfigError
+from histoviz.nn.settings import LOOP_FIELDS, LoopSettings
 from histoviz.task_kinds import TaskKind
 
 __all__ = [
@@ -52,12 +53,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
 ]
-
-_TRAIN_TO_MODEL = (
-    "epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "max_patches", "device", "num_threads",
-    "lr_schedule",
-)
-
 
 def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
     if d is None:
@@ -161,12 +156,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation and protocol settings.
+class TrainingConfig(LoopSettings):
+    """Optimisation and protocol settings: the loop settings plus how a fold is split.
 
-    ``epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, device,
-    num_threads, lr_schedule`` are passed to models whose constructor takes them (set them
-    here, not in model.params).
+    The loop settings (:class:`~histoviz.nn.settings.LoopSettings`: ``epochs, lr,
+    weight_decay, batch_size, patience, grad_clip, max_patches, lr_schedule, seed, device,
+    num_threads, min_epochs, min_delta``) are declared there once; a run hands them whole to
+    every model that trains with the loop (set them here, not in model.params). ``seed``
+    defaults to the experiment's top-level ``seed``.
 
     Attributes
     ----------
@@ -180,16 +177,8 @@ class TrainingConfig:
         After cross-validation, also fit on all patients (used by ``histoviz predict``).
     """
 
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 8
-    patience: int = 15
-    grad_clip: float = 1.0
-    max_patches: int = 4096
-    device: str = "auto"
-    num_threads: int = 0
-    lr_schedule: str = "none"
+    where: ClassVar[str] = "training."
+
     val_fraction: float = 0.2
     shuffle_labels: bool = False
     final_model: bool = True
@@ -249,17 +238,6 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-
-    def model_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments for the model: training settings it accepts + params + seed."""
-        from histoviz.models import model_param_names
-
-        allowed = model_param_names(self.model.name)
-        kw = {k: getattr(self.training, k) for k in _TRAIN_TO_MODEL if k in allowed}
-        if "seed" in allowed:
-            kw["seed"] = self.seed
-        kw.update(self.model.params)
-        return kw
 
 
 def _resolve(p: str | None, base: Path) -> str | None:
@@ -338,6 +316,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         raise ConfigError("model.params: expected a mapping of hyper-parameters")
     model = ModelConfig(name=m.get("name", "multiomics"), params=dict(params))
     t = _strict(TrainingConfig, top.get("training"), "training")
+    t.setdefault("seed", top.get("seed", 0))
     training = TrainingConfig(**t)
     e = _strict(EvaluationConfig, top.get("evaluation"), "evaluation")
     for k in ("topk", "topk_criteria"):
@@ -413,15 +392,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     bad = sorted(set(cfg.model.params) - allowed)
     if bad:
         raise ConfigError(f"model.params: unknown parameter(s) {bad} for {cfg.model.name!r}; valid: {sorted(allowed)}")
-    clash = sorted(set(cfg.model.params) & set(_TRAIN_TO_MODEL))
+    clash = sorted(set(cfg.model.params) & {*LOOP_FIELDS, "loop"})
     if clash:
         raise ConfigError(f"model.params: {clash} belong under training:, not model.params")
     t = cfg.training
-    for k, lo in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("max_patches", 0)):
-        v = getattr(t, k)
-        _check_type(f"training.{k}", v, int, "an integer")
-        if v < lo:
-            raise ConfigError(f"training.{k}: must be >= {lo}, got {v}")
     for where, v in (("training.shuffle_labels", t.shuffle_labels), ("training.final_model", t.final_model),
                      ("evaluation.use_cohort_folds", cfg.evaluation.use_cohort_folds),
                      ("data.drop_patients_without_features", d.drop_patients_without_features)):
@@ -429,12 +403,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{where}: expected true or false, got {v!r}")
     if d.lazy_bags is not None and not isinstance(d.lazy_bags, bool):
         raise ConfigError(f"data.lazy_bags: expected true, false or null (automatic), got {d.lazy_bags!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
-        _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
-    if t.lr_schedule not in ("none", "plateau", "cosine"):
-        raise ConfigError(f"training.lr_schedule: must be none, plateau or cosine, got {t.lr_schedule!r}")
-    if t.lr <= 0:
-        raise ConfigError(f"training.lr: must be > 0, got {t.lr}")
+    _check_type("training.val_fraction", t.val_fraction, (int, float), "a number")
     if not 0.0 <= t.val_fraction < 0.9:
         raise ConfigError(f"training.val_fraction: must be in [0, 0.9), got {t.val_fraction}")
     e = cfg.evaluation

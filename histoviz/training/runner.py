@@ -114,8 +114,8 @@ def fit_pipeline(
     """
     from histoviz.data.omics import TargetPreprocessor
     from histoviz.data.outcomes import GradeEncoder, SurvivalBins
-    from histoviz.models import create_model
     from histoviz.training.data import inner_split
+    from histoviz.training.prepare import build_model
 
     preps: dict[str, Any] = {}
     blocks: dict[str, Any] = {}
@@ -151,7 +151,7 @@ def fit_pipeline(
         perm = np.arange(len(data.patients))
         perm[train_idx] = rng.permutation(train_idx)
         train_blocks = {m: b.permuted(perm) for m, b in blocks.items()}
-    model = create_model(cfg.model.name, **cfg.model_kwargs())
+    model = build_model(cfg)
     val = None
     if len(val_idx):
         val = (take(data.bags, val_idx), {m: b.subset(val_idx) for m, b in train_blocks.items()})
@@ -239,6 +239,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
     from histoviz.models.checkpoint import FittedPipeline, save_checkpoint
     from histoviz.tasks import get_task
     from histoviz.training.data import calibration_split
+    from histoviz.training.prepare import loop_record
 
     t0 = time.perf_counter()
     final = key == "final"
@@ -254,6 +255,8 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
     info.pop("contrastive", None)
     info.update({"fold": key, "n_fit": len(fit_idx), "n_val": len(val_idx), "n_cal": len(cal_idx),
                  "n_test": len(test_idx)})
+    if (loop := loop_record(model)) is not None:
+        info["loop"] = {cfg.name: loop}
     splits = pd.DataFrame({"patient_id": [data.patients[i] for i in (*fit_idx, *val_idx, *cal_idx, *test_idx)],
                            "split": ["fit"] * len(fit_idx) + ["val"] * len(val_idx) + ["cal"] * len(cal_idx)
                            + ["test"] * len(test_idx)})
@@ -425,6 +428,7 @@ def run_experiment(
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
     from histoviz.training.data import load_experiment_data, patient_folds
+    from histoviz.training.prepare import run_record
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -471,8 +475,10 @@ def run_experiment(
                                            predictions=result.predictions, topk=cfg.evaluation.topk,
                                            criteria=cfg.evaluation.topk_criteria)
         w.write_text("summary.csv", result.summary.to_csv(index=False))
+        infos = [i["info"] for k, (_, i) in pieces.items() if k != "final"]
         w.publish({"name": cfg.name, "model": cfg.model.name, "n_folds": n_folds, "n_patients": len(data.patients),
-                   "blocks": {b: data.kind(b) for b in _served(cfg, data)}, "seconds": result.seconds})
+                   "blocks": {b: data.kind(b) for b in _served(cfg, data)}, "seconds": result.seconds,
+                   **run_record(cfg, infos)})
     result.out_dir = out
     log.info("%s: %d folds in %.1f s -> %s", cfg.name, n_folds, result.seconds, out)
     return result

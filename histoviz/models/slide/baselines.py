@@ -111,7 +111,7 @@ def _affine_projection(pipe: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, c
 
 
-@register_model("ridge", description="mean-pool + PCA + ridge (HEST protocol)")
+@register_model("ridge", additive=True, description="mean-pool + PCA + ridge (HEST protocol)")
 class RidgeBaseline(_PooledSklearn):
     """Mean-pooled features -> standardise -> PCA -> ridge (HEST protocol).
 

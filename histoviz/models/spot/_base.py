@@ -38,6 +38,9 @@ class SpotModel(SlideModel):
     """Base of spot-level regressors (see the module docstring)."""
 
     tasks = (TaskKind.REGRESSION,)
+    level = "spot"
+    #: one expression block per spot
+    regression_blocks = 1
 
     # -- the fast path ----------------------------------------------------------------------------
     def fit_spots(self, x: np.ndarray, block: Any, *, val: tuple[np.ndarray, Any] | None = None) -> SpotModel:
