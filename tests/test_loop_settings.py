@@ -91,10 +91,10 @@ def test_a_model_keeps_its_own_defaults_until_a_config_replaces_them():
 
 
 @pytest.mark.parametrize(("kw", "match"), [
-    ({"epochs": 0}, "epochs: must be >= 1"),
-    ({"lr_schedule": "step"}, "lr_schedule: must be none, plateau or cosine"),
-    ({"batch_size": 2.5}, "batch_size: expected an integer"),
-    ({"lr": -1.0}, "lr: must be >= 0"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"lr_schedule": "step"}, "lr_schedule must be none, plateau or cosine"),
+    ({"batch_size": 2.5}, "batch_size must be an integer, got 2.5"),
+    ({"lr": -1.0}, r"lr must be > 0, got -1.0"),
     ({"epoch": 3}, r"unknown parameter\(s\) \['epoch'\]"),
 ])
 def test_bad_loop_settings_are_config_errors_naming_the_setting(kw, match):

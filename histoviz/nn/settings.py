@@ -76,28 +76,33 @@ class LoopSettings:
     min_delta: float = 1e-4
 
     def __post_init__(self) -> None:
-        w = self.where
         for k, lo in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("max_patches", 0), ("num_threads", 0),
                       ("min_epochs", 0)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{w}{k}: expected an integer, got {v!r}")
+                raise self._error(k, "an integer", v)
             if v < lo:
-                raise ConfigError(f"{w}{k}: must be >= {lo}, got {v}")
+                raise self._error(k, f">= {lo}", v)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"{w}seed: expected an integer, got {self.seed!r}")
+            raise self._error("seed", "an integer", self.seed)
         for k in ("lr", "weight_decay", "grad_clip", "min_delta"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{w}{k}: expected a number, got {v!r}")
-            if v < 0:
-                raise ConfigError(f"{w}{k}: must be >= 0, got {v}")
-        if self.lr <= 0:
-            raise ConfigError(f"{w}lr: must be > 0, got {self.lr}")
+                raise self._error(k, "a number", v)
+            if v < 0 or (k == "lr" and v == 0):
+                raise self._error(k, "> 0" if k == "lr" else ">= 0", v)
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"{w}lr_schedule: must be none, plateau or cosine, got {self.lr_schedule!r}")
+            raise self._error("lr_schedule", "none, plateau or cosine", self.lr_schedule)
         if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"{w}device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise self._error("device", "auto, cpu, cuda or cuda:N", self.device)
+
+    def _error(self, key: str, want: str, got: Any) -> ConfigError:
+        """``training.epochs: must be >= 1, got 0`` in a config; ``epochs must be >= 1, got 0``
+        for a model's keyword."""
+        expected = want.startswith(("an ", "a "))
+        if self.where:
+            return ConfigError(f"{self.where}{key}: {'expected' if expected else 'must be'} {want}, got {got!r}")
+        return ConfigError(f"{key} must be {want}, got {got!r}")
 
     # -- derived -----------------------------------------------------------------------------------
     def loop_settings(self) -> LoopSettings:

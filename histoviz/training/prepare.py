@@ -84,13 +84,23 @@ def loop_record(model: Any) -> dict[str, Any] | None:
 
 
 def run_record(cfg: ExperimentConfig, fold_infos: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """What ``run.json`` records of a run's models: the capabilities the config's model declares
-    (evaluation and the pages ask them, never the name) and the loop settings each model of the
-    run trained with (``label -> settings``, from the folds; one entry per model label)."""
+    """What ``run.json`` records of a run's model, for evaluation and the pages (which ask these,
+    never the model's name and never the registry):
+
+    - ``capabilities``: what the config's model declares at registration;
+    - ``setting``: ``{"param", "value"}`` of a model that declares a ``setting_param`` (PathGen's
+      slide / synthetic / real), the value this run used;
+    - ``loop``: ``label -> loop settings`` each model of the run trained with (from the folds).
+    """
     from histoviz.models import model_info
 
+    caps = model_info(cfg.model.name).caps
     loop: dict[str, Any] = {}
     for info in fold_infos:
         for label, rec in (info.get("loop") or {}).items():
             loop.setdefault(label, rec)
-    return {"capabilities": model_info(cfg.model.name).caps.as_dict(), "loop": loop}
+    out: dict[str, Any] = {"capabilities": caps.as_dict(), "loop": loop}
+    if caps.setting_param:
+        value = build_model(cfg).get_params()[caps.setting_param]
+        out["setting"] = {"param": caps.setting_param, "value": value}
+    return out

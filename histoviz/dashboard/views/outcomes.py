@@ -131,7 +131,7 @@ else:
     table_download(cov, "coverage", "dl_cov")
 
 # ---- PathGen settings -------------------------------------------------------------------------------
-pg = [r for r in runs if (r.config.get("model") or {}).get("name") == "pathgen"]
+pg = [r for r in runs if (r.info.get("setting") or {}).get("value") is not None]  # a model's declared setting
 if pg:
     from histoviz.evaluation.pathgen import pathgen_settings
 
