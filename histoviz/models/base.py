@@ -20,7 +20,7 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
 
 ``bags`` is a sequence of ``(n_patches, n_features)`` float32 arrays (one per patient or
 slide); ``targets`` maps a block name (``"gene"``, ``"grade"``, ``"survival"``) to a target
-block (:class:`~histoviz.data.omics.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
+block (:class:`~histoviz.data.targets.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
 :class:`~histoviz.data.outcomes.SurvivalBlock`). A model declares the task kinds it serves in
 ``tasks``; :func:`register_model` is a decorator placed on the model class, and every module in
 ``histoviz/models/slide`` and ``histoviz/models/spot`` is imported when the registry is first
@@ -123,7 +123,7 @@ def predicted_block(blk: Any, names: Sequence[str] | None) -> Any:
     """
     if getattr(blk, "kind", None) != TaskKind.REGRESSION or names is None or list(names) == list(blk.targets):
         return blk
-    from histoviz.data.omics import OutputTransform, TargetBlock
+    from histoviz.data.targets import OutputTransform, TargetBlock
 
     cols = pd.Index(blk.targets).get_indexer(list(names))
     if (cols < 0).any():

@@ -40,6 +40,7 @@ from histoviz.data.omics import OmicsSpec
 from histoviz.data.outcomes import OutcomeSpec
 from histoviz.errors import ConfigError
 from histoviz.nn.settings import LOOP_FIELDS, LoopSettings
+from histoviz.strict import build_strict, strict_keys
 from histoviz.task_kinds import TaskKind
 
 __all__ = [
@@ -53,18 +54,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
 ]
-
-def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return dict(d)
-
 
 def _check_type(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
@@ -263,8 +252,8 @@ def _coerce_numbers(x: Any) -> Any:
 
 def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     raw = _coerce_numbers(raw)
-    top = _strict(ExperimentConfig, raw, "config")
-    d = _strict(DataConfig, top.get("data"), "data")
+    top = strict_keys(ExperimentConfig, raw, "config")
+    d = strict_keys(DataConfig, top.get("data"), "data")
     omics_raw = d.get("omics") or {}
     if not isinstance(omics_raw, Mapping):
         raise ConfigError("data.omics: expected a mapping modality -> spec")
@@ -276,7 +265,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         omics[str(mod)] = s
     embed = None
     if d.get("embed") is not None:
-        embed = EmbedConfig(**_strict(EmbedConfig, d["embed"], "data.embed"))
+        embed = build_strict(EmbedConfig, d["embed"], "data.embed")
         if embed.weights:
             embed = EmbedConfig(**{**asdict(embed), "weights": _resolve(embed.weights, base)})
     outcomes_raw = d.get("outcomes") or {}
@@ -308,17 +297,17 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         lazy_bags=d.get("lazy_bags"),
         spots=spots,
     )
-    m = _strict(ModelConfig, top.get("model"), "model")
+    m = strict_keys(ModelConfig, top.get("model"), "model")
     if "name" in m:
         _check_type("model.name", m["name"], str, "a model name")
     params = m.get("params") or {}
     if not isinstance(params, Mapping):
         raise ConfigError("model.params: expected a mapping of hyper-parameters")
     model = ModelConfig(name=m.get("name", "multiomics"), params=dict(params))
-    t = _strict(TrainingConfig, top.get("training"), "training")
+    t = strict_keys(TrainingConfig, top.get("training"), "training")
     t.setdefault("seed", top.get("seed", 0))
     training = TrainingConfig(**t)
-    e = _strict(EvaluationConfig, top.get("evaluation"), "evaluation")
+    e = strict_keys(EvaluationConfig, top.get("evaluation"), "evaluation")
     for k in ("topk", "topk_criteria"):
         if k in e:
             e[k] = tuple(e[k]) if isinstance(e[k], (list, tuple)) else (e[k],)
@@ -328,7 +317,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     if conf is None or isinstance(conf, ConformalSettings):
         e["conformal"] = conf or ConformalSettings()
     else:
-        e["conformal"] = ConformalSettings(**_strict(ConformalSettings, conf, "evaluation.conformal"))
+        e["conformal"] = build_strict(ConformalSettings, conf, "evaluation.conformal")
     if e.get("spots") is not None or spots is not None:
         from histoviz.evaluation.spots import SpotEvalSpec
 

@@ -188,7 +188,8 @@ def _raw_scale(blk: Any, prep: Any, values: np.ndarray) -> np.ndarray:
 
 def _pathway_block(cfg: ExperimentConfig, data: ExperimentData, model: Any, pred: dict[str, np.ndarray]) -> Any:
     """Pathway activity computed from predicted expression, as an extra regression block."""
-    from histoviz.data.omics import TargetBlock, pathway_activity
+    from histoviz.data.omics import pathway_activity
+    from histoviz.data.targets import TargetBlock
 
     pfp = cfg.data.pathway_from_predictions
     if not pfp or pfp["from"] not in pred:

@@ -300,7 +300,7 @@ def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPr
     Models that train their image encoder on the patches (``uses_patches``) get the spots' patches
     (:meth:`SpotExperimentData.patches`) instead of features.
     """
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
     from histoviz.training.prepare import build_model
 
     enc = encoder or data.encoder

@@ -45,7 +45,7 @@ from histoviz.models.base import PatchMaps, register_model
 if TYPE_CHECKING:
     import anndata as ad
 
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
 __all__ = ["CPNNRegressor", "build_prototypes", "load_reference", "nnls_proportions", "prototype_table"]
 
@@ -347,7 +347,7 @@ class CPNNRegressor(TorchSlideModel):
     _make_net = staticmethod(lambda arch: _net(arch))
 
     def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        from histoviz.data.omics import OutputTransform
+        from histoviz.data.targets import OutputTransform
 
         super()._load_state(meta, arrays)
         self.cell_types_ = list(meta["cell_types"])

@@ -37,7 +37,7 @@ from histoviz.models._torch import TorchSlideModel, feature_stats
 from histoviz.models.base import PatchMaps, register_model
 
 if TYPE_CHECKING:
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
 __all__ = ["MultiOmicsRegressor"]
 

@@ -51,7 +51,7 @@ class SpotModel(SlideModel):
         x
             Spot features.
         block
-            :class:`~histoviz.data.omics.TargetBlock` (rows = spots).
+            :class:`~histoviz.data.targets.TargetBlock` (rows = spots).
         val
             ``(features, block)`` of validation spots from the **training** samples.
 

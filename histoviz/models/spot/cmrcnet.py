@@ -348,7 +348,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             ``uint8 (n, 3, H, W)`` (or ``(n, H, W, 3)``) array or a
             :class:`~histoviz.data.spot_patches.SpotPatches` (read on demand).
         block
-            :class:`~histoviz.data.omics.TargetBlock` (rows = spots).
+            :class:`~histoviz.data.targets.TargetBlock` (rows = spots).
         val
             ``(features or patches, block)`` of validation spots from the training samples.
 
