@@ -159,16 +159,24 @@ def test_outcome_tables_equal_the_metric_rows(tmp_path: Path) -> None:
 def test_synthetic_provenance(tmp_path: Path) -> None:
     import json
 
+    from histoviz.provenance import prediction_trained_on, slide_is_synthetic
+
+    # the dashboard asks histoviz.provenance, as the CLI and napari do (one rule: the manifest)
     cohort = tmp_path / "synth"
     (cohort / "slides").mkdir(parents=True)
-    (cohort / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
+    (cohort / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic", "slides": ["S001"]}))
+    for p in (cohort / "cohort.csv", tmp_path / "cohort.csv", cohort / "slides" / "S001.tif", tmp_path / "real.svs",
+              cohort / "slides" / "copied.svs"):
+        p.write_bytes(b"x")
     info = {"config": json.dumps({"data": {"cohort": str(cohort / "cohort.csv")}})}
-    assert rs.trained_on_synthetic(info) is True
-    assert rs.trained_on_synthetic({"config": json.dumps({"data": {"cohort": str(tmp_path / "cohort.csv")}})}) is False
-    assert rs.trained_on_synthetic({}) is None
-    assert rs.trained_on_synthetic({"provenance": {"synthetic": False}, **info}) is False
-    assert rs.is_synthetic_slide(cohort / "slides" / "S001.tif") is True
-    assert rs.is_synthetic_slide(tmp_path / "real.svs") is False
+    assert prediction_trained_on(info)["synthetic"] is True
+    cfg = {"config": json.dumps({"data": {"cohort": str(tmp_path / "cohort.csv")}})}
+    assert prediction_trained_on(cfg)["synthetic"] is False
+    assert prediction_trained_on({}) is None
+    assert prediction_trained_on({"trained_on": json.dumps({"synthetic": False}), **info})["synthetic"] is False
+    assert slide_is_synthetic(cohort / "slides" / "S001.tif") is True
+    assert slide_is_synthetic(tmp_path / "real.svs") is False
+    assert slide_is_synthetic(cohort / "slides" / "copied.svs") is False  # not made by the generator
 
 
 # ---- figures ----------------------------------------------------------------------------------------

@@ -62,8 +62,6 @@ __all__ = [
     "risk_group_sizes",
     "root_relative",
     "targets_table",
-    "trained_on_synthetic",
-    "is_synthetic_slide",
 ]
 
 #: Environment variable naming the results root (set by ``histoviz dashboard ROOT``).
@@ -625,48 +623,3 @@ def read_csv_checked(path: str | os.PathLike, **kwargs: Any) -> tuple[pd.DataFra
         return df, None
     drop = [len(df) - 1 if i < 0 else i for i in short]
     return df.drop(index=df.index[[i for i in drop if 0 <= i < len(df)]]).reset_index(drop=True), check_csv(p)
-
-
-def trained_on_synthetic(info: Mapping[str, Any]) -> bool | None:
-    """Whether a prediction's model was trained on a histoviz synthetic cohort.
-
-    Reads ``uns["histoviz"]``: a ``provenance`` / ``trained_on`` entry when present, else the
-    run config's ``data.cohort`` (a cohort folder with a synthetic ``manifest.json``).
-    ``None`` when it cannot tell.
-    """
-    for key in ("provenance", "trained_on"):
-        v = info.get(key)
-        if isinstance(v, Mapping) and "synthetic" in v:
-            return bool(v["synthetic"])
-    cfg = info.get("config")
-    if isinstance(cfg, str):
-        import json
-
-        try:
-            cfg = json.loads(cfg)
-        except ValueError:
-            cfg = None
-    cohort = ((cfg or {}).get("data") or {}).get("cohort") if isinstance(cfg, Mapping) else None
-    if not cohort:
-        return None
-    return _synthetic_folder(Path(str(cohort)).parent)
-
-
-def is_synthetic_slide(path: str | os.PathLike) -> bool | None:
-    """Whether a slide file belongs to a histoviz synthetic cohort (``<cohort>/slides/x.tif``
-    next to the cohort's ``manifest.json``); ``None`` when it cannot tell."""
-    p = Path(path)
-    return _synthetic_folder(p.parent.parent) if p.parent.name == "slides" else False
-
-
-def _synthetic_folder(d: Path) -> bool | None:
-    import json
-
-    m = d / "manifest.json"
-    if not m.is_file():
-        return None if not d.is_dir() else False
-    try:
-        data = json.loads(m.read_text())
-    except (OSError, ValueError):
-        return None
-    return isinstance(data, dict) and data.get("generator") == "histoviz.data.synthetic"

@@ -8,10 +8,11 @@ import json
 import streamlit as st
 
 from histoviz.dashboard import common as c
+from histoviz.provenance import prediction_warning
 from histoviz.viz.colors import CONTINUOUS_COLORMAPS
 from histoviz.viz.dashboard import map_spec, meta_table, napari_command
 from histoviz.viz.maps import kind_labels
-from histoviz.viz.results import is_synthetic_slide, trained_on_synthetic
+from histoviz.viz.summary import slide_predictions
 
 NONE = "(none)"
 SHORT = {"gene": "Gene", "modality": "Target", "cell_type": "Cell type", "grade_proba": "Grade",
@@ -103,9 +104,11 @@ with col_map:
     model = str(info.get("model", ""))
     if model.lower().startswith("simulated"):
         st.warning(f"Simulated maps ({model}), not the output of a trained model.")
-    elif trained_on_synthetic(info) and not is_synthetic_slide(slide):
-        st.warning(f"{model or 'This model'} was trained on a synthetic cohort (histoviz synth) and this slide is not "
-                   "synthetic: its predictions here say nothing about real tissue.")
+    elif warning := prediction_warning(info, slide_path=slide):  # the CLI's and napari's sentence
+        st.warning(warning[:1].upper() + warning[1:] + ".")
+    slide_rows = slide_predictions(c.predictions(pred))
+    if slide_rows:  # the same lines as `histoviz predict` and napari's inspector
+        st.markdown("**Slide-level prediction**  \n" + "  \n".join(r["line"] for r in slide_rows))
 
     labels = kind_labels()
     kinds = list(avail)
