@@ -19,18 +19,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from histoviz.errors import ConfigError
 from histoviz.nn.settings import LOOP_FIELDS
 from histoviz.task_kinds import TaskKind
 
-if TYPE_CHECKING:
-    from histoviz.models.base import SlideModel
-
 __all__ = [
     "Capabilities",
     "ModelInfo",
+    "control_model",
     "create_model",
     "list_models",
     "model_info",
@@ -244,8 +242,9 @@ def model_param_names(name: str) -> set[str]:
     return _init_params(model_info(name).cls)
 
 
-def create_model(name: str, **params: Any) -> SlideModel:
-    """Build a registered model with hyper-parameters ``params`` (over its defaults).
+def create_model(name: str, **params: Any) -> Any:
+    """Build a registered model (a :class:`~histoviz.models.base.SlideModel`) with
+    hyper-parameters ``params`` (over its defaults).
 
     Raises
     ------

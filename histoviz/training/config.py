@@ -78,18 +78,6 @@ class EmbedConfig:
     batch_size: int = 64
     device: str = "auto"
 
-    def tiling(self) -> dict[str, Any]:
-        """TilingConfig keyword arguments."""
-        return {"tile_size": self.tile_size, "mpp": self.mpp, "overlap": self.overlap,
-                "min_tissue_fraction": self.min_tissue_fraction, "mpp_override": self.mpp_override}
-
-    def encoder_kwargs(self) -> dict[str, Any]:
-        """create_encoder keyword arguments."""
-        kw: dict[str, Any] = {"pretrained": self.pretrained}
-        if self.weights:
-            kw["weights"] = self.weights
-        return kw
-
 
 @dataclass(frozen=True)
 class DataConfig:

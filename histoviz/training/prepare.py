@@ -24,18 +24,234 @@ control) trains under the same settings.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from histoviz.errors import ConfigError
+import numpy as np
+
+from histoviz.errors import ConfigError, DataError
 from histoviz.nn.settings import LOOP_FIELDS
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
+    from histoviz.training.data import ExperimentData
+    from histoviz.training.spots import SpotExperimentData
 
-__all__ = ["build_model", "loop_record", "model_kwargs", "run_record"]
+__all__ = [
+    "CHECKS",
+    "SPOT_CHECKS",
+    "PreparedRun",
+    "PreparedSpotRun",
+    "build_model",
+    "check_fold_sizes",
+    "check_served_blocks",
+    "loop_record",
+    "model_kwargs",
+    "preflight",
+    "prepare_run",
+    "prepare_spot_run",
+    "run_record",
+    "served_blocks",
+]
 
 log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# the prepared run
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    """Everything a slide-level run fits on, read and checked (see the module docstring).
+
+    Attributes
+    ----------
+    cfg
+        The validated config.
+    data
+        Patients, bags, omics and outcomes (:class:`~histoviz.training.data.ExperimentData`).
+    folds
+        Fold of each patient, one array per repeat (repeat 0 first; from the cohort's ``fold``
+        column when it has one and ``evaluation.use_cohort_folds``).
+    served
+        The blocks the model predicts (the targets of the task kinds it serves).
+    """
+
+    cfg: ExperimentConfig
+    data: ExperimentData
+    folds: list[np.ndarray]
+    served: list[str] = field(default_factory=list)
+
+    @property
+    def n_folds(self) -> int:
+        """Folds per repeat."""
+        return int(self.folds[0].max()) + 1
+
+    @property
+    def keys(self) -> list[str]:
+        """Work units: fold ids ``repeat * n_folds + k``, then ``final`` (the model fitted on every
+        patient) when ``training.final_model``."""
+        n = self.n_folds
+        keys = [str(r * n + k) for r in range(len(self.folds)) for k in range(n)]
+        return keys + (["final"] if self.cfg.training.final_model else [])
+
+    def split(self, key: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(training patients, test patients, seed)`` of work unit ``key``."""
+        seed0 = self.cfg.seed
+        if key == "final":
+            return np.arange(len(self.data.patients)), np.array([], np.int64), seed0 + 1000
+        r, k = divmod(int(key), self.n_folds)
+        fr = self.folds[r]
+        return np.flatnonzero(fr != k), np.flatnonzero(fr == k), (seed0 + k if r == 0 else seed0 + 7907 * r + k)
+
+
+#: A pre-flight check of a slide-level run: raises DataError / ConfigError naming the input.
+Check = Callable[[PreparedRun], None]
+
+
+def served_blocks(cfg: ExperimentConfig, data: ExperimentData) -> list[str]:
+    """The targets whose task kind the config's model serves (others are logged and skipped).
+
+    Raises
+    ------
+    ConfigError
+        The model serves none of the targets.
+    """
+    from histoviz.models import model_info
+
+    tasks = model_info(cfg.model.name).tasks
+    served = [b for b in data.targets if data.kind(b) in tasks]
+    skipped = [b for b in data.targets if b not in served]
+    if skipped:
+        log.info("%s serves %s tasks; not predicting %s", cfg.model.name, list(tasks), skipped)
+    if not served:
+        raise ConfigError(f"model {cfg.model.name!r} serves {list(tasks)} tasks; none of the targets "
+                          f"{[f'{b} ({data.kind(b)})' for b in data.targets]} is one")
+    return served
+
+
+def check_served_blocks(prep: PreparedRun) -> None:
+    """The model serves at least one target (and :attr:`PreparedRun.served` says which)."""
+    prep.served = served_blocks(prep.cfg, prep.data)
+
+
+def check_fold_sizes(prep: PreparedRun) -> None:
+    """Every fold holds out enough patients for the metrics, and a calibration split (when
+    asked) has enough patients for the conformal alpha."""
+    from histoviz.evaluation.conformal import min_calibration_size
+
+    cfg, data, folds = prep.cfg, prep.data, prep.folds[0]
+    n_folds = int(folds.max()) + 1
+    if n_folds < 2:
+        raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
+    smallest = int(np.bincount(folds).min())
+    if smallest < cfg.evaluation.min_n:
+        raise DataError(
+            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
+            f"metrics need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
+        )
+    frac = cfg.evaluation.calibration_fraction
+    if frac > 0:
+        need = min_calibration_size(cfg.evaluation.conformal.alpha)
+        n_train = len(data.patients) - int(np.bincount(folds).max())
+        n_cal = int(round(frac * n_train))
+        if n_cal < need:
+            raise DataError(
+                f"{cfg.data.cohort}: a calibration split of {frac:g} x {n_train} training patients is {n_cal} "
+                f"patient(s); alpha={cfg.evaluation.conformal.alpha:g} needs at least {need} (raise "
+                "evaluation.calibration_fraction, use fewer folds or more patients, or a larger alpha)"
+            )
+
+
+#: The pre-flight checks of a slide-level run, in order (append a check here).
+CHECKS: list[Check] = [check_fold_sizes, check_served_blocks]
+
+
+def preflight(prep: PreparedRun, checks: list[Check] | None = None) -> PreparedRun:
+    """Run the pre-flight ``checks`` (default: :data:`CHECKS`) on a prepared run; return it."""
+    for check in CHECKS if checks is None else checks:
+        check(prep)
+    return prep
+
+
+def prepare_run(cfg: ExperimentConfig, *, data: ExperimentData | None = None,
+                progress: bool = False) -> PreparedRun:
+    """Read and check everything a slide-level run needs, in one pass, before any fit.
+
+    Embeds the slides without a feature bag (``data.embed``), loads the bags, omics and
+    outcomes (:func:`~histoviz.training.data.load_experiment_data`; skipped when ``data`` is
+    given), makes the patient folds of every repeat and runs :func:`preflight`.
+
+    Raises
+    ------
+    DataError, ConfigError
+        Bad input, named with what to do.
+    """
+    from histoviz.training.data import load_experiment_data, patient_folds
+
+    if data is None:
+        data = load_experiment_data(cfg, progress=progress)
+    log.info("%s", data.summary())
+    ev = cfg.evaluation
+    given = data.cohort_folds if ev.use_cohort_folds else None
+    if ev.repeats > 1 and given is not None:
+        raise ConfigError("evaluation.repeats > 1 needs random folds; set evaluation.use_cohort_folds: false "
+                          "(the cohort table fixes one fold per patient)")
+    folds = [patient_folds(len(data.patients), ev.n_folds, cfg.seed, given=given)]
+    # repeat r re-draws the patient folds with its own seed; fold ids run on across repeats
+    n_folds = int(folds[0].max()) + 1
+    folds += [patient_folds(len(data.patients), n_folds, cfg.seed + 7907 * r) for r in range(1, ev.repeats)]
+    return preflight(PreparedRun(cfg, data, folds))
+
+
+@dataclass
+class PreparedSpotRun:
+    """Everything a spot-level run fits on: the samples with their spot features and the
+    held-out groups of samples (one per patient, or per sample)."""
+
+    cfg: ExperimentConfig
+    data: SpotExperimentData
+    folds: list[np.ndarray]
+
+    @property
+    def keys(self) -> list[str]:
+        """Work units: one per held-out group, then ``final`` when ``training.final_model``."""
+        return [str(k) for k in range(len(self.folds))] + (["final"] if self.cfg.training.final_model else [])
+
+    def split(self, key: str) -> tuple[np.ndarray, int]:
+        """``(held-out sample indices, seed)`` of work unit ``key``."""
+        if key == "final":
+            return np.array([], np.int64), self.cfg.seed + 1000
+        return self.folds[int(key)], self.cfg.seed + int(key)
+
+
+#: The pre-flight checks of a spot-level run (append a check here).
+SPOT_CHECKS: list[Callable[[PreparedSpotRun], None]] = []
+
+
+def prepare_spot_run(cfg: ExperimentConfig, *, data: SpotExperimentData | None = None,
+                     progress: bool = False) -> PreparedSpotRun:
+    """The spot-level :func:`prepare_run`: read the samples (embedding missing spot features),
+    make the held-out groups (:func:`~histoviz.training.spots.spot_folds`), run
+    :data:`SPOT_CHECKS`.
+
+    Raises
+    ------
+    DataError, ConfigError
+        Bad input, named with what to do.
+    """
+    from histoviz.training.spots import load_spot_data, spot_folds
+
+    if cfg.data.spots is None:
+        raise ConfigError("a spot run needs a config with data.spots")
+    if data is None:
+        data = load_spot_data(cfg, progress=progress)
+    log.info("%s", data.summary())
+    prep = PreparedSpotRun(cfg, data, spot_folds(data, cfg.evaluation.spots.split))
+    for check in SPOT_CHECKS:
+        check(prep)
+    return prep
 
 
 # ------------------------------------------------------------------------------------------------

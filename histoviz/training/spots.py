@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import DataError
 from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
@@ -523,33 +523,25 @@ def run_spot_experiment(
     from histoviz.evaluation.spots import spot_table
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
-    from histoviz.training.prepare import run_record
+    from histoviz.training.prepare import prepare_spot_run, run_record
 
-    if cfg.data.spots is None:
-        raise ConfigError("run_spot_experiment needs a config with data.spots")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if data is None:
-        data = load_spot_data(cfg, progress=progress)
-    log.info("%s", data.summary())
-    folds = spot_folds(data, cfg.evaluation.spots.split)
+    prep = prepare_spot_run(cfg, data=data, progress=progress)  # read and check everything, then fit
+    data, folds = prep.data, prep.folds
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_samples": len(data.samples), "n_folds": len(folds), "level": "spot",
                         "features": _features_meta(cfg, data)}
     inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
     fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
-    keys = [str(k) for k in range(len(folds))] + (["final"] if cfg.training.final_model else [])
     with RunWriter(out, fp) as w:
         w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
         def work(key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-            if key == "final":
-                test, seed = np.array([], np.int64), cfg.seed + 1000
-            else:
-                test, seed = folds[int(key)], cfg.seed + int(key)
+            test, seed = prep.split(key)
             return _run_fold(cfg, data, test, key, seed, w)
 
-        pieces = w.run_pieces(keys, work, progress=progress, desc=f"{cfg.name} folds")
+        pieces = w.run_pieces(prep.keys, work, progress=progress, desc=f"{cfg.name} folds")
         result = _assemble(cfg, data, folds, pieces, w, t0)
         summary = pd.concat([spot_table(result.metrics, metric=m) for m in ("pearson", "spearman", "mse")] +
                             [spot_table(result.metrics[result.metrics["axis"] == "gene-gene"],
