@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "histoviz._cli.core",  # info, encoders, synth, tile, embed
     "histoviz._cli.models",  # train, evaluate, predict
     "histoviz._cli.spatial",  # st-import
+    "histoviz._cli.cohort",  # import
     "histoviz._cli.demo",  # demo, bench
     "histoviz._cli.dashboard",  # dashboard
 )

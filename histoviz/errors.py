@@ -12,6 +12,7 @@ __all__ = [
     "ImplausibleMppError",
     "MissingMppError",
     "MissingWeightsError",
+    "WeightsMismatchError",
     "NoTissueError",
     "SlideOpenError",
     "StorageError",
@@ -45,6 +46,11 @@ class EncoderError(HistovizError, ValueError):
 
 class MissingWeightsError(HistovizError, FileNotFoundError):
     """Pretrained weights for an encoder are not on this machine."""
+
+
+class WeightsMismatchError(MissingWeightsError):
+    """A weights file was found but its tensors do not fit the encoder (names or shapes),
+    or it is not a readable state dict."""
 
 
 class ConfigError(HistovizError, ValueError):

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import Cancelled, DataError
+from histoviz.errors import Cancelled, ConfigError, DataError
 from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.models.checkpoint import FittedPipeline
 
-__all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide", "predict_spots"]
+__all__ = ["PredictionCancelled", "RunModel", "embed_for_run", "load_run", "predict_bag", "predict_slide",
+           "predict_spots"]
 
 log = logging.getLogger(__name__)
 _CACHE: dict[tuple[str, str, float], RunModel] = {}
@@ -289,6 +290,13 @@ def predict_bag(
             f"{bag.slide_id}: features made with encoder {enc!r}, but {rm.run_dir} was trained on "
             f"{feats['encoder']!r} features"
         )
+    want = feats.get("embed_dim")
+    if want and bag.features.shape[1] and int(want) != bag.embed_dim:
+        raise DataError(
+            f"{bag.attrs.get('_path') or bag.slide_id}: {bag.embed_dim}-d features ({enc or 'encoder unknown'}), but "
+            f"{rm.run_dir} was trained on {int(want)}-d {feats.get('encoder')!r} features; predict with bags of that "
+            "encoder (or train on these)"
+        )
     _check_recipe(bag, feats, rm.run_dir)
     needs = [(p.model, tuple(getattr(p.model, "inputs", ()) or ())) for p in rm.pipelines]
     for model, names in needs:
@@ -369,12 +377,12 @@ def predict_bag(
 
 
 def _check_recipe(bag: FeatureBag, feats: dict[str, Any], run_dir: Path) -> None:
-    """Refuse a bag made at another resolution, tile size or with other weights than the
-    run's training bags (what cannot be checked for older bags is logged)."""
+    """Refuse a bag made at another resolution, tile size, encoder precision or with other weights
+    than the run's training bags (what cannot be checked for older bags is logged)."""
     from histoviz.features.recipe import compare_recipes, embedding_recipe
 
     model_rec, bag_rec = embedding_recipe(feats), embedding_recipe(bag)
-    keys = ["tile_size", "mpp"]
+    keys = ["tile_size", "mpp", "precision"]
     if model_rec.get("weights") and bag_rec.get("weights"):
         keys.append("weights")
     diffs = compare_recipes(model_rec, bag_rec, keys=keys)
@@ -408,6 +416,11 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     enc = embed.get("encoder") or f.get("encoder")
     if not enc:
         raise DataError(f"{rm.run_dir}: the run does not record which encoder made its features")
+    from histoviz.features.encoders import list_encoders
+
+    if not embed and enc not in {e.name for e in list_encoders()}:
+        raise DataError(f"{rm.run_dir}: trained on features made elsewhere (encoder {enc!r}, not one histoviz runs); "
+                        "predict from that encoder's feature bags: histoviz predict --model RUN --features FOLDER")
     kw: dict[str, Any] = {}
     if "pretrained" in embed:
         kw["pretrained"] = bool(embed["pretrained"])
@@ -421,6 +434,13 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return enc, kw, tiling
 
 
+def _features_precision(rm: RunModel) -> str:
+    """The encoder precision of a run's training bags (``fp32`` for bags made before it existed)."""
+    from histoviz.features.recipe import embedding_recipe
+
+    return str(embedding_recipe(rm.features).get("precision") or "fp32")
+
+
 def _model_encoder(rm: RunModel) -> Any:
     """The fine-tuned patch encoder a run's model carries (CMRCNet / BLEEP trained on patches),
     or ``None`` when the model predicts from frozen features of a registered encoder."""
@@ -430,6 +450,73 @@ def _model_encoder(rm: RunModel) -> Any:
         raise DataError(f"{rm.run_dir}: each fold fine-tuned its own image encoder, so the folds see different "
                         "features and cannot be averaged; predict with one checkpoint (--fold N or final)")
     return own[0] if own else None
+
+
+def embed_for_run(
+    reader: SlideReader,
+    model_dir: str | os.PathLike | RunModel,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    progress_callback: Callable[[int, int], None] | None = None,
+    cancel_event: threading.Event | None = None,
+    fold: int | str | None = None,
+    batch_size: int = 64,
+    mpp_override: float | None = None,
+    precision: str | None = None,
+) -> tuple[FeatureBag, dict[str, Any]]:
+    """Tile and embed an open slide the way a run's training features were made.
+
+    Returns the bag and the provenance :func:`predict_bag` takes as ``meta``; runs with the same
+    encoder and tiling can share one bag (``histoviz predict`` over a folder does).
+    ``progress_callback(done, n_tiles)`` follows the tiles. ``precision`` (default: the training
+    bags') must equal the training bags' precision: features are never mixed.
+
+    Raises
+    ------
+    PredictionCancelled
+        ``cancel_event`` was set.
+    HistovizError
+        No tissue, missing mpp or weights, an encoder the run's features were not made with,
+        a precision other than the training bags'.
+    """
+    from histoviz.features.embed import embed_slide, resolve_device
+    from histoviz.features.encoders import create_encoder
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+
+    rm = _cached_run(model_dir, fold)
+    enc_name, enc_kw, tiling = _encoder_for(rm)
+    if mpp_override is not None:
+        tiling = {**tiling, "mpp_override": float(mpp_override)}
+    grid = make_tile_grid(reader, TilingConfig(**tiling))
+    trained_at = _features_precision(rm)
+    prec = precision or trained_at
+    own = _model_encoder(rm)
+    if prec != trained_at and own is None:
+        raise ConfigError(
+            f"{rm.run_dir}: the model was trained on {trained_at} features; embedding this slide "
+            f"at {prec} would feed it features it never saw (bench/bench_precision.py measures the "
+            f"change). Use precision {trained_at}, or train on bags embedded with --precision {prec}")
+    encoder = own or create_encoder(enc_name, **enc_kw, precision=prec)
+    if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
+        raise DataError(
+            f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
+            f"{rm.features.get('embed_dim')}"
+        )
+    prec = getattr(encoder, "precision", "fp32")
+    dev = resolve_device("cpu" if prec == "int8" else device)  # dynamic int8 runs on the CPU
+    try:
+        bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
+                          progress=progress, progress_callback=progress_callback, cancel_event=cancel_event)
+    except Cancelled as e:
+        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
+    if cancel_event is not None and cancel_event.is_set():
+        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
+    meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
+            "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size),
+            "stride_level0": int(grid.stride_level0), "encoder_precision": prec,
+            "features_precision": trained_at}
+    return bag, meta
 
 
 def predict_slide(
@@ -443,6 +530,7 @@ def predict_slide(
     fold: int | str | None = None,
     batch_size: int = 64,
     mpp_override: float | None = None,
+    precision: str | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -466,10 +554,19 @@ def predict_slide(
         Tiles per encoder batch.
     mpp_override
         The slide's microns per pixel when the file does not record it (or records it wrongly).
+    precision
+        Encoder precision (``fp32``, ``bf16``, ``int8``: see
+        :func:`~histoviz.features.encoders.apply_precision`; int8 embeds on the CPU). Default
+        (``None``): the precision of the run's training bags, so a model trained on int8 bags
+        embeds at int8 (the path for a laptop without a GPU). Another precision than the
+        training bags' is refused (:class:`ConfigError`): features are never mixed. Recorded in
+        ``uns["histoviz"]["encoder_precision"]``.
 
     Returns
     -------
-    AnnData (one observation per patch) following :mod:`histoviz.io.predictions`.
+    AnnData (one observation per patch) following :mod:`histoviz.io.predictions`, with the
+    slide's thumbnail in ``uns["spatial"]`` (as Space Ranger imports, so ``sc.pl.spatial`` draws
+    the maps over the tissue).
 
     Raises
     ------
@@ -478,41 +575,29 @@ def predict_slide(
     HistovizError
         Unreadable slide, no tissue, missing mpp or weights, incompatible model.
     """
-    from histoviz.features.embed import embed_slide, resolve_device
-    from histoviz.features.encoders import create_encoder
+    from histoviz.features.embed import resolve_device
     from histoviz.io import open_slide
-    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+    from histoviz.io.predictions import add_slide_image
 
     rm = _cached_run(model_dir, fold)
-    enc_name, enc_kw, tiling = _encoder_for(rm)
     own = not hasattr(reader_or_path, "read_region")
     reader = open_slide(reader_or_path) if own else reader_or_path
     try:
-        if mpp_override is not None:
-            tiling = {**tiling, "mpp_override": float(mpp_override)}
-        grid = make_tile_grid(reader, TilingConfig(**tiling))
-        encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
-        if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
-            raise DataError(
-                f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
-                f"{rm.features.get('embed_dim')}"
-            )
-        dev = resolve_device(device)
-        total = len(grid) + 1  # the last step is the model itself
-        cb = (lambda done, _n: progress_callback(done, total)) if progress_callback else None
-        try:
-            bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
-                              progress=progress, progress_callback=cb, cancel_event=cancel_event)
-        except Cancelled as e:
-            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
-        if cancel_event is not None and cancel_event.is_set():
-            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
-        meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
-                "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
-        dev_name = "auto" if device == "auto" else str(dev)
+        state = {"total": 1}
+
+        def tiles(done: int, n: int) -> None:
+            state["total"] = n + 1  # the last step is the model itself
+            if progress_callback is not None:
+                progress_callback(done, n + 1)
+
+        bag, meta = embed_for_run(reader, rm, device=device, progress=progress, progress_callback=tiles,
+                                  cancel_event=cancel_event, batch_size=batch_size, mpp_override=mpp_override,
+                                  precision=precision)
+        dev_name = "auto" if device == "auto" else str(resolve_device(device))
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
+        add_slide_image(a, reader)
         if progress_callback is not None:
-            progress_callback(total, total)
+            progress_callback(state["total"], state["total"])
         return a
     finally:
         if own:

@@ -13,6 +13,7 @@ import yaml
 
 from histoviz.provenance import (
     cohort_is_synthetic,
+    prediction_trained_on,
     prediction_warning,
     slide_is_synthetic,
     synthetic_mismatch,
@@ -160,6 +161,22 @@ def test_a_slide_copied_into_a_synthetic_cohort_gets_one_answer_everywhere(pytes
     at.switch_page("views/slide.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert [w.value for w in at.warning] == [want[:1].upper() + want[1:] + "."]
-    shown = next(m.value for m in at.markdown if m.value.startswith("**Slide-level prediction**"))
-    assert shown.split("  \n")[1:] == lines
+    assert [w.value for w in at.warning] == [want[:1].upper() + want[1:]]
+    assert [c.value for c in at.caption if c.value in lines] == lines
+
+
+def test_a_prediction_says_what_its_model_was_trained_on(tmp_path):
+    """From the recorded ``trained_on``, else (older files) from the run config's cohort."""
+    syn = _fake_cohort(tmp_path / "syn", synthetic=True)
+    real = _fake_cohort(tmp_path / "real", synthetic=False)
+    info = {"config": json.dumps({"data": {"cohort": str(syn / "cohort.csv")}})}
+    assert prediction_trained_on(info)["synthetic"] is True
+    assert prediction_trained_on({"config": json.dumps({"data": {"cohort": str(real / "cohort.csv")}})})[
+        "synthetic"] is False
+    assert prediction_trained_on({}) is None
+    assert prediction_trained_on({"trained_on": json.dumps({"synthetic": False}), **info})["synthetic"] is False
+    # the mapping itself (the dashboard passes uns["histoviz"]) gives the same sentence as the AnnData
+    (real / "slides" / "copied.svs").write_bytes(b"x")
+    (syn / "slides" / "copied.svs").write_bytes(b"x")
+    w = prediction_warning(info, slide_path=syn / "slides" / "copied.svs")
+    assert w is not None and "copied.svs is not a synthetic slide" in w  # next to the manifest, not made by it

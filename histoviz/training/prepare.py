@@ -9,11 +9,13 @@ fails in seconds with a message naming the file, not after an hour of training:
 2. load the feature bags, omics tables and outcomes, aligned by patient (or the spot samples);
 3. make the folds (patient-level; repeated K-fold when asked; one held-out patient per fold for
    spot runs);
-4. run the pre-flight checks (:func:`preflight`): enough held-out and calibration patients per
-   fold, blocks the model serves. A new check is a function added to :data:`CHECKS` (slide
-   runs) or :data:`SPOT_CHECKS` (spot runs); each takes the prepared run and raises
-   :class:`~histoviz.errors.DataError` or :class:`~histoviz.errors.ConfigError` naming the
-   input and what to do.
+4. run the checks: before anything is loaded, the config against its data
+   (:func:`histoviz.training.preflight.preflight`: ids, outcome columns, fold and calibration
+   sizes); on the loaded patients, :data:`CHECKS` (blocks the model serves, held-out and
+   calibration patients per fold). A new check of loaded data is a function added to
+   :data:`CHECKS` (slide runs) or :data:`SPOT_CHECKS` (spot runs); each takes the prepared run
+   and raises :class:`~histoviz.errors.DataError` or :class:`~histoviz.errors.ConfigError`
+   naming the input and what to do.
 
 :func:`model_kwargs` builds a model's constructor arguments from the config: its
 ``model.params`` plus, for a model that trains with the loop, the config's ``training:`` loop
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import ConfigError
 from histoviz.nn.settings import LOOP_FIELDS
 
 if TYPE_CHECKING:
@@ -48,9 +50,9 @@ __all__ = [
     "check_served_blocks",
     "loop_record",
     "model_kwargs",
-    "preflight",
     "prepare_run",
     "prepare_spot_run",
+    "run_checks",
     "run_record",
     "served_blocks",
 ]
@@ -137,39 +139,21 @@ def check_served_blocks(prep: PreparedRun) -> None:
 
 
 def check_fold_sizes(prep: PreparedRun) -> None:
-    """Every fold holds out enough patients for the metrics, and a calibration split (when
-    asked) has enough patients for the conformal alpha."""
-    from histoviz.evaluation.conformal import min_calibration_size
+    """Every fold holds out enough patients for the metrics, and every calibration split (of
+    every fold and of the final model) holds enough patients that can calibrate each served
+    block (:func:`histoviz.training.preflight.check_fold_sizes`, on the loaded patients)."""
+    from histoviz.training.preflight import calibratable_of
+    from histoviz.training.preflight import check_fold_sizes as check_sizes
 
-    cfg, data, folds = prep.cfg, prep.data, prep.folds[0]
-    n_folds = int(folds.max()) + 1
-    if n_folds < 2:
-        raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
-    smallest = int(np.bincount(folds).min())
-    if smallest < cfg.evaluation.min_n:
-        raise DataError(
-            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
-            f"metrics need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
-        )
-    frac = cfg.evaluation.calibration_fraction
-    if frac > 0:
-        need = min_calibration_size(cfg.evaluation.conformal.alpha)
-        n_train = len(data.patients) - int(np.bincount(folds).max())
-        n_cal = int(round(frac * n_train))
-        if n_cal < need:
-            raise DataError(
-                f"{cfg.data.cohort}: a calibration split of {frac:g} x {n_train} training patients is {n_cal} "
-                f"patient(s); alpha={cfg.evaluation.conformal.alpha:g} needs at least {need} (raise "
-                "evaluation.calibration_fraction, use fewer folds or more patients, or a larger alpha)"
-            )
+    check_sizes(prep.cfg, len(prep.data.patients), prep.folds, calibratable_of(prep.cfg, prep.data, prep.served))
 
 
-#: The pre-flight checks of a slide-level run, in order (append a check here).
-CHECKS: list[Check] = [check_fold_sizes, check_served_blocks]
+#: The checks of a slide-level run on its loaded data, in order (append a check here).
+CHECKS: list[Check] = [check_served_blocks, check_fold_sizes]
 
 
-def preflight(prep: PreparedRun, checks: list[Check] | None = None) -> PreparedRun:
-    """Run the pre-flight ``checks`` (default: :data:`CHECKS`) on a prepared run; return it."""
+def run_checks(prep: PreparedRun, checks: list[Check] | None = None) -> PreparedRun:
+    """Run ``checks`` (default: :data:`CHECKS`) on a prepared run; return it."""
     for check in CHECKS if checks is None else checks:
         check(prep)
     return prep
@@ -179,9 +163,12 @@ def prepare_run(cfg: ExperimentConfig, *, data: ExperimentData | None = None,
                 progress: bool = False) -> PreparedRun:
     """Read and check everything a slide-level run needs, in one pass, before any fit.
 
-    Embeds the slides without a feature bag (``data.embed``), loads the bags, omics and
-    outcomes (:func:`~histoviz.training.data.load_experiment_data`; skipped when ``data`` is
-    given), makes the patient folds of every repeat and runs :func:`preflight`.
+    Checks the config against its data without loading them
+    (:func:`histoviz.training.preflight.preflight`: ids, columns, fold and calibration sizes,
+    in about a second), embeds the slides without a feature bag (``data.embed``), loads the bags,
+    omics and outcomes (:func:`~histoviz.training.data.load_experiment_data`; both skipped when
+    ``data`` is given), makes the patient folds of every repeat and runs :data:`CHECKS` on the
+    loaded patients.
 
     Raises
     ------
@@ -191,6 +178,9 @@ def prepare_run(cfg: ExperimentConfig, *, data: ExperimentData | None = None,
     from histoviz.training.data import load_experiment_data, patient_folds
 
     if data is None:
+        from histoviz.training.preflight import preflight
+
+        preflight(cfg)  # the config against its data, before any embedding or loading
         data = load_experiment_data(cfg, progress=progress)
     log.info("%s", data.summary())
     ev = cfg.evaluation
@@ -202,7 +192,7 @@ def prepare_run(cfg: ExperimentConfig, *, data: ExperimentData | None = None,
     # repeat r re-draws the patient folds with its own seed; fold ids run on across repeats
     n_folds = int(folds[0].max()) + 1
     folds += [patient_folds(len(data.patients), n_folds, cfg.seed + 7907 * r) for r in range(1, ev.repeats)]
-    return preflight(PreparedRun(cfg, data, folds))
+    return run_checks(PreparedRun(cfg, data, folds))
 
 
 @dataclass

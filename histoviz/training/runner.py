@@ -467,6 +467,7 @@ def run_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import cohort_identity
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
     from histoviz.training.prepare import prepare_run, run_record
@@ -477,7 +478,9 @@ def run_experiment(
     data, n_folds = prep.data, prep.n_folds
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": len(prep.folds),
-                        "features": _features_meta(data)}
+                        "features": _features_meta(data),
+                        "identity": cohort_identity(cfg.data.cohort, data.patients, prep.folds,
+                                                    omics=data.omics.modalities)}
     inputs = [cfg.data.cohort, cfg.data.features, *(s.path for s in cfg.data.omics.values())]
     fp = fingerprint({**resolved, "_patients": data.patients, "_folds": [f.tolist() for f in prep.folds]}, inputs)
 

@@ -520,6 +520,7 @@ def run_spot_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import spot_identity
     from histoviz.evaluation.spots import spot_table
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
@@ -531,7 +532,8 @@ def run_spot_experiment(
     data, folds = prep.data, prep.folds
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_samples": len(data.samples), "n_folds": len(folds), "level": "spot",
-                        "features": _features_meta(cfg, data)}
+                        "features": _features_meta(cfg, data),
+                        "identity": spot_identity(data.samples, data.genes, folds)}
     inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
     fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
     with RunWriter(out, fp) as w:
