@@ -224,10 +224,11 @@ def _tile(a: argparse.Namespace) -> int:
         print(f"{r.slide_id}: {len(g)} tiles of {g.tile_size} px ({g.tile_size_level0} px at level 0), "
               f"mean tissue {g.tissue_fraction.mean():.0%}")
         if a.out:
-            a.out.mkdir(parents=True, exist_ok=True)
             import pandas as pd
 
-            from histoviz._atomic import atomic_write_text
+            from histoviz._atomic import atomic_write_text, make_output_dir
+
+            make_output_dir(a.out)
 
             df = pd.DataFrame({"x": g.coords[:, 0], "y": g.coords[:, 1],
                                "tissue_fraction": np.round(g.tissue_fraction, 4),
@@ -278,10 +279,16 @@ def _embed(a: argparse.Namespace) -> int:
         from histoviz.features.encoders import create_encoder
 
         enc = create_encoder(a.encoder, **enc_kw)
-    if src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
+    one_slide = src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt")
+    if one_slide and not (a.scheduler or gpus):
         return _embed_one_slide(a, src, enc_kw, enc)
     del enc  # the workers build their own
-    cohort = read_cohort(src)
+    if one_slide:  # --scheduler / --gpus: a one-slide cohort, so they are used (or refused), never ignored
+        from histoviz.data.cohort import cohort_from_paths
+
+        cohort = cohort_from_paths([src])
+    else:
+        cohort = read_cohort(src)
     workers = a.workers if len(cohort) > 1 or a.scheduler or gpus else 0
     res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
                        tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,

@@ -5,8 +5,9 @@ A config has five sections (see ``training/configs/*.yaml``)::
     name: mtl                      # run name (the "model" column of metrics.parquet)
     seed: 0
     data:
-      cohort: data/synth/cohort.csv
+      cohort: data/synth/cohort.csv              # slide_id, patient_id, path (+ outcome columns)
       features: data/synth/features/morphology   # <slide_id>.h5 bags
+      # one_patient_per_slide: true              # only for a table without patient_id
       embed: {encoder: morphology}               # embed missing bags first (optional)
       omics:
         gene: {path: data/synth/omics/gene.h5ad, normalize: total, transform: log10p1}
@@ -103,6 +104,10 @@ class DataConfig:
         activity computed from *predicted* expression against the ``compare_to`` modality.
     drop_patients_without_features
         Drop patients whose slides have no bag instead of failing (default: fail).
+    one_patient_per_slide
+        The cohort table has no ``patient_id`` column and every slide is a different patient
+        (a statement the user makes: without it such a table is refused, since folds must keep
+        each patient's slides together).
     lazy_bags
         Read feature bags from disk one batch at a time instead of holding them in memory
         (``None``: automatically when the cohort's features exceed 4 GB).
@@ -120,6 +125,7 @@ class DataConfig:
     targets: tuple[str, ...] | None = None
     pathway_from_predictions: dict[str, Any] | None = None
     drop_patients_without_features: bool = False
+    one_patient_per_slide: bool = False
     lazy_bags: bool | None = None
     spots: Any = None
 
@@ -282,6 +288,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         targets=tuple(targets) if targets is not None else None,
         pathway_from_predictions=pfp,
         drop_patients_without_features=d.get("drop_patients_without_features", False),
+        one_patient_per_slide=d.get("one_patient_per_slide", False),
         lazy_bags=d.get("lazy_bags"),
         spots=spots,
     )
@@ -313,6 +320,8 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     evaluation = EvaluationConfig(**e)
     seed = top.get("seed", 0)
     _check_type("seed", seed, int, "an integer")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: must be an integer in [0, 2**32), got {seed}")
     cfg = ExperimentConfig(
         name=str(top.get("name", "run")), seed=int(seed), data=data, model=model,
         training=training, evaluation=evaluation,
@@ -375,7 +384,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     t = cfg.training
     for where, v in (("training.shuffle_labels", t.shuffle_labels), ("training.final_model", t.final_model),
                      ("evaluation.use_cohort_folds", cfg.evaluation.use_cohort_folds),
-                     ("data.drop_patients_without_features", d.drop_patients_without_features)):
+                     ("data.drop_patients_without_features", d.drop_patients_without_features),
+                     ("data.one_patient_per_slide", d.one_patient_per_slide)):
         if not isinstance(v, bool):
             raise ConfigError(f"{where}: expected true or false, got {v!r}")
     if d.lazy_bags is not None and not isinstance(d.lazy_bags, bool):
@@ -480,7 +490,11 @@ def load_config(
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{p}: not valid YAML ({where}{what}); fix the file (e.g. a bracket or quote left "
+                              "open, a tab used for indentation)") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
     raw = apply_overrides(raw, overrides)

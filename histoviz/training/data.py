@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
     from histoviz.training.config import EmbedConfig, ExperimentConfig
 
-__all__ = ["ExperimentData", "calibration_split", "embed_missing", "embed_tiling", "inner_split", "load_experiment_data",
+__all__ = ["ExperimentData", "calibration_split", "check_patient_ids", "embed_missing", "embed_tiling", "inner_split",
+           "load_experiment_data",
            "load_feature_bags", "patient_folds"]
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,43 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path, *, load_fe
     return bags
 
 
+def check_patient_ids(cohort: pd.DataFrame, d: Any) -> None:
+    """Refuse a cohort whose patients are unknown: no ``patient_id`` column (unless
+    ``data.one_patient_per_slide`` says each slide is its own patient) or empty ids.
+
+    Raises
+    ------
+    DataError
+        Naming the table and what to do (folds keep each patient's slides together).
+    """
+    if cohort.attrs.get("patient_id_from_slide_id") and not d.one_patient_per_slide:
+        raise DataError(
+            f"{d.cohort}: no patient_id column, so every slide would count as its own patient and one "
+            "patient's slides could land in training and test folds at once; add a patient_id column, or "
+            "state that each slide is a different patient with data.one_patient_per_slide: true"
+        )
+    blank = cohort.attrs.get("slides_without_patient") or []
+    if blank:
+        raise DataError(f"{d.cohort}: patient_id is empty for {len(blank)} slide(s) (e.g. {blank[:3]}); fill it "
+                        "in: folds keep each patient's slides together")
+
+
+def _check_declared_recipe(embed: Any, bag: Any, feat_dir: Path) -> None:
+    """Refuse bags made another way than ``data.embed`` declares (the run would record the
+    declared encoder and predict with it)."""
+    from histoviz.features.recipe import compare_recipes, embedding_recipe, make_recipe
+
+    declared = make_recipe(embed.encoder, embed_tiling(embed), weights="-")
+    diffs = compare_recipes(declared, embedding_recipe(bag), keys=("encoder", "tile_size", "mpp"))
+    diffs = [x for x in diffs if "not recorded" not in x]
+    if diffs:
+        raise DataError(
+            f"{feat_dir}: the bags were made another way than data.embed declares ({'; '.join(diffs)}; "
+            "declared vs bags); point data.features at bags made as declared (or at a new folder to embed "
+            "into), or make data.embed say how these bags were made"
+        )
+
+
 def _bytes_on_disk(cohort: pd.DataFrame, folder: Path) -> int:
     import h5py
 
@@ -206,6 +244,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
 
     d = cfg.data
     cohort = read_cohort(d.cohort)
+    check_patient_ids(cohort, d)
     feat_dir = Path(d.features)
     missing = embed_missing(cfg, cohort, progress=progress)
     lazy = d.lazy_bags
@@ -250,6 +289,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
                                                 "tile_size_level0", "recipe")}
     features["embed_dim"] = int(first.attrs["n_features_dim"])
     if d.embed is not None:
+        _check_declared_recipe(d.embed, first, feat_dir)
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
                              "weights": d.embed.weights, "tiling": embed_tiling(d.embed)}
 
