@@ -331,7 +331,9 @@ def predict_bag(
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):
-            p.model.device = device
+            from dataclasses import replace
+
+            p.model.loop = replace(p.model.loop, device=device)
             p.model.module_.to(p.model._device())
         maps.append(p.model.predict_patches(bag.features))
     pm = _combine(maps)
