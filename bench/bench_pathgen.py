@@ -71,8 +71,8 @@ def _bare_diffusion(model, bags, x0, epochs: int) -> list[float]:
     net = model.module_["denoiser"]
     sched = model._schedule()
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
-    bs = int(model.batch_size)
+    b.max_patches = model.loop.max_patches
+    bs = model.loop.batch_size
     batches = []
     for s in range(0, len(bags), bs):
         idx = np.arange(s, min(s + bs, len(bags)))
@@ -103,11 +103,11 @@ def _bare_coattention(model, bags, targets, epochs: int) -> list[float]:
     dev = model._device()
     net = model.module_["mcat"]
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
+    b.max_patches = model.loop.max_patches
     expr, pres = model._group_values(targets["gene"])
     om = model._coattention_input(expr, pres)
     g, s = targets["grade"], targets["survival"]
-    bs = int(model.batch_size)
+    bs = model.loop.batch_size
     batches = []
     for st in range(0, len(bags), bs):
         idx = np.arange(st, min(st + bs, len(bags)))

@@ -90,9 +90,9 @@ def _bare(model, x: np.ndarray, y: np.ndarray, epochs: int) -> float:
 
     dev = model._device()
     net = _net(model.arch_).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=float(model.lr), weight_decay=float(model.weight_decay))
+    opt = torch.optim.AdamW(net.parameters(), lr=float(model.loop.lr), weight_decay=float(model.loop.weight_decay))
     xt, yt = model._inputs(x, y)
-    bs = int(model.batch_size)
+    bs = int(model.loop.batch_size)
     order = torch.randperm(len(xt), device=dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -104,7 +104,7 @@ def _bare(model, x: np.ndarray, y: np.ndarray, epochs: int) -> float:
             loss = net.losses(xt[ii], yt[ii], mask_rate=float(model.mask_rate))["total"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(model.grad_clip))
+            torch.nn.utils.clip_grad_norm_(net.parameters(), float(model.loop.grad_clip))
             opt.step()
     if dev.type == "cuda":
         torch.cuda.synchronize()

@@ -80,9 +80,9 @@ def _bare(model, bags, targets, epochs: int) -> float:
     from histoviz.nn.losses import masked_mse, nb_nll
 
     dev = model._device()
-    bs = int(model.batch_size)
+    bs = int(model.loop.batch_size)
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
+    b.max_patches = int(model.loop.max_patches)
     batches = []
     for s in range(0, len(bags), bs):
         idx = np.arange(s, min(s + bs, len(bags)))

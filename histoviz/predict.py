@@ -157,7 +157,7 @@ class RunModel:
         """How a regression block's predictions map back to the training data's scale:
         ``unit`` (e.g. ``log10(1 + CP10k)``), ``model_unit`` (what the model outputs), the
         training ``mean`` / ``std`` when targets were z-scored, and ``targets``."""
-        from histoviz.data.omics import scale_label
+        from histoviz.data.targets import scale_label
 
         p = self.pipelines[0].preprocessors.get(block)
         s = getattr(p, "spec", None)
@@ -385,7 +385,9 @@ def predict_bag(
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):
-            p.model.device = device
+            from dataclasses import replace
+
+            p.model.loop = replace(p.model.loop, device=device)
             p.model.module_.to(p.model._device())
         maps.append(p.model.predict_patches(bag.features))
     pm = _combine(maps)

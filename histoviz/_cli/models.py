@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from histoviz.task_kinds import TaskKind
-
 __all__ = ["register"]
 
 
@@ -263,26 +261,16 @@ def _predict(a: argparse.Namespace) -> int:
     extra = f", checkpoint {adata.uns['spots']['checkpoint']}" if unit == "spots" else ""
     print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} {unit} x {adata.n_vars} targets "
           f"({', '.join(keys)}{extra}) -> {out}")
-    for b, sp in adata.uns.get("slide_prediction", {}).items():
-        print(f"  slide {b}: {_slide_line(sp)}")
+    from histoviz.viz.summary import slide_predictions
+
+    for row in slide_predictions(adata):
+        print(f"  slide {row['line']}")
     from histoviz.provenance import prediction_warning
 
     warning = prediction_warning(adata, slide_path=a.slide if a.slide else None)
     if warning:
         print(f"histoviz predict: warning: {warning}", file=sys.stderr)
     return 0
-
-
-def _slide_line(sp: dict) -> str:
-    kind = sp.get("kind", TaskKind.REGRESSION)
-    if kind == TaskKind.CLASSIFICATION:
-        probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
-        extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
-        return f"predicted {sp['predicted']} ({probs}){extra}"
-    if kind == TaskKind.SURVIVAL:
-        extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
-        return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
-    return f"{len(sp['targets'])} targets"
 
 
 def _models(a: argparse.Namespace) -> int:

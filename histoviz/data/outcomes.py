@@ -85,13 +85,9 @@ class OutcomeSpec:
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any] | None, *, where: str = "outcomes") -> OutcomeSpec:
         """Build from a config mapping; unknown keys raise :class:`ConfigError`."""
-        from dataclasses import fields
+        from histoviz.strict import build_strict, strict_keys
 
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"{where}.{name}: unknown key(s) {bad}; known: {sorted(known)}")
+        d = strict_keys(cls, d, f"{where}.{name}")
         if "kind" not in d:
             d["kind"] = {"grade": TaskKind.CLASSIFICATION, "survival": TaskKind.SURVIVAL}.get(name, "")
             if not d["kind"]:
@@ -101,10 +97,7 @@ class OutcomeSpec:
         if d.get("classes") is not None:
             c = d["classes"]
             d["classes"] = tuple(c) if isinstance(c, (list, tuple)) else (c,)
-        try:
-            return cls(**d)
-        except (TypeError, ConfigError) as e:
-            raise ConfigError(f"{where}.{name}: {e}") from None
+        return build_strict(cls, d, f"{where}.{name}")
 
     def columns(self) -> list[str]:
         """Cohort columns this outcome reads."""

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from histoviz.data.spatial import VISIUM_SPOT_UM, check_inside
+from histoviz.data.spatial import VISIUM_SPOT_UM, check_inside, read_spot_h5ad
 from histoviz.errors import DataError
 
 __all__ = ["import_hest", "import_spaceranger"]
@@ -298,15 +298,8 @@ def import_hest(
     from histoviz.io import open_slide
 
     src = Path(h5ad)
-    if not src.is_file():
-        raise DataError(f"{src}: spot file not found")
     _check_numbers(src, mpp, spot_diameter_um)
-    try:
-        a = ad.read_h5ad(src)
-    except Exception as e:  # anndata raises several types for foreign files
-        raise DataError(f"{src}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
-    if "spatial" not in a.obsm:
-        raise DataError(f"{src}: obsm['spatial'] (spot centres in slide pixels) is missing")
+    a, xy = read_spot_h5ad(src)
     root = src.parent.parent
     meta_file = root / "metadata" / f"{src.stem}.json"
     hmeta: dict[str, Any] = {}
@@ -326,7 +319,6 @@ def import_hest(
     with open_slide(slide_path) as r:
         dims = tuple(int(v) for v in r.dimensions)
         slide_mpp = r.mpp
-    xy = np.asarray(a.obsm["spatial"], np.float64)[:, :2]
     check_inside(xy, list(map(str, a.obs_names)), dims, src)
     res, srcm = (float(mpp), "given") if mpp else (None, "")
     if res is None and hmeta.get("pixel_size_um_estimated"):

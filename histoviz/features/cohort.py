@@ -64,6 +64,11 @@ def _worker_name() -> str:
         return "main"
 
 
+def _encoder_key(encoder: str, kwargs: dict[str, Any]) -> tuple:
+    """Key of an encoder in a process's cache (``_WORKER_ENCODERS``)."""
+    return encoder, tuple(sorted((k, str(v)) for k, v in kwargs.items()))
+
+
 def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
                local_progress: Any = None) -> SlideStatus:
     """Task body. Never raises for bad slides; holds the slide's lock while working."""
@@ -109,7 +114,7 @@ def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
             st.status, st.path = "skipped", str(out)
             return st
         clean_stale_temps(out_dir, stem=slide_id, owned=True)  # leftovers of killed runs
-        key = (job["encoder"], tuple(sorted((k, str(v)) for k, v in job["encoder_kwargs"].items())))
+        key = _encoder_key(job["encoder"], job["encoder_kwargs"])
         enc = _WORKER_ENCODERS.get(key)
         if enc is None:
             enc = _WORKER_ENCODERS[key] = create_encoder(job["encoder"], **job["encoder_kwargs"])
@@ -222,6 +227,7 @@ def embed_cohort(
     stage_dir: str | os.PathLike | None = None,
     decode: str = "auto",
     read_threads: int = 1,
+    encoder_object: Any = None,
 ) -> CohortEmbedResult:
     """Embed every slide of ``cohort`` into ``out_dir/<slide_id>.h5``.
 
@@ -259,6 +265,9 @@ def embed_cohort(
     stage_dir
         Copy each slide into this local folder before reading it (slow network storage); the
         copy is removed when the slide is done.
+    encoder_object
+        The encoder ``encoder`` with ``encoder_kwargs`` already built in this process (used for
+        the slides embedded here instead of building it again).
 
     Returns
     -------
@@ -360,6 +369,8 @@ def embed_cohort(
         if todo and (scheduler or n_workers >= 1):
             _run_dask(todo, str(out), job, n_workers, scheduler, _done, line)
         else:
+            if encoder_object is not None:
+                _WORKER_ENCODERS[_encoder_key(encoder, encoder_kwargs)] = encoder_object
             for sid, path in todo:
                 _done(_embed_one(sid, path, str(out), {**job, "loader_workers": loader_workers},
                                  local_progress=line))

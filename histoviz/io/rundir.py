@@ -380,6 +380,19 @@ class RunDir:
         return dict(self.info.get("blocks") or {})
 
     @property
+    def capabilities(self) -> dict[str, Any]:
+        """What the run's model declared at registration (``run.json``; empty for runs written
+        before capabilities were recorded)."""
+        return dict(self.info.get("capabilities") or {})
+
+    @property
+    def setting(self) -> str | None:
+        """The value of the model's declared setting parameter in this run (PathGen's slide /
+        synthetic / real), or ``None`` for a model without one."""
+        s = self.info.get("setting") or {}
+        return None if s.get("value") is None else str(s["value"])
+
+    @property
     def config(self) -> dict[str, Any]:
         """The resolved ``config.yaml``."""
         import yaml

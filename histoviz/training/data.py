@@ -24,9 +24,10 @@ from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
-    from histoviz.training.config import ExperimentConfig
+    from histoviz.training.config import EmbedConfig, ExperimentConfig
 
-__all__ = ["ExperimentData", "calibration_split", "check_patient_ids", "inner_split", "load_experiment_data",
+__all__ = ["ExperimentData", "calibration_split", "check_patient_ids", "embed_missing", "embed_tiling", "inner_split",
+           "load_experiment_data",
            "load_feature_bags", "patient_folds"]
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def _check_declared_recipe(embed: Any, bag: Any, feat_dir: Path) -> None:
     declared encoder and predict with it)."""
     from histoviz.features.recipe import compare_recipes, embedding_recipe, make_recipe
 
-    declared = make_recipe(embed.encoder, embed.tiling(), weights="-")
+    declared = make_recipe(embed.encoder, embed_tiling(embed), weights="-")
     diffs = compare_recipes(declared, embedding_recipe(bag), keys=("encoder", "tile_size", "mpp"))
     diffs = [x for x in diffs if "not recorded" not in x]
     if diffs:
@@ -198,6 +199,37 @@ def _bytes_on_disk(cohort: pd.DataFrame, folder: Path) -> int:
     return total
 
 
+def embed_tiling(embed: EmbedConfig) -> dict[str, Any]:
+    """The :class:`~histoviz.tiling.TilingConfig` fields of a config's ``data.embed``."""
+    return {k: getattr(embed, k) for k in ("tile_size", "mpp", "overlap", "min_tissue_fraction", "mpp_override")}
+
+
+def embed_missing(cfg: ExperimentConfig, cohort: pd.DataFrame, *, progress: bool = False) -> list[str]:
+    """Embed the cohort's slides that have no feature bag in ``data.features`` (when the config's
+    ``data.embed`` says how); return the slides still without one."""
+    d = cfg.data
+    feat_dir = Path(d.features)
+
+    def missing() -> list[str]:
+        return [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+
+    todo = missing()
+    if not todo or d.embed is None:
+        return todo
+    from histoviz.features.cohort import embed_cohort
+
+    e = d.embed
+    log.info("embedding %d slides with %s into %s", len(todo), e.encoder, feat_dir)
+    res = embed_cohort(
+        cohort[cohort["slide_id"].isin(todo)], feat_dir, encoder=e.encoder,
+        encoder_kwargs={"pretrained": e.pretrained, **({"weights": e.weights} if e.weights else {})},
+        tiling=embed_tiling(e), workers=e.workers, batch_size=e.batch_size, device=e.device, progress=progress,
+    )
+    for s in res.failed:
+        log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
+    return missing()
+
+
 def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> ExperimentData:
     """Cohort + bags (+ embedding of missing slides when ``data.embed`` is set) + omics.
 
@@ -214,19 +246,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
     cohort = read_cohort(d.cohort)
     check_patient_ids(cohort, d)
     feat_dir = Path(d.features)
-    missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
-    if missing and d.embed is not None:
-        from histoviz.features.cohort import embed_cohort
-
-        log.info("embedding %d slides with %s into %s", len(missing), d.embed.encoder, feat_dir)
-        res = embed_cohort(
-            cohort[cohort["slide_id"].isin(missing)], feat_dir, encoder=d.embed.encoder,
-            encoder_kwargs=d.embed.encoder_kwargs(), tiling=d.embed.tiling(), workers=d.embed.workers,
-            batch_size=d.embed.batch_size, device=d.embed.device, progress=progress,
-        )
-        for s in res.failed:
-            log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
-        missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+    missing = embed_missing(cfg, cohort, progress=progress)
     lazy = d.lazy_bags
     if lazy is None:
         lazy = _bytes_on_disk(cohort, feat_dir) > LAZY_AUTO_BYTES
@@ -271,7 +291,7 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
     if d.embed is not None:
         _check_declared_recipe(d.embed, first, feat_dir)
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
-                             "weights": d.embed.weights, "tiling": d.embed.tiling()}
+                             "weights": d.embed.weights, "tiling": embed_tiling(d.embed)}
 
     def load(pats: list[str]) -> tuple[Any, dict[str, Any]]:
         om = load_omics(pats, d.omics) if d.omics else OmicsData(pats)
