@@ -108,7 +108,6 @@ class RunModel:
         self.pipelines = pipelines
         self.checkpoint = checkpoint
         self.config = config
-        self._heldout: dict[str, pd.DataFrame | None] = {}
 
     @property
     def features(self) -> dict[str, Any]:
@@ -126,59 +125,6 @@ class RunModel:
     def model_name(self) -> str:
         """Registry name of the model."""
         return str(self.pipelines[0].model.name)
-
-    def heldout(self, block: str) -> pd.DataFrame | None:
-        """The run's cross-validated held-out predictions of ``block`` (``None``: not recorded)."""
-        if block not in self._heldout:
-            from histoviz.io.rundir import RunDir, is_run_dir
-
-            h = None
-            if is_run_dir(self.run_dir):
-                try:
-                    h = RunDir(self.run_dir).heldout(block)
-                except (DataError, OSError, ValueError) as e:
-                    log.info("%s: no held-out table of %s (%s)", self.run_dir, block, e)
-            self._heldout[block] = h
-        return self._heldout[block]
-
-    def survival_reference(self, block: str) -> dict[str, Any] | None:
-        """Bin edges, time unit, default horizons and the training cohort's held-out risks of a
-        survival block (:func:`histoviz.tasks.survival_reference`); ``None`` for other blocks."""
-        from histoviz.tasks import survival_reference
-
-        p = self.pipelines[0].preprocessors.get(block)
-        if p is None or not hasattr(p, "edges_"):
-            return None
-        h = self.heldout(block)
-        risk = h["risk"].to_numpy(np.float64) if h is not None and "risk" in h else None
-        return survival_reference(p.edges_, p.time_unit, cohort_risk=risk)
-
-    def target_scale(self, block: str) -> dict[str, Any] | None:
-        """How a regression block's predictions map back to the training data's scale:
-        ``unit`` (e.g. ``log10(1 + CP10k)``), ``model_unit`` (what the model outputs), the
-        training ``mean`` / ``std`` when targets were z-scored, and ``targets``."""
-        from histoviz.data.targets import scale_label
-
-        p = self.pipelines[0].preprocessors.get(block)
-        s = getattr(p, "spec", None)
-        if s is None:
-            return None
-        unit = scale_label(s.normalize, s.target_sum, s.transform)
-        out: dict[str, Any] = {"unit": unit, "model_unit": unit, "targets": np.asarray(p.targets_, dtype=str)}
-        if getattr(p, "mean_", None) is not None:
-            out.update(model_unit=f"z-score of {unit}", mean=np.asarray(p.mean_, np.float64),
-                       std=np.asarray(p.std_, np.float64))
-        return out
-
-    def cohort_quantiles(self, block: str, targets: list[str], n: int = 101) -> np.ndarray | None:
-        """``(n, len(targets))`` quantiles (0..100 %) of the held-out predictions of the training
-        cohort per target, in the model's output space (NaN for targets it did not hold out)."""
-        h = self.heldout(block)
-        if h is None or not {"target", "y_pred"} <= set(h.columns):
-            return None
-        levels = np.linspace(0.0, 1.0, n)
-        q = h.groupby("target", sort=False)["y_pred"].quantile(levels).unstack()
-        return q.reindex([str(t) for t in targets]).to_numpy(np.float64).T
 
     def target_space(self) -> dict[str, str]:
         """Human-readable target space per modality."""
@@ -344,6 +290,7 @@ def predict_bag(
         Empty bag, or features whose dimension or encoder differ from the training features.
     """
     from histoviz.io.predictions import make_prediction_adata
+    from histoviz.predict_units import clinical_uns, survival_reference_of
     from histoviz.tasks import get_task
 
     if device != "auto":
@@ -398,7 +345,7 @@ def predict_bag(
     obsm: dict[str, Any] = {}
     expression, genes = None, None
     slide_pred: dict[str, Any] = {}
-    refs = {b: rm.survival_reference(b) for b in pm.patch if pm.kinds.get(b) == TaskKind.SURVIVAL}
+    refs = {b: survival_reference_of(rm, b) for b in pm.patch if pm.kinds.get(b) == TaskKind.SURVIVAL}
     for b, values in pm.patch.items():
         kind = pm.kinds.get(b, TaskKind.REGRESSION)
         task = get_task(kind)
@@ -454,39 +401,8 @@ def predict_bag(
         expression=expression, genes=genes, obs=obs, obsm=obsm, meta=info,
     )
     a.uns["slide_prediction"] = slide_pred
-    _clinical_uns(a, rm, pm, refs)
+    clinical_uns(a, rm, pm, refs)
     return a
-
-
-def _clinical_uns(a: ad.AnnData, rm: RunModel, pm: Any, refs: dict[str, Any]) -> None:
-    """What viewers need to read the maps in clinical units (:mod:`histoviz.viz.clinical`):
-    ``uns["survival"]`` (edges, time unit, horizons, the cohort's held-out risks) per survival
-    block, ``uns["target_scale"]`` (training-data unit, mean / std) and
-    ``uns["cohort_reference"]`` (quantiles of the cohort's held-out predictions) per regression
-    block, and ``uns["units"]`` (units that depend on the run, e.g. the median survival's)."""
-    from histoviz.tasks import _risk_names
-
-    units: dict[str, str] = {}
-    surv = {}
-    for b, ref in refs.items():
-        if ref is None:
-            continue
-        surv[b] = {k: v for k, v in ref.items() if v is not None}
-        units[_risk_names(b)["median"]] = str(ref["time_unit"])
-    scales, cohort = {}, {}
-    for b, kind in pm.kinds.items():
-        if kind != TaskKind.REGRESSION or b not in pm.patch:
-            continue
-        sc = rm.target_scale(b)
-        if sc is not None:
-            scales[b] = sc
-        q = rm.cohort_quantiles(b, list(pm.targets[b]))
-        if q is not None:
-            cohort[b] = {"targets": np.asarray(pm.targets[b], dtype=str), "quantiles": q,
-                         "what": "held-out predictions of the training cohort (cross-validation)"}
-    for key, val in (("survival", surv), ("target_scale", scales), ("cohort_reference", cohort), ("units", units)):
-        if val:
-            a.uns[key] = val
 
 
 def _check_recipe(bag: FeatureBag, feats: dict[str, Any], run_dir: Path) -> None:
