@@ -119,10 +119,10 @@ def _predictions(slide: Path, out: Path, model: str) -> Path:
     from histoviz.io import open_slide
     from histoviz.io.predictions import write_predictions
     from histoviz.tiling import TilingConfig, make_tile_grid
-    from histoviz.viz.demo import simulated_predictions
+    from histoviz.demo.simulated import simulated_maps
 
     with open_slide(slide) as r:
-        a = simulated_predictions(r, make_tile_grid(r, TilingConfig()), n_genes=4)
+        a = simulated_maps(r, make_tile_grid(r, TilingConfig()), n_genes=4)
     info = dict(a.uns["histoviz"])
     info["model"] = model
     a.uns["histoviz"] = info

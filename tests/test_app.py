@@ -201,6 +201,38 @@ def test_paths_outside_the_root_are_refused(results: Path, tmp_path: Path) -> No
     assert frame(at, "field", "value") is not None  # the slide itself is shown
 
 
+@pytest.mark.parametrize("case", ["cohort file link", "slide file link", "slide folder link", "link to /etc/passwd"])
+def test_links_out_of_the_root_are_never_followed(results: Path, tmp_path: Path, case: str) -> None:
+    """Issue 20's dashboard cases: a file link, a folder link and a link to /etc/passwd placed in the
+    root lead nowhere: not listed, refused when typed or linked, nothing of the target shown."""
+    outside = tmp_path / "outside"
+    (outside / "slides").mkdir(parents=True)
+    shutil.copy(ROOT / "sample_data" / "real" / f"{SVS_ID}.svs", outside / "slides" / "secret.svs")
+    (outside / "secret.csv").write_text("slide_id,patient_id,path\nSECRET1,PSECRET,slides/secret.svs\n")
+    link, typed, page, key = {
+        "cohort file link": (results / "cohort_link.csv", "cohort_link.csv", "cohort", "cohort_path"),
+        "slide file link": (results / "slide_link.svs", "slide_link.svs", "slide", "slide_path"),
+        "slide folder link": (results / "elsewhere", "elsewhere/slides/secret.svs", "slide", "slide_path"),
+        "link to /etc/passwd": (results / "passwd.csv", "passwd.csv", "cohort", "cohort_path"),
+    }[case]
+    target = {"cohort file link": outside / "secret.csv", "slide file link": outside / "slides" / "secret.svs",
+              "slide folder link": outside, "link to /etc/passwd": Path("/etc/passwd")}[case]
+    link.symlink_to(target, target_is_directory=target.is_dir())
+    at = app(page)
+    shown = " ".join(str(x.value) for x in [*at.markdown, *at.caption, *at.info, *at.error]) + " ".join(
+        d.value.to_csv() for d in at.dataframe)
+    assert "SECRET1" not in shown and "secret.svs" not in shown and "root:x:0" not in shown
+    if page == "cohort":
+        assert not at.selectbox(key="cohort_pick").options or typed not in at.selectbox(key="cohort_pick").options
+        at.text_input(key="cohort_path").input(typed).run()
+    else:
+        at = app(page, slide_path=typed)
+    assert [e.value for e in at.error] == [
+        f"{typed}: outside the results root {results}; the dashboard reads only files under it "
+        "(start it with `histoviz dashboard ROOT` to choose another root)"]
+    assert not at.dataframe and not charts(at) and not at.image
+
+
 def test_a_corrupt_run_is_named_and_the_others_still_show(results: Path) -> None:
     runs = fake_results(results)
     (runs["weak"] / "metrics.parquet").write_bytes(b"PAR1 garbage")
@@ -258,12 +290,12 @@ def test_a_synthetic_model_on_a_real_slide_warns(results: Path, svs_predictions:
     (synth / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
     a = ad.read_h5ad(svs_predictions)
     info = dict(a.uns["histoviz"])
-    info.update(model="ridge", config=json.dumps({"data": {"cohort": str(synth / "cohort.csv")}}))
+    info.update(model="ridge", trained_on=json.dumps({"synthetic": True, "cohort": str(synth / "cohort.csv")}))
     a.uns["histoviz"] = info
     with_svs(results)
     write_predictions(a, results / "maps" / f"{SVS_ID}.ridge.h5ad")
     at = app("slide")
-    assert any("trained on a synthetic cohort" in w.value and "this slide is not synthetic" in w.value
+    assert any("trained on synthetic slides" in w.value and f"{SVS_ID} is not a synthetic slide" in w.value
                for w in at.warning)
 
 
@@ -276,6 +308,12 @@ def test_cli_dashboard_serves_localhost(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--server.address localhost" in out and "--server.port 8999" in out and str(APP) in out
     assert main(["dashboard", str(tmp_path / "missing")]) == 1
     assert "not a folder" in capsys.readouterr().err
+    # serving to the network says so, in one line, before anything starts
+    assert main(["dashboard", str(tmp_path), "--print-command", "--host", "0.0.0.0"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "warning: --host 0.0.0.0 serves to the network" in err and str(tmp_path.resolve()) in err
+    assert main(["dashboard", str(tmp_path), "--print-command"]) == 0
+    assert capsys.readouterr().err == ""  # localhost: no warning
     cfg = (ROOT / ".streamlit" / "config.toml").read_text()
     assert 'address = "localhost"' in cfg  # streamlit run app.py from the checkout binds localhost too
 

@@ -191,21 +191,6 @@ def test_outcome_tables_equal_the_metric_rows(tmp_path: Path) -> None:
     assert cov["n_patients"].tolist() == [80, 40, 40] and cov["size_metric"].iloc[0] == "set_size"
 
 
-def test_synthetic_provenance(tmp_path: Path) -> None:
-    import json
-
-    cohort = tmp_path / "synth"
-    (cohort / "slides").mkdir(parents=True)
-    (cohort / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
-    info = {"config": json.dumps({"data": {"cohort": str(cohort / "cohort.csv")}})}
-    assert rs.trained_on_synthetic(info) is True
-    assert rs.trained_on_synthetic({"config": json.dumps({"data": {"cohort": str(tmp_path / "cohort.csv")}})}) is False
-    assert rs.trained_on_synthetic({}) is None
-    assert rs.trained_on_synthetic({"provenance": {"synthetic": False}, **info}) is False
-    assert rs.is_synthetic_slide(cohort / "slides" / "S001.tif") is True
-    assert rs.is_synthetic_slide(tmp_path / "real.svs") is False
-
-
 # ---- figures ----------------------------------------------------------------------------------------
 def test_numbers_at_risk_and_km_figure_parts() -> None:
     from lifelines.datasets import load_gbsg2

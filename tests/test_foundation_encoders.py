@@ -356,7 +356,7 @@ def test_check_names_another_patch_size(tmp_path):
     assert check_weights("gigapath", good).fits
 
 
-def test_check_names_the_model_a_file_fits(tmp_path, capsys):
+def test_check_names_the_model_a_file_fits(tmp_path, capsys, monkeypatch):
     """A Virchow (v1) file checked as Virchow2: registers missing, and it fits 'virchow'."""
     from histoviz.cli import main
 
@@ -369,6 +369,18 @@ def test_check_names_the_model_a_file_fits(tmp_path, capsys):
     assert doc["fits"] is False and doc["missing"] == ["reg_token"] and doc["fits_instead"] == ["virchow"]
     assert main(["encoders", "--check", "virchow", str(v1)]) == 0
     assert "fits encoder 'virchow' (454 tensors)" in capsys.readouterr().out
+    # the listing says whether a file found for an encoder fits it
+    import shutil
+
+    shutil.copy(v1, tmp_path / "virchow2.bin")
+    monkeypatch.setenv("HISTOVIZ_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no other cache of this machine
+    monkeypatch.delenv("HF_HOME", raising=False)
+    assert main(["encoders", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["virchow2"]["fits"] is False and "reg_token" in rows["virchow2"]["fit"]
+    assert "fits" not in rows["uni"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage" * 100, "pickle"])

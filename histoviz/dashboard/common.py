@@ -306,6 +306,14 @@ def scores(runs: Sequence[Any], metric: str = "pearson"):
     return _scores(_keys(runs), metric)
 
 
+def has_summary(run: Any, topk: tuple[int, ...]) -> bool:
+    """Whether the run wrote its comparison table (``summary.csv``) with these top-k sizes."""
+    ev = run.config.get("evaluation") or {}
+    return ((run.path / "summary.csv").is_file()
+            and tuple(sorted(int(k) for k in (ev.get("topk") or ()))) == tuple(topk)
+            and tuple(ev.get("topk_criteria") or ("variance", "mean")) == ("variance", "mean"))
+
+
 @st.cache_data(max_entries=16, show_spinner="Comparing runs ...")
 def _summary(key: tuple, topk: tuple[int, ...]):
     import pandas as pd
@@ -313,11 +321,8 @@ def _summary(key: tuple, topk: tuple[int, ...]):
     from histoviz.evaluation.compare import SUMMARY_COLUMNS, summarise_run
 
     run = _run(*key)
-    ev = run.config.get("evaluation") or {}
     stored = run.path / "summary.csv"
-    same = (tuple(sorted(int(k) for k in (ev.get("topk") or ()))) == topk
-            and tuple(ev.get("topk_criteria") or ("variance", "mean")) == ("variance", "mean"))
-    if same and stored.is_file():  # the table the run wrote with these settings: no re-read of its metrics
+    if has_summary(run, topk):  # the table the run wrote with these settings: no re-read of its metrics
         try:
             t = pd.read_csv(stored)
             if set(SUMMARY_COLUMNS) <= set(t.columns):
@@ -461,6 +466,13 @@ def _slide_level(path: str, stamp: float) -> list[dict[str, Any]]:
     from histoviz.viz.summary import slide_predictions
 
     return slide_predictions(_predictions(path, stamp))
+
+
+def synthetic_warning(pred: Path, slide: Path) -> str | None:
+    """:func:`histoviz.provenance.prediction_warning` of a prediction file on this slide."""
+    from histoviz.provenance import prediction_warning
+
+    return prediction_warning(predictions(pred), slide_path=str(slide))
 
 
 def seen_by_run(info: dict[str, Any], patient: str | None, cohort_id: str | None) -> str:

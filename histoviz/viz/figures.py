@@ -219,7 +219,29 @@ def pearson_bar_figure(table: pd.DataFrame, *, subset: str = "all", axis: str = 
     return fig
 
 
-def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style: str = "box") -> go.Figure:
+def _box_stats_trace(s: pd.DataFrame, run: str, col: str, metric: str) -> Any:
+    """A box per modality from precomputed statistics (Tukey fences at 1.5 IQR within the data)."""
+    import plotly.graph_objects as go
+
+    stats = {k: [] for k in ("x", "q1", "median", "q3", "lowerfence", "upperfence", "mean", "n")}
+    for task, g in s.groupby(s["task"].astype(str), sort=False):
+        v = g["mean"].to_numpy(np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+        lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+        for k, x in (("x", task), ("q1", q1), ("median", med), ("q3", q3), ("lowerfence", v[v >= lo].min()),
+                     ("upperfence", v[v <= hi].max()), ("mean", v.mean()), ("n", len(v))):
+            stats[k].append(x)
+    return go.Box(x=stats["x"], q1=stats["q1"], median=stats["median"], q3=stats["q3"],
+                  lowerfence=stats["lowerfence"], upperfence=stats["upperfence"], mean=stats["mean"],
+                  name=f"{run} ({', '.join(f'{n:,}' for n in stats['n'])} targets)", marker_color=col,
+                  legendgroup=run, boxpoints=False, hoverinfo="y+name")
+
+
+def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style: str = "box",
+                        max_points: int = 5000) -> go.Figure:
     """Per-target score distributions: x = modality, one box (or violin) per run.
 
     Parameters
@@ -229,6 +251,9 @@ def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style:
         averaged over folds).
     style
         ``"box"`` or ``"violin"``.
+    max_points
+        Above this many targets a run's box is drawn from its quartiles (no violin, no outlier
+        points), so a 20,000-gene run does not ship every value to the browser.
     """
     import plotly.graph_objects as go
 
@@ -236,6 +261,9 @@ def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style:
     runs = list(dict.fromkeys(scores["run"]))
     for run, col in zip(runs, _palette(len(runs))):
         s = scores[scores["run"] == run]
+        if len(s) > max_points:  # summary statistics only: the browser gets quartiles, not every target
+            fig.add_trace(_box_stats_trace(s, run, col, metric))
+            continue
         common = {"x": s["task"].astype(str), "y": s["mean"], "name": run, "marker_color": col,
                   "customdata": s[["target"]].to_numpy(), "legendgroup": run,
                   "hovertemplate": f"{run}<br>%{{x}} %{{customdata[0]}}: {metric} %{{y:.3f}}<extra></extra>"}

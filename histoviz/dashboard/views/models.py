@@ -15,8 +15,9 @@ from histoviz.viz.figures import distribution_figure, fmt_p, paired_figure
 from histoviz.viz.results import runs_table, shared_omics
 
 OPTIMISTIC_STYLE = "background-color: rgba(255, 170, 0, 0.22)"
-#: Above this many metric rows in a run, the paired comparison runs on request.
-LAZY_PAIR_ROWS = 400_000
+#: Above this many metric rows (two runs) or held-out rows, the paired comparison runs on request.
+LAZY_PAIR_ROWS = 250_000
+LAZY_PAIR_HELDOUT = 4_000_000
 
 
 def download(df: pd.DataFrame, name: str, key: str) -> None:
@@ -88,7 +89,17 @@ try:
 except ValueError:
     st.error(f"Top-k sizes must be whole numbers separated by commas, got {topk_text!r}")
     topk = c.default_topk(runs)
-table, errors = c.summaries(runs, topk)
+recompute = [r for r in runs if not c.has_summary(r, topk)]
+rows = sum(len(r.table) for r in recompute)
+if rows > LAZY_PAIR_ROWS and not st.toggle(
+        f"Compute the comparison table of {len(recompute)} run(s) that did not store it with these sizes "
+        f"(reads {rows:,} metric rows)", value=False, key="summary_go"):
+    st.info("The runs' stored comparison tables use other top-k sizes (or there are none); computing them from the "
+            "large metric tables runs when you switch it on.")
+    runs_for_table = [r for r in runs if r not in recompute]
+else:
+    runs_for_table = runs
+table, errors = c.summaries(runs_for_table, topk)
 for e in errors:
     st.error(e)
 if not table.empty:
@@ -136,9 +147,11 @@ task = cols[2].selectbox("Task", shared, key="pair_task")
 kind = ra.blocks[task]
 metric = cols[3].selectbox("Metric", list(BOOTSTRAP_METRICS[kind]), key=f"pair_metric_{kind}")
 n_boot = st.select_slider("Bootstrap replicates", [200, 500, 1000, 2000], value=1000, key="pair_boot")
-big = max(len(ra.table), len(rb.table)) > LAZY_PAIR_ROWS
-if big and not st.toggle(f"Compute the paired comparison (reads {len(ra.table) + len(rb.table):,} metric rows and "
-                         "the held-out tables)", value=False, key="pair_go"):
+rows = len(ra.table) + len(rb.table)
+held = ra.heldout_rows(task) + rb.heldout_rows(task)
+big = rows > LAZY_PAIR_ROWS or held > LAZY_PAIR_HELDOUT
+if big and not st.toggle(f"Compute the paired comparison (reads {rows:,} metric rows and {held:,} held-out rows)",
+                         value=False, key="pair_go"):
     st.info("These runs are large: the paired comparison (a bootstrap over held-out patients and targets) runs when "
             "you switch it on.")
     st.stop()

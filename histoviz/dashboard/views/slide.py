@@ -13,7 +13,7 @@ from histoviz.task_kinds import TaskKind
 from histoviz.viz.colors import CONTINUOUS_COLORMAPS
 from histoviz.viz.dashboard import map_spec, meta_table, napari_command
 from histoviz.viz.maps import kind_labels
-from histoviz.viz.results import cohort_slides, is_synthetic_slide, trained_on_synthetic
+from histoviz.viz.results import cohort_slides
 
 SHORT = {"gene": "Gene", "modality": "Target", "cell_type": "Cell type", "grade_proba": "Grade",
          "coattention": "Gene group", "obs": "Value"}
@@ -47,7 +47,8 @@ for ct in cohorts:
         if ok:
             choices[key][str(sid)] = str(path)
             in_tables[os.path.realpath(path)] = (key, str(sid), str(pid))
-loose = {c.rel(p): p for p in c.find_slides() if os.path.realpath(p) not in in_tables}
+loose = {c.rel(p): p for p in c.find_slides()  # slides in no table; a map's overlay image is not a slide
+         if os.path.realpath(p) not in in_tables and not os.path.exists(os.path.splitext(p)[0] + ".h5ad")}
 if loose:
     choices[OTHER] = {k: v for k, v in loose.items()}
     names[OTHER] = f"{OTHER} ({len(loose)})"
@@ -163,9 +164,8 @@ with col_map:
     model = str(info.get("model", ""))
     if model.lower().startswith("simulated"):
         st.warning(f"Simulated maps ({model}), not the output of a trained model.")
-    elif trained_on_synthetic(info) and not is_synthetic_slide(slide):
-        st.warning(f"{model or 'This model'} was trained on a synthetic cohort (histoviz synth) and this slide is not "
-                   "synthetic: its predictions here say nothing about real tissue.")
+    elif (mismatch := c.synthetic_warning(pred, slide)) is not None:
+        st.warning(mismatch[0].upper() + mismatch[1:])
 
     run_note = c.seen_by_run(info, where[2] if where else None,
                              next((x.id for x in cohorts if where and c.rel(x.path) == where[0]), None))

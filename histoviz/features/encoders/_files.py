@@ -111,6 +111,8 @@ def describe_weights_file(path: str | os.PathLike) -> str:
     import zipfile
 
     p = Path(path)
+    if p.stat().st_size == 0:
+        return f"unusable ({p}: empty file, 0 bytes; copy the weights again)"
     if p.suffix == ".safetensors":
         try:
             tensors = _safetensors_header(p)
@@ -134,19 +136,21 @@ def _safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
         with open(path, "rb") as fh:
             head = fh.read(8)
             if len(head) < 8:
-                raise _unreadable(path, f"{size} bytes, shorter than a safetensors header")
+                raise _unreadable(path, f"not a safetensors file: {size} bytes, shorter than a safetensors header")
             (n,) = struct.unpack("<Q", head)
             if not 2 <= n <= min(_MAX_HEADER, size - 8):
-                raise _unreadable(path, f"header length {n} does not fit a {size}-byte file")
+                raise _unreadable(path, f"not a safetensors file: header length {n} does not fit a {size}-byte file")
             meta = json.loads(fh.read(n))
+    except WeightsMismatchError:
+        raise
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise _unreadable(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+        raise _unreadable(path, f"not a safetensors file: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(meta, dict):
-        raise _unreadable(path, "its header is not a table of tensors")
+        raise _unreadable(path, "not a safetensors file: its header is not a table of tensors")
     try:
         return {k: tuple(int(d) for d in v["shape"]) for k, v in meta.items() if k != "__metadata__"}
     except (TypeError, KeyError, ValueError):
-        raise _unreadable(path, "its header is not a table of tensors") from None
+        raise _unreadable(path, "not a safetensors file: its header is not a table of tensors") from None
 
 
 def _torch_load(path: Path, *, map_location: str, mmap: bool = False) -> Any:

@@ -13,7 +13,7 @@ One job per module:
 - :mod:`~histoviz.viz.results.explorer`: the cohort explorer (measured vs predicted matrix,
   clinical filters, two groups compared);
 - :mod:`~histoviz.viz.results.panels`: gene panels;
-- :mod:`~histoviz.viz.results.files`: checked CSV reading, synthetic provenance.
+- :mod:`~histoviz.viz.results.files`: checked CSV reading.
 
 Everything public is re-exported here.
 """
@@ -28,13 +28,7 @@ from histoviz.viz.results.cohorts import (
     predictions_for_slide,
     read_cohort_table,
 )
-from histoviz.viz.results.files import (
-    check_csv,
-    is_synthetic_slide,
-    read_csv_checked,
-    short_rows,
-    trained_on_synthetic,
-)
+from histoviz.viz.results.files import check_csv, read_csv_checked, short_rows
 from histoviz.viz.results.outcomes import (
     auc_per_class,
     coverage_table,
@@ -86,7 +80,6 @@ __all__ = [
     "fold_values",
     "gene_panel",
     "is_inside",
-    "is_synthetic_slide",
     "list_panels",
     "load_run",
     "load_runs",
@@ -106,5 +99,4 @@ __all__ = [
     "shared_omics",
     "short_rows",
     "targets_table",
-    "trained_on_synthetic",
 ]

@@ -1,17 +1,12 @@
-"""Checked reading of the tables a user drops under the results root, and what a prediction
-or slide says about synthetic data.
-
-- :func:`check_csv` finds a truncated or short last row (pandas would fill it with NaN
-  silently); :func:`read_csv_checked` leaves such rows out and says so.
-- :func:`trained_on_synthetic`, :func:`is_synthetic_slide`: whether a model or a slide comes
-  from a histoviz synthetic cohort.
-"""
+"""Checked reading of the tables a user drops under the results root: :func:`check_csv` finds
+a truncated or short last row (pandas would fill it with NaN silently); :func:`read_csv_checked`
+leaves such rows out and says so. (Whether a model or a slide is synthetic:
+:mod:`histoviz.provenance`.)"""
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +14,7 @@ import pandas as pd
 
 from histoviz.errors import DataError
 
-__all__ = ["check_csv", "is_synthetic_slide", "read_csv_checked", "short_rows", "trained_on_synthetic"]
+__all__ = ["check_csv", "read_csv_checked", "short_rows"]
 
 
 def short_rows(path: Path, max_bytes: int) -> tuple[list[int], int, bool, int]:
@@ -87,48 +82,3 @@ def read_csv_checked(path: str | os.PathLike, **kwargs: Any) -> tuple[pd.DataFra
         return df, None
     drop = [len(df) - 1 if i < 0 else i for i in short]
     return df.drop(index=df.index[[i for i in drop if 0 <= i < len(df)]]).reset_index(drop=True), check_csv(p)
-
-
-def trained_on_synthetic(info: Mapping[str, Any]) -> bool | None:
-    """Whether a prediction's model was trained on a histoviz synthetic cohort.
-
-    Reads ``uns["histoviz"]``: a ``provenance`` / ``trained_on`` entry when present, else the
-    run config's ``data.cohort`` (a cohort folder with a synthetic ``manifest.json``).
-    ``None`` when it cannot tell.
-    """
-    for key in ("provenance", "trained_on"):
-        v = info.get(key)
-        if isinstance(v, Mapping) and "synthetic" in v:
-            return bool(v["synthetic"])
-    cfg = info.get("config")
-    if isinstance(cfg, str):
-        import json
-
-        try:
-            cfg = json.loads(cfg)
-        except ValueError:
-            cfg = None
-    cohort = ((cfg or {}).get("data") or {}).get("cohort") if isinstance(cfg, Mapping) else None
-    if not cohort:
-        return None
-    return _synthetic_folder(Path(str(cohort)).parent)
-
-
-def is_synthetic_slide(path: str | os.PathLike) -> bool | None:
-    """Whether a slide file belongs to a histoviz synthetic cohort (``<cohort>/slides/x.tif``
-    next to the cohort's ``manifest.json``); ``None`` when it cannot tell."""
-    p = Path(path)
-    return _synthetic_folder(p.parent.parent) if p.parent.name == "slides" else False
-
-
-def _synthetic_folder(d: Path) -> bool | None:
-    import json
-
-    m = d / "manifest.json"
-    if not m.is_file():
-        return None if not d.is_dir() else False
-    try:
-        data = json.loads(m.read_text())
-    except (OSError, ValueError):
-        return None
-    return isinstance(data, dict) and data.get("generator") == "histoviz.data.synthetic"

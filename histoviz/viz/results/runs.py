@@ -99,21 +99,19 @@ class MetricsTable:
         """A ``pyarrow.Table`` of ``columns`` (those present) of the rows where each keyword
         column equals its value (or is in it, for a list); dictionary columns decoded to
         strings, NaN values as nulls."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
 
         cols = [c for c in (columns or self.columns) if c in self.columns]
         eq = {k: v for k, v in eq.items() if k in self.columns}
-        try:
-            t = self._ds.to_table(columns=cols, filter=_filter(eq))
+        try:  # one batch read ahead, no pre-buffered column chunks: the scan holds little beyond its result
+            import pyarrow.dataset as ds
+
+            t = self._ds.scanner(columns=cols, filter=_filter(eq), batch_size=1 << 16, batch_readahead=1,
+                                 fragment_readahead=1, use_threads=False,
+                                 fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+                                 if self.path is not None else None).to_table()
         except Exception as e:
             raise DataError(f"{self.path or 'metrics'}: unreadable ({type(e).__name__}: {e}); retrain this run") from e
-        for i, f in enumerate(t.schema):
-            if pa.types.is_dictionary(f.type):
-                t = t.set_column(i, f.name, t.column(i).cast(f.type.value_type))
-            elif f.name == "value" and pa.types.is_floating(f.type):
-                v = t.column(i)
-                t = t.set_column(i, f.name, pc.if_else(pc.is_nan(v), pa.scalar(None, f.type), v))
+        t = self._clean(t)
         return t
 
     def frame(self, columns: Sequence[str] | None = None, **eq: Any) -> pd.DataFrame:
@@ -126,15 +124,16 @@ class MetricsTable:
         return df
 
     def aggregate(self, keys: Sequence[str], aggs: Sequence[tuple[str, str]], **eq: Any) -> pd.DataFrame:
-        """Group the filtered rows by ``keys`` (first-appearance order) and aggregate:
+        """Group the filtered rows by ``keys`` (first-appearance order) and aggregate in Arrow:
         ``aggs`` are ``(column, function)`` with functions ``mean, std (ddof 1), count (non-null),
-        size, max, min, sum``; result columns ``<column>_<function>``."""
+        size, max, min, sum``; result columns ``<column>_<function>``. Only the projected,
+        filtered columns are read; only the groups become Python objects."""
         import pyarrow.compute as pc
 
-        names = {a[0] for a in aggs} | set(keys)
-        t = self.arrow(sorted(names), **eq)
+        out_cols = [*keys, *[f"{c}_{f}" for c, f in aggs]]
+        t = self.arrow(sorted({a[0] for a in aggs} | set(keys)), **eq)
         if t.num_rows == 0 or any(k not in t.column_names for k in keys):
-            return pd.DataFrame(columns=[*keys, *[f"{c}_{f}" for c, f in aggs]])
+            return pd.DataFrame(columns=out_cols)
         spec = []
         for col, fn in aggs:
             if fn == "std":
@@ -144,12 +143,23 @@ class MetricsTable:
             else:
                 spec.append((col, fn))
         g = t.group_by(list(keys), use_threads=False).aggregate(spec)
-        out = g.to_pandas()
-        rename = {}
-        for (col, fn), s in zip(aggs, spec):
-            rename[f"{col}_{s[1]}"] = f"{col}_{fn}"
-        out = out.rename(columns=rename)
-        return out[[*keys, *[f"{c}_{f}" for c, f in aggs]]]
+        del t
+        names = [f"{c}_{s[1]}" for (c, _), s in zip(aggs, spec)]
+        return g.select([*keys, *names]).rename_columns(out_cols).to_pandas()
+
+    def _clean(self, t: Any) -> Any:
+        """Dictionary columns decoded to strings, NaN values as nulls."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for i, f in enumerate(t.schema):
+            if pa.types.is_dictionary(f.type):
+                t = t.set_column(i, f.name, t.column(i).cast(f.type.value_type))
+            elif f.name == "value" and pa.types.is_floating(f.type):
+                v = t.column(i)
+                t = t.set_column(i, f.name, pc.if_else(pc.is_nan(v), pa.scalar(None, f.type), v))
+        return t
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,6 +360,30 @@ class RunData:
                 return set(d[col].astype(str))
         return None
 
+    def heldout_sizes(self) -> list[int] | None:
+        """Held-out patients per fold (``splits.parquet``'s test rows, folds in order; ``None``
+        when the run has no split table)."""
+        p = self.path / "splits.parquet"
+        if not p.is_file():
+            return None
+        try:
+            s = pd.read_parquet(p, columns=["fold", "split"])
+        except Exception:  # an unreadable or older table: the metrics say it instead
+            return None
+        s = s[(s["split"].astype(str) == "test") & (s["fold"] >= 0)]
+        return [int(v) for v in s.groupby("fold", sort=True).size().to_numpy()] or None
+
+    def heldout_rows(self, block: str) -> int:
+        """Rows of the block's held-out table, from the parquet footer (0 when there is none)."""
+        import pyarrow.parquet as pq
+
+        for name in (f"heldout/{block}.parquet", "predictions.parquet"):
+            try:
+                return int(pq.ParquetFile(self.path / name).metadata.num_rows)
+            except Exception:  # absent or unreadable: the next, else none
+                continue
+        return 0
+
     def has_heldout(self, block: str) -> bool:
         """Whether the run wrote held-out predictions of ``block`` (no file is read)."""
         if (self.path / "heldout" / f"{block}.parquet").is_file():
@@ -499,8 +533,10 @@ def runs_table(runs: Sequence[RunData]) -> pd.DataFrame:
     rows = []
     for r in runs:
         ident = r.identity or RunIdentity("", "")
-        sizes = ""
-        if r.level == "slide" and any(k == TaskKind.REGRESSION for k in r.blocks.values()) and "n" in r.table.columns:
+        sizes = r.heldout_sizes()
+        if sizes is not None:
+            sizes = ", ".join(str(v) for v in sizes)
+        elif r.level == "slide" and any(k == TaskKind.REGRESSION for k in r.blocks.values()) and "n" in r.table.columns:
             units = ["repeat", "fold"] if "repeat" in r.table.columns else ["fold"]
             n = r.table.aggregate(units, [("n", "max")], axis="per-target", kind=TaskKind.REGRESSION)
             sizes = ", ".join(str(int(v)) for v in n.sort_values(units)["n_max"].to_numpy())
