@@ -182,13 +182,14 @@ def peak_memory(rows_target: int) -> dict:
     return {"metric_rows_per_run": rows[0], "runs": 2, **got}
 
 
-def run(out: str, *, quick: bool, repeats: int) -> dict:
-    """Generate, time, write the result."""
+def run(out: str, *, quick: bool, repeats: int, smoke: bool = False) -> dict:
+    """Generate, time, write the result (``smoke``: the smallest size, not judged)."""
     import pandas as pd
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    n, m = (200, 2000) if quick else (1000, 20000)
+    n, m = (40, 200) if smoke else (200, 2000) if quick else (1000, 20000)
+    quick = quick or smoke
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="histoviz-bench-dashboard-") as tmp:
         root = Path(tmp)
@@ -240,7 +241,7 @@ def run(out: str, *, quick: bool, repeats: int) -> dict:
         held = pd.read_parquet(Path(paths[0]) / "heldout" / "gene.parquet", filters=[("target", "==", gene)])
         direct = np.mean([columnwise_pearson(g["y_true"].to_numpy(), g["y_pred"].to_numpy())[0]
                           for _, g in held.groupby("fold")])
-    mem = peak_memory(200_000 if quick else 2_000_000)
+    mem = peak_memory(20_000 if smoke else 200_000 if quick else 2_000_000)
     ratio = best["models_page_warm"] / best["raw"]
     result = {
         "slides": n, "genes": m, "folds": N_FOLDS, "runs": 2, "heldout_rows_per_run": n * m,
@@ -269,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="200 slides x 2,000 genes; 200,000-row metric tables")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
-    res = run(a.out, quick=a.quick, repeats=a.repeats)
+    res = run(a.out, quick=a.quick, repeats=1 if a.smoke else a.repeats, smoke=a.smoke)
     ok = res["pass"] is not False and abs(res["check_pearson_shown"] - res["check_pearson_direct"]) < 1e-9
     ok = ok and not res["memory"]["exceptions"] and not res["memory"]["errors"]
     return 0 if ok else 1

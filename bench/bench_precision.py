@@ -155,8 +155,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="the smallest size (what CI runs)")
+    ap.add_argument("--smoke", action="store_true", help="the same as --quick, already the smallest size")
     ap.add_argument("--encoder", default="uni")
     a = ap.parse_args()
+    a.quick = a.quick or a.smoke
     depth = 2 if a.quick else None
     n_tiles, repeats = (8, 2) if a.quick else (32, 3)
     n_slides, size = (8, 448) if a.quick else (16, 672)

@@ -62,7 +62,11 @@ class DataError(HistovizError, ValueError):
 
 
 class StorageError(HistovizError, OSError):
-    """A cache or output folder lacks space or cannot be written."""
+    """A cache or output folder lacks space or cannot be written (``path``: where, when known)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class LockedError(HistovizError, RuntimeError):

@@ -233,6 +233,19 @@ def _combine(maps: list[Any]) -> Any:
     return out
 
 
+def _check_finite(pm: Any, rm: RunModel, where: str) -> None:
+    """Refuse NaN or infinite predictions (a model whose weights hold NaN predicts NaN everywhere)."""
+    blocks = [b for b in pm.patch if not np.isfinite(np.asarray(pm.patch[b], np.float64)).all()
+              or not np.isfinite(np.asarray(pm.slide.get(b, 0.0), np.float64)).all()]
+    if blocks:
+        ck = Path(rm.run_dir) / "checkpoints" / rm.checkpoint / "model.safetensors"
+        raise DataError(
+            f"{ck if ck.is_file() else rm.run_dir}: the model predicts NaN or infinite {', '.join(blocks)} for {where} (its weights hold NaN or inf: training diverged or the "
+            "checkpoint is damaged); retrain (e.g. with a lower training.lr) or predict with another checkpoint "
+            "(--fold N)"
+        )
+
+
 def _conformal_of(rm: RunModel) -> dict[str, Any]:
     """Calibration thresholds of the chosen checkpoint (ensembles: none, they were not calibrated)."""
     if len(rm.pipelines) != 1:
@@ -279,11 +292,20 @@ def predict_bag(
     from histoviz.io.predictions import make_prediction_adata
     from histoviz.tasks import get_task
 
+    if device != "auto":
+        from histoviz.features.embed import resolve_device
+
+        resolve_device(device)  # an unknown or absent device is one line, before any work
     rm = _cached_run(model_dir, fold)
     _model_encoder(rm)  # refuses an ensemble of folds that fine-tuned their own encoders
     feats = rm.features
+    where = bag.attrs.get("_path") or bag.slide_id
     if len(bag) == 0:
-        raise DataError(f"{bag.slide_id}: empty feature bag (no patches)")
+        raise DataError(f"{where}: empty feature bag (no patches)")
+    bad = int((~np.isfinite(bag.features)).any(axis=1).sum()) if bag.features is not None else 0
+    if bad:
+        raise DataError(f"{where}: {bad} of {len(bag)} patches have NaN or infinite features (a damaged bag); "
+                        "embed the slide again (histoviz embed ... --overwrite)")
     enc = bag.attrs.get("encoder")
     if feats.get("encoder") and enc and enc != feats["encoder"]:
         raise DataError(
@@ -309,10 +331,13 @@ def predict_bag(
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):
-            p.model.device = device
+            from dataclasses import replace
+
+            p.model.loop = replace(p.model.loop, device=device)
             p.model.module_.to(p.model._device())
         maps.append(p.model.predict_patches(bag.features))
     pm = _combine(maps)
+    _check_finite(pm, rm, where)
     conformal = _conformal_of(rm)
     main = _main_regression(pm)
     obs: dict[str, Any] = {}

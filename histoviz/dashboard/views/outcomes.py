@@ -234,7 +234,7 @@ else:
                      column_config={"coverage": c.NUMBER, "size": c.NUMBER})
 
 # ---- PathGen settings -------------------------------------------------------------------------------
-pg = [r for r in runs if (r.config.get("model") or {}).get("name") == "pathgen"]
+pg = [r for r in runs if (r.info.get("setting") or {}).get("value") is not None]  # a model's declared setting
 if pg:
     from histoviz.evaluation.pathgen import pathgen_settings
 

@@ -111,6 +111,8 @@ def describe_weights_file(path: str | os.PathLike) -> str:
     import zipfile
 
     p = Path(path)
+    if p.stat().st_size == 0:
+        return f"unusable ({p}: empty file, 0 bytes; copy the weights again)"
     if p.suffix == ".safetensors":
         try:
             tensors = _safetensors_header(p)
