@@ -55,6 +55,8 @@ class DisplayPanel(QGroupBox):
         super().__init__("Display")
         form = QFormLayout(self)
         self.cmap_combo = QComboBox()
+        self.cmap_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.cmap_combo.setMinimumContentsLength(10)
         self.cmap_combo.addItems(list(CONTINUOUS_COLORMAPS))
         self.cmap_combo.currentTextChanged.connect(lambda t: t and self.colormap_changed.emit(t))
         form.addRow("Colormap", self.cmap_combo)

@@ -118,7 +118,7 @@ class PredictionWidget(QWidget):
         lay = QVBoxLayout(inner)
         scroll.setWidget(inner)
         outer.addWidget(scroll)
-        self.setMinimumWidth(360)
+        self.setMinimumWidth(400)
         s = self.session
         self.slides = SlideBox(s, predict_fn)
         self.slides.load_requested.connect(self.load_predictions)

@@ -353,7 +353,7 @@ def test_two_models_side_by_side_share_camera_titles_and_colour_scale(
     grid = viewer.canvas.grid
     assert grid.enabled and grid.actual_shape(viewer.layers) == (1, 2)
     left, right = widget._current_layer(), widget.comparison.state["map"]
-    assert left.name == "test fixture · gene MARKER (target space)" and right.name.startswith("second fixture · ")
+    assert left.name == "test fixture · gene MARKER" and right.name.startswith("second fixture · ")
     assert left.name_overlay.visible and right.name_overlay.visible
     assert left.colorbar.visible and right.colorbar.visible
     assert tuple(right.contrast_limits) == tuple(left.contrast_limits) and right.colormap.name == "gray"
