@@ -120,7 +120,7 @@ def bench_reads(slide: Path, n_max: int) -> dict:
     return out
 
 
-def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
+def bench_embed(slide: Path, n_tiles: int, encoder_name: str, repeats: int = 3) -> dict:
     import torch
 
     from histoviz.features import EmbedStats, create_encoder, embed_slide
@@ -151,7 +151,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
         enc(layouts["channels_last"][:8])  # warm-up
     st = EmbedStats()
     times = compare({**{k: bare(v) for k, v in layouts.items()},
-                     "embed": lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, device="cpu", stats=st)}, 3)
+                     "embed": lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, device="cpu", stats=st)}, repeats)
     t_embed = times.pop("embed")
     t_layout = times
     t_bare = min(t_layout.values())
@@ -238,8 +238,9 @@ def main() -> int:
                 print(f"  {k}: {v:.2f}" if isinstance(v, float) else f"  {k}: {v}")
         if "embed" in only:
             print("[embed] embed_slide vs bare forward", flush=True)
-            result["embed"] = [bench_embed(big, 16 if a.smoke else 128 if a.quick else 384, "efficientnet-lite0"),
-                               bench_embed(big, 32 if a.smoke else 512 if a.quick else 2048, "morphology")]
+            reps = 1 if a.smoke else 3
+            result["embed"] = [bench_embed(big, 16 if a.smoke else 128 if a.quick else 384, "efficientnet-lite0", reps),
+                               bench_embed(big, 32 if a.smoke else 512 if a.quick else 2048, "morphology", reps)]
             for e in result["embed"]:
                 print(f"  {e['encoder']}: bare {e['bare_forward_tiles_per_s']:.1f} tiles/s, embed_slide "
                       f"{e['embed_slide_tiles_per_s']:.1f} tiles/s, ratio {e['ratio']:.3f}")

@@ -21,7 +21,6 @@ import pytest
 from _faults import (
     ROOT,
     Case,
-    build_inputs,
     dicom_header,
     outcome_config,
     read_only,
@@ -38,16 +37,11 @@ VISIUM = ROOT / "sample_data" / "real" / "visium_mini"
 # ------------------------------------------------------------------------------------------------
 # inputs, made once: a slide, a cohort of feature bags, a trained run and a run whose weights are NaN
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("fault_inputs"))
-
-
 @pytest.fixture
-def world(inputs, tmp_path):
+def world(fault_inputs, tmp_path):
     """A fresh copy of the inputs (the config's paths point into it)."""
     w = tmp_path / "world"
-    shutil.copytree(inputs, w, symlinks=True)
+    shutil.copytree(fault_inputs, w, symlinks=True)
     cfg = outcome_config(w / "cohort.csv", w / "features")
     write_yaml(w / "tiny.yaml", cfg)
     (w / "notes.txt").write_text("a user's file\n")
@@ -126,6 +120,8 @@ SLIDES = [
          "give a folder for --out"),
     Case("synth --out is a file", lambda w: ["synth", "--out", "notes.txt", "--slides", "2", "--size", "256"],
          "notes.txt", "give a folder for --out"),
+    Case("demo --out is a file", lambda w: ["demo", "--out", "notes.txt", "--no-progress"], "notes.txt",
+         "give a folder for --out"),
     Case("demo --out on a read-only disk", lambda w: ["demo", "--out", "ro/demo", "--no-progress"], "ro/demo",
          "read-only file system", needs=("read_only",)),
     Case("embed --scheduler unreachable", lambda w: ["embed", "slide.tif", "--out", "f", "--scheduler",

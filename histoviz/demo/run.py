@@ -32,7 +32,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from histoviz.demo.results import DemoResult
 
@@ -68,6 +67,7 @@ def run_demo(
     -------
     :class:`~histoviz.demo.results.DemoResult` (also written to ``out_dir/results.json``).
     """
+    from histoviz._atomic import make_output_dir
     from histoviz.data.synthetic import make_synthetic_cohort
     from histoviz.features import EmbedStats, create_encoder, embed_slide
     from histoviz.features.cohort import embed_cohort
@@ -75,8 +75,11 @@ def run_demo(
     from histoviz.tiling import TilingConfig, make_tile_grid
     from histoviz.viz.thumbnails import grid_preview
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if train:  # the shipped configs the models run: say now, not after the cohort is embedded, when they are missing
+        from histoviz.datasets import config_dir
+
+        config_dir()
+    out = make_output_dir(out_dir)  # a file, a read-only or full place: one line, before any work
     res = DemoResult(out)
     t_all = time.perf_counter()
 

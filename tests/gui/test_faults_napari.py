@@ -16,13 +16,6 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    from _faults import build_inputs
-
-    return build_inputs(tmp_path_factory.mktemp("napari_faults"))
-
-
 def _links(d: Path) -> None:
     os.symlink("b.svs", d / "a.svs")
     os.symlink("a.svs", d / "b.svs")
@@ -81,10 +74,10 @@ def test_cmyk_and_grey_alpha_slides_open_as_their_pixels(make_napari_viewer, tmp
 
 
 @pytest.mark.parametrize("which", ["nan_run", "features"])
-def test_model_that_cannot_predict_is_a_message(slide_viewer, inputs, tmp_path, qtbot, which):
+def test_model_that_cannot_predict_is_a_message(slide_viewer, fault_inputs, tmp_path, qtbot, which):
     viewer, widget = slide_viewer
     model = tmp_path / which
-    shutil.copytree(inputs / which, model)
+    shutil.copytree(fault_inputs / which, model)
     names = [la.name for la in viewer.layers]
     widget.run_model(model)
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
