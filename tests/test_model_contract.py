@@ -231,7 +231,7 @@ def toy_module(tmp_path):
     """Import :data:`TOY_MODULE` from a file outside the package; unregister it afterwards."""
     import importlib.util
 
-    from histoviz.models.base import _MODELS
+    from histoviz.models.registry import _MODELS
 
     path = tmp_path / "someone_elses_model.py"
     path.write_text(TOY_MODULE)

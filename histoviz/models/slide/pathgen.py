@@ -65,7 +65,8 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps, register_model
+from histoviz.models.base import PatchMaps
+from histoviz.models.registry import register_model
 from histoviz.models.slide._pathgen_parts import (
     GeneScaling,
     build_net,
