@@ -404,7 +404,7 @@ def run_spot_experiment(
 def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.ndarray],
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
     from histoviz.io.rundir import concat_pieces
-    from histoviz.training.runner import RunResult
+    from histoviz.training.runner import RunResult, selection
 
     def cat(name: str, fold_col: bool = False) -> pd.DataFrame | None:
         return concat_pieces(pieces, name, fold_col=fold_col)
@@ -442,21 +442,7 @@ def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.nd
         "mpp": [s.mpp for s in data.samples], "fold": [sample_fold[i] for i in range(len(data.samples))],
         "checkpoint": [f"fold{sample_fold[i]}" for i in range(len(data.samples))],
     }))
-    sel: dict[str, Any] = {"folds": [], "level": "spot"}
-    for key, (_, info) in pieces.items():
-        i = dict(info["info"])
-        if key == "final":
-            sel["final"] = i
-        else:
-            sel["folds"].append(i)
-    vl = []
-    for f in sel["folds"]:
-        bv = f.get("best_val")
-        bv = bv.get("total") if isinstance(bv, dict) else bv
-        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
-    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
-    sel["selection_rule"] = "lowest validation loss (validation split of the training samples)"
-    sel["seconds"] = round(time.perf_counter() - t0, 3)
+    sel = {"level": "spot", **selection(pieces, "samples", t0)}
     w.write_json("selection.json", sel)
     w.write_json("conformal.json", {})
     return RunResult(w.out, metrics, heldout, pd.DataFrame(), sel, sel["seconds"])
