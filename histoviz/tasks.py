@@ -401,12 +401,14 @@ class SurvivalTask(Task):
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
-        """Harrell's and Uno's c-index; log-rank p of a median split of the predicted risk."""
+        """Harrell's and Uno's c-index (Uno's truncated at the largest training follow-up time,
+        ``c_index_uno_tau``); log-rank p of a median split of the predicted risk."""
         from histoviz.evaluation.survival import (
             concordance_index,
             logrank,
             risk_groups,
             uno_concordance_index,
+            uno_truncation,
         )
 
         pres = blk.present
@@ -421,6 +423,7 @@ class SurvivalTask(Task):
         if train is not None:
             tt, te = train.time[train.present], train.event[train.present]
         rows.append(_rows("risk", "c_index_uno", uno_concordance_index(t, r, e, train_time=tt, train_event=te), n))
+        rows.append(_rows("risk", "c_index_uno_tau", uno_truncation(t if tt is None else tt), n))
         g = risk_groups(r, n_groups=2)
         if len(set(g)) == 2:
             lr = logrank(pd.DataFrame({"time": t, "event": e, "g": g}), "g", unit=None)

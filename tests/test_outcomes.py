@@ -119,7 +119,43 @@ def test_uno_c_index_equals_scikit_survival():
     tau = float(np.quantile(time[te], 0.8))
     ref = concordance_index_ipcw(y_tr, y_te, risk[te], tau=tau)[0]
     mine = uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr], tau=tau)
-    assert mine == pytest.approx(ref, abs=1e-6)
+    assert mine == pytest.approx(ref, abs=1e-12)
+
+
+def test_uno_c_index_truncates_at_the_largest_training_follow_up():
+    """Default tau = the largest training time: equal to scikit-survival with that tau, on data with
+    tied times (events and censorings at one time), tied risks and test times beyond the training
+    follow-up (which scikit-survival refuses without truncation)."""
+    from sksurv.metrics import concordance_index_ipcw
+    from sksurv.util import Surv
+
+    from histoviz.evaluation.survival import uno_concordance_index, uno_truncation
+
+    rng = np.random.default_rng(3)
+    for rep in range(5):
+        n = 200
+        risk = np.round(rng.normal(size=n), 1)  # tied risks
+        t_ev = np.ceil(rng.exponential(12 * np.exp(-0.7 * risk)))  # integer months: tied times
+        t_c = np.ceil(rng.exponential(20, n))
+        time, event = np.minimum(t_ev, t_c), (t_ev <= t_c).astype(int)
+        tr, te = np.arange(120), np.arange(120, n)
+        time[te[:5]] = time[tr].max() + 1 + np.arange(5)  # test follow-up beyond the training one
+        y_tr = Surv.from_arrays(event[tr].astype(bool), time[tr])
+        y_te = Surv.from_arrays(event[te].astype(bool), time[te])
+        tau = uno_truncation(time[tr])
+        assert tau == time[tr].max()
+        with pytest.raises(ValueError):
+            concordance_index_ipcw(y_tr, y_te, risk[te])  # G unknown beyond the training follow-up
+        ref = concordance_index_ipcw(y_tr, y_te, risk[te], tau=tau)[0]
+        mine = uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr])
+        assert mine == pytest.approx(ref, abs=1e-12), rep
+        # an explicit tau is capped at the same time
+        assert uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr],
+                                     tau=1e9) == pytest.approx(ref, abs=1e-12)
+        early = float(np.quantile(time[tr], 0.5))
+        assert uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr],
+                                     tau=early) == pytest.approx(
+            concordance_index_ipcw(y_tr, y_te, risk[te], tau=early)[0], abs=1e-12)
 
 
 def test_km_and_logrank_of_risk_groups_equal_lifelines(runs):
