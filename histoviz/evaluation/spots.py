@@ -10,9 +10,10 @@ Protocol (CMRCNet / HEST-Benchmark, with the gene sets chosen without the test s
   spots; ``markers``: the configured marker list);
 - gene-gene correlation preservation: Pearson between the upper triangles of the measured and
   the predicted gene-gene correlation matrices of the sample (per set; ``axis="gene-gene"``);
-- the table reports mean +- std **over held-out samples** (``n`` samples); paired differences
-  between two models are taken per held-out sample, then summarised (mean, std, how many samples
-  the first model wins, Wilcoxon signed-rank p when there are >= 5 samples).
+- the table reports mean +- SD **over held-out samples** (``n`` samples); paired differences
+  between two models are taken per held-out sample, then summarised (mean, SD, the Nadeau-Bengio
+  corrected resampled t 95% interval over the leave-one-out folds, how many samples the first
+  model wins, an exploratory Wilcoxon signed-rank p when there are >= 5 samples).
 
 A correlation is undefined (NaN) for a constant prediction (the training-mean control) or a
 gene not expressed in the sample; summaries average the defined values and count the rest.
