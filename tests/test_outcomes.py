@@ -68,12 +68,38 @@ def test_conformal_sets_cover_on_held_out_patients(runs):
     for name in ("joint", "base"):
         run = runs[name]
         cov_g = _mean(run, "grade", "coverage")
-        cov_s = _mean(run, "survival", "coverage", "risk")
+        cov_s = _mean(run, "survival", "coverage", "time")
         size = _mean(run, "grade", "set_size")
         print(name, "coverage grade / survival:", round(cov_g, 3), round(cov_s, 3), "mean set size", round(size, 2))
         # ~30 calibration patients per fold: coverage is >= 0.9 in expectation, noisy per fold
         assert cov_g > 0.82 and cov_s > 0.82
         assert 1.0 < size < 4.0  # informative: smaller than the four grades
+    # lower predictive bounds of survival in months, censored patients calibrated too: higher (the
+    # interval [L, tau] narrower) than the shuffled control's at the same coverage
+    lb = {k: _mean(runs[k], "survival", "lower_bound", "time") for k in ("joint", "base", "shuffled")}
+    w = {k: _mean(runs[k], "survival", "interval_width", "time") for k in ("joint", "base", "shuffled")}
+    print("survival lower bound / width (months):", {k: (round(lb[k], 2), round(w[k], 1)) for k in lb})
+    assert lb["joint"] > 1.2 * lb["shuffled"] and lb["base"] > 1.2 * lb["shuffled"]
+    assert w["joint"] < w["shuffled"] and w["base"] < w["shuffled"]
+    # the coverage row equals a recomputation from the held-out intervals and conformal.json
+    run = runs["joint"]
+    conf = json.loads((run.out_dir / "conformal.json").read_text())
+    hs = run.heldout["survival"]
+    for k, g in hs.groupby("fold"):
+        e = conf[str(k)]["survival"]
+        tau, km = e["tau"], e["censoring_km"]
+        t, ev = g["time"].to_numpy(), g["event"].to_numpy()
+        gt = np.array([np.r_[1.0, km["G"]][np.searchsorted(km["time"], x, side="right")] for x in t])
+        g_tau = np.r_[1.0, km["G"]][np.searchsorted(km["time"], tau, side="left")]
+        early = (t < tau) & (ev == 1)  # G > 0 before tau
+        wt = np.where(t >= tau, 1.0, 0.0)
+        wt[early] = np.minimum(g_tau / gt[early], 1.0)
+        tt = np.minimum(t, tau)
+        hit = tt >= g["lo"] - 1e-9
+        mine = run.metrics[(run.metrics["fold"] == k) & (run.metrics["task"] == "survival")
+                           & (run.metrics["metric"] == "coverage") & (run.metrics["subset"] == "all")]["value"].iloc[0]
+        assert mine == pytest.approx((wt * hit).sum() / wt.sum(), abs=1e-12)
+        assert (g["hi"] <= tau + 1e-9).all() and (g["lo"] <= g["hi"]).all()
     # the held-out tables carry the sets and whether they covered
     h = runs["joint"].heldout["grade"]
     assert {"set", "set_size", "covered"} <= set(h.columns)

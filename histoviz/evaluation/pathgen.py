@@ -32,16 +32,18 @@ import pandas as pd
 
 __all__ = ["SETTING_METRICS", "paired_difference", "pathgen_report", "pathgen_settings", "synthesis_quality"]
 
-#: (label, task kind, metric, target) rows of the settings table
+#: (label, task kind, metric, target(s)) rows of the settings table; survival intervals are in the
+#: data's time unit (target ``time``) or, with ``evaluation.conformal.survival: risk_bins``, on
+#: the risk scale (``risk``)
 SETTING_METRICS = (
     ("grade AUC (macro)", "classification", "auc_macro", "all"),
     ("c-index (Harrell)", "survival", "c_index", "risk"),
     ("grade coverage", "classification", "coverage", "all"),
     ("grade set size", "classification", "set_size", "all"),
     ("grade uncertainty", "classification", "uncertainty", "all"),
-    ("risk coverage", "survival", "coverage", "risk"),
-    ("risk interval width", "survival", "interval_width", "risk"),
-    ("risk uncertainty", "survival", "uncertainty", "risk"),
+    ("survival coverage", "survival", "coverage", ("time", "risk")),
+    ("survival interval width", "survival", "interval_width", ("time", "risk")),
+    ("survival uncertainty", "survival", "uncertainty", ("time", "risk")),
 )
 
 
@@ -128,7 +130,8 @@ def pathgen_settings(run_dirs: Sequence[str | os.PathLike], *, baseline: str = "
         kinds = m.groupby("task", observed=True)["kind"].first().to_dict() if "kind" in m.columns else {}
         for name, kind, metric, target in SETTING_METRICS:
             tasks = [t for t, k in kinds.items() if k == kind]
-            sel = m[m["task"].isin(tasks) & (m["metric"] == metric) & (m["target"] == target)]
+            sel = m[m["task"].isin(tasks) & (m["metric"] == metric)
+                    & m["target"].isin(target if isinstance(target, tuple) else [target])]
             if sel.empty:
                 continue
             v = sel.groupby("fold", observed=True)["value"].mean()

@@ -214,7 +214,7 @@ class EvaluationConfig:
         calibration set; 0: no conformal sets or intervals.
     conformal
         :class:`~histoviz.tasks.ConformalSettings` (``alpha``, ``class_score``,
-        ``empty_sets``, ``censored``, ``group``).
+        ``empty_sets``, ``survival``, ``censored``, ``group``, ``mondrian``).
     risk_groups
         Groups of predicted risk for Kaplan-Meier / log-rank (2: median, 3: tertiles).
     repeats
@@ -451,9 +451,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if not 0.0 < c.alpha < 1.0:
         raise ConfigError(f"evaluation.conformal.alpha: must be in (0, 1), got {c.alpha}")
     for k, allowed in (("class_score", ("lac", "aps")), ("empty_sets", ("keep", "all", "argmax")),
-                       ("censored", ("exclude", "observed_bin"))):
+                       ("censored", ("exclude", "observed_bin")), ("survival", ("interval", "risk_bins"))):
         if getattr(c, k) not in allowed:
             raise ConfigError(f"evaluation.conformal.{k}: must be one of {allowed}, got {getattr(c, k)!r}")
+    _check_type("evaluation.conformal.mondrian", c.mondrian, bool, "true or false")
     _check_type("evaluation.repeats", e.repeats, int, "an integer")
     if e.repeats < 1:
         raise ConfigError(f"evaluation.repeats: must be >= 1, got {e.repeats}")
