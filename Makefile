@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 PEERS  := .peers
 
-.PHONY: demo test bench bench-peers lint venv system-deps clean
+.PHONY: demo readme test bench bench-peers lint venv system-deps clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ $(SYSSTAMP):
 
 demo: $(STAMP)
 	$(BIN)/histoviz demo --out demo_out
+
+# the README's generated tables (<!-- generated:KEY --> blocks) from docs/results/KEY.json;
+# after `make demo`, its demo_out/results.json becomes docs/results/demo.json first
+readme: $(STAMP)
+	$(BIN)/python docs/gen_readme.py $(if $(wildcard demo_out/results.json),--take demo=demo_out/results.json)
 
 test: $(STAMP) $(SYSSTAMP)
 	@if command -v xvfb-run >/dev/null 2>&1; then \

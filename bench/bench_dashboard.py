@@ -13,7 +13,7 @@ Timed (best of ``--repeats``, round-robin so machine noise hits all alike):
 - ``raw``: ``pd.read_parquet`` of every file the Models and Targets pages read for these runs
   (both ``metrics.parquet``, both ``heldout/gene.parquet`` read whole);
 - ``dashboard_warm``: what those pages do on a rerun, through the app's cached loaders
-  (``app_pages/common.py``: ``st.cache_resource`` runs, ``st.cache_data`` tables): read the
+  (``histoviz/dashboard/common.py``: ``st.cache_resource`` runs, ``st.cache_data`` tables): read the
   runs, per-target scores, the targets table, the run / fold table, and one gene's held-out
   rows of each run for its scatter;
 - ``dashboard_cold`` (once, caches cleared; the first visit): the same calls.
@@ -116,7 +116,7 @@ def run(out: str, *, quick: bool, repeats: int) -> dict:
         gen_s = time.perf_counter() - t0
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*.parquet")}
         os.environ["HISTOVIZ_RESULTS_ROOT"] = str(root)
-        from app_pages import common as c
+        from histoviz.dashboard import common as c
         from histoviz.viz.results import fold_table, targets_table
 
         paths = [str(root / "runs" / r) for r in ("model_a", "model_b")]

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "histoviz._cli.models",  # train, evaluate, predict
     "histoviz._cli.sweep",  # sweep
     "histoviz._cli.spatial",  # st-import
+    "histoviz._cli.cohort",  # import
     "histoviz._cli.demo",  # demo, bench
     "histoviz._cli.dashboard",  # dashboard
 )

@@ -4,6 +4,8 @@
   ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
 - :func:`real_sample`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
+- :func:`config_dir`: the shipped experiment configs (``training/configs/``, or
+  ``$HISTOVIZ_CONFIGS``), the templates of ``histoviz import``;
 - :func:`default_cache_dir`: where generated samples are cached (``$HISTOVIZ_CACHE`` or
   ``~/.cache/histoviz``);
 - :data:`SYNTHETIC_PRESETS` / :func:`synthetic_preset`: named synthetic cohorts (``demo``: 40
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from histoviz.errors import DataError
 
-__all__ = ["SYNTHETIC_PRESETS", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
+__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
            "synthetic_preset"]
 
 #: Named synthetic cohorts (keyword arguments of :func:`histoviz.data.synthetic.make_synthetic_cohort`).
@@ -63,6 +65,23 @@ def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
             "sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
         )
     return p
+
+
+def config_dir() -> Path:
+    """The shipped experiment configs: ``$HISTOVIZ_CONFIGS`` if set, else the repository's
+    ``training/configs``.
+
+    Raises
+    ------
+    DataError
+        Neither exists (an installed wheel without the repository): says what to set.
+    """
+    env = os.environ.get("HISTOVIZ_CONFIGS")
+    for p in ([Path(env)] if env else []) + [_REPO_SAMPLE.parent / "training" / "configs"]:
+        if p.is_dir():
+            return p
+    raise DataError("the shipped experiment configs (training/configs/*.yaml of the histoviz repository) are not "
+                    "here; set HISTOVIZ_CONFIGS to that folder")
 
 
 def default_cache_dir() -> Path:

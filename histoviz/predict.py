@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import Cancelled, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -74,7 +75,8 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.models.checkpoint import FittedPipeline
 
-__all__ = ["PredictionCancelled", "RunModel", "load_run", "predict_bag", "predict_slide", "predict_spots"]
+__all__ = ["PredictionCancelled", "RunModel", "embed_for_run", "load_run", "predict_bag", "predict_slide",
+           "predict_spots"]
 
 log = logging.getLogger(__name__)
 _CACHE: dict[tuple[str, str, float], RunModel] = {}
@@ -239,7 +241,7 @@ def _conformal_of(rm: RunModel) -> dict[str, Any]:
 
 
 def _main_regression(pm: Any) -> str | None:
-    reg = [m for m, k in pm.kinds.items() if k == "regression" and m in pm.patch]
+    reg = [m for m, k in pm.kinds.items() if k == TaskKind.REGRESSION and m in pm.patch]
     if not reg:
         return None
     return "gene" if "gene" in reg else reg[0]
@@ -288,6 +290,13 @@ def predict_bag(
             f"{bag.slide_id}: features made with encoder {enc!r}, but {rm.run_dir} was trained on "
             f"{feats['encoder']!r} features"
         )
+    want = feats.get("embed_dim")
+    if want and bag.features.shape[1] and int(want) != bag.embed_dim:
+        raise DataError(
+            f"{bag.attrs.get('_path') or bag.slide_id}: {bag.embed_dim}-d features ({enc or 'encoder unknown'}), but "
+            f"{rm.run_dir} was trained on {int(want)}-d {feats.get('encoder')!r} features; predict with bags of that "
+            "encoder (or train on these)"
+        )
     _check_recipe(bag, feats, rm.run_dir)
     needs = [(p.model, tuple(getattr(p.model, "inputs", ()) or ())) for p in rm.pipelines]
     for model, names in needs:
@@ -311,7 +320,7 @@ def predict_bag(
     expression, genes = None, None
     slide_pred: dict[str, Any] = {}
     for b, values in pm.patch.items():
-        kind = pm.kinds.get(b, "regression")
+        kind = pm.kinds.get(b, TaskKind.REGRESSION)
         task = get_task(kind)
         conf = conformal.get(b)
         outs = task.patch_outputs(b, values, pm.targets[b], conformal=conf)
@@ -352,7 +361,7 @@ def predict_bag(
         "run_dir": str(rm.run_dir),
         "checkpoint": rm.checkpoint,
         "modality": main or "",
-        "tasks": json.dumps({b: pm.kinds.get(b, "regression") for b in pm.patch}),
+        "tasks": json.dumps({b: pm.kinds.get(b, TaskKind.REGRESSION) for b in pm.patch}),
         "calibrated": bool(conformal),
         "target_space": json.dumps(rm.target_space()),
         "config": json.dumps(rm.config, default=str),
@@ -407,6 +416,11 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     enc = embed.get("encoder") or f.get("encoder")
     if not enc:
         raise DataError(f"{rm.run_dir}: the run does not record which encoder made its features")
+    from histoviz.features.encoders import list_encoders
+
+    if not embed and enc not in {e.name for e in list_encoders()}:
+        raise DataError(f"{rm.run_dir}: trained on features made elsewhere (encoder {enc!r}, not one histoviz runs); "
+                        "predict from that encoder's feature bags: histoviz predict --model RUN --features FOLDER")
     kw: dict[str, Any] = {}
     if "pretrained" in embed:
         kw["pretrained"] = bool(embed["pretrained"])
@@ -429,6 +443,60 @@ def _model_encoder(rm: RunModel) -> Any:
         raise DataError(f"{rm.run_dir}: each fold fine-tuned its own image encoder, so the folds see different "
                         "features and cannot be averaged; predict with one checkpoint (--fold N or final)")
     return own[0] if own else None
+
+
+def embed_for_run(
+    reader: SlideReader,
+    model_dir: str | os.PathLike | RunModel,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    progress_callback: Callable[[int, int], None] | None = None,
+    cancel_event: threading.Event | None = None,
+    fold: int | str | None = None,
+    batch_size: int = 64,
+    mpp_override: float | None = None,
+) -> tuple[FeatureBag, dict[str, Any]]:
+    """Tile and embed an open slide the way a run's training features were made.
+
+    Returns the bag and the provenance :func:`predict_bag` takes as ``meta``; runs with the same
+    encoder and tiling can share one bag (``histoviz predict`` over a folder does).
+    ``progress_callback(done, n_tiles)`` follows the tiles.
+
+    Raises
+    ------
+    PredictionCancelled
+        ``cancel_event`` was set.
+    HistovizError
+        No tissue, missing mpp or weights, an encoder the run's features were not made with.
+    """
+    from histoviz.features.embed import embed_slide, resolve_device
+    from histoviz.features.encoders import create_encoder
+    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+
+    rm = _cached_run(model_dir, fold)
+    enc_name, enc_kw, tiling = _encoder_for(rm)
+    if mpp_override is not None:
+        tiling = {**tiling, "mpp_override": float(mpp_override)}
+    grid = make_tile_grid(reader, TilingConfig(**tiling))
+    encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
+    if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
+        raise DataError(
+            f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
+            f"{rm.features.get('embed_dim')}"
+        )
+    dev = resolve_device(device)
+    try:
+        bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
+                          progress=progress, progress_callback=progress_callback, cancel_event=cancel_event)
+    except Cancelled as e:
+        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
+    if cancel_event is not None and cancel_event.is_set():
+        raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
+    meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
+            "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size),
+            "stride_level0": int(grid.stride_level0)}
+    return bag, meta
 
 
 def predict_slide(
@@ -468,7 +536,9 @@ def predict_slide(
 
     Returns
     -------
-    AnnData (one observation per patch) following :mod:`histoviz.io.predictions`.
+    AnnData (one observation per patch) following :mod:`histoviz.io.predictions`, with the
+    slide's thumbnail in ``uns["spatial"]`` (as Space Ranger imports, so ``sc.pl.spatial`` draws
+    the maps over the tissue).
 
     Raises
     ------
@@ -477,41 +547,28 @@ def predict_slide(
     HistovizError
         Unreadable slide, no tissue, missing mpp or weights, incompatible model.
     """
-    from histoviz.features.embed import embed_slide, resolve_device
-    from histoviz.features.encoders import create_encoder
+    from histoviz.features.embed import resolve_device
     from histoviz.io import open_slide
-    from histoviz.tiling.grid import TilingConfig, make_tile_grid
+    from histoviz.io.predictions import add_slide_image
 
     rm = _cached_run(model_dir, fold)
-    enc_name, enc_kw, tiling = _encoder_for(rm)
     own = not hasattr(reader_or_path, "read_region")
     reader = open_slide(reader_or_path) if own else reader_or_path
     try:
-        if mpp_override is not None:
-            tiling = {**tiling, "mpp_override": float(mpp_override)}
-        grid = make_tile_grid(reader, TilingConfig(**tiling))
-        encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
-        if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
-            raise DataError(
-                f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
-                f"{rm.features.get('embed_dim')}"
-            )
-        dev = resolve_device(device)
-        total = len(grid) + 1  # the last step is the model itself
-        cb = (lambda done, _n: progress_callback(done, total)) if progress_callback else None
-        try:
-            bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
-                              progress=progress, progress_callback=cb, cancel_event=cancel_event)
-        except Cancelled as e:
-            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled") from e
-        if cancel_event is not None and cancel_event.is_set():
-            raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
-        meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
-                "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
-        dev_name = "auto" if device == "auto" else str(dev)
+        state = {"total": 1}
+
+        def tiles(done: int, n: int) -> None:
+            state["total"] = n + 1  # the last step is the model itself
+            if progress_callback is not None:
+                progress_callback(done, n + 1)
+
+        bag, meta = embed_for_run(reader, rm, device=device, progress=progress, progress_callback=tiles,
+                                  cancel_event=cancel_event, batch_size=batch_size, mpp_override=mpp_override)
+        dev_name = "auto" if device == "auto" else str(resolve_device(device))
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
+        add_slide_image(a, reader)
         if progress_callback is not None:
-            progress_callback(total, total)
+            progress_callback(state["total"], state["total"])
         return a
     finally:
         if own:

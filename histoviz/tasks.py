@@ -40,28 +40,28 @@ import pandas as pd
 
 from histoviz.errors import DataError
 from histoviz.evaluation.metrics import PRIMARY_METRIC
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind, kind_of
 
 __all__ = [
+    "OUTCOME_KINDS",
     "TASK_KINDS",
     "ClassificationTask",
     "ConformalSettings",
     "RegressionTask",
     "SurvivalTask",
     "Task",
+    "TaskKind",
     "block_kind",
     "get_task",
     "risk_from_survival",
 ]
 
-TASK_KINDS = ("regression", "classification", "survival")
+TASK_KINDS = tuple(TaskKind)
 
 
-def block_kind(block: Any) -> str:
+def block_kind(block: Any) -> TaskKind:
     """Task kind of a target block (``TargetBlock`` -> regression)."""
-    k = getattr(block, "kind", "regression")
-    if k not in TASK_KINDS:
-        raise DataError(f"unknown target kind {k!r}")
-    return k
+    return kind_of(block)
 
 
 def risk_from_survival(surv: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ class ConformalSettings:
 class Task:
     """Base class; see the module docstring."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[TaskKind]
     primary: ClassVar[str] = ""
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
@@ -175,8 +175,8 @@ def _rows(target: Any, metric: str, value: float, n: int, *, axis: str = "per-ta
 class RegressionTask(Task):
     """Omics targets (and spots): per-target correlation across patients."""
 
-    kind = "regression"
-    primary = PRIMARY_METRIC["regression"]
+    kind = TaskKind.REGRESSION
+    primary = PRIMARY_METRIC[TaskKind.REGRESSION]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -264,7 +264,7 @@ class RegressionTask(Task):
                       conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Slide values (and conformal bounds when calibrated)."""
         v = np.asarray(value, np.float64)
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": v}
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": v}
         if conformal and conformal.get("qhat") is not None:
             q = np.asarray(conformal["qhat"], np.float64)
             out["lo"], out["hi"] = v - q, v + q
@@ -305,8 +305,8 @@ def declare_class_outputs(name: str) -> dict[str, str]:
 class ClassificationTask(Task):
     """Grade (or any class label): AUC, balanced accuracy, conformal sets."""
 
-    kind = "classification"
-    primary = PRIMARY_METRIC["classification"]
+    kind = TaskKind.CLASSIFICATION
+    primary = PRIMARY_METRIC[TaskKind.CLASSIFICATION]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -407,7 +407,7 @@ class ClassificationTask(Task):
         """Probabilities, predicted class and the conformal set."""
         p = np.asarray(value, np.float64)
         cls = [str(t) for t in targets]
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(cls, dtype=str), "values": p,
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(cls, dtype=str), "values": p,
                                "predicted": cls[int(np.argmax(p))]}
         if conformal and conformal.get("qhat") is not None:
             reg = self.regions(p[None, :], conformal["qhat"], _settings(conformal))
@@ -445,8 +445,8 @@ def declare_survival_outputs(name: str) -> dict[str, str]:
 class SurvivalTask(Task):
     """Censored survival: c-index, KM / log-rank of risk groups, conformal risk intervals."""
 
-    kind = "survival"
-    primary = PRIMARY_METRIC["survival"]
+    kind = TaskKind.SURVIVAL
+    primary = PRIMARY_METRIC[TaskKind.SURVIVAL]
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
@@ -481,7 +481,8 @@ class SurvivalTask(Task):
         return pd.DataFrame(rows)
 
     def heldout(self, blk: Any, pred: np.ndarray, *, patients: Sequence[str], slide_ids: Sequence[str]) -> pd.DataFrame:
-        """``patient_id, slide_ids, time, event, bin, risk, S_0..S_{B-1}``."""
+        """``patient_id, slide_ids, time, event, bin, risk, S_0..S_{B-1}, end_0..end_{B-1}``
+        (``S_k`` = P(T > ``end_k``), the end of this fold's bin ``k``; the last is ``inf``)."""
         pres = blk.present
         s = np.asarray(pred, np.float64)[pres]
         df = pd.DataFrame({
@@ -492,6 +493,10 @@ class SurvivalTask(Task):
         })
         for k in range(s.shape[1] if s.ndim == 2 else 0):
             df[f"S_{k}"] = s[:, k]
+        edges = getattr(blk, "edges", None)
+        if edges is not None and s.ndim == 2 and len(edges) == s.shape[1] + 1:
+            for k in range(s.shape[1]):
+                df[f"end_{k}"] = float(edges[k + 1])
         return df
 
     def calibrate(self, blk: Any, pred: np.ndarray, cs: ConformalSettings, *, reference: Any = None,
@@ -633,7 +638,7 @@ class SurvivalTask(Task):
                       conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Risk, survival function per bin and the conformal interval."""
         s = np.asarray(value, np.float64)
-        out: dict[str, Any] = {"kind": self.kind, "targets": np.asarray(targets, dtype=str), "values": s,
+        out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": s,
                                "risk": float(risk_from_survival(s))}
         if conformal and conformal.get("qhat") is not None:
             reg = self.regions(s[None, :], conformal["qhat"], _settings(conformal), info=conformal)
@@ -658,12 +663,10 @@ def _settings(conformal: Mapping[str, Any]) -> ConformalSettings:
     return ConformalSettings(**kw)
 
 
-_TASKS: dict[str, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}
+_TASKS: dict[TaskKind, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}
 
 
 def get_task(kind_or_block: str | Any) -> Task:
-    """The :class:`Task` of a kind name or of a target block."""
-    kind = kind_or_block if isinstance(kind_or_block, str) else block_kind(kind_or_block)
-    if kind not in _TASKS:
-        raise DataError(f"unknown task kind {kind!r}; known: {', '.join(TASK_KINDS)}")
+    """The :class:`Task` of a kind (a :class:`TaskKind` or its name) or of a target block."""
+    kind = TaskKind.parse(kind_or_block) if isinstance(kind_or_block, str) else kind_of(kind_or_block)
     return _TASKS[kind]

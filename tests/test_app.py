@@ -1,4 +1,4 @@
-"""The Streamlit dashboard (app.py): every page with streamlit's AppTest on an empty results
+"""The Streamlit dashboard (histoviz.dashboard): every page with streamlit's AppTest on an empty results
 root, on fake results (structure) and on real runs of the session cohorts (the numbers a page
 shows equal what histoviz computes directly); bad input (paths outside the root, a corrupt
 run, a truncated CSV, no held-out predictions, unknown panel genes); and every page served by
@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 from _runs import write_heldout_run, write_outcome_run
 
+from histoviz.dashboard import APP
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "app.py"
 SVS_ID = "CMU-1-Small-Region"
 PAGES = ("models", "targets", "outcomes", "cohort", "slide")
 
@@ -49,7 +50,7 @@ def app(page: str | None = None, **query: str) -> AppTest:
         at.query_params[k] = v
     at.run()
     if page:
-        at.switch_page(f"app_pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -130,7 +131,7 @@ def with_svs(root: Path, pred: Path | None = None) -> None:
 def test_every_page_on_an_empty_root(results: Path) -> None:
     at = app()
     for page in PAGES:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
         assert at.info, page  # says what to do
@@ -143,13 +144,13 @@ def test_every_page_on_fake_results(results: Path, svs_predictions: Path) -> Non
     at = app()
     assert at.multiselect(key="runs_selected").value == ["runs/good", "runs/outcome", "runs/weak"]
     for page in PAGES:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
         if page != "cohort":  # no cohort table under this root
             assert charts(at), page
     # Models: fold sizes, distributions, the paired comparison with its verdict, CSV downloads
-    at.switch_page("app_pages/models.py").run()
+    at.switch_page("views/models.py").run()
     sizes = frame(at, "run", "held-out patients per fold")
     assert sizes.set_index("run").loc["runs/good", "held-out patients per fold"] == "12, 12, 12, 12, 12"
     assert at.selectbox(key="pair_a").value == "runs/good" and at.selectbox(key="pair_b").value == "runs/weak"
@@ -208,7 +209,7 @@ def test_a_corrupt_run_is_named_and_the_others_still_show(results: Path) -> None
     assert errs and all(str(runs["weak"] / "metrics.parquet") in e for e in errs)
     assert set(frame(at, "run", "held-out patients per fold")["run"]) == {"runs/good", "runs/outcome"}
     assert charts(at)
-    at.switch_page("app_pages/targets.py").run()
+    at.switch_page("views/targets.py").run()
     assert not at.exception and "runs/good" in frame(at, "task", "target").columns
 
 
@@ -343,7 +344,7 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
         assert table.loc["MKI67", f"runs/{run}"] == pytest.approx(direct, abs=1e-6)
     assert len(charts(at)) >= 1 and "MKI67" in texts(at)
     # Models: the paired difference and its interval = compare_paired run directly
-    at.switch_page("app_pages/models.py").run()
+    at.switch_page("views/models.py").run()
     assert not at.error
     assert at.selectbox(key="pair_a").value == "runs/knn" and at.selectbox(key="pair_b").value == "runs/ridge"
     assert at.selectbox(key="pair_task").value == "gene"
@@ -356,7 +357,7 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     units = frame(at, "fold", "mean_a", "mean_b", "difference")
     np.testing.assert_allclose(units["difference"], ref.per_unit["difference"], atol=1e-12)
     # Outcomes: the log-rank p of the risk groups and the c-index per fold
-    at.switch_page("app_pages/outcomes.py").run()
+    at.switch_page("views/outcomes.py").run()
     assert not at.error
     at.selectbox(key="km_run").select("runs/pca-outcomes · survival").run()
     h = RunDir(real_root / "runs" / "pca-outcomes").heldout("survival")

@@ -13,12 +13,11 @@ the outcome cohort's bags are this cohort's bags.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from _model_fixtures import OUTCOME_SEED, OUTCOME_SIZE, OUTCOME_SLIDES, outcome_cohort
 
+from histoviz.dashboard import APP
 from histoviz.errors import DataError
 from histoviz.evaluation.pathgen import pathgen_report, pathgen_settings, synthesis_quality
 from histoviz.training.config import load_config
@@ -192,9 +191,9 @@ def test_dashboard_shows_the_three_settings_side_by_side(runs, monkeypatch):
     monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(root))
     st.cache_data.clear()
     st.cache_resource.clear()
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(APP), default_timeout=180)
     at.run()
-    at.switch_page("app_pages/outcomes.py")
+    at.switch_page("views/outcomes.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("PathGen settings" in h.value for h in at.header)

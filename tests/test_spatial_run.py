@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from histoviz.dashboard import APP
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,18 +183,18 @@ def test_dashboard_spatial_page_shows_the_table_and_the_spot_map(spot_run, monke
     monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(empty))
     st.cache_resource.clear()
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
-    at.switch_page("app_pages/spatial.py")
+    at.switch_page("views/spatial.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("No spot-level run" in i.value for i in at.info)
     # the run's folder as the results root: the page finds the spot run there
     monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(spot_run["run"].parent))
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
-    at.switch_page("app_pages/spatial.py")
+    at.switch_page("views/spatial.py")
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     assert at.selectbox(key="spot_run").value == spot_run["run"].name

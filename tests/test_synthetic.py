@@ -184,6 +184,29 @@ def test_determinism(tmp_path):
     )
 
 
+def test_index_offset_gives_new_patients_of_the_same_world(tmp_path):
+    """A cohort with index_offset = n_slides of another (same seed) shares genes, prototypes and
+    reference with it, and none of its ids, layouts or patient draws; an older manifest without
+    the setting still reads as the default (the cohort is reused, not refused)."""
+    import anndata
+    import tifffile
+
+    a = make_synthetic_cohort(tmp_path / "a", seed=5, **TINY)
+    b = make_synthetic_cohort(tmp_path / "b", seed=5, index_offset=TINY["n_slides"], **TINY)
+    ta, tb = a.cohort_table(), b.cohort_table()
+    assert set(tb["slide_id"]) == {"S004", "S005", "S006"} and not set(ta["patient_id"]) & set(tb["patient_id"])
+    pa, pb = pd.read_csv(a.root / "truth/patients.csv"), pd.read_csv(b.root / "truth/patients.csv")
+    assert not set(np.round(pa["tumour_fraction"], 6)) & set(np.round(pb["tumour_fraction"], 6))
+    assert (a.root / "truth/prototypes.csv").read_bytes() == (b.root / "truth/prototypes.csv").read_bytes()
+    np.testing.assert_array_equal(anndata.read_h5ad(a.reference).X, anndata.read_h5ad(b.reference).X)
+    first = tifffile.imread(a.slides["S001"])
+    assert all(not np.array_equal(first, tifffile.imread(p)) for p in b.slides.values())
+    m = json.loads((a.root / "manifest.json").read_text())
+    del m["config"]["index_offset"]
+    (a.root / "manifest.json").write_text(json.dumps(m))
+    assert make_synthetic_cohort(tmp_path / "a", seed=5, **TINY).slides == a.slides
+
+
 def test_rerun_is_noop_and_other_config_raises(cohort):
     files = sorted(p for p in cohort.root.rglob("*") if p.is_file())
     before = {p: p.stat().st_mtime_ns for p in files}

@@ -26,14 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def streamlit_command(root: str | os.PathLike, *, port: int = 8501, host: str = "localhost") -> tuple[list[str], dict[str, str]]:
-    """The ``streamlit run app.py`` command line and the environment that serve ``root``.
+    """The ``streamlit run`` command line and the environment that serve ``root``
+    (the script is :data:`histoviz.dashboard.APP`, inside the installed package).
 
     Raises
     ------
-    HistovizError
-        ``root`` is not a folder, or ``app.py`` is not here (an installed wheel).
+    ConfigError
+        ``root`` is not a folder, or the port is out of range.
     """
-    from histoviz.errors import ConfigError, HistovizError
+    from histoviz.dashboard import APP
+    from histoviz.errors import ConfigError
     from histoviz.viz.results import RESULTS_ROOT_ENV
 
     r = Path(root).resolve()
@@ -41,10 +43,7 @@ def streamlit_command(root: str | os.PathLike, *, port: int = 8501, host: str = 
         raise ConfigError(f"{root}: not a folder; give the folder that holds the runs (e.g. demo_out)")
     if not 0 < int(port) < 65536:
         raise ConfigError(f"--port {port}: use 1-65535")
-    app = Path(__file__).resolve().parents[2] / "app.py"
-    if not app.is_file():
-        raise HistovizError("the dashboard (app.py) lives in the source checkout; clone the repository")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", str(host),
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", str(host),
            "--server.port", str(int(port)), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     return cmd, {RESULTS_ROOT_ENV: str(r)}
 

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = ["register"]
 
 
@@ -53,9 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("predict", help="per-patch molecular maps of one slide (.h5ad)")
-    p.add_argument("--model", required=True, type=Path, help="run directory (or checkpoint folder)")
+    p = sub.add_parser("predict", help="per-patch molecular maps of one slide, or of every slide of a folder or "
+                       "cohort table (.h5ad per slide + a table of slide-level predictions)")
+    p.add_argument("--model", required=True, type=Path, action="append",
+                   help="run directory (or checkpoint folder); repeat it to predict a folder with several runs")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--slides", help="a folder tree of slides (GDC layout too) or a cohort table: one prediction "
+                     "file per slide and run, predictions.csv (grade with its conformal set, risk with its interval, "
+                     "--genes), a report; resumable, failed slides reported and skipped")
     src.add_argument("--slide", help="slide file (tiled and embedded with the run's encoder); with a spot-level "
                      "run, a spot file (.h5ad) predicts at its spots and a slide on a grid of tiles")
     src.add_argument("--features", type=Path, help="an existing <slide_id>.h5 feature bag")
@@ -68,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the slide's microns per pixel when the file does not record it")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--genes", nargs="+", default=[], metavar="GENE",
+                   help="with --slides: predicted targets to put in predictions.csv")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --slides: replace predictions another model made under the same run name")
+    p.add_argument("--thumbnail-size", type=int, default=2000, metavar="PX",
+                   help="with --slides: longest side of the slide thumbnail in each file's uns['spatial'] "
+                   "(Space Ranger: 2000; 0: none)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("models", help="registered slide-level models")
@@ -202,9 +216,16 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace) -> int:
+    from histoviz._cli.cohort import is_batch, predict_many
     from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_bag, predict_slide
+
+    if is_batch(a):
+        return predict_many(a)
+    if len(a.model) > 1:
+        raise ConfigError("several --model runs predict a folder or cohort table (--slides); give one for a slide")
+    a.model = a.model[0]
 
     fold = a.fold
     if fold is not None and fold not in ("final", "ensemble"):
@@ -244,12 +265,12 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _slide_line(sp: dict) -> str:
-    kind = sp.get("kind", "regression")
-    if kind == "classification":
+    kind = sp.get("kind", TaskKind.REGRESSION)
+    if kind == TaskKind.CLASSIFICATION:
         probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
         extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
         return f"predicted {sp['predicted']} ({probs}){extra}"
-    if kind == "survival":
+    if kind == TaskKind.SURVIVAL:
         extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
         return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
     return f"{len(sp['targets'])} targets"

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -284,8 +285,12 @@ def align_to_cohort(
     spec: OmicsSpec,
     *,
     source: str = "<omics>",
+    target_ids: Sequence[str] | None = None,
 ) -> ad.AnnData:
     """Map samples to cohort patients; obs_names of the result are patient ids.
+
+    ``target_ids`` (default ``adata.var_names``) only serve the hint of the error when no sample
+    matches (a table whose targets are the patients is samples x targets, i.e. transposed).
 
     Raises
     ------
@@ -309,7 +314,7 @@ def align_to_cohort(
         raise DataError(
             f"{source}: none of its {len(pid)} samples matches a cohort patient "
             f"(samples e.g. {list(pid[:3])}, patients e.g. {sorted(cohort)[:3]}); "
-            "set patient_column or id_length"
+            + _match_hint(pid, adata.var_names if target_ids is None else target_ids, cohort, spec)
         )
     if not matched.all():
         bad = pid[~matched]
@@ -341,6 +346,18 @@ def align_to_cohort(
         obs=pd.DataFrame(index=pd.Index(pid, name="patient_id")),
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
+
+
+def _match_hint(samples: Sequence[str], targets: Sequence[str], cohort: set[str], spec: OmicsSpec) -> str:
+    """What to do when no sample id matches a patient: transpose, id_length, or map the ids."""
+    tids = [str(t)[: spec.id_length] if spec.id_length else str(t) for t in list(targets)[:5000]]
+    if any(t in cohort for t in tids) or any(t[:12] in cohort for t in tids):
+        return ("its target ids are cohort patients, so the table is samples x targets: transpose it to targets x "
+                "samples (Xena layout), or import it with `histoviz import`, which reads either orientation")
+    if not spec.id_length and any(str(s)[:12] in cohort for s in samples):
+        return "the samples look like TCGA barcodes: set id_length: 12 (the patient is the first 12 characters)"
+    return ("set patient_column (an obs column with patient ids) or id_length, or import the table with "
+            "`histoviz import`, which maps sample barcodes and clinical sample tables to patients")
 
 
 class _quiet_nanmean:
@@ -589,7 +606,7 @@ class TargetBlock:
     @property
     def kind(self) -> str:
         """Task kind (:mod:`histoviz.tasks`): always ``"regression"``."""
-        return "regression"
+        return TaskKind.REGRESSION
 
     @property
     def name(self) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 
 __all__ = [
     "ClassBlock",
@@ -36,9 +37,6 @@ __all__ = [
     "SurvivalBlock",
     "load_outcomes",
 ]
-
-_KINDS = ("classification", "survival")
-
 
 @dataclass(frozen=True)
 class OutcomeSpec:
@@ -64,7 +62,7 @@ class OutcomeSpec:
         instead of an error.
     """
 
-    kind: str = ""
+    kind: TaskKind | str = ""
     column: str = "grade"
     classes: tuple[str, ...] | None = None
     time: str = "time"
@@ -74,8 +72,9 @@ class OutcomeSpec:
     allow_missing: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ConfigError(f"outcome kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.kind not in OUTCOME_KINDS:
+            raise ConfigError(f"outcome kind must be one of {[k.value for k in OUTCOME_KINDS]}, got {self.kind!r}")
+        object.__setattr__(self, "kind", TaskKind(self.kind))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(_label(c) for c in self.classes))
             if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
@@ -94,10 +93,10 @@ class OutcomeSpec:
         if bad:
             raise ConfigError(f"{where}.{name}: unknown key(s) {bad}; known: {sorted(known)}")
         if "kind" not in d:
-            d["kind"] = {"grade": "classification", "survival": "survival"}.get(name, "")
+            d["kind"] = {"grade": TaskKind.CLASSIFICATION, "survival": TaskKind.SURVIVAL}.get(name, "")
             if not d["kind"]:
                 raise ConfigError(f"{where}.{name}: say kind: classification or kind: survival")
-        if "column" not in d and d["kind"] == "classification":
+        if "column" not in d and d["kind"] == TaskKind.CLASSIFICATION:
             d["column"] = name
         if d.get("classes") is not None:
             c = d["classes"]
@@ -109,7 +108,7 @@ class OutcomeSpec:
 
     def columns(self) -> list[str]:
         """Cohort columns this outcome reads."""
-        return [self.column] if self.kind == "classification" else [self.time, self.event]
+        return [self.column] if self.kind == TaskKind.CLASSIFICATION else [self.time, self.event]
 
 
 def _label(v: Any) -> str:
@@ -146,7 +145,7 @@ class ClassBlock:
     classes: list[str]
     codes: np.ndarray
     present: np.ndarray = field(default=None)  # type: ignore[assignment]
-    kind: str = "classification"
+    kind: TaskKind = TaskKind.CLASSIFICATION
 
     def __post_init__(self) -> None:
         self.codes = np.asarray(self.codes, dtype=np.int64)
@@ -213,7 +212,7 @@ class SurvivalBlock:
     bins: np.ndarray | None = None
     time_unit: str = "months"
     n_bins: int = 4
-    kind: str = "survival"
+    kind: TaskKind = TaskKind.SURVIVAL
 
     def __post_init__(self) -> None:
         self.time = np.asarray(self.time, dtype=np.float64)
@@ -272,7 +271,7 @@ class GradeEncoder:
     targets); it is kept with the checkpoint so predictions are named.
     """
 
-    kind = "classification"
+    kind = TaskKind.CLASSIFICATION
 
     def __init__(self, classes: Sequence[str]) -> None:
         self.classes_ = [str(c) for c in classes]
@@ -306,7 +305,7 @@ class SurvivalBins:
         training times, ``inf``.
     """
 
-    kind = "survival"
+    kind = TaskKind.SURVIVAL
 
     def __init__(self, n_bins: int = 4, time_unit: str = "months") -> None:
         self.n_bins = int(n_bins)
@@ -406,7 +405,7 @@ def load_outcomes(
                 f"{src}: no column(s) {missing_cols} for outcome {name!r} (columns: {list(cohort.columns)}); "
                 f"add them or set data.outcomes.{name} to the right column names"
             )
-        if spec.kind == "classification":
+        if spec.kind == TaskKind.CLASSIFICATION:
             out[name] = _classes(cohort, patients, name, spec, src)
         else:
             out[name] = _survival(cohort, patients, name, spec, src)

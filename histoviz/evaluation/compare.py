@@ -33,6 +33,7 @@ import pandas as pd
 
 from histoviz.errors import DataError
 from histoviz.evaluation.metrics import OPTIMISTIC_LABEL
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "MAIN_METRICS",
@@ -50,10 +51,10 @@ SUMMARY_COLUMNS = (
 )
 
 #: metrics shown by default per task kind (``histoviz evaluate``, the demo, the dashboard)
-MAIN_METRICS: dict[str, tuple[str, ...]] = {
-    "regression": ("pearson", "spearman", "coverage", "interval_width"),
-    "classification": ("auc_macro", "auc_micro", "balanced_accuracy", "coverage", "set_size"),
-    "survival": ("c_index", "c_index_uno", "logrank_p", "coverage", "interval_width"),
+MAIN_METRICS: dict[TaskKind, tuple[str, ...]] = {
+    TaskKind.REGRESSION: ("pearson", "spearman", "coverage", "interval_width"),
+    TaskKind.CLASSIFICATION: ("auc_macro", "auc_micro", "balanced_accuracy", "coverage", "set_size"),
+    TaskKind.SURVIVAL: ("c_index", "c_index_uno", "logrank_p", "coverage", "interval_width"),
 }
 _KEYS = ["model", "task", "kind", "metric", "axis", "subset"]
 
@@ -121,7 +122,7 @@ def summarise_metrics(
     for c in _KEYS:
         m[c] = m[c].astype(str)
     parts = [_fold_stats(m)]
-    reg = m[(m["kind"] == "regression") & (m["axis"] == "per-target") & (m["subset"] == "all")
+    reg = m[(m["kind"] == TaskKind.REGRESSION) & (m["axis"] == "per-target") & (m["subset"] == "all")
             & m["metric"].isin(["pearson", "spearman"])]
     if not reg.empty:
         n_t = reg[reg["metric"] == "pearson"].groupby(["task", "fold"]).size().groupby("task").min()
@@ -180,7 +181,7 @@ def _pooled(predictions: pd.DataFrame) -> pd.DataFrame:
         for metric, fn in (("pearson", columnwise_pearson), ("spearman", columnwise_spearman)):
             r = fn(yt.to_numpy(), yp.to_numpy())
             rows.append({
-                "model": str(model), "task": str(task), "kind": "regression", "metric": metric, "subset": "all",
+                "model": str(model), "task": str(task), "kind": TaskKind.REGRESSION.value, "metric": metric, "subset": "all",
                 "axis": "pooled", "selection": "none (held-out patients of all folds pooled)",
                 "n_targets": float(yt.shape[1]), "n_folds": int(g["fold"].nunique()),
                 "mean": float(np.nanmean(r)) if np.isfinite(r).any() else np.nan, "std": np.nan,
@@ -227,7 +228,7 @@ def compare_runs(
     df = pd.concat(tables, ignore_index=True)
     subset_order = {s: i for i, s in enumerate(pd.unique(df["subset"]))}
     axis_order = {"per-target": 0, "pooled": 1, "per-patient": 2}
-    kind_order = {"regression": 0, "classification": 1, "survival": 2}
+    kind_order = {k.value: i for i, k in enumerate(TaskKind)}
     metric_order = {m: i for k in MAIN_METRICS.values() for i, m in enumerate(k)}
     df = df.assign(_k=df["kind"].map(kind_order).fillna(9), _s=df["subset"].map(subset_order),
                    _a=df["axis"].map(axis_order).fillna(9), _m=df["metric"].map(metric_order).fillna(99))

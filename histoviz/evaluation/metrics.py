@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = [
     "OPTIMISTIC_LABEL",
     "PRIMARY_METRIC",
@@ -49,7 +51,7 @@ __all__ = [
 OPTIMISTIC_LABEL = "best-predicted (optimistic: selected on test correlation)"
 """Label used for every summary over the k best-predicted targets (the papers' view)."""
 
-PRIMARY_METRIC = {"regression": "pearson", "classification": "auc_macro", "survival": "c_index"}
+PRIMARY_METRIC = {TaskKind.REGRESSION: "pearson", TaskKind.CLASSIFICATION: "auc_macro", TaskKind.SURVIVAL: "c_index"}
 """The headline metric of each task kind (``Task.primary`` in :mod:`histoviz.tasks` reads it)."""
 
 

@@ -49,6 +49,7 @@ import pandas as pd
 
 from histoviz.errors import DataError
 from histoviz.evaluation.metrics import PRIMARY_METRIC
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -64,9 +65,9 @@ __all__ = [
 
 #: metrics with a patient bootstrap, per task kind
 BOOTSTRAP_METRICS: dict[str, tuple[str, ...]] = {
-    "regression": ("pearson", "spearman"),
-    "classification": ("auc_macro", "auc_micro", "balanced_accuracy", "accuracy"),
-    "survival": ("c_index",),
+    TaskKind.REGRESSION: ("pearson", "spearman"),
+    TaskKind.CLASSIFICATION: ("auc_macro", "auc_micro", "balanced_accuracy", "accuracy"),
+    TaskKind.SURVIVAL: ("c_index",),
 }
 _CHUNK_CELLS = 20_000_000  # replicate x patient x target cells per bootstrap chunk
 
@@ -252,7 +253,7 @@ def weighted_class_metric(weights: np.ndarray, codes: np.ndarray, proba: np.ndar
             out = np.nanmean(rec, axis=0)
         return np.where(present > 1, out, np.nan)  # one class only: undefined, as histoviz reports it
     raise DataError(f"no patient bootstrap for classification metric {metric!r}; "
-                    f"use one of {', '.join(BOOTSTRAP_METRICS['classification'])}")
+                    f"use one of {', '.join(BOOTSTRAP_METRICS[TaskKind.CLASSIFICATION])}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -341,9 +342,9 @@ class PairedComparison:
 
     def lines(self) -> list[str]:
         """Plain-text report (``histoviz compare``)."""
-        what = "per target, averaged over folds" if self.kind == "regression" else "per fold, averaged"
+        what = "per target, averaged over folds" if self.kind == TaskKind.REGRESSION else "per fold, averaged"
         head = (f"{self.task} ({self.kind}): {self.metric} {what}; {self.n_units} {self.unit}s"
-                + (f", {self.n_targets} targets" if self.kind == "regression" else ""))
+                + (f", {self.n_targets} targets" if self.kind == TaskKind.REGRESSION else ""))
         w = max(len(self.run_a), len(self.run_b))
         out = [head, f"  {self.run_a:<{w}}  {_f(self.mean_a)}", f"  {self.run_b:<{w}}  {_f(self.mean_b)}"]
         ci = (f"{self.confidence:.0%} CI [{_f(self.ci_low, True)}, {_f(self.ci_high, True)}]"
@@ -460,7 +461,7 @@ def compare_paired(
         met = metric or PRIMARY_METRIC[kind]
         args = (ra, rb, la, lb, ma, mb, t, met)
         kw = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
-        out.append(_regression(*args, **kw) if kind == "regression" else _outcome(*args, kind=kind, **kw))
+        out.append(_regression(*args, **kw) if kind == TaskKind.REGRESSION else _outcome(*args, kind=kind, **kw))
     return out
 
 
@@ -585,7 +586,7 @@ def _regression(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.Dat
     n_test = a.groupby(units, sort=True)["n"].max().reset_index(drop=True) if "n" in a.columns else np.nan
     per_unit.insert(len(units), "n_patients", np.asarray(n_test, np.float64))
     per_unit["difference"] = per_unit["mean_a"] - per_unit["mean_b"]
-    pc = PairedComparison(la, lb, task, "regression", metric, float(per_target["value_a"].mean()),
+    pc = PairedComparison(la, lb, task, TaskKind.REGRESSION, metric, float(per_target["value_a"].mean()),
                           float(per_target["value_b"].mean()), float(per_target["difference"].mean()),
                           confidence=confidence, n_targets=len(common), only_a=only_a, only_b=only_b, notes=notes,
                           unit="fold" if units == ["fold"] else "repeat x fold", wilcoxon_over="targets")
@@ -656,7 +657,7 @@ def _regression_boot(ha: pd.DataFrame, hb: pd.DataFrame, la: str, lb: str, task:
 # ---- outcomes ----------------------------------------------------------------------------------
 def _outcome(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.DataFrame, task: str, metric: str, *,
              kind: str, n_boot: int, confidence: float, seed: int) -> PairedComparison:
-    target = "risk" if kind == "survival" else "all"
+    target = "risk" if kind == TaskKind.SURVIVAL else "all"
     a, b = _rows(ma, task, metric, target), _rows(mb, task, metric, target)
     if a.empty or b.empty:
         raise DataError(f"{task}: no {metric} rows in {la if a.empty else lb} "
@@ -689,7 +690,7 @@ def _outcome(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.DataFr
 
 
 def _outcome_metric(kind: str, metric: str, w: np.ndarray, h: pd.DataFrame) -> np.ndarray:
-    if kind == "survival":
+    if kind == TaskKind.SURVIVAL:
         return weighted_c_index(w, h["time"].to_numpy(), h["risk"].to_numpy(), h["event"].to_numpy())
     classes = [c[2:] for c in h.columns if c.startswith("p_")]
     codes = pd.Index(classes).get_indexer(h["y_true"].astype(str))

@@ -30,20 +30,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from histoviz.task_kinds import TaskKind
+
 __all__ = ["SETTING_METRICS", "paired_difference", "pathgen_report", "pathgen_settings", "synthesis_quality"]
 
 #: (label, task kind, metric, target(s)) rows of the settings table; survival intervals are in the
 #: data's time unit (target ``time``) or, with ``evaluation.conformal.survival: risk_bins``, on
 #: the risk scale (``risk``)
 SETTING_METRICS = (
-    ("grade AUC (macro)", "classification", "auc_macro", "all"),
-    ("c-index (Harrell)", "survival", "c_index", "risk"),
-    ("grade coverage", "classification", "coverage", "all"),
-    ("grade set size", "classification", "set_size", "all"),
-    ("grade uncertainty", "classification", "uncertainty", "all"),
-    ("survival coverage", "survival", "coverage", ("time", "risk")),
-    ("survival interval width", "survival", "interval_width", ("time", "risk")),
-    ("survival uncertainty", "survival", "uncertainty", ("time", "risk")),
+    ("grade AUC (macro)", TaskKind.CLASSIFICATION, "auc_macro", "all"),
+    ("c-index (Harrell)", TaskKind.SURVIVAL, "c_index", "risk"),
+    ("grade coverage", TaskKind.CLASSIFICATION, "coverage", "all"),
+    ("grade set size", TaskKind.CLASSIFICATION, "set_size", "all"),
+    ("grade uncertainty", TaskKind.CLASSIFICATION, "uncertainty", "all"),
+    ("survival coverage", TaskKind.SURVIVAL, "coverage", ("time", "risk")),
+    ("survival interval width", TaskKind.SURVIVAL, "interval_width", ("time", "risk")),
+    ("survival uncertainty", TaskKind.SURVIVAL, "uncertainty", ("time", "risk")),
 )
 
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import pandas as pd
 
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
+
 __all__ = ["confusion_pooled", "km_by_risk", "outcome_blocks", "outcome_report"]
 
 
 def outcome_blocks(run: Any) -> dict[str, str]:
     """``block -> kind`` of a run's classification and survival blocks."""
-    return {b: k for b, k in run.blocks.items() if k in ("classification", "survival")}
+    return {b: k for b, k in run.blocks.items() if k in OUTCOME_KINDS}
 
 
 def confusion_pooled(heldout: pd.DataFrame) -> pd.DataFrame:
@@ -72,7 +74,7 @@ def outcome_report(run_dirs: Sequence[str | os.PathLike], *, n_groups: int = 2) 
             h = run.heldout(b)
             if h is None or h.empty:
                 continue
-            if kind == "classification":
+            if kind == TaskKind.CLASSIFICATION:
                 cm = confusion_pooled(h)
                 lines.append(f"{run.name} / {b}: confusion matrix, held-out patients of {h['fold'].nunique()} folds "
                              f"pooled (rows true, columns predicted)")

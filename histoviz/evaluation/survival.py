@@ -6,6 +6,11 @@ Harrell's c-index is lifelines' ``concordance_index``; Uno's c-index (inverse pr
 censoring weights, for heavy censoring) is computed here, truncated at the largest training
 follow-up time as scikit-survival requires, and checked against scikit-survival's
 ``concordance_index_ipcw`` (with that ``tau``) in the tests.
+
+Discrete-time models (MCAT / PathGen, the ABMIL survival head, the Cox baseline on bins) predict
+the survival function ``S_k`` at the end of each time bin; :func:`survival_probability` reads it
+at any horizon in the training data's time unit, :func:`median_survival` where it crosses 0.5 and
+:func:`default_horizons` chooses horizons a clinician reads (1, 3, 5 years, or the bin ends).
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ __all__ = [
     "concordance_index",
     "km_curves",
     "km_risk_groups",
+    "default_horizons",
     "logrank",
+    "median_survival",
+    "percentile_of",
     "risk_groups",
+    "survival_probability",
     "uno_concordance_index",
     "uno_truncation",
 ]
@@ -291,8 +300,6 @@ def logrank(
     return out
 
 
-
-
 def km_risk_groups(
     time: np.ndarray,
     event: np.ndarray,
@@ -324,3 +331,145 @@ def km_risk_groups(
     curves = curves.sort_values(["group", "time"], key=lambda c: c.map(order) if c.name == "group" else c,
                                 kind="mergesort").reset_index(drop=True)
     return curves, logrank(df, "risk_group", unit=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# the survival function of a discrete-time model, in time units
+# ------------------------------------------------------------------------------------------------
+def _knots(surv: np.ndarray, edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Times ``0, e_1 .. e_{B-1}`` (the finite bin ends) and ``S`` there: ``1, S_0 .. S_{B-2}``."""
+    s = np.asarray(surv, np.float64)
+    e = np.asarray(edges, np.float64).reshape(-1)
+    if s.ndim == 0 or s.shape[-1] + 1 != len(e):
+        raise DataError(f"survival function with {s.shape[-1] if s.ndim else 0} bins needs "
+                        f"{(s.shape[-1] if s.ndim else 0) + 1} bin edges, got {len(e)}")
+    finite = e[np.isfinite(e) & (e < np.finfo(np.float64).max / 2)]
+    if len(e) < 2 or e[0] != 0 or np.any(np.diff(e) < 0):
+        raise DataError(f"bin edges must start at 0 and increase, got {e.tolist()}")
+    t = np.concatenate([[0.0], finite[1:]]) if finite[0] == 0 else np.concatenate([[0.0], finite])
+    t = t[: s.shape[-1]]  # the last bin is open: S_{B-1} is at infinity, not on the time axis
+    sv = np.concatenate([np.ones(s.shape[:-1] + (1,)), s[..., : len(t) - 1]], axis=-1)
+    return t, sv
+
+
+def survival_probability(surv: np.ndarray, edges: Sequence[float], horizons: Any) -> np.ndarray:
+    """``P(T > t)`` at horizons ``t`` from a discrete-time survival function.
+
+    The model gives ``S_k``, the probability of surviving past the end of bin ``k``
+    (``edges[k + 1]``). Between bin ends the survival function is interpolated linearly (constant
+    event density within a bin, as pycox's ``interpolate``), from ``S(0) = 1``. At a bin end the
+    value is the model's own ``S_k``. Beyond the last finite bin end (the last bin is open) the
+    model says nothing: NaN.
+
+    Parameters
+    ----------
+    surv
+        ``(..., B)`` survival at the end of each of ``B`` bins (non-increasing along the last axis).
+    edges
+        ``(B + 1,)`` bin edges in the training data's time unit (``edges[0] = 0``, the last one
+        ``inf`` or a huge number).
+    horizons
+        A time or an array of times (same unit, >= 0).
+
+    Returns
+    -------
+    ``(..., H)`` probabilities (``(...,)`` for a scalar horizon).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> edges = [0, 12, 36, 60, np.inf]
+    >>> survival_probability(np.array([0.9, 0.6, 0.4, 0.3]), edges, [12, 24, 60, 80]).round(3).tolist()
+    [0.9, 0.75, 0.4, nan]
+    """
+    t, sv = _knots(surv, edges)
+    h = np.asarray(horizons, np.float64)
+    if np.any(~np.isfinite(h)) or np.any(h < 0):
+        raise DataError(f"survival horizons must be finite times >= 0, got {np.atleast_1d(h).tolist()}")
+    flat = np.atleast_1d(h).reshape(-1)
+    j = np.clip(np.searchsorted(t, flat, side="right") - 1, 0, len(t) - 1)
+    nxt = np.minimum(j + 1, len(t) - 1)
+    span = t[nxt] - t[j]
+    frac = np.where(span > 0, (flat - t[j]) / np.where(span > 0, span, 1.0), 0.0)
+    out = sv[..., j] + (sv[..., nxt] - sv[..., j]) * frac
+    out = np.where(flat > t[-1], np.nan, out)
+    return out.reshape(sv.shape[:-1] + h.shape)
+
+
+def median_survival(surv: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Predicted median survival time: where :func:`survival_probability` first reaches 0.5.
+
+    NaN where the survival function stays above 0.5 up to the last finite bin end (the median
+    is then later than that, and not defined by the model).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(median_survival(np.array([0.9, 0.6, 0.4, 0.3]), [0, 12, 36, 60, np.inf]))
+    48.0
+    """
+    t, sv = _knots(surv, edges)
+    below = sv <= 0.5
+    first = np.argmax(below, axis=-1)
+    ok = below.any(axis=-1) & (first > 0)
+    k = np.maximum(first, 1)
+    s0 = np.take_along_axis(sv, (k - 1)[..., None], -1)[..., 0]
+    s1 = np.take_along_axis(sv, k[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(s0 > s1, (s0 - 0.5) / (s0 - s1), 0.0)
+    out = t[k - 1] + frac * (t[k] - t[k - 1])
+    return np.where(ok, out, np.nan)
+
+
+_PER_YEAR = {"day": 365.25, "days": 365.25, "week": 52.1775, "weeks": 52.1775, "month": 12.0,
+             "months": 12.0, "year": 1.0, "years": 1.0}
+
+
+def default_horizons(edges: Sequence[float], time_unit: str = "months") -> tuple[np.ndarray, list[str]]:
+    """Horizons to read a survival function at, and their labels.
+
+    1, 3 and 5 years (or 1, 2, 3 / 5, 10 years: those inside the model's range) when the time
+    unit converts to years and at least two of them lie within the last finite bin end; else the
+    finite bin ends themselves.
+
+    Returns
+    -------
+    ``(times in the training unit, labels)``, e.g. ``([12, 36, 60], ["1 year", "3 years", "5 years"])``.
+    """
+    e = np.asarray(edges, np.float64)
+    finite = e[np.isfinite(e) & (e > 0) & (e < np.finfo(np.float64).max / 2)]
+    if not finite.size:
+        return np.array([]), []
+    last = float(finite.max())
+    per_year = _PER_YEAR.get(str(time_unit).strip().lower())
+    if per_year is not None:
+        for years in ((1, 3, 5), (1, 2, 3), (5, 10), (1, 2), (0.5, 1)):
+            t = np.array([y * per_year for y in years], np.float64)
+            if (t <= last + 1e-9).sum() >= 2:
+                keep = [y for y, v in zip(years, t) if v <= last + 1e-9]
+                times = np.array([y * per_year for y in keep], np.float64)
+                labels = [f"{y:g} year" + ("" if y == 1 else "s") for y in keep]
+                return times, labels
+    return finite, [f"{v:.3g} {time_unit}" for v in finite]
+
+
+def percentile_of(values: Any, reference: Any) -> np.ndarray:
+    """Mid-rank percentile (0-100) of each value among ``reference`` (NaNs ignored).
+
+    ``reference`` may be a sample (e.g. a cohort's held-out risks) or an evenly spaced quantile
+    grid of one; a value equal to reference points counts half of them.
+
+    Examples
+    --------
+    >>> percentile_of([1.0, 2.5, 10.0], [1.0, 2.0, 3.0, 4.0]).tolist()
+    [12.5, 50.0, 100.0]
+    """
+    ref = np.sort(np.asarray(reference, np.float64).reshape(-1))
+    ref = ref[np.isfinite(ref)]
+    v = np.asarray(values, np.float64)
+    if not ref.size:
+        return np.full(v.shape, np.nan)
+    lo = np.searchsorted(ref, v, side="left")
+    hi = np.searchsorted(ref, v, side="right")
+    out = 100.0 * (lo + hi) / (2.0 * ref.size)
+    return np.where(np.isfinite(v), out, np.nan)

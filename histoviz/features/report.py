@@ -105,8 +105,10 @@ class ProgressLine:
     redrawn in place at most 4 times a second; otherwise a line is printed every 30 s.
     """
 
-    def __init__(self, n_slides: int, stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(self, n_slides: int, stream: TextIO | None = None, enabled: bool = True,
+                 label: str = "embed") -> None:
         self.n = n_slides
+        self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -150,7 +152,7 @@ class ProgressLine:
         if running:
             shown = ", ".join(running[:4]) + (f" +{len(running) - 4}" if len(running) > 4 else "")
             parts.append(f"running {shown}")
-        return "embed: " + " | ".join(parts)
+        return f"{self.label}: " + " | ".join(parts)
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:

@@ -12,7 +12,11 @@ One observation per patch:
   (DataFrame, one column per gene group), ``obsm["pred_<modality>"]``, ...;
   :func:`undeclared_keys` lists what a file holds that no output declares;
 - ``uns["histoviz"]`` = {slide_id, slide_path, slide_dimensions, mpp, tile_size,
-  tile_size_level0, model, encoder, config, version}.
+  tile_size_level0, model, encoder, config, version};
+- ``uns["spatial"][slide_id]`` (:func:`add_slide_image`): the slide's thumbnail as Space Ranger
+  imports carry it (``images/hires``, ``images/lowres``, ``scalefactors`` with
+  ``tissue_hires_scalef``, ``tissue_lowres_scalef`` and ``spot_diameter_fullres`` = the patch
+  side in level-0 px), so ``scanpy.pl.spatial`` and squidpy draw any map over the tissue.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAME_KEYS",
+    "add_slide_image",
     "undeclared_keys",
     "make_prediction_adata",
     "read_predictions",
@@ -115,6 +120,41 @@ def make_prediction_adata(
         info[k] = json.dumps(v) if isinstance(v, dict) else v
     a.uns["histoviz"] = info
     return a
+
+
+def add_slide_image(adata: ad.AnnData, reader: Any, *, hires: int = 2000, lowres: int = 600) -> ad.AnnData:
+    """Put the slide's thumbnail into ``uns["spatial"][slide_id]`` as Space Ranger imports do.
+
+    ``obsm["spatial"]`` (level-0 patch centres) times ``tissue_hires_scalef`` lands on the
+    ``hires`` image; ``spot_diameter_fullres`` is the patch side in level-0 pixels.
+
+    Parameters
+    ----------
+    adata
+        A prediction AnnData of the slide ``reader`` reads.
+    reader
+        The open :class:`~histoviz.io.slide.SlideReader`.
+    hires, lowres
+        Longest side of the two images (Space Ranger: 2000 and 600; 0 leaves ``uns["spatial"]`` out).
+
+    Returns
+    -------
+    ``adata`` (changed in place).
+    """
+    if hires <= 0:
+        return adata
+    sid = str(adata.uns.get("histoviz", {}).get("slide_id") or reader.slide_id)
+    width = float(reader.dimensions[0])
+    hi = np.ascontiguousarray(reader.get_thumbnail(hires)[..., :3], dtype=np.uint8)
+    lo = np.ascontiguousarray(reader.get_thumbnail(lowres)[..., :3], dtype=np.uint8)
+    tile = float(adata.uns.get("histoviz", {}).get("tile_size_level0") or 1.0)
+    adata.uns["spatial"] = {sid: {
+        "images": {"hires": hi, "lowres": lo},
+        "scalefactors": {"tissue_hires_scalef": hi.shape[1] / width, "tissue_lowres_scalef": lo.shape[1] / width,
+                         "spot_diameter_fullres": tile},
+        "metadata": {"source": "histoviz slide thumbnail", "slide_path": str(reader.path or "")},
+    }}
+    return adata
 
 
 def validate_predictions(adata: ad.AnnData, *, source: str = "<predictions>") -> ad.AnnData:

@@ -50,6 +50,7 @@ import pandas as pd
 
 from histoviz._atomic import atomic_path, atomic_write_text
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 
 __all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "concat_pieces", "fingerprint", "is_run_dir"]
 
@@ -339,7 +340,7 @@ class RunDir:
                 omics = list((cfg.get("data") or {}).get("omics") or {})
                 self._info = {"format": 1, "name": cfg.get("name", self.path.name),
                               "model": (cfg.get("model") or {}).get("name"),
-                              "blocks": {m: "regression" for m in omics}}
+                              "blocks": {m: TaskKind.REGRESSION for m in omics}}
         return self._info
 
     @property
@@ -396,7 +397,7 @@ class RunDir:
     def heldout(self, block: str) -> pd.DataFrame | None:
         """Held-out predictions of one block (``None`` when the run has none)."""
         h = self._parquet(f"heldout/{block}.parquet")
-        if h is None and self.blocks.get(block, "regression") == "regression":
+        if h is None and self.blocks.get(block, TaskKind.REGRESSION) == TaskKind.REGRESSION:
             p = self._parquet("predictions.parquet")
             if p is not None:
                 col = "task" if "task" in p.columns else "modality"
@@ -500,7 +501,7 @@ def _legacy_metrics(m: pd.DataFrame, pm: pd.DataFrame | None) -> pd.DataFrame:
                 d["metric"], d["value"], d["axis"], d["subset"] = metric, p[metric].to_numpy(), "per-patient", "all"
                 rows.append(d)
     out = pd.concat(rows, ignore_index=True)
-    out["kind"] = "regression"
+    out["kind"] = TaskKind.REGRESSION.value
     return out
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "ModelInfo",
@@ -85,7 +86,7 @@ class PatchMaps:
     @property
     def expression(self) -> dict[str, np.ndarray]:
         """Per-patch predictions of the regression blocks."""
-        return {k: v for k, v in self.patch.items() if self.kinds.get(k, "regression") == "regression"}
+        return {k: v for k, v in self.patch.items() if self.kinds.get(k, TaskKind.REGRESSION) == TaskKind.REGRESSION}
 
     @property
     def attention(self) -> np.ndarray | None:
@@ -107,7 +108,7 @@ def predicted_block(blk: Any, names: Sequence[str] | None) -> Any:
     DataError
         A name that is not a target of the block.
     """
-    if getattr(blk, "kind", "") != "regression" or names is None or list(names) == list(blk.targets):
+    if getattr(blk, "kind", None) != TaskKind.REGRESSION or names is None or list(names) == list(blk.targets):
         return blk
     from histoviz.data.omics import OutputTransform, TargetBlock
 
@@ -164,7 +165,7 @@ class SlideModel:
     #: registry name, set by :func:`create_model`
     name: str = ""
     #: task kinds this model serves (:data:`histoviz.tasks.TASK_KINDS`)
-    tasks: tuple[str, ...] = ("regression",)
+    tasks: tuple[TaskKind, ...] = (TaskKind.REGRESSION,)
     #: regression modalities this model can predict (``None``: any)
     supported_modalities: tuple[str, ...] | None = None
     #: regression blocks read as inputs at prediction time (see the module docstring)
@@ -229,7 +230,7 @@ class SlideModel:
                 raise DataError(f"{mod}: {len(blk)} target rows for {len(bags)} bags")
             if not blk.present.any():
                 raise DataError(f"{mod}: no training patient has this target")
-            if kind == "regression" and self.supported_modalities is not None and mod not in self.supported_modalities:
+            if kind == TaskKind.REGRESSION and self.supported_modalities is not None and mod not in self.supported_modalities:
                 raise DataError(
                     f"{type(self).__name__} predicts {list(self.supported_modalities)}, not {mod!r}"
                 )
@@ -265,7 +266,7 @@ class SlideModel:
         with self._compute_context([bag]):
             pm = self._predict_patches(np.asarray(bag, dtype=np.float32), **kw)
         for m in pm.patch:
-            pm.kinds.setdefault(m, self.kinds_.get(m, "regression"))
+            pm.kinds.setdefault(m, self.kinds_.get(m, TaskKind.REGRESSION))
             pm.targets.setdefault(m, list(self.targets_.get(m, [])))
         return pm
 
@@ -324,7 +325,7 @@ class SlideModel:
         self.embed_dim_ = int(meta["embed_dim"])
         self.modalities_ = list(meta["modalities"])
         self.targets_ = {k: list(v) for k, v in meta["targets"].items()}
-        self.kinds_ = {k: str(v) for k, v in (meta.get("kinds") or {m: "regression" for m in self.modalities_}).items()}
+        self.kinds_ = {k: TaskKind.parse(v) for k, v in (meta.get("kinds") or {m: TaskKind.REGRESSION for m in self.modalities_}).items()}
         self._load_state(meta, arrays)
         return self
 
@@ -374,7 +375,7 @@ class ModelInfo:
     @property
     def tasks(self) -> tuple[str, ...]:
         """Task kinds the model serves (a variant's ``tasks=`` default, else the class's)."""
-        return tuple(self.defaults.get("tasks", getattr(self.cls, "tasks", ("regression",))))
+        return tuple(self.defaults.get("tasks", getattr(self.cls, "tasks", (TaskKind.REGRESSION,))))
 
 
 _MODELS: dict[str, ModelInfo] = {}

@@ -39,6 +39,7 @@ from typing import Any
 from histoviz.data.omics import OmicsSpec
 from histoviz.data.outcomes import OutcomeSpec
 from histoviz.errors import ConfigError
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "DataConfig",
@@ -400,9 +401,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
             if p[k] not in d.omics:
                 raise ConfigError(f"data.pathway_from_predictions.{k}: {p[k]!r} is not in data.omics")
     info = model_info(cfg.model.name)
-    wanted = {m: "regression" for m in d.omics} | {n: o.kind for n, o in d.outcomes.items()}
+    wanted = {m: TaskKind.REGRESSION for m in d.omics} | {n: o.kind for n, o in d.outcomes.items()}
     if d.spots is not None:
-        wanted = {"gene": "regression"}
+        wanted = {"gene": TaskKind.REGRESSION}
     used = list(d.targets) if d.targets is not None else list(wanted)
     unserved = sorted({wanted[m] for m in used} - set(info.tasks))
     if unserved and not set(wanted[m] for m in used) & set(info.tasks):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
@@ -67,7 +68,7 @@ class ExperimentData:
 
     def kind(self, name: str) -> str:
         """Task kind of block ``name``."""
-        return self.outcomes[name].kind if name in self.outcomes else "regression"
+        return self.outcomes[name].kind if name in self.outcomes else TaskKind.REGRESSION
 
     def summary(self) -> str:
         """Human-readable description."""

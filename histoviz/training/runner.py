@@ -45,6 +45,7 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.io.lazybags import take
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
@@ -123,7 +124,7 @@ def fit_pipeline(
             blk = data.outcomes[m]
             if not blk.present[train_idx].any():
                 raise DataError(f"{m}: no training patient in this fold has this outcome")
-            if blk.kind == "classification":
+            if blk.kind == TaskKind.CLASSIFICATION:
                 preps[m] = GradeEncoder(blk.classes)
             else:
                 preps[m] = SurvivalBins(cfg.data.outcomes[m].n_bins, blk.time_unit).fit(blk.subset(train_idx))
@@ -282,7 +283,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
         blk = blk_all if extra is not None and b == extra[0] else blk_all.subset(test_idx)
         task = get_task(blk)
         train_vals = None
-        if task.kind == "regression":
+        if task.kind == TaskKind.REGRESSION:
             src = data.omics[b] if b in data.omics.modalities else None
             if src is not None and prep is not None:
                 cols = pd.Index(src.targets).get_indexer(blk.targets)
@@ -305,7 +306,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
                     }))
         else:
             m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, patients=pids,
-                             train=blocks[b].subset(rest) if task.kind == "survival" else None)
+                             train=blocks[b].subset(rest) if task.kind == TaskKind.SURVIVAL else None)
         h = task.heldout(blk, p, patients=pids, slide_ids=sids)
         if b in conf:
             entry = conf[b]
@@ -332,7 +333,7 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
             m.insert(0, "task", b)
             mrows.append(m)
         h.insert(0, "fold", int(key))
-        if task.kind == "regression":
+        if task.kind == TaskKind.REGRESSION:
             h.insert(1, "task", b)
         held[b] = h
     if mrows:
@@ -349,29 +350,11 @@ def _features_meta(data: ExperimentData) -> dict[str, Any]:
     return {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in data.features.items()}
 
 
-def _check_sizes(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray) -> None:
-    from histoviz.evaluation.conformal import min_calibration_size
+def _check_sizes(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray | list[np.ndarray]) -> None:
+    """Fold and calibration sizes on the loaded patients (survival counts patients with an event)."""
+    from histoviz.training.preflight import calibratable_of, check_fold_sizes
 
-    n_folds = int(folds.max()) + 1
-    if n_folds < 2:
-        raise DataError("cross-validation needs at least 2 folds (cohort 'fold' column has one value)")
-    smallest = int(np.bincount(folds).min())
-    if smallest < cfg.evaluation.min_n:
-        raise DataError(
-            f"{len(data.patients)} patients in {n_folds} folds leave {smallest} held-out patient(s) in a fold; "
-            f"metrics need >= {cfg.evaluation.min_n} (evaluation.min_n): use fewer folds or more patients"
-        )
-    frac = cfg.evaluation.calibration_fraction
-    if frac > 0:
-        need = min_calibration_size(cfg.evaluation.conformal.alpha)
-        n_train = len(data.patients) - int(np.bincount(folds).max())
-        n_cal = int(round(frac * n_train))
-        if n_cal < need:
-            raise DataError(
-                f"{cfg.data.cohort}: a calibration split of {frac:g} x {n_train} training patients is {n_cal} "
-                f"patient(s); alpha={cfg.evaluation.conformal.alpha:g} needs at least {need} (raise "
-                "evaluation.calibration_fraction, use fewer folds or more patients, or a larger alpha)"
-            )
+    check_fold_sizes(cfg, len(data.patients), folds, calibratable_of(cfg, data, _served(cfg, data)))
 
 
 def run_experiment(
@@ -412,11 +395,13 @@ def run_experiment(
     t0 = time.perf_counter()
     out = Path(out_dir)
     if data is None:
+        from histoviz.training.preflight import preflight
+
+        preflight(cfg)  # config vs data, before any embedding or loading
         data = load_experiment_data(cfg, progress=progress)
     log.info("%s", data.summary())
     given = data.cohort_folds if cfg.evaluation.use_cohort_folds else None
     folds = patient_folds(len(data.patients), cfg.evaluation.n_folds, cfg.seed, given=given)
-    _check_sizes(cfg, data, folds)
     _served(cfg, data)
     n_folds = int(folds.max()) + 1
     repeats = int(cfg.evaluation.repeats)
@@ -425,6 +410,7 @@ def run_experiment(
                           "(the cohort table fixes one fold per patient)")
     # repeat r re-draws the patient folds with its own seed; fold ids run on across repeats
     all_folds = [folds] + [patient_folds(len(data.patients), n_folds, cfg.seed + 7907 * r) for r in range(1, repeats)]
+    _check_sizes(cfg, data, all_folds)
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": repeats,
                         "features": _features_meta(data)}

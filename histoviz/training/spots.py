@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
+from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.data.spatial import GeneSets, SpotSample
@@ -430,7 +431,7 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
             preds = _labelled_predictions(model, label, spot_inputs(model, data, int(i), enc), ks)
             for lab, p in preds.items():
                 m = spot_metrics(y_true, p, prep.targets, sets, min_n=ev.min_n)
-                m.insert(0, "kind", "regression")
+                m.insert(0, "kind", TaskKind.REGRESSION.value)
                 m.insert(0, "task", "gene")
                 m.insert(0, "fold", int(i))
                 m.insert(0, "model", lab)
@@ -569,7 +570,7 @@ def run_spot_experiment(
         labels = list(dict.fromkeys(lab for i in infos for lab in i.get("labels", [])))
         main_labels = list(dict.fromkeys(lab for i in infos for lab in i.get("main_labels", [])))
         w.publish({"name": cfg.name, "model": cfg.model.name, "level": "spot", "n_folds": len(folds),
-                   "n_samples": len(data.samples), "blocks": {"gene": "regression"}, "labels": labels,
+                   "n_samples": len(data.samples), "blocks": {"gene": TaskKind.REGRESSION}, "labels": labels,
                    "main_labels": main_labels, "seconds": result.seconds})
     result.out_dir = out
     log.info("%s: %d folds in %.1f s -> %s", cfg.name, len(folds), result.seconds, out)

@@ -84,7 +84,7 @@ def survival_split_check(
     """
     from histoviz.data.outcomes import SurvivalBins, SurvivalBlock
     from histoviz.models import create_model
-    from histoviz.tasks import ConformalSettings, get_task
+    from histoviz.tasks import ConformalSettings, TaskKind, get_task
 
     t = np.asarray(time, np.float64)
     e = np.asarray(event, np.int64)
@@ -95,7 +95,7 @@ def survival_split_check(
     if n - n_tr - n_cal < 5:
         raise DataError(f"survival check: {n} patients leave {n - n_tr - n_cal} for testing")
     cs = ConformalSettings(alpha=alpha)
-    task = get_task("survival")
+    task = get_task(TaskKind.SURVIVAL)
     full = SurvivalBlock("survival", t, e, np.ones(n, bool), time_unit=time_unit)
     g_all = None if groups is None else np.asarray(groups, dtype=object)
     rows: list[dict[str, Any]] = []

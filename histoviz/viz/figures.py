@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from histoviz.task_kinds import TaskKind
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -279,7 +281,7 @@ def paired_figure(pc: Any) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    if pc.kind == "regression" and len(pc.per_target):
+    if pc.kind == TaskKind.REGRESSION and len(pc.per_target):
         d = pc.per_target["difference"].to_numpy(float)
         fig.add_trace(go.Histogram(x=d[np.isfinite(d)], nbinsx=min(60, max(10, len(d) // 4)),
                                    marker_color="rgb(120,120,160)", name="targets",
@@ -298,7 +300,7 @@ def paired_figure(pc: Any) -> go.Figure:
     fig.add_vline(x=0, line_color="#444", line_dash="dot")
     fig.update_layout(xaxis_title=f"{pc.metric}: {pc.run_a} − {pc.run_b}", yaxis_title=ytitle, showlegend=False,
                       height=260, margin=_MARGIN)
-    if pc.kind != "regression":
+    if pc.kind != TaskKind.REGRESSION:
         fig.update_yaxes(visible=False)
     return fig
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 
 __all__ = [
     "RESULTS_ROOT_ENV",
@@ -281,7 +282,7 @@ def load_run(path: str | os.PathLike, *, label: str | None = None) -> RunData:
         if c in m.columns:
             m[c] = m[c].astype(str)
     m["run"] = lab
-    blocks = r.blocks or dict(zip(m["task"], m.get("kind", pd.Series("regression", index=m.index))))
+    blocks = r.blocks or dict(zip(m["task"], m.get("kind", pd.Series(TaskKind.REGRESSION.value, index=m.index))))
     return RunData(lab, r.path, r.name, {str(k): str(v) for k, v in blocks.items()}, m, r.config,
                    r.json("conformal.json"), dict(r.info))
 
@@ -337,7 +338,7 @@ def per_target_scores(runs: Sequence[RunData], metric: str = "pearson") -> pd.Da
         m = r.metrics
         sel = m[(m["metric"] == metric) & (m["axis"] == "per-target") & (m["subset"] == "all")]
         if "kind" in sel.columns:
-            sel = sel[sel["kind"] == "regression"]
+            sel = sel[sel["kind"] == TaskKind.REGRESSION]
         if sel.empty:
             continue
         g = sel.groupby(["task", "target"], sort=False, observed=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from histoviz.errors import DataError
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.maps import PredictionMaps, _as_maps
 
 if TYPE_CHECKING:
@@ -174,10 +175,10 @@ def _str_list(v: Any) -> list[str]:
 
 
 def _slide_line(block: str, sp: Mapping[str, Any]) -> str:
-    kind = str(sp.get("kind", "regression"))
+    kind = str(sp.get("kind", TaskKind.REGRESSION))
     alpha = sp.get("alpha")
     cov = f" (alpha {float(alpha):g}: covers the truth {1 - float(alpha):.0%} of the time)" if alpha is not None else ""
-    if kind == "classification":
+    if kind == TaskKind.CLASSIFICATION:
         targets = _str_list(sp.get("targets"))
         values = np.asarray(sp.get("values", []), dtype=np.float64).reshape(-1)
         pred = str(sp.get("predicted"))
@@ -186,7 +187,7 @@ def _slide_line(block: str, sp: Mapping[str, Any]) -> str:
         if "set" in sp:
             line += f"; conformal set {{{', '.join(_str_list(sp['set']))}}}{cov}"
         return line
-    if kind == "survival":
+    if kind == TaskKind.SURVIVAL:
         line = f"{block}: risk {float(sp['risk']):.3f} (-sum S over {len(_str_list(sp.get('targets')))} time bins)"
         if "lo" in sp and "hi" in sp:
             line += f"; conformal interval [{float(sp['lo']):.3f}, {float(sp['hi']):.3f}]{cov}"
@@ -211,7 +212,7 @@ def slide_predictions(adata: ad.AnnData | PredictionMaps) -> list[dict[str, Any]
     for block, sp in sp_all.items():
         if not isinstance(sp, Mapping):
             continue
-        row: dict[str, Any] = {"block": str(block), "kind": str(sp.get("kind", "regression")),
+        row: dict[str, Any] = {"block": str(block), "kind": str(sp.get("kind", TaskKind.REGRESSION)),
                                "line": _slide_line(str(block), sp)}
         for k in ("predicted", "risk", "lo", "hi", "alpha", "uncertainty"):
             if k in sp:

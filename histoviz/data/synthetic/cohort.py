@@ -92,6 +92,13 @@ class SyntheticConfig:
         groups then carry outcome signal that morphology shows only partly (through cell
         composition); ``h`` is in ``truth/patients.csv``. Default 0: outcomes and counts are
         exactly those of a cohort without the option.
+    index_offset
+        Patients and slides are numbered from ``index_offset + 1`` (``P067``, ``S067`` for 66), and
+        every per-patient and per-slide random draw (layout, tumour fraction, outcome, counts)
+        comes from streams no cohort with ``index_offset = 0`` uses, while the genes, cell-type
+        prototypes, reference and tissue colours (drawn from ``seed`` alone) stay the same. A
+        cohort made with ``index_offset = n_slides`` of another of the same seed is new
+        patients of the same world: none of its ids, layouts or draws is the other's. Default 0.
     focal_share, hidden_visibility, composition_signal, reference_mismatch, spot_interface
         Mechanism knobs that switch each paper's mechanism on and off
         (:mod:`histoviz.data.synthetic.mechanisms` describes them); at their defaults the
@@ -129,6 +136,7 @@ class SyntheticConfig:
     composition_signal: float = 1.0
     reference_mismatch: float = 0.0
     spot_interface: float = 0.0
+    index_offset: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -152,6 +160,7 @@ class SyntheticConfig:
             "pen_marks": 0,
             "debris": 0,
             "bubbles": 0,
+            "index_offset": 0,
         }
         for name, lo in ints.items():
             val = getattr(self, name)

@@ -77,26 +77,32 @@ _BASE_HAZARD = 1.0 / 120.0  # per month at the lowest tumour fraction and grade 
 # ----------------------------------------------------------------------------------------------
 # cohort-level tables
 # ----------------------------------------------------------------------------------------------
+def _offset(cfg: SyntheticConfig) -> tuple[int, ...]:
+    """Extra stream index of the cohort-wide per-patient draws (none without ``index_offset``)."""
+    return (cfg.index_offset,) if cfg.index_offset else ()
+
+
 def _plan(cfg: SyntheticConfig) -> tuple[list[_SlidePlan], list[str], dict[str, list[int]]]:
-    rng = _rng(cfg.seed, "plan")
+    rng = _rng(cfg.seed, "plan", *_offset(cfg))
     n_p = cfg.n_patients
-    pids = [f"P{i + 1:03d}" for i in range(n_p)]
+    off = cfg.index_offset
+    pids = [f"P{off + i + 1:03d}" for i in range(n_p)]
     two = set(rng.choice(n_p, size=cfg.n_multi_slide_patients, replace=False).tolist())
     lo, hi = cfg.tumour_fraction_range
     tlo, thi = cfg.tissue_fraction_range
     plans: list[_SlidePlan] = []
     by_patient: dict[str, list[int]] = {}
     for p, pid in enumerate(pids):
-        prng = _rng(cfg.seed, "patient", p)
+        prng = _rng(cfg.seed, "patient", off + p)
         tf = float(prng.uniform(lo, hi))
         bias = np.array([0.3, -0.2, 0.0, -0.8 + 1.2 * tf]) + prng.normal(0, 0.8, 4)
         for _ in range(2 if p in two else 1):
             i = len(plans)
-            srng = _rng(cfg.seed, "slide-plan", i)
+            srng = _rng(cfg.seed, "slide-plan", off + i)
             plans.append(
                 _SlidePlan(
-                    index=i,
-                    slide_id=f"S{i + 1:03d}",
+                    index=off + i,
+                    slide_id=f"S{off + i + 1:03d}",
                     patient_id=pid,
                     tissue_fraction=float(srng.uniform(tlo, thi)),
                     tumour_fraction=float(np.clip(tf + srng.normal(0, 0.03), 0.0, 0.95)),
@@ -117,7 +123,7 @@ def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray,
               hidden: np.ndarray | None = None, focal: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Grade and censored survival from the measured tumour fraction (and the hidden factor), or
     from the focal latent when ``focal_share`` is on."""
-    rng = _rng(cfg.seed, "outcomes")
+    rng = _rng(cfg.seed, "outcomes", *_offset(cfg))
     lo, hi = cfg.tumour_fraction_range
     x = (tumour_fraction - lo) / max(hi - lo, 1e-6) if focal is None else np.asarray(focal, np.float64)
     h = np.zeros_like(x) if hidden is None else cfg.hidden_factor * np.asarray(hidden, np.float64)
@@ -165,7 +171,7 @@ def _gene_groups_and_hidden(
     groups = synthetic_gene_groups(genes.names, _rng(cfg.seed, "gene-groups"))
     if cfg.hidden_factor <= 0:
         return groups, None, None
-    hrng = _rng(cfg.seed, "hidden")
+    hrng = _rng(cfg.seed, "hidden", *_offset(cfg))
     hidden = hrng.standard_normal(n_p)
     log_mult = np.zeros((n_p, len(genes.names)))
     pos = {g: j for j, g in enumerate(genes.names)}
@@ -353,7 +359,8 @@ def make_synthetic_cohort(
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
         existing = _read_manifest(root)
-        old = existing.get("config", {})
+        # a setting added after that cohort was made reads as its default (defaults reproduce it)
+        old = {**SyntheticConfig().to_dict(), **existing.get("config", {})}
         new = cfg.to_dict()
         if existing.get("format_version") != FORMAT_VERSION or old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -427,7 +434,7 @@ def make_synthetic_cohort(
     outcomes = _outcomes(cfg, tumour_fraction, hidden, latents.get("focal"))
 
     # --- bulk RNA -------------------------------------------------------------------------------
-    brng = _rng(cfg.seed, "bulk")
+    brng = _rng(cfg.seed, "bulk", *_offset(cfg))
     mu_true = bulk_mean(cfg, cells, genes.prototypes, genes.signal, latents.get("psi"))
     if mu_true is None:
         mu_true = cells @ genes.prototypes
@@ -465,7 +472,7 @@ def make_synthetic_cohort(
     n_missing = int(round(cfg.missing_fraction * n_p))
     n_missing = min(n_missing, n_p - 1)
     for mod, (vals, var_cols) in _derived_layers(cfg, genes, mu_true).items():
-        mrng = _rng(cfg.seed, "missing", MODALITIES.index(mod))
+        mrng = _rng(cfg.seed, "missing", MODALITIES.index(mod), *_offset(cfg))
         keep = np.ones(n_p, dtype=bool)
         if n_missing:
             keep[mrng.choice(n_p, size=n_missing, replace=False)] = False

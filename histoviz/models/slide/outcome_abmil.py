@@ -29,6 +29,7 @@ import numpy as np
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
 from histoviz.models.base import PatchMaps, register_model
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 
 __all__ = ["OutcomeABMIL", "bin_hazards"]
 
@@ -74,11 +75,11 @@ def _net(arch: Mapping[str, Any]) -> Any:
     return OutcomeNet()
 
 
-@register_model("abmil-grade", tasks=("classification",),
+@register_model("abmil-grade", tasks=(TaskKind.CLASSIFICATION,),
                 description="gated ABMIL grade classifier (cross-entropy)")
-@register_model("abmil-survival", tasks=("survival",),
+@register_model("abmil-survival", tasks=(TaskKind.SURVIVAL,),
                 description="gated ABMIL discrete-time survival (MCAT NLL, 4 bins), risk = -sum S")
-@register_model("abmil-grade-survival", tasks=("classification", "survival"),
+@register_model("abmil-grade-survival", tasks=OUTCOME_KINDS,
                 description="gated ABMIL joint grade + survival (0.7 / 0.3, PathGen's slide-only setting)")
 class OutcomeABMIL(TorchSlideModel):
     """Slide -> grade and / or survival with gated ABMIL.
@@ -102,7 +103,7 @@ class OutcomeABMIL(TorchSlideModel):
     def __init__(
         self,
         *,
-        tasks: tuple[str, ...] = ("classification", "survival"),
+        tasks: tuple[str, ...] = OUTCOME_KINDS,
         pooling: str = "abmil",
         embed_dim: int = 128,
         attn_dim: int = 64,
@@ -124,7 +125,7 @@ class OutcomeABMIL(TorchSlideModel):
         lr_schedule: str = "none",
     ) -> None:
         tasks = tuple(tasks)
-        bad = [t for t in tasks if t not in ("classification", "survival")]
+        bad = [t for t in tasks if t not in OUTCOME_KINDS]
         if bad or not tasks:
             raise ConfigError(f"tasks must be classification and/or survival, got {list(tasks)}")
         if pooling not in ("abmil", "mean"):
@@ -155,7 +156,7 @@ class OutcomeABMIL(TorchSlideModel):
     def _weight(self, kind: str) -> float:
         if len(self.kinds_) == 1:
             return 1.0
-        return float(self.grade_weight if kind == "classification" else self.survival_weight)
+        return float(self.grade_weight if kind == TaskKind.CLASSIFICATION else self.survival_weight)
 
     def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, Any], val: Any) -> None:
         import torch
@@ -166,15 +167,15 @@ class OutcomeABMIL(TorchSlideModel):
         seed_everything(self.seed)
         dev = self._device()
         for m, blk in targets.items():
-            if blk.kind == "survival" and (blk.edges is None or (blk.bins[blk.present] < 0).any()):
+            if blk.kind == TaskKind.SURVIVAL and (blk.edges is None or (blk.bins[blk.present] < 0).any()):
                 raise DataError(f"{m}: survival targets need time bins (fit SurvivalBins on the training patients)")
         self.feature_mean_, self.feature_std_ = feature_stats(bags)
         keys = {m: f"t{i}" for i, m in enumerate(targets)}
-        out_dims = {keys[m]: (len(b.classes) if b.kind == "classification" else b.n_bins) for m, b in targets.items()}
+        out_dims = {keys[m]: (len(b.classes) if b.kind == TaskKind.CLASSIFICATION else b.n_bins) for m, b in targets.items()}
         self.arch_ = {"in_dim": self.embed_dim_, "embed_dim": self.embed_dim, "attn_dim": self.attn_dim,
                       "hidden": self.hidden, "dropout": self.dropout, "pooling": self.pooling,
                       "out_dims": out_dims, "keys": keys}
-        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == "classification" else
+        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == TaskKind.CLASSIFICATION else
                              {"edges": [float(x) if np.isfinite(x) else None for x in b.edges], "n_bins": b.n_bins})
                          for m, b in targets.items()}
         net = _net(self.arch_)
@@ -183,7 +184,7 @@ class OutcomeABMIL(TorchSlideModel):
                 head = net.heads[keys[m]]
                 head.weight.zero_()
                 p = b.present
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     prior = np.bincount(b.codes[p], minlength=len(b.classes)) + 1.0
                     head.bias.copy_(torch.from_numpy(np.log(prior / prior.sum())).float())
                 else:
@@ -197,7 +198,7 @@ class OutcomeABMIL(TorchSlideModel):
             out = {}
             for m, b in blocks.items():
                 pres = torch.from_numpy(b.present).to(dev)
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     out[m] = (torch.from_numpy(np.maximum(b.codes, 0)).to(dev), pres)
                 else:
                     out[m] = (torch.from_numpy(np.maximum(b.bins, 0)).to(dev),
@@ -210,7 +211,7 @@ class OutcomeABMIL(TorchSlideModel):
             res = {}
             for m, b in targets.items():
                 lg = out[keys[m]]
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     codes, pres = yy[m]
                     res[m] = masked_cross_entropy(lg, codes[ti], pres[ti])
                 else:
@@ -264,7 +265,7 @@ class OutcomeABMIL(TorchSlideModel):
         out = {}
         for m, k in self.arch_["keys"].items():
             lg = logits[k]
-            if self.kinds_[m] == "classification":
+            if self.kinds_[m] == TaskKind.CLASSIFICATION:
                 out[m] = torch.softmax(lg, dim=-1).cpu().numpy().astype(np.float64)
             else:
                 out[m] = survival_from_hazard_logits(lg)[1].cpu().numpy().astype(np.float64)

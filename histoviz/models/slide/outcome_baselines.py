@@ -27,6 +27,7 @@ import numpy as np
 from histoviz.errors import ConfigError, DataError
 from histoviz.models.base import PatchMaps, SlideModel, register_model
 from histoviz.models.slide.baselines import _affine_projection, mean_pool
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 
 __all__ = ["PCAOutcomes"]
 
@@ -87,11 +88,11 @@ class _PooledOutcome(SlideModel):
                          targets=names, kinds=dict(self.kinds_))
 
 
-@register_model("pca-logistic", tasks=("classification",),
+@register_model("pca-logistic", tasks=(TaskKind.CLASSIFICATION,),
                 description="mean-pool + PCA + logistic regression (grade baseline)")
-@register_model("pca-cox", tasks=("survival",),
+@register_model("pca-cox", tasks=(TaskKind.SURVIVAL,),
                 description="mean-pool + PCA + penalised Cox (lifelines CoxPHFitter), survival baseline")
-@register_model("pca-outcomes", tasks=("classification", "survival"),
+@register_model("pca-outcomes", tasks=OUTCOME_KINDS,
                 description="PCA + logistic regression for grade and PCA + penalised Cox for survival")
 class PCAOutcomes(_PooledOutcome):
     """Mean-pooled features -> standardise -> PCA -> logistic regression (classification blocks)
@@ -118,7 +119,7 @@ class PCAOutcomes(_PooledOutcome):
     def __init__(
         self,
         *,
-        tasks: tuple[str, ...] = ("classification", "survival"),
+        tasks: tuple[str, ...] = OUTCOME_KINDS,
         n_components: int = 32,
         Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),  # noqa: N803
         cv: int = 3,
@@ -126,7 +127,7 @@ class PCAOutcomes(_PooledOutcome):
         penalizer: float = 0.1,
     ) -> None:
         tasks = tuple(tasks)
-        if not tasks or any(t not in ("classification", "survival") for t in tasks):
+        if not tasks or any(t not in OUTCOME_KINDS for t in tasks):
             raise ConfigError(f"tasks must be classification and/or survival, got {list(tasks)}")
         if n_components < 1 or cox_components < 1:
             raise ConfigError("n_components and cox_components must be >= 1")
@@ -141,7 +142,7 @@ class PCAOutcomes(_PooledOutcome):
         x, targets = _merge_val(bags, targets, val)
         self.maps_, self.outcome_, self.fit_info_ = {}, {}, {}
         for m, b in targets.items():
-            if b.kind == "classification":
+            if b.kind == TaskKind.CLASSIFICATION:
                 self._fit_logistic(m, b, x)
             else:
                 self._fit_cox(m, b, x)

@@ -72,6 +72,7 @@ from histoviz.models.slide._pathgen_parts import (
     randn_per_slide,
     slide_seed,
 )
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 
 __all__ = ["SETTINGS", "PathGen"]
 
@@ -114,7 +115,7 @@ class PathGen(TorchSlideModel):
         settings (batch size and patch subsampling apply to both stages).
     """
 
-    tasks = ("regression", "classification", "survival")
+    tasks = tuple(TaskKind)
 
     def __init__(
         self,
@@ -229,21 +230,21 @@ class PathGen(TorchSlideModel):
 
         seed_everything(self.seed)
         blk = targets.get(self.modality)
-        if blk is None or blk.kind != "regression":
+        if blk is None or blk.kind != TaskKind.REGRESSION:
             raise DataError(f"PathGen needs the expression modality {self.modality!r} (data.omics.{self.modality}) "
                             f"for its gene groups; the targets are {list(targets)}")
-        outcomes = {m: b for m, b in targets.items() if b.kind in ("classification", "survival")}
+        outcomes = {m: b for m, b in targets.items() if b.kind in OUTCOME_KINDS}
         kinds = [b.kind for b in outcomes.values()]
         if len(kinds) != len(set(kinds)):
             raise DataError(f"PathGen predicts one grade and one survival outcome; got {list(outcomes)}")
-        ignored = [m for m, b in targets.items() if b.kind == "regression" and m != self.modality]
+        ignored = [m for m, b in targets.items() if b.kind == TaskKind.REGRESSION and m != self.modality]
         if ignored:
             log.info("PathGen ignores the regression blocks %s", ignored)
         if self.setting != "synthetic" and not outcomes:
             raise DataError(f"PathGen setting {self.setting!r} predicts grade and survival: give data.outcomes "
                             "(or setting synthetic to only synthesise gene groups)")
         for m, b in outcomes.items():
-            if b.kind == "survival" and (b.edges is None or (b.bins[b.present] < 0).any()):
+            if b.kind == TaskKind.SURVIVAL and (b.edges is None or (b.bins[b.present] < 0).any()):
                 raise DataError(f"{m}: survival targets need time bins (fit SurvivalBins on the training patients)")
         source = None if isinstance(self.gene_groups, Mapping) else str(self.gene_groups)
         self.groups_ = match_gene_groups(self.gene_groups, blk.targets, source=source)
@@ -255,7 +256,7 @@ class PathGen(TorchSlideModel):
         self.feature_mean_, self.feature_std_ = feature_stats(bags)
         diffuse = self.setting == "synthetic"
         self.arch_ = self._arch(diffuse, outcomes)
-        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == "classification" else
+        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == TaskKind.CLASSIFICATION else
                              {"edges": [float(x) if np.isfinite(x) else None for x in b.edges], "n_bins": b.n_bins})
                          for m, b in outcomes.items()}
         self.module_ = build_net(self.arch_).to(self._device())
@@ -292,9 +293,9 @@ class PathGen(TorchSlideModel):
         return v, np.asarray(blk.present, bool) & np.isfinite(v).all(axis=1)
 
     def _arch(self, diffuse: bool, outcomes: Mapping[str, Any]) -> dict[str, Any]:
-        keys = {m: ("grade" if b.kind == "classification" else "survival") for m, b in outcomes.items()}
-        n_cls = next((len(b.classes) for b in outcomes.values() if b.kind == "classification"), 0)
-        n_bins = next((b.n_bins for b in outcomes.values() if b.kind == "survival"), 0)
+        keys = {m: ("grade" if b.kind == TaskKind.CLASSIFICATION else "survival") for m, b in outcomes.items()}
+        n_cls = next((len(b.classes) for b in outcomes.values() if b.kind == TaskKind.CLASSIFICATION), 0)
+        n_bins = next((b.n_bins for b in outcomes.values() if b.kind == TaskKind.SURVIVAL), 0)
         return {
             "in_dim": int(self.embed_dim_), "n_genes": len(self.groups_.genes),
             "groups": [[int(j) for j in i] for i in self.groups_.index], "keys": keys,
@@ -390,7 +391,7 @@ class PathGen(TorchSlideModel):
         with torch.no_grad():  # start from the zero-skill predictor
             for b in outcomes.values():
                 p = b.present
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     prior = np.bincount(b.codes[p], minlength=len(b.classes)) + 1.0
                     net.grade_head.bias.copy_(torch.from_numpy(np.log(prior / prior.sum())).float())
                 else:
@@ -403,7 +404,7 @@ class PathGen(TorchSlideModel):
             for m in outcomes:
                 b = blocks[m]
                 pr = torch.from_numpy(b.present).to(dev)
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     out[m] = (torch.from_numpy(np.maximum(b.codes, 0)).to(dev), pr)
                 else:
                     out[m] = (torch.from_numpy(np.maximum(b.bins, 0)).to(dev),
@@ -413,13 +414,13 @@ class PathGen(TorchSlideModel):
         def weight(m: str) -> float:
             if len(outcomes) == 1:
                 return 1.0
-            return float(self.grade_weight if outcomes[m].kind == "classification" else self.survival_weight)
+            return float(self.grade_weight if outcomes[m].kind == TaskKind.CLASSIFICATION else self.survival_weight)
 
         def losses(out: dict[str, Any], ti: Any, yy: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
             res = {}
             for m, b in outcomes.items():
                 lg = out[keys[m]]
-                if b.kind == "classification":
+                if b.kind == TaskKind.CLASSIFICATION:
                     codes, pr = yy[m]
                     res[m] = masked_cross_entropy(lg, codes[ti], pr[ti])
                 else:

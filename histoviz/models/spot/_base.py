@@ -24,6 +24,7 @@ import numpy as np
 
 from histoviz.errors import DataError
 from histoviz.models.base import PatchMaps, SlideModel, check_bags
+from histoviz.task_kinds import TaskKind
 
 __all__ = ["SpotModel", "pool"]
 
@@ -36,7 +37,7 @@ def pool(bags: Sequence[np.ndarray]) -> np.ndarray:
 class SpotModel(SlideModel):
     """Base of spot-level regressors (see the module docstring)."""
 
-    tasks = ("regression",)
+    tasks = (TaskKind.REGRESSION,)
 
     # -- the fast path ----------------------------------------------------------------------------
     def fit_spots(self, x: np.ndarray, block: Any, *, val: tuple[np.ndarray, Any] | None = None) -> SpotModel:
@@ -63,7 +64,7 @@ class SpotModel(SlideModel):
         self.embed_dim_ = int(x.shape[1])
         self.modalities_ = [block.modality]
         self.targets_ = {block.modality: list(block.targets)}
-        self.kinds_ = {block.modality: "regression"}
+        self.kinds_ = {block.modality: TaskKind.REGRESSION}
         vx = vy = None
         if val is not None and len(val[0]):
             vx = _check_matrix(val[0], "validation spot features", dim=self.embed_dim_)
@@ -104,7 +105,7 @@ class SpotModel(SlideModel):
         x = np.asarray(bag, np.float32)
         pm = PatchMaps(patch={mod: np.asarray(self._predict_spots(x), np.float64)},
                        slide={mod: np.asarray(self._predict_spots(x.mean(axis=0, keepdims=True)), np.float64)[0]},
-                       targets={mod: list(self.targets_[mod])}, kinds={mod: "regression"})
+                       targets={mod: list(self.targets_[mod])}, kinds={mod: TaskKind.REGRESSION})
         pm.extra.update(self._spot_extra(x))
         return pm
 

@@ -56,6 +56,7 @@ from histoviz.errors import ConfigError
 from histoviz.models._torch import TorchSlideModel, feature_stats
 from histoviz.models.base import register_model
 from histoviz.models.spot._base import SpotModel
+from histoviz.task_kinds import TaskKind
 
 __all__ = ["CMRCNetRegressor", "soft_contrastive_loss"]
 
@@ -386,7 +387,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             raise DataError(f"{block.modality}: no training spot has expression")
         self.modalities_ = [block.modality]
         self.targets_ = {block.modality: list(block.targets)}
-        self.kinds_ = {block.modality: "regression"}
+        self.kinds_ = {block.modality: TaskKind.REGRESSION}
         v = None
         if val is not None and len(val[0]):
             vp = val[1].present

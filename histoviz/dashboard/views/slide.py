@@ -7,7 +7,7 @@ import json
 
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.viz.colors import CONTINUOUS_COLORMAPS
 from histoviz.viz.dashboard import map_spec, meta_table, napari_command
 from histoviz.viz.maps import kind_labels

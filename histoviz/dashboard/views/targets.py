@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.dashboard import napari_command
 from histoviz.viz.figures import scatter_figure
 from histoviz.viz.results import (
@@ -24,7 +25,7 @@ from histoviz.viz.results import (
 ALL, PASTED = "all targets", "pasted list"
 
 st.title("Targets")
-runs = c.selected_runs(kinds=("regression",))
+runs = c.selected_runs(kinds=(TaskKind.REGRESSION,))
 if not runs:
     st.info("No run with regression targets (genes, proteins, ...) is picked. " + c.HOW_TO_MAKE_DATA)
     st.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 
 
 @st.cache_resource(max_entries=4)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.evaluation.report import confusion_pooled, km_by_risk
 from histoviz.evaluation.survival import concordance_index
+from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 from histoviz.viz.figures import (
     confusion_figure,
     coverage_figure,
@@ -26,7 +27,7 @@ from histoviz.viz.results import (
 )
 
 st.title("Outcomes")
-runs = c.selected_runs(kinds=("classification", "survival"))
+runs = c.selected_runs(kinds=OUTCOME_KINDS)
 if not runs:
     st.info("No run with an outcome (grade, survival) is picked. Train one with `histoviz train "
             "training/configs/grade_survival.yaml --out runs/joint` (or `outcome_baselines.yaml`), then pick it "
@@ -40,13 +41,13 @@ def table_download(df, name: str, key: str) -> None:
                        "text/csv", key=key)
 
 
-surv_runs = [r for r in runs if "survival" in r.blocks.values()]
-class_runs = [r for r in runs if "classification" in r.blocks.values()]
+surv_runs = [r for r in runs if TaskKind.SURVIVAL in r.blocks.values()]
+class_runs = [r for r in runs if TaskKind.CLASSIFICATION in r.blocks.values()]
 
 # ---- survival ---------------------------------------------------------------------------------
 if surv_runs:
     st.header("Survival")
-    cidx = fold_values(surv_runs, "c_index", kind="survival")
+    cidx = fold_values(surv_runs, "c_index", kind=TaskKind.SURVIVAL)
     if len(cidx):
         st.subheader("c-index per model")
         st.plotly_chart(fold_spread_figure(cidx, metric="Harrell's c-index"), key="cindex_chart")
@@ -57,7 +58,7 @@ if surv_runs:
         table_download(summ, "c-index", "dl_cindex")
 
     st.subheader("Kaplan-Meier by predicted risk group")
-    pairs = {f"{r.label} · {b}": (r, b) for r in surv_runs for b, k in r.blocks.items() if k == "survival"}
+    pairs = {f"{r.label} · {b}": (r, b) for r in surv_runs for b, k in r.blocks.items() if k == TaskKind.SURVIVAL}
     cols = st.columns([2, 1])
     pick = cols[0].selectbox("Run / block", list(pairs), key="km_run")
     split = cols[1].radio("Groups", ["median", "tertiles"], horizontal=True, key="km_split")
@@ -84,11 +85,11 @@ if surv_runs:
 # ---- classification ----------------------------------------------------------------------------
 if class_runs:
     st.header("Classification")
-    auc = fold_values(class_runs, "auc_macro", kind="classification")
+    auc = fold_values(class_runs, "auc_macro", kind=TaskKind.CLASSIFICATION)
     if len(auc):
         st.subheader("Macro AUC per model")
         st.plotly_chart(fold_spread_figure(auc, metric="macro AUC (one-vs-rest)"), key="auc_chart")
-    pairs = {f"{r.label} · {b}": (r, b) for r in class_runs for b, k in r.blocks.items() if k == "classification"}
+    pairs = {f"{r.label} · {b}": (r, b) for r in class_runs for b, k in r.blocks.items() if k == TaskKind.CLASSIFICATION}
     pick = st.selectbox("Run / block", list(pairs), key="cls_run")
     run, block = pairs[pick]
     left, right = st.columns(2)
@@ -110,7 +111,7 @@ if class_runs:
 
 # ---- conformal -----------------------------------------------------------------------------------
 st.header("Conformal coverage")
-pairs = {f"{r.label} · {b}": (r, b) for r in runs for b, k in r.blocks.items() if k in ("classification", "survival")}
+pairs = {f"{r.label} · {b}": (r, b) for r in runs for b, k in r.blocks.items() if k in OUTCOME_KINDS}
 pick = st.selectbox("Run / block", list(pairs), key="cov_run")
 run, block = pairs[pick]
 cov = coverage_table(run, block)
@@ -121,10 +122,10 @@ else:
     st.plotly_chart(coverage_figure(cov, title=f"{run.label} · {block}"), key="cov_chart")
     group = run.conformal_group
     st.caption(f"Split conformal at α = {run.alpha:g}: coverage of the held-out patients' "
-               f"{'sets' if run.blocks[block] == 'classification' else 'risk intervals'} (mean ± std over folds), "
+               f"{'sets' if run.blocks[block] == TaskKind.CLASSIFICATION else 'risk intervals'} (mean ± std over folds), "
                + (f"calibrated per `{group}` (Mondrian) and shown per subgroup." if group else
                   "marginal calibration (set evaluation.conformal.group for per-subgroup thresholds).")
-               + (" Survival: patients with an observed event." if run.blocks[block] == "survival" else ""))
+               + (" Survival: patients with an observed event." if run.blocks[block] == TaskKind.SURVIVAL else ""))
     st.dataframe(cov, hide_index=True, key="cov_table",
                  column_config={k: c.NUMBER for k in ("coverage", "coverage_std", "size", "target_coverage")})
     table_download(cov, "coverage", "dl_cov")

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.evaluation.paired import BOOTSTRAP_METRICS
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.dashboard import mark_optimistic
 from histoviz.viz.figures import distribution_figure, fmt_p, paired_figure
 from histoviz.viz.results import fold_table
@@ -35,7 +36,7 @@ st.dataframe(folds, hide_index=True, key="runs_table", column_config={"patients"
 download(folds, "runs", "dl_runs")
 
 # ---- per-target distributions ------------------------------------------------------------------
-reg = [r for r in runs if "regression" in r.blocks.values()]
+reg = [r for r in runs if TaskKind.REGRESSION in r.blocks.values()]
 if reg:
     st.subheader("Per-target scores")
     left, right = st.columns([1, 1])
@@ -130,19 +131,20 @@ st.columns([2, 1])[0].metric("Verdict", pc.verdict, help="within noise when the 
 if pc.verdict == "within noise":
     st.info(f"The {pc.confidence:.0%} interval of {a} − {b} includes 0: the difference is within noise.")
 st.plotly_chart(paired_figure(pc), key="paired_chart")
-what = ("per target, averaged over folds, then over targets" if kind == "regression"
+what = ("per target, averaged over folds, then over targets" if kind == TaskKind.REGRESSION
         else "per fold, then averaged over folds")
-st.caption(f"{pc.metric} {what}; {pc.n_targets if kind == 'regression' else ''} "
-           f"{'targets, ' if kind == 'regression' else ''}{pc.n_units} {pc.unit}s. Interval: {pc.interval_method}"
+st.caption(f"{pc.metric} {what}; {pc.n_targets if kind == TaskKind.REGRESSION else ''} "
+           f"{'targets, ' if kind == TaskKind.REGRESSION else ''}{pc.n_units} {pc.unit}s. Interval: "
+           f"{pc.interval_method}"
            + (f"; patient bootstrap with the models held fixed (test-set variance only): "
               f"[{pc.boot_low:+.3f}, {pc.boot_high:+.3f}] ({pc.n_boot} resamples, percentile)."
               if np.isfinite(pc.boot_low) else "."))
 pair_rows = pd.DataFrame([pc.row()])
-with st.expander("Per-fold differences", expanded=kind != "regression"):
+with st.expander("Per-fold differences", expanded=kind != TaskKind.REGRESSION):
     st.dataframe(pc.per_unit, hide_index=True, key="pair_units",
                  column_config={k: c.NUMBER for k in ("mean_a", "mean_b", "difference")})
     download(pc.per_unit, "paired per fold", "dl_pair_units")
-if kind == "regression":
+if kind == TaskKind.REGRESSION:
     with st.expander("Per-target differences"):
         st.dataframe(pc.per_target, hide_index=True, key="pair_targets",
                      column_config={k: c.NUMBER for k in ("value_a", "value_b", "difference")})

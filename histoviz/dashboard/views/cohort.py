@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages import common as c
+from histoviz.dashboard import common as c
 from histoviz.evaluation.survival import km_curves, logrank
 from histoviz.viz.figures import fmt_p, km_figure
 
