@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -30,7 +29,9 @@ def _sweep(a: argparse.Namespace) -> int:
     from histoviz.training.sweep import load_sweep, publish_results, run_sweep
 
     spec = load_sweep(a.spec)
-    cmd = "histoviz " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else None
+    cmd = f"histoviz sweep {shlex.quote(str(a.spec))} --out {shlex.quote(str(a.out))}" + (
+        f" --repeats {a.repeats}" if a.repeats is not None else "") + (
+        f" --levels {' '.join(shlex.quote(x) for x in a.levels)}" if a.levels else "")
     res = run_sweep(spec, a.out, levels=a.levels, repeats=a.repeats, progress=not a.no_progress, command=cmd)
     s = res.summary
     print(f"{spec.title}: {spec.claim}")

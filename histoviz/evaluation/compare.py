@@ -54,7 +54,7 @@ SUMMARY_COLUMNS = (
 MAIN_METRICS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.REGRESSION: ("pearson", "spearman", "coverage", "interval_width"),
     TaskKind.CLASSIFICATION: ("auc_macro", "auc_micro", "balanced_accuracy", "coverage", "set_size"),
-    TaskKind.SURVIVAL: ("c_index", "c_index_uno", "logrank_p", "coverage", "interval_width"),
+    TaskKind.SURVIVAL: ("c_index", "c_index_uno", "logrank_p", "coverage", "lower_bound", "interval_width"),
 }
 _KEYS = ["model", "task", "kind", "metric", "axis", "subset"]
 
@@ -281,5 +281,7 @@ def format_table(df: pd.DataFrame) -> str:
     lines.append("mean ± SD over folds of the per-fold value (per-target: across held-out patients, averaged "
                  "over targets or classes; pooled: all folds' held-out patients together; per-patient: across "
                  "targets within a patient; coverage / set_size / interval_width: split-conformal on a "
-                 "calibration split of the training patients).")
+                 "calibration split of the training patients; survival: a lower bound of survival time in the "
+                 "data's unit, calibrated with censored patients too, its coverage censoring-weighted and its "
+                 "width the distance from the bound to the horizon).")
     return "\n".join(lines)
