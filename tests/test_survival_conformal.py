@@ -37,10 +37,12 @@ def test_weighted_quantile_equals_split_conformal_with_unit_weights_and_refuses_
 def test_censoring_km_equals_lifelines_reverse_kaplan_meier() -> None:
     from lifelines import KaplanMeierFitter
 
+    from histoviz.evaluation.survival import censoring_km
+
     rng = np.random.default_rng(1)
     t = np.ceil(rng.exponential(10, 300))  # ties, events and censorings at the same times
     e = (rng.random(300) < 0.6).astype(int)
-    ut, g = sc.censoring_km(t, e)
+    ut, g = censoring_km(t, e)
     # lifelines' KM of the censoring indicator, with events leaving the risk set first at tied times
     km = KaplanMeierFitter().fit(t - 1e-7 * e, 1 - e)  # an event at t happens just before a censoring at t
     ref = km.survival_function_at_times(ut).to_numpy()

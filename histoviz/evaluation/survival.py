@@ -25,6 +25,7 @@ from histoviz.errors import DataError
 
 __all__ = [
     "KM_COLUMNS",
+    "censoring_km",
     "concordance_index",
     "km_curves",
     "km_risk_groups",
@@ -68,7 +69,7 @@ def concordance_index(time: np.ndarray, risk: np.ndarray, event: np.ndarray | No
     return float(_ci(time, -risk, ev))
 
 
-def _censoring_survival(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def censoring_km(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kaplan-Meier estimate ``G`` of the censoring survival function, as scikit-survival's
     ``CensoringDistributionEstimator``: at each unique time ``u``, the number at risk of being
     censored is ``#(t >= u)`` minus the events at ``u`` (an event at the same time happens
@@ -133,7 +134,7 @@ def uno_concordance_index(
     tt = t if train_time is None else np.asarray(train_time, np.float64)
     te = e if train_event is None else np.asarray(train_event, np.int64) > 0
     tau = uno_truncation(tt, tau)
-    ut, g = _censoring_survival(tt, te)
+    ut, g = censoring_km(tt, te)
     idx = np.searchsorted(ut, t, side="right") - 1  # G at t (right-continuous); 1 before the first time
     gi = np.where(idx >= 0, g[np.clip(idx, 0, len(g) - 1)], 1.0)
     num = den = 0.0

@@ -57,12 +57,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from histoviz.errors import DataError
+from histoviz.evaluation.survival import censoring_km
 
 __all__ = [
     "SurvivalCalibration",
     "calibrate_survival",
     "calibration_size_for",
-    "censoring_km",
     "coverage_sd",
     "quantile_time",
     "sample_weights",
@@ -105,20 +105,6 @@ def quantile_time(surv: np.ndarray, edges: np.ndarray, level: float) -> np.ndarr
     h1 = np.take_along_axis(h, k[..., None], axis=-1)[..., 0]
     slope = np.maximum((h1 - h0) / (x[k] - x[k - 1]), 1e-12)
     return np.maximum(x[k - 1] + (target - h0) / slope, _FLOOR * x[-1])
-
-
-def censoring_km(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kaplan-Meier estimate ``G(t) = P(C > t)`` of the censoring distribution (an event at the
-    same time as a censoring happens first). Returns ``(unique times, G)``, right-continuous."""
-    t = np.asarray(time, np.float64)
-    ev = np.asarray(event, np.int64) > 0
-    ut, inv = np.unique(t, return_inverse=True)
-    n_ev = np.bincount(inv, weights=ev, minlength=len(ut))
-    n_c = np.bincount(inv, weights=~ev, minlength=len(ut))
-    at_risk = len(t) - np.r_[0, np.cumsum(np.bincount(inv, minlength=len(ut)))[:-1]] - n_ev
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(n_c > 0, n_c / np.maximum(at_risk, 1e-300), 0.0)
-    return ut, np.cumprod(1.0 - ratio)
 
 
 def _g(km: tuple[np.ndarray, np.ndarray], x: np.ndarray, *, left: bool) -> np.ndarray:

@@ -500,6 +500,28 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid YAML or another top level (the message names the file).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: {what} file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return raw
+
+
 def load_config(
     path_or_dict: str | os.PathLike | Mapping[str, Any],
     *,
@@ -522,22 +544,12 @@ def load_config(
     ConfigError
         Unreadable YAML, unknown keys, bad values, unknown model or parameters.
     """
-    import yaml
-
     if isinstance(path_or_dict, Mapping):
         raw = dict(path_or_dict)
         src = "<dict>"
     else:
         src = str(path_or_dict)
-        p = Path(path_or_dict)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+        raw = read_yaml_mapping(path_or_dict, "config")
     raw = apply_overrides(raw, overrides)
     try:
         return _build(raw, Path(base_dir) if base_dir is not None else Path.cwd())

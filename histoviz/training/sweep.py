@@ -109,20 +109,12 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         Unreadable file, unknown keys, a knob that is not a generator field, unknown models in
         ``compare``, or an unknown oracle.
     """
-    import yaml
-
     from histoviz.data.synthetic import SyntheticConfig
     from histoviz.data.synthetic.oracles import ORACLES
+    from histoviz.training.config import read_yaml_mapping
 
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: sweep file not found")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
+    raw = read_yaml_mapping(p, "sweep")
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"{p}: unknown keys {unknown}; known: {sorted(_TOP_KEYS)}")

@@ -107,7 +107,7 @@ def _cv_r2(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, np.float64)
     y2 = y[:, None] if y.ndim == 1 else y
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    p = cross_val_predict(model, x, y2, cv=KFold(min(5, len(y2)), shuffle=True, random_state=0))
+    p = cross_val_predict(model, x, y2, cv=KFold(min(5, len(y2)), shuffle=True, random_state=0)).reshape(y2.shape)
     ss = ((y2 - y2.mean(axis=0)) ** 2).sum(axis=0)
     r2 = 1.0 - ((y2 - p) ** 2).sum(axis=0) / np.where(ss > 0, ss, np.nan)
     return float(np.nanmean(r2))
