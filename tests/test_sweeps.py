@@ -126,7 +126,7 @@ def test_focal_and_hidden_oracles_move_along_their_knobs(tmp_path: Path) -> None
     focal = {s: run_oracle("focal", *embedded(f"f{s}", focal_share=s)) for s in (1.0, 0.05)}
     print("focal oracle:", focal)
     assert abs(focal[1.0]["value"]) < 0.05  # diffuse: the focal patches are all patches
-    assert focal[0.05]["value"] > 0.15 and focal[0.05]["focal_pool_auc"] > 0.75
+    assert focal[0.05]["value"] > 0.15 and focal[0.05]["focal_pool_auc"] > 0.6
     hidden = {v: run_oracle("hidden", *embedded(f"h{v}", gene_groups=True, hidden_factor=1.0, hidden_visibility=v))
               for v in (0.0, 1.0)}
     print("hidden oracle:", hidden)
