@@ -7,7 +7,7 @@
   synth``; morphology features on 112-px tiles at 0.5 um/px): CPNN for expression and cell-type
   composition, and the joint ABMIL grade + survival model with split-conformal calibration
   (alpha 0.1) for per-patch grade probabilities, predicted grade, conformal set size,
-  uncertainty, risk, risk interval width and attention, plus the slide-level grade with its
+  uncertainty, risk, survival bound width and attention, plus the slide-level grade with its
   conformal set and risk with its interval. The slide shown is not one the models were trained
   on: it comes from the same generator (same genes, cell types, tissue colours) with a layout
   of its own. About a minute on first use, then read from the cache.

@@ -435,9 +435,9 @@ def declare_survival_outputs(name: str) -> dict[str, str]:
         label = name.replace("_", " ")
         register_output(OutputSpec(names["risk"], f"{label.capitalize()} risk", store="obs", colormap="magma",
                                    unit="-sum S (higher = worse)", order=53))
-        register_output(OutputSpec(names["width"], f"{label.capitalize()} risk interval width", kind="interval",
+        register_output(OutputSpec(names["width"], f"{label.capitalize()} survival bound width", kind="interval",
                                    store="obs", colormap="cividis", order=54))
-        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} risk uncertainty", kind="interval",
+        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} survival uncertainty", kind="interval",
                                    store="obs", colormap="cividis", limits=(0.0, 1.0), order=55))
     return names
 

@@ -286,7 +286,11 @@ def test_per_patch_maps_and_slide_prediction(runs, cohort, tmp_path):
     assert ((a.obs["grade_set_size"] >= 0) & (a.obs["grade_set_size"] <= 4)).all()
     sp = a.uns["slide_prediction"]
     assert sp["grade"]["predicted"] in {"1", "2", "3", "4"} and len(sp["grade"]["set"]) >= 1
-    assert sp["survival"]["lo"] <= sp["survival"]["risk"] <= sp["survival"]["hi"]
+    # the slide's survival bound in months: 0 < L <= tau (tau: the fold's horizon), the interval [L, tau]
+    surv = sp["survival"]
+    assert surv["interval"] == "time" and surv["time_unit"] == "months"
+    assert 0 < surv["lo"] <= surv["hi"] == pytest.approx(surv["tau"])
+    assert ((a.obs["risk_width"] >= 0) & (a.obs["risk_width"] <= surv["tau"] + 1e-6)).all()
     assert map_values(a, "grade_class").categories == ("1", "2", "3", "4")
     assert json.loads(a.uns["histoviz"]["tasks"]) == {"grade": "classification", "survival": "survival"}
     # the uncalibrated ensemble has no conformal maps

@@ -272,6 +272,9 @@ def _slide_line(sp: dict) -> str:
         return f"predicted {sp['predicted']} ({probs}){extra}"
     if kind == TaskKind.SURVIVAL:
         extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
+        if "lo" in sp and str(sp.get("interval", "")) == "time":
+            extra = (f"; survives at least {sp['lo']:.3g} {sp.get('time_unit', '')} with probability "
+                     f"{1 - sp['alpha']:.0%} (conformal lower bound; horizon {sp['hi']:.3g})")
         return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
     return f"{len(sp['targets'])} targets"
 

@@ -189,7 +189,11 @@ def _slide_line(block: str, sp: Mapping[str, Any]) -> str:
         return line
     if kind == TaskKind.SURVIVAL:
         line = f"{block}: risk {float(sp['risk']):.3f} (-sum S over {len(_str_list(sp.get('targets')))} time bins)"
-        if "lo" in sp and "hi" in sp:
+        if "lo" in sp and "hi" in sp and str(sp.get("interval", "")) == "time":
+            unit = str(sp.get("time_unit", ""))
+            line += (f"; survives at least {float(sp['lo']):.3g} {unit} (conformal lower bound, survival up to "
+                     f"{float(sp['hi']):.3g} {unit}){cov}")
+        elif "lo" in sp and "hi" in sp:
             line += f"; conformal interval [{float(sp['lo']):.3f}, {float(sp['hi']):.3f}]{cov}"
         return line
     n = len(_str_list(sp.get("targets")))
