@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.histoviz-installed
-SYSSTAMP := $(VENV)/.system-deps
 # Qt/napari need an X server: tests run under Xvfb (a real viewer, not offscreen).
 APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 \
             libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 \
@@ -24,18 +23,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all,test,bench]'
 	@touch $(STAMP)
 
-system-deps: $(SYSSTAMP)
-
-$(SYSSTAMP):
-	@mkdir -p $(VENV)
-	@if command -v xvfb-run >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
+# each package is checked on its own (dpkg -s, fast, every run): one missing library (e.g.
+# libturbojpeg0 for the DICOM tests) is installed even when xvfb-run and chromium are there
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then \
 	  echo "system packages present"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "not a Debian/Ubuntu system: install the equivalents of:$$missing"; \
 	elif [ "$$(id -u)" = "0" ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS)) >/dev/null; \
+	  echo "installing:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null; \
 	else \
-	  echo "GUI tests need: sudo apt-get install $(APT_PKGS)"; \
+	  echo "some tests need: sudo apt-get install$$missing"; \
 	fi
-	@touch $(SYSSTAMP)
 
 demo: $(STAMP)
 	$(BIN)/histoviz demo --out demo_out
@@ -45,7 +48,7 @@ demo: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python docs/gen_readme.py $(if $(wildcard demo_out/results.json),--take demo=demo_out/results.json)
 
-test: $(STAMP) $(SYSSTAMP)
+test: $(STAMP) system-deps
 	@if command -v xvfb-run >/dev/null 2>&1; then \
 	  xvfb-run -a -s "-screen 0 1920x1200x24" $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	else \

@@ -1,6 +1,7 @@
 """Run every ``bench/bench_*.py`` script; each writes ``<out>/<name>.json``.
 
-Usage: ``python -m bench [--out bench/results] [--only core,training] [--quick]``
+Usage: ``python -m bench [--out bench/results] [--only core,training] [--quick | --smoke]``
+(``--smoke``: every script at its smallest size, so CI runs them all and none rots unseen).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--only", default="", help="comma-separated names (core, training, overlay, gpu)")
     ap.add_argument("--quick", action="store_true", help="smaller workloads")
+    ap.add_argument("--smoke", action="store_true", help="smallest workloads: every code path, numbers meaningless")
     a = ap.parse_args()
     here = Path(__file__).parent
     scripts = sorted(here.glob("bench_*.py"))
@@ -28,7 +30,7 @@ def main() -> int:
         if name == "gpu" and not only:
             continue  # needs a CUDA machine: run explicitly with --only gpu
         print(f"\n=== {name} ===", flush=True)
-        cmd = [sys.executable, str(s), "--out", a.out] + (["--quick"] if a.quick else [])
+        cmd = [sys.executable, str(s), "--out", a.out] + (["--smoke"] if a.smoke else ["--quick"] if a.quick else [])
         r = subprocess.run(cmd, check=False)
         rc = rc or r.returncode
     return rc

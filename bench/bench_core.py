@@ -58,10 +58,8 @@ def bench_reads(slide: Path, n_max: int) -> dict:
     torch.set_num_threads(1)
     r_os = open_slide(slide, tile_decode=False)
     grid = make_tile_grid(r_os, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
-    coords = grid.coords[:n_max]
-    from dataclasses import replace
-
-    grid = replace(grid, coords=coords, tissue_fraction=grid.tissue_fraction[:n_max])
+    grid = grid.select(np.arange(min(n_max, len(grid))))
+    coords = grid.coords
     n = len(coords)
 
     def bare():
@@ -122,7 +120,7 @@ def bench_reads(slide: Path, n_max: int) -> dict:
     return out
 
 
-def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
+def bench_embed(slide: Path, n_tiles: int, encoder_name: str, repeats: int = 3) -> dict:
     import torch
 
     from histoviz.features import EmbedStats, create_encoder, embed_slide
@@ -133,9 +131,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
     torch.set_num_threads(2)
     reader = open_slide(slide)
     grid = make_tile_grid(reader, TilingConfig(min_tissue_fraction=0.0, max_artifact_fraction=1.0))
-    from dataclasses import replace
-
-    grid = replace(grid, coords=grid.coords[:n_tiles], tissue_fraction=grid.tissue_fraction[:n_tiles])
+    grid = grid.select(np.arange(min(n_tiles, len(grid))))
     enc = create_encoder(encoder_name, pretrained=False)  # throughput does not depend on weights
     nhwc = torch.from_numpy(np.stack([read_tile(reader, grid, i) for i in range(len(grid))]))
     bs = 64
@@ -155,7 +151,7 @@ def bench_embed(slide: Path, n_tiles: int, encoder_name: str) -> dict:
         enc(layouts["channels_last"][:8])  # warm-up
     st = EmbedStats()
     times = compare({**{k: bare(v) for k, v in layouts.items()},
-                     "embed": lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, device="cpu", stats=st)}, 3)
+                     "embed": lambda: embed_slide(reader, enc, grid, batch_size=bs, num_workers=1, device="cpu", stats=st)}, repeats)
     t_embed = times.pop("embed")
     t_layout = times
     t_bare = min(t_layout.values())
@@ -221,6 +217,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     ap.add_argument("--only", default="reads,embed,memory,mask")
     ap.add_argument("--side", type=int, default=None, help="side of the read/embed test slide")
     a = ap.parse_args()
@@ -230,10 +227,10 @@ def main() -> int:
     result: dict = {"targets": {"read_1_worker": 0.9, "read_2_workers": 1.7, "tile_decode": 2.0,
                                 "embed_ratio": 0.85, "peak_rss_mb": 2048, "mask_grid_s": 1.0}}
     with tempfile.TemporaryDirectory() as d:
-        side = a.side or (6000 if a.quick else 16000)
+        side = a.side or (1500 if a.smoke else 6000 if a.quick else 16000)
         big = make_svs_like(Path(d) / "big.svs", side, svs)
         if "reads" in only:
-            n_max = 1500 if a.quick else 5000
+            n_max = 100 if a.smoke else 1500 if a.quick else 5000
             print(f"[reads] Aperio-style SVS {side}x{side}, JPEG 240-px tiles, {n_max} tiles", flush=True)
             result["reads"] = bench_reads(big, n_max)
             result["reads_cmu_small_region"] = bench_reads(svs, n_max)
@@ -241,20 +238,21 @@ def main() -> int:
                 print(f"  {k}: {v:.2f}" if isinstance(v, float) else f"  {k}: {v}")
         if "embed" in only:
             print("[embed] embed_slide vs bare forward", flush=True)
-            result["embed"] = [bench_embed(big, 128 if a.quick else 384, "efficientnet-lite0"),
-                               bench_embed(big, 512 if a.quick else 2048, "morphology")]
+            reps = 1 if a.smoke else 3
+            result["embed"] = [bench_embed(big, 16 if a.smoke else 128 if a.quick else 384, "efficientnet-lite0", reps),
+                               bench_embed(big, 32 if a.smoke else 512 if a.quick else 2048, "morphology", reps)]
             for e in result["embed"]:
                 print(f"  {e['encoder']}: bare {e['bare_forward_tiles_per_s']:.1f} tiles/s, embed_slide "
                       f"{e['embed_slide_tiles_per_s']:.1f} tiles/s, ratio {e['ratio']:.3f}")
     if "memory" in only:
         print("[memory] peak RSS embedding virtual slides", flush=True)
-        sides = [22400, 70000] if not a.quick else [11200, 22400]
+        sides = [1120, 2240] if a.smoke else [11200, 22400] if a.quick else [22400, 70000]
         result["memory"] = bench_memory(sides)
         for k, v in result["memory"].items():
             print(f"  {k}px: {v['n_tiles']} tiles, peak {v['peak_rss_mb']:.0f} MB, {v['seconds']:.0f} s")
     if "mask" in only:
         print("[mask] tissue mask + grid, 100k x 100k px", flush=True)
-        result["mask_grid"] = bench_mask(100_000)
+        result["mask_grid"] = bench_mask(10_000 if a.smoke else 100_000)
         print(f"  {result['mask_grid']['n_tiles']} tiles in {result['mask_grid']['seconds']:.3f} s")
     write_result(a.out, "core" if only == {"reads", "embed", "memory", "mask"} else "core_" + "_".join(sorted(only)), result)
     return 0

@@ -58,7 +58,10 @@ def main() -> int:
     ap.add_argument("--encoders", default="uni,efficientnet-lite0,morphology")
     ap.add_argument("--side", type=int, default=24000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     a = ap.parse_args()
+    if a.smoke:
+        a.side, a.workers = min(a.side, 2400), min(a.workers, 2)
     assert torch.cuda.is_available(), "bench_gpu needs a CUDA device"
     torch.backends.cudnn.benchmark = True
     root = Path(__file__).resolve().parents[1]
@@ -75,7 +78,7 @@ def main() -> int:
             cl = name == "efficientnet-lite0"
             if cl:
                 enc = enc.to(memory_format=torch.channels_last)
-            bare = bare_throughput(enc, 4096 if not a.quick else 1024, bs, cl)
+            bare = bare_throughput(enc, 256 if a.smoke else 1024 if a.quick else 4096, bs, cl)
             rec = {"bare_bf16_tiles_per_s": bare, "batch_size": bs}
             for decode in ("device", "cpu"):  # JPEG decoded on the GPU vs in loader workers
                 st = EmbedStats()

@@ -64,11 +64,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     a = ap.parse_args()
     from histoviz.io.featurebag import FeatureBag
 
-    n_patch, dim, batch, sampled = 8000, 1024, 8, 2048
-    sizes = (16, 48) if a.quick else (16, 48, 96)
+    n_patch, dim, batch, sampled = (400, 64, 8, 128) if a.smoke else (8000, 1024, 8, 2048)
+    sizes = (2, 4) if a.smoke else (16, 48) if a.quick else (16, 48, 96)
     batch_mb = batch * sampled * dim * 4 / 2**20
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

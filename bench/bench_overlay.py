@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="20k patches, 1 repeat")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
+
     ap.add_argument("--patches", type=int, default=200_000)
     ap.add_argument("--genes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
@@ -269,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from histoviz.datasets import default_cache_dir
 
-    n = 20_000 if a.quick else a.patches
-    reps = 1 if a.quick else a.repeats
+    n = 2_000 if a.smoke else 20_000 if a.quick else a.patches
+    reps = 1 if a.quick or a.smoke else a.repeats
     work = Path(a.work) if a.work else default_cache_dir() / "bench"
-    res = run(Path(a.out), n, a.genes, reps, work)
-    return 0 if res["passed"] else 1
+    res = run(Path(a.out), n, 10 if a.smoke else a.genes, reps, work)
+    return 0 if res["passed"] or a.smoke else 1  # a smoke run checks that it runs, not the speed
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def _bare_diffusion(model, bags, x0, epochs: int) -> list[float]:
     net = model.module_["denoiser"]
     sched = model._schedule()
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
-    bs = int(model.batch_size)
+    b.max_patches = model.loop.max_patches
+    bs = model.loop.batch_size
     batches = []
     for s in range(0, len(bags), bs):
         idx = np.arange(s, min(s + bs, len(bags)))
@@ -103,11 +103,11 @@ def _bare_coattention(model, bags, targets, epochs: int) -> list[float]:
     dev = model._device()
     net = model.module_["mcat"]
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
+    b.max_patches = model.loop.max_patches
     expr, pres = model._group_values(targets["gene"])
     om = model._coattention_input(expr, pres)
     g, s = targets["grade"], targets["survival"]
-    bs = int(model.batch_size)
+    bs = model.loop.batch_size
     batches = []
     for st in range(0, len(bags), bs):
         idx = np.arange(st, min(st + bs, len(bags)))
@@ -153,6 +153,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="smaller workload (CI)")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
+
     ap.add_argument("--slides", type=int, default=None)
     ap.add_argument("--patches", type=int, default=None, help="max patches per slide")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per stage")
@@ -161,11 +163,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared box more threads make timings noise)")
     a = ap.parse_args()
-    n = a.slides or (32 if a.quick else 96)
-    patches = a.patches or (64 if a.quick else 512)
-    epochs = a.epochs or (3 if a.quick else 5)
-    k = a.sample_slides or (4 if a.quick else 8)
-    dim, genes = 1024, (120 if a.quick else 600)
+    n = a.slides or (16 if a.smoke else 32 if a.quick else 96)
+    patches = a.patches or (16 if a.smoke else 64 if a.quick else 512)
+    epochs = a.epochs or (2 if a.smoke else 3 if a.quick else 5)
+    k = a.sample_slides or (2 if a.smoke else 4 if a.quick else 8)
+    dim, genes = (64, 60) if a.smoke else (1024, 120 if a.quick else 600)
 
     import torch
 

@@ -205,6 +205,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     ap.add_argument("--only", default="reads,scaling,estimate")
     ap.add_argument("--tia-path", default=os.environ.get("HISTOVIZ_TIA_PATH"),
                     help="folder where tiatoolbox was installed with --no-deps (make bench-peers)")
@@ -215,9 +216,9 @@ def main() -> int:
     result: dict = {"targets": {"scaling_fraction_of_linear": 0.9}}
     if "reads" in only:
         with tempfile.TemporaryDirectory() as d:
-            side = 6000 if a.quick else 16000
+            side = 1500 if a.smoke else 6000 if a.quick else 16000
             slide = make_svs_like(Path(d) / "big.svs", side, ROOT / "sample_data/real/CMU-1-Small-Region.svs")
-            n = 1500 if a.quick else 5000
+            n = 100 if a.smoke else 1500 if a.quick else 5000
             print(f"[reads] Aperio-style SVS {side}x{side}, {n} tiles of 224 px", flush=True)
             result["reads"] = bench_peer_reads(slide, n)
             for k, v in result["reads"]["ratio_to_bare_openslide"].items():
@@ -225,7 +226,7 @@ def main() -> int:
             for k, v in result["reads"]["peers"].items():
                 print(f"  peer {k}: {v}")
     if "scaling" in only:
-        n, size = (6, 1536) if a.quick else (12, 2048)
+        n, size = (2, 768) if a.smoke else (6, 1536) if a.quick else (12, 2048)
         print(f"[scaling] {n} synthetic slides of {size} px, 1 vs 2 dask workers", flush=True)
         result["scaling"] = bench_scaling(n, size)
         s = result["scaling"]

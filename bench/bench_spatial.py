@@ -90,9 +90,9 @@ def _bare(model, x: np.ndarray, y: np.ndarray, epochs: int) -> float:
 
     dev = model._device()
     net = _net(model.arch_).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=float(model.lr), weight_decay=float(model.weight_decay))
+    opt = torch.optim.AdamW(net.parameters(), lr=float(model.loop.lr), weight_decay=float(model.loop.weight_decay))
     xt, yt = model._inputs(x, y)
-    bs = int(model.batch_size)
+    bs = int(model.loop.batch_size)
     order = torch.randperm(len(xt), device=dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -104,7 +104,7 @@ def _bare(model, x: np.ndarray, y: np.ndarray, epochs: int) -> float:
             loss = net.losses(xt[ii], yt[ii], mask_rate=float(model.mask_rate))["total"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(model.grad_clip))
+            torch.nn.utils.clip_grad_norm_(net.parameters(), float(model.loop.grad_clip))
             opt.step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -148,6 +148,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     ap.add_argument("--queries", type=int, default=None)
     ap.add_argument("--spots", type=int, default=None)
     ap.add_argument("--genes", type=int, default=None)
@@ -156,12 +157,14 @@ def main() -> int:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    quick = a.quick
-    retrieval = bench_retrieval(100_000, a.queries or (500 if quick else 2000), 256, a.genes or 200, device,
-                                repeats=2 if quick else 3)
+    quick = a.quick or a.smoke
+    retrieval = bench_retrieval(5_000 if a.smoke else 100_000, a.queries or (50 if a.smoke else 500 if quick else 2000),
+                                256, a.genes or (50 if a.smoke else 200), device, repeats=2 if quick else 3)
     gpu = device == "cuda"
-    training = bench_training(a.spots or (1024 if quick else (16384 if gpu else 2048)), 1280, a.genes or 200,
-                              a.epochs or (2 if quick else (5 if gpu else 3)), device, 256 if gpu else 64)
+    training = bench_training(a.spots or (256 if a.smoke else 1024 if quick else (16384 if gpu else 2048)),
+                              128 if a.smoke else 1280, a.genes or (50 if a.smoke else 200),
+                              a.epochs or (1 if a.smoke else 2 if quick else (5 if gpu else 3)), device,
+                              256 if gpu else 64)
     write_result(a.out, "spatial", {"retrieval": retrieval, "training": training, "quick": quick})
     return 0
 

@@ -127,8 +127,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
     a = ap.parse_args()
-    n, size = (4, 1536) if a.quick else (8, 2048)
+    n, size = (2, 768) if a.smoke else (4, 1536) if a.quick else (8, 2048)
     res: dict = {"slides": n, "slide_px": size,
                  "artefacts": {"pen_marks": 2, "debris": 12, "bubbles": 1, "faint_fraction": 0.3}}
     with tempfile.TemporaryDirectory() as d:
@@ -143,7 +144,7 @@ def main() -> int:
                   f"faint recall {mm['faint_recall']:.3f} kept tiles with >10% ink/debris {mm['ink_tiles']:.1%}")
         res["figure"] = str(figure(c, Path(a.out) / "tissue_masks.png"))
     print("[speed] mask + grid, 100k x 100k px", flush=True)
-    res["speed"] = speed(100_000)
+    res["speed"] = speed(10_000 if a.smoke else 100_000)
     print(f"  robust {res['speed']['seconds']['robust']:.2f} s, combined {res['speed']['seconds']['combined']:.2f} s")
     write_result(a.out, "tissue", res)
     return 0

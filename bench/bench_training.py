@@ -80,9 +80,9 @@ def _bare(model, bags, targets, epochs: int) -> float:
     from histoviz.nn.losses import masked_mse, nb_nll
 
     dev = model._device()
-    bs = int(model.batch_size)
+    bs = int(model.loop.batch_size)
     b = model._batcher(bags, train=False)
-    b.max_patches = int(model.max_patches)
+    b.max_patches = int(model.loop.max_patches)
     batches = []
     for s in range(0, len(bags), bs):
         idx = np.arange(s, min(s + bs, len(bags)))
@@ -130,15 +130,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="smaller workload (CI)")
+    ap.add_argument("--smoke", action="store_true", help="smallest size: every code path, no meaningful numbers (CI)")
+
     ap.add_argument("--slides", type=int, default=None)
     ap.add_argument("--patches", type=int, default=None, help="max patches per slide")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
-    n = a.slides or (48 if a.quick else 200)
-    patches = a.patches or (256 if a.quick else 2048)
-    epochs = a.epochs or (2 if a.quick else 3)
-    dim, genes, proteins = 1280, (500 if a.quick else 2000), 200
+    n = a.slides or (16 if a.smoke else 48 if a.quick else 200)
+    patches = a.patches or (32 if a.smoke else 256 if a.quick else 2048)
+    epochs = a.epochs or (2 if a.smoke or a.quick else 3)
+    dim, genes, proteins = (64, 50, 20) if a.smoke else (1280, 500 if a.quick else 2000, 200)
 
     import torch
 

@@ -4,7 +4,7 @@ dashboard in headless Chromium.
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python docs/make_screenshots.py
 
 Writes, from napari's File > Open Sample > histoviz (maps of models trained here, see
-:mod:`histoviz.samples`; the first run builds the sample, about a minute):
+:mod:`histoviz.demo.samples`; the first run builds the sample in its own process, about a minute):
 
 - ``docs/img/napari_synthetic_risk.png``: per-patch risk of the joint ABMIL grade + survival
   model, the riskiest patch selected (inspector: every output of that patch), the slide-level

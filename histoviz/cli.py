@@ -59,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HistovizError as e:
-        print(f"histoviz {args.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())  # always one line
+        print(f"histoviz {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full, quota-limited or read-only disk met by a writer not wrapped yet: still one line
+        from histoviz._atomic import storage_error
+
+        err = storage_error(e.filename or "output", e, write_only=True)
+        if err is None:
+            raise
+        print(f"histoviz {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"histoviz {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

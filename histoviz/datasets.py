@@ -2,7 +2,7 @@
 
 - :func:`sample_data_dir`: the real sample slides shipped in the repository's
   ``sample_data/real`` (or ``$HISTOVIZ_SAMPLE_DATA``);
-- :func:`real_sample`: one of them by file name, with a clear error when it is not here;
+- :func:`shipped_file`: one of them by file name, with a clear error when it is not here;
 - :func:`resource_dir`: ``sample_data/`` itself (PROGENy network, gene-group tables, ...);
 - :func:`config_dir`: the shipped experiment configs (``training/configs/``, or
   ``$HISTOVIZ_CONFIGS``), the templates of ``histoviz import``;
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from histoviz.errors import DataError
 
-__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "real_sample", "resource_dir", "sample_data_dir",
-           "synthetic_preset"]
+__all__ = ["SYNTHETIC_PRESETS", "config_dir", "default_cache_dir", "resource_dir", "sample_data_dir",
+           "shipped_file", "synthetic_preset"]
 
 #: Named synthetic cohorts (keyword arguments of :func:`histoviz.data.synthetic.make_synthetic_cohort`).
 SYNTHETIC_PRESETS: dict[str, dict] = {
@@ -31,12 +31,14 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "power": {"n_slides": 240, "slide_size": (768, 768), "seed": 1, "spatial_fraction": 0.0},
 }
 
-_REPO_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+# histoviz/sample_data: in a checkout a link to the repository's sample_data/, in a wheel a copy
+_REPO_SAMPLE = Path(__file__).resolve().parent / "sample_data"
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def sample_data_dir() -> Path | None:
     """The real sample slides: ``$HISTOVIZ_SAMPLE_DATA`` if set, else the repository's
-    ``sample_data/real`` (``None`` when neither exists, e.g. an installed wheel)."""
+    ``sample_data/real`` (shipped in the wheel too; ``None`` when neither exists)."""
     env = os.environ.get("HISTOVIZ_SAMPLE_DATA")
     for p in ([Path(env)] if env else []) + [_REPO_SAMPLE / "real"]:
         if p.is_dir():
@@ -49,8 +51,8 @@ def resource_dir() -> Path | None:
     return _REPO_SAMPLE if _REPO_SAMPLE.is_dir() else None
 
 
-def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
-    """Path of a shipped real sample file.
+def shipped_file(name: str = "CMU-1-Small-Region.svs") -> Path:
+    """Path of a real file shipped in ``sample_data/real`` (a slide, an image, a Visium folder).
 
     Raises
     ------
@@ -61,7 +63,7 @@ def real_sample(name: str = "CMU-1-Small-Region.svs") -> Path:
     p = d / name if d is not None else None
     if p is None or not p.exists():
         raise DataError(
-            f"the real sample {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
+            f"the shipped file {name} is not here (looked in $HISTOVIZ_SAMPLE_DATA and the repository's "
             "sample_data/real); set HISTOVIZ_SAMPLE_DATA to its folder"
         )
     return p
@@ -77,7 +79,7 @@ def config_dir() -> Path:
         Neither exists (an installed wheel without the repository): says what to set.
     """
     env = os.environ.get("HISTOVIZ_CONFIGS")
-    for p in ([Path(env)] if env else []) + [_REPO_SAMPLE.parent / "training" / "configs"]:
+    for p in ([Path(env)] if env else []) + [_REPO / "training" / "configs"]:
         if p.is_dir():
             return p
     raise DataError("the shipped experiment configs (training/configs/*.yaml of the histoviz repository) are not "

@@ -12,6 +12,7 @@ __all__ = [
     "ImplausibleMppError",
     "MissingMppError",
     "MissingWeightsError",
+    "WeightsMismatchError",
     "NoTissueError",
     "SlideOpenError",
     "StorageError",
@@ -47,6 +48,11 @@ class MissingWeightsError(HistovizError, FileNotFoundError):
     """Pretrained weights for an encoder are not on this machine."""
 
 
+class WeightsMismatchError(MissingWeightsError):
+    """A weights file was found but its tensors do not fit the encoder (names or shapes),
+    or it is not a readable state dict."""
+
+
 class ConfigError(HistovizError, ValueError):
     """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
 
@@ -56,7 +62,11 @@ class DataError(HistovizError, ValueError):
 
 
 class StorageError(HistovizError, OSError):
-    """A cache or output folder lacks space or cannot be written."""
+    """A cache or output folder lacks space or cannot be written (``path``: where, when known)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class LockedError(HistovizError, RuntimeError):

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import Cancelled, DataError
+from histoviz.errors import Cancelled, ConfigError, DataError
 from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
@@ -233,6 +233,19 @@ def _combine(maps: list[Any]) -> Any:
     return out
 
 
+def _check_finite(pm: Any, rm: RunModel, where: str) -> None:
+    """Refuse NaN or infinite predictions (a model whose weights hold NaN predicts NaN everywhere)."""
+    blocks = [b for b in pm.patch if not np.isfinite(np.asarray(pm.patch[b], np.float64)).all()
+              or not np.isfinite(np.asarray(pm.slide.get(b, 0.0), np.float64)).all()]
+    if blocks:
+        ck = Path(rm.run_dir) / "checkpoints" / rm.checkpoint / "model.safetensors"
+        raise DataError(
+            f"{ck if ck.is_file() else rm.run_dir}: the model predicts NaN or infinite {', '.join(blocks)} for {where} (its weights hold NaN or inf: training diverged or the "
+            "checkpoint is damaged); retrain (e.g. with a lower training.lr) or predict with another checkpoint "
+            "(--fold N)"
+        )
+
+
 def _conformal_of(rm: RunModel) -> dict[str, Any]:
     """Calibration thresholds of the chosen checkpoint (ensembles: none, they were not calibrated)."""
     if len(rm.pipelines) != 1:
@@ -279,11 +292,20 @@ def predict_bag(
     from histoviz.io.predictions import make_prediction_adata
     from histoviz.tasks import get_task
 
+    if device != "auto":
+        from histoviz.features.embed import resolve_device
+
+        resolve_device(device)  # an unknown or absent device is one line, before any work
     rm = _cached_run(model_dir, fold)
     _model_encoder(rm)  # refuses an ensemble of folds that fine-tuned their own encoders
     feats = rm.features
+    where = bag.attrs.get("_path") or bag.slide_id
     if len(bag) == 0:
-        raise DataError(f"{bag.slide_id}: empty feature bag (no patches)")
+        raise DataError(f"{where}: empty feature bag (no patches)")
+    bad = int((~np.isfinite(bag.features)).any(axis=1).sum()) if bag.features is not None else 0
+    if bad:
+        raise DataError(f"{where}: {bad} of {len(bag)} patches have NaN or infinite features (a damaged bag); "
+                        "embed the slide again (histoviz embed ... --overwrite)")
     enc = bag.attrs.get("encoder")
     if feats.get("encoder") and enc and enc != feats["encoder"]:
         raise DataError(
@@ -309,10 +331,13 @@ def predict_bag(
     maps = []
     for p in rm.pipelines:
         if device != "auto" and hasattr(p.model, "module_"):
-            p.model.device = device
+            from dataclasses import replace
+
+            p.model.loop = replace(p.model.loop, device=device)
             p.model.module_.to(p.model._device())
         maps.append(p.model.predict_patches(bag.features))
     pm = _combine(maps)
+    _check_finite(pm, rm, where)
     conformal = _conformal_of(rm)
     main = _main_regression(pm)
     obs: dict[str, Any] = {}
@@ -377,12 +402,12 @@ def predict_bag(
 
 
 def _check_recipe(bag: FeatureBag, feats: dict[str, Any], run_dir: Path) -> None:
-    """Refuse a bag made at another resolution, tile size or with other weights than the
-    run's training bags (what cannot be checked for older bags is logged)."""
+    """Refuse a bag made at another resolution, tile size, encoder precision or with other weights
+    than the run's training bags (what cannot be checked for older bags is logged)."""
     from histoviz.features.recipe import compare_recipes, embedding_recipe
 
     model_rec, bag_rec = embedding_recipe(feats), embedding_recipe(bag)
-    keys = ["tile_size", "mpp"]
+    keys = ["tile_size", "mpp", "precision"]
     if model_rec.get("weights") and bag_rec.get("weights"):
         keys.append("weights")
     diffs = compare_recipes(model_rec, bag_rec, keys=keys)
@@ -434,6 +459,13 @@ def _encoder_for(rm: RunModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return enc, kw, tiling
 
 
+def _features_precision(rm: RunModel) -> str:
+    """The encoder precision of a run's training bags (``fp32`` for bags made before it existed)."""
+    from histoviz.features.recipe import embedding_recipe
+
+    return str(embedding_recipe(rm.features).get("precision") or "fp32")
+
+
 def _model_encoder(rm: RunModel) -> Any:
     """The fine-tuned patch encoder a run's model carries (CMRCNet / BLEEP trained on patches),
     or ``None`` when the model predicts from frozen features of a registered encoder."""
@@ -456,19 +488,22 @@ def embed_for_run(
     fold: int | str | None = None,
     batch_size: int = 64,
     mpp_override: float | None = None,
+    precision: str | None = None,
 ) -> tuple[FeatureBag, dict[str, Any]]:
     """Tile and embed an open slide the way a run's training features were made.
 
     Returns the bag and the provenance :func:`predict_bag` takes as ``meta``; runs with the same
     encoder and tiling can share one bag (``histoviz predict`` over a folder does).
-    ``progress_callback(done, n_tiles)`` follows the tiles.
+    ``progress_callback(done, n_tiles)`` follows the tiles. ``precision`` (default: the training
+    bags') must equal the training bags' precision: features are never mixed.
 
     Raises
     ------
     PredictionCancelled
         ``cancel_event`` was set.
     HistovizError
-        No tissue, missing mpp or weights, an encoder the run's features were not made with.
+        No tissue, missing mpp or weights, an encoder the run's features were not made with,
+        a precision other than the training bags'.
     """
     from histoviz.features.embed import embed_slide, resolve_device
     from histoviz.features.encoders import create_encoder
@@ -479,13 +514,22 @@ def embed_for_run(
     if mpp_override is not None:
         tiling = {**tiling, "mpp_override": float(mpp_override)}
     grid = make_tile_grid(reader, TilingConfig(**tiling))
-    encoder = _model_encoder(rm) or create_encoder(enc_name, **enc_kw)
+    trained_at = _features_precision(rm)
+    prec = precision or trained_at
+    own = _model_encoder(rm)
+    if prec != trained_at and own is None:
+        raise ConfigError(
+            f"{rm.run_dir}: the model was trained on {trained_at} features; embedding this slide "
+            f"at {prec} would feed it features it never saw (bench/bench_precision.py measures the "
+            f"change). Use precision {trained_at}, or train on bags embedded with --precision {prec}")
+    encoder = own or create_encoder(enc_name, **enc_kw, precision=prec)
     if int(encoder.embed_dim) != int(rm.features.get("embed_dim") or encoder.embed_dim):
         raise DataError(
             f"encoder {enc_name!r} gives {encoder.embed_dim}-d features but the model expects "
             f"{rm.features.get('embed_dim')}"
         )
-    dev = resolve_device(device)
+    prec = getattr(encoder, "precision", "fp32")
+    dev = resolve_device("cpu" if prec == "int8" else device)  # dynamic int8 runs on the CPU
     try:
         bag = embed_slide(reader, encoder, grid, batch_size=batch_size, device=str(dev),
                           progress=progress, progress_callback=progress_callback, cancel_event=cancel_event)
@@ -495,7 +539,8 @@ def embed_for_run(
         raise PredictionCancelled(f"{reader.slide_id}: prediction cancelled")
     meta = {"slide_path": bag.attrs["slide_path"], "slide_dimensions": list(map(int, reader.dimensions)),
             "mpp": mpp_override if mpp_override is not None else reader.mpp, "tile_size": int(grid.tile_size),
-            "stride_level0": int(grid.stride_level0)}
+            "stride_level0": int(grid.stride_level0), "encoder_precision": prec,
+            "features_precision": trained_at}
     return bag, meta
 
 
@@ -510,6 +555,7 @@ def predict_slide(
     fold: int | str | None = None,
     batch_size: int = 64,
     mpp_override: float | None = None,
+    precision: str | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -533,6 +579,13 @@ def predict_slide(
         Tiles per encoder batch.
     mpp_override
         The slide's microns per pixel when the file does not record it (or records it wrongly).
+    precision
+        Encoder precision (``fp32``, ``bf16``, ``int8``: see
+        :func:`~histoviz.features.encoders.apply_precision`; int8 embeds on the CPU). Default
+        (``None``): the precision of the run's training bags, so a model trained on int8 bags
+        embeds at int8 (the path for a laptop without a GPU). Another precision than the
+        training bags' is refused (:class:`ConfigError`): features are never mixed. Recorded in
+        ``uns["histoviz"]["encoder_precision"]``.
 
     Returns
     -------
@@ -563,7 +616,8 @@ def predict_slide(
                 progress_callback(done, n + 1)
 
         bag, meta = embed_for_run(reader, rm, device=device, progress=progress, progress_callback=tiles,
-                                  cancel_event=cancel_event, batch_size=batch_size, mpp_override=mpp_override)
+                                  cancel_event=cancel_event, batch_size=batch_size, mpp_override=mpp_override,
+                                  precision=precision)
         dev_name = "auto" if device == "auto" else str(resolve_device(device))
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
         add_slide_image(a, reader)

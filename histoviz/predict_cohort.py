@@ -247,8 +247,9 @@ def predict_cohort(
         raise ConfigError(f"runs {list(map(str, models))} share a folder name; predictions are named by it")
     _check_genes(runs, genes)
     jobs = _jobs(source, features)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from histoviz._atomic import make_output_dir
+
+    out = make_output_dir(out)  # a file, a read-only or full place: one line, before any work
     keys = {n: _run_key(rm) for n, rm in runs.items()}
     state_file = out / "predict.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"format": PREDICT_FORMAT, "runs": {}}

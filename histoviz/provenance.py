@@ -38,6 +38,7 @@ from typing import Any
 __all__ = [
     "GENERATOR",
     "cohort_is_synthetic",
+    "prediction_trained_on",
     "prediction_warning",
     "slide_is_synthetic",
     "synthetic_mismatch",
@@ -223,19 +224,42 @@ def synthetic_mismatch(trained: Mapping[str, Any] | None, slide_path: str | os.P
             "show what the model learnt from the generator's colours and textures, not biology")
 
 
-def prediction_warning(adata: Any, *, slide_path: str | os.PathLike | None = None) -> str | None:
-    """:func:`synthetic_mismatch` for a prediction AnnData (``uns["histoviz"]["trained_on"]``).
-
-    ``slide_path`` defaults to ``uns["histoviz"]["slide_path"]``.
-    """
-    info = adata.uns.get("histoviz", {}) if hasattr(adata, "uns") else {}
-    trained = info.get("trained_on")
-    if isinstance(trained, str):
+def _json_mapping(v: Any) -> Mapping[str, Any] | None:
+    if isinstance(v, str):
         try:
-            trained = json.loads(trained)
+            v = json.loads(v)
         except ValueError:
-            trained = None
-    if not isinstance(trained, Mapping):
+            return None
+    return v if isinstance(v, Mapping) else None
+
+
+def prediction_trained_on(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the model of a prediction was trained on, from its ``uns["histoviz"]``: the recorded
+    ``trained_on`` (:func:`training_data` at prediction time), else, for files written before it
+    was recorded, whether the cohort of the recorded run config is synthetic. ``None`` when
+    neither says."""
+    trained = _json_mapping(info.get("trained_on"))
+    if trained is not None:
+        return dict(trained)
+    cfg = _json_mapping(info.get("config"))
+    cohort = ((cfg or {}).get("data") or {}).get("cohort") if cfg else None
+    return {"cohort": cohort, "synthetic": cohort_is_synthetic(cohort)} if cohort else None
+
+
+def prediction_warning(adata: Any, *, slide_path: str | os.PathLike | None = None) -> str | None:
+    """:func:`synthetic_mismatch` for a prediction: the sentence the CLI, napari and the
+    dashboard show.
+
+    Parameters
+    ----------
+    adata
+        A prediction AnnData, or its ``uns["histoviz"]`` mapping.
+    slide_path
+        The slide the maps are shown on (default: ``uns["histoviz"]["slide_path"]``).
+    """
+    info = adata.uns.get("histoviz", {}) if hasattr(adata, "uns") else (adata or {})
+    trained = prediction_trained_on(info)
+    if trained is None:
         return None
     sp = slide_path if slide_path is not None else info.get("slide_path")
     return synthetic_mismatch(trained, sp, slide_name=str(info.get("slide_id") or "") or None)

@@ -5,7 +5,7 @@ Three kinds of target blocks reach the models (one block per modality or outcome
 ============== =================================== ==============================================
 kind           block                               prediction (``model.predict`` per block)
 ============== =================================== ==============================================
-regression     :class:`~histoviz.data.omics.TargetBlock` ``(n, m)`` values in target space
+regression     :class:`~histoviz.data.targets.TargetBlock` ``(n, m)`` values in target space
 classification :class:`~histoviz.data.outcomes.ClassBlock` ``(n, K)`` class probabilities
 survival       :class:`~histoviz.data.outcomes.SurvivalBlock` ``(n, B)`` survival ``S_k`` at the end of each time bin
 ============== =================================== ==============================================

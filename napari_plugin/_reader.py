@@ -69,7 +69,7 @@ def read_heatmap(path: str | list[str]) -> list[LayerData]:
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
     """Return a reader function for ``path``, or ``None`` when histoviz cannot open it."""
     p = _single(path)
-    if p is None or not Path(p).is_file():
+    if p is None or not (Path(p).is_file() or os.path.islink(p)):  # a broken link is explained below
         return None
     if p.lower().endswith(".h5ad"):
         from napari_plugin._spots import spot_reader  # spot files and per-spot predictions: circles
@@ -79,11 +79,18 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         return read_heatmap
     from histoviz.errors import HistovizError
     from histoviz.io import open_slide
+    from histoviz.io.open import SLIDE_SUFFIXES
 
     try:
         open_slide(p).close()
     except (HistovizError, OSError, ValueError) as e:
-        logger.info("histoviz cannot open %s: %s", p, e)
+        if Path(p).suffix.lower() in SLIDE_SUFFIXES:
+            # a file named as a slide: say why in napari's notifications (one line), then decline
+            import warnings
+
+            warnings.warn(f"histoviz cannot open {e}", UserWarning, stacklevel=2)
+        else:
+            logger.info("histoviz cannot open %s: %s", p, e)
         return None
     return read_slide
 

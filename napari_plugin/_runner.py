@@ -112,7 +112,7 @@ class ModelRunner(QObject):
 
         def job() -> tuple[str, Any]:
             try:
-                out = fn(reader, str(model_dir), progress_callback=report, cancel_event=cancel)
+                out = fn(reader, str(model_dir), progress_callback=report, cancel_event=cancel, **({"precision": self.precision} if getattr(self, "precision", None) else {}))
             except Exception as e:  # noqa: BLE001 - reported in the widget, not as a traceback
                 return ("error", e)
             finally:

@@ -1,13 +1,18 @@
-"""npe2 sample data: File > Open Sample > histoviz.
+"""npe2 sample data: File > Open Sample > histoviz (a thin adapter over :mod:`histoviz.demo.samples`).
 
 Both samples return the slide layer and a first map (the map layer names its prediction file
 in its metadata); the "Prediction maps" widget is docked and picks the predictions up, so every
 map, the patch inspector and the slide-level prediction work at once.
 
-- "synthetic": a synthetic slide with maps predicted by models trained on a small synthetic
-  cohort (CPNN expression and composition; ABMIL grade and survival with split-conformal
-  uncertainty), built on first use (about a minute) and cached (:func:`histoviz.samples.synthetic_sample`);
-- "real": the shipped Aperio SVS with *simulated* maps (every map name says so).
+- "synthetic": a synthetic slide of a patient outside the training cohort, with maps predicted
+  by models trained on a small synthetic cohort (CPNN expression and composition; ABMIL grade
+  and survival with split-conformal uncertainty);
+- "real" (the napari sample key; :data:`histoviz.demo.samples.SAMPLES` calls it
+  ``svs-simulated``): the shipped Aperio SVS with *simulated* maps (every map name says so).
+
+A sample not yet in the cache is built by :func:`histoviz.demo.samples.open_sample` in a fresh
+process (about a minute for "synthetic"), never in the viewer's: its steps show in napari's
+activity panel while the viewer keeps drawing.
 """
 
 from __future__ import annotations
@@ -31,13 +36,30 @@ def _dock_widget() -> None:
         logger.info("could not dock the histoviz widget: %s", e)
 
 
-def _notify(text: str) -> None:
-    try:
-        from napari.utils.notifications import show_info
+def _sample(kind: str) -> Any:
+    """The sample's files; a build runs in its own process, its steps in a napari progress bar."""
+    from histoviz.demo.samples import cached_sample, open_sample
 
-        show_info(text)
-    except Exception:  # noqa: BLE001 - a notification is a convenience
-        logger.info("%s", text)
+    if cached_sample(kind) is not None:
+        return open_sample(kind)
+    from napari.utils import progress
+    from qtpy.QtWidgets import QApplication
+
+    bar: Any = None
+
+    def step(k: int, n: int, text: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total=n, desc=f"histoviz sample {kind!r} (first use, in its own process)")
+        bar.set_description(f"histoviz sample {kind!r}: {text}")
+        if k - 1 > bar.n:
+            bar.update(k - 1 - bar.n)
+
+    try:
+        return open_sample(kind, on_progress=step, idle=QApplication.processEvents)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _open(pred: Any, first_map: str) -> list[tuple[Any, dict[str, Any], str]]:
@@ -50,13 +72,9 @@ def _open(pred: Any, first_map: str) -> list[tuple[Any, dict[str, Any], str]]:
 
 def synthetic_sample() -> list[tuple[Any, dict[str, Any], str]]:
     """A synthetic slide with maps from models trained on synthetic slides; first map: risk."""
-    from histoviz.samples import synthetic_sample as build
-
-    return _open(build(echo=_notify).predictions, "risk")
+    return _open(_sample("synthetic").predictions, "risk")
 
 
 def real_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """The shipped Aperio SVS (CMU-1-Small-Region) with simulated maps; first map: simulated tumour weight."""
-    from histoviz.samples import real_sample as build
-
-    return _open(build().predictions, "cell_type:tumour")
+    """napari's "real" sample: the shipped Aperio SVS with simulated maps; first map: simulated tumour weight."""
+    return _open(_sample("svs-simulated").predictions, "cell_type:tumour")

@@ -151,7 +151,7 @@ def chromium(profile: str | os.PathLike, *, width: int = 1400, height: int = 100
                 i = next(ids)
                 ws.send(json.dumps({"id": i, "method": method, "params": params}))
                 while True:
-                    msg = json.loads(ws.recv(timeout=60))
+                    msg = json.loads(ws.recv(timeout=240))
                     if msg.get("id") == i:
                         return msg.get("result", {})
 
@@ -165,37 +165,49 @@ def chromium(profile: str | os.PathLike, *, width: int = 1400, height: int = 100
             proc.wait(5)
 
 
-def _wait_ready(call: Any, t0: float, timeout: float) -> dict:
-    res: dict = {"state": "not loaded"}
-    streak = 0
-    while time.monotonic() - t0 < timeout and streak < 4:
-        out = call("Runtime.evaluate", expression=_STATE_JS, returnByValue=True)
-        res = out.get("result", {}).get("value") or {"state": "no answer"}
-        streak = streak + 1 if res.get("state") == "ready" else 0
-        time.sleep(0.3)
-    return res
+#: Resolves (in the page) once the app has been ready for ``frames`` animation frames in a row
+#: at the expected size, its fonts loaded; or with the last state after ``ms`` milliseconds.
+_WAIT_JS = """new Promise((resolve) => {
+  const state = () => %s;
+  const t0 = performance.now();
+  let streak = 0, last = {state: 'not loaded'};
+  const tick = () => {
+    last = (document.readyState === 'complete' && location.href.startsWith(%s) && window.innerHeight === %d)
+      ? state() : {state: 'navigating'};
+    streak = last.state === 'ready' ? streak + 1 : 0;
+    if (streak >= %d) document.fonts.ready.then(() => resolve(last));
+    else if (performance.now() - t0 > %d) resolve(last);
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})"""
+
+
+def _wait_ready(call: Any, url: str, height: int, timeout: float, frames: int = 10) -> dict:
+    """Wait in the page for the app to be ready (see ``_WAIT_JS``): driven by the browser's
+    animation frames and font loading, not by sleeping here."""
+    js = _WAIT_JS % (_STATE_JS, json.dumps(url.split("?")[0]), int(height), int(frames), int(timeout * 1000))
+    out = call("Runtime.evaluate", expression=js, awaitPromise=True, returnByValue=True)
+    return out.get("result", {}).get("value") or {"state": "no answer"}
 
 
 def screenshot(call: Any, url: str, png: str | os.PathLike, *, timeout: float = 90, full_page: bool = True,
                width: int = 1400, height: int = 1000, max_height: int = 5000) -> PageShot:
-    """Load ``url``, wait until the page has rendered (ready for 4 polls in a row), inspect it and
-    save a PNG (the whole page, up to ``max_height`` px, when ``full_page``)."""
-    t0 = time.monotonic()
+    """Load ``url``, wait until the page has rendered (ready for 10 animation frames in a row, its
+    fonts loaded), inspect it and save a PNG (the whole page, up to ``max_height`` px, when
+    ``full_page``)."""
     call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
     call("Page.navigate", url=url)
-    time.sleep(0.5)
-    res = _wait_ready(call, t0, timeout)
+    res = _wait_ready(call, url, height, timeout)
     if full_page and res.get("state") == "ready":
         out = call("Runtime.evaluate", returnByValue=True, expression=(
             "Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stMainBlockContainer\"]')]"
             ".map(e => e.scrollHeight), 0)"))
         h = int(out.get("result", {}).get("value") or 0)
         if h > height:  # let the app lay itself out in a window as tall as its content
-            call("Emulation.setDeviceMetricsOverride", width=width, height=min(h + 40, max_height),
-                 deviceScaleFactor=1, mobile=False)
-            time.sleep(1.0)
-            res = _wait_ready(call, time.monotonic(), timeout)
-    time.sleep(0.7)  # fonts, image sizes
+            tall = min(h + 40, max_height)
+            call("Emulation.setDeviceMetricsOverride", width=width, height=tall, deviceScaleFactor=1, mobile=False)
+            res = _wait_ready(call, url, tall, timeout)
     data = call("Page.captureScreenshot", format="png")["data"]
     Path(png).write_bytes(base64.b64decode(data))
     return PageShot(state=str(res.get("state")), charts=int(res.get("charts", 0)), images=int(res.get("images", 0)),

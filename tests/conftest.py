@@ -96,3 +96,12 @@ def layout_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.nda
     img, truth = make_layout_image()
     p = write_pyramid_tiff(tmp_path_factory.mktemp("layout") / "layout.tif", img)
     return p, img, truth
+
+
+@pytest.fixture(scope="session")
+def fault_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Inputs of the fault tables (see tests/_faults.py): a slide, a cohort of feature bags, a
+    trained run and its twin with NaN weights; built once per session (CLI and napari tables)."""
+    from _faults import build_inputs
+
+    return build_inputs(tmp_path_factory.mktemp("fault_inputs"))

@@ -24,7 +24,7 @@ from histoviz.dashboard import APP
 
 ROOT = Path(__file__).resolve().parents[1]
 SVS_ID = "CMU-1-Small-Region"
-PAGES = ("models", "targets", "outcomes", "cohort", "slide")
+PAGES = ("models", "targets", "outcomes", "cohort", "explorer", "slide")
 
 st = pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -107,13 +107,13 @@ def fake_results(root: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def svs_predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Simulated per-patch maps for the real SVS."""
+    from histoviz.demo.simulated import simulated_maps
     from histoviz.io import open_slide
     from histoviz.io.predictions import write_predictions
     from histoviz.tiling import TilingConfig, make_tile_grid
-    from histoviz.viz.demo import simulated_predictions
 
     with open_slide(ROOT / "sample_data" / "real" / f"{SVS_ID}.svs") as r:
-        adata = simulated_predictions(r, make_tile_grid(r, TilingConfig()), n_genes=8)
+        adata = simulated_maps(r, make_tile_grid(r, TilingConfig()), n_genes=8)
     return write_predictions(adata, tmp_path_factory.mktemp("pred") / f"{SVS_ID}.h5ad")
 
 
@@ -151,8 +151,8 @@ def test_every_page_on_fake_results(results: Path, svs_predictions: Path) -> Non
             assert charts(at), page
     # Models: fold sizes, distributions, the paired comparison with its verdict, CSV downloads
     at.switch_page("views/models.py").run()
-    sizes = frame(at, "run", "held-out patients per fold")
-    assert sizes.set_index("run").loc["runs/good", "held-out patients per fold"] == "12, 12, 12, 12, 12"
+    sizes = frame(at, "run", "held-out per fold")
+    assert sizes.set_index("run").loc["runs/good", "held-out per fold"] == "12, 12, 12, 12, 12"
     assert at.selectbox(key="pair_a").value == "runs/good" and at.selectbox(key="pair_b").value == "runs/weak"
     m = {x.label: x.value for x in at.metric}
     assert m["Verdict"] == "runs/good better"
@@ -177,8 +177,8 @@ def test_targets_panel_unknown_genes_and_missing_heldout(results: Path) -> None:
     assert set(frame(at, "task", "target")["target"]) == {"MKI67", "ESR1"}
     assert any("2 of 4 panel genes are not among the runs' targets: NOTAGENE1, FAKE2" in w.value for w in at.warning)
     at.selectbox(key="t_pick").select("gene/ESR1").run()
-    assert any("runs/weak: scatter unavailable: the run has no held-out predictions for gene" in w.value
-               for w in at.warning)
+    assert not [w for w in at.warning if "runs/weak" in w.value]  # named in a caption, not warned about
+    assert any("Not in the scatter: runs/weak (no held-out gene predictions saved" in x.value for x in at.caption)
     assert len(charts(at)) == 1  # the good run's scatter is still drawn
 
 
@@ -201,13 +201,45 @@ def test_paths_outside_the_root_are_refused(results: Path, tmp_path: Path) -> No
     assert frame(at, "field", "value") is not None  # the slide itself is shown
 
 
+@pytest.mark.parametrize("case", ["cohort file link", "slide file link", "slide folder link", "link to /etc/passwd"])
+def test_links_out_of_the_root_are_never_followed(results: Path, tmp_path: Path, case: str) -> None:
+    """Issue 20's dashboard cases: a file link, a folder link and a link to /etc/passwd placed in the
+    root lead nowhere: not listed, refused when typed or linked, nothing of the target shown."""
+    outside = tmp_path / "outside"
+    (outside / "slides").mkdir(parents=True)
+    shutil.copy(ROOT / "sample_data" / "real" / f"{SVS_ID}.svs", outside / "slides" / "secret.svs")
+    (outside / "secret.csv").write_text("slide_id,patient_id,path\nSECRET1,PSECRET,slides/secret.svs\n")
+    link, typed, page, key = {
+        "cohort file link": (results / "cohort_link.csv", "cohort_link.csv", "cohort", "cohort_path"),
+        "slide file link": (results / "slide_link.svs", "slide_link.svs", "slide", "slide_path"),
+        "slide folder link": (results / "elsewhere", "elsewhere/slides/secret.svs", "slide", "slide_path"),
+        "link to /etc/passwd": (results / "passwd.csv", "passwd.csv", "cohort", "cohort_path"),
+    }[case]
+    target = {"cohort file link": outside / "secret.csv", "slide file link": outside / "slides" / "secret.svs",
+              "slide folder link": outside, "link to /etc/passwd": Path("/etc/passwd")}[case]
+    link.symlink_to(target, target_is_directory=target.is_dir())
+    at = app(page)
+    shown = " ".join(str(x.value) for x in [*at.markdown, *at.caption, *at.info, *at.error]) + " ".join(
+        d.value.to_csv() for d in at.dataframe)
+    assert "SECRET1" not in shown and "secret.svs" not in shown and "root:x:0" not in shown
+    if page == "cohort":
+        assert not at.selectbox(key="cohort_pick").options or typed not in at.selectbox(key="cohort_pick").options
+        at.text_input(key="cohort_path").input(typed).run()
+    else:
+        at = app(page, slide_path=typed)
+    assert [e.value for e in at.error] == [
+        f"{typed}: outside the results root {results}; the dashboard reads only files under it "
+        "(start it with `histoviz dashboard ROOT` to choose another root)"]
+    assert not at.dataframe and not charts(at) and not at.image
+
+
 def test_a_corrupt_run_is_named_and_the_others_still_show(results: Path) -> None:
     runs = fake_results(results)
     (runs["weak"] / "metrics.parquet").write_bytes(b"PAR1 garbage")
     at = app()
     errs = [e.value for e in at.error]
     assert errs and all(str(runs["weak"] / "metrics.parquet") in e for e in errs)
-    assert set(frame(at, "run", "held-out patients per fold")["run"]) == {"runs/good", "runs/outcome"}
+    assert set(frame(at, "run", "held-out per fold")["run"]) == {"runs/good", "runs/outcome"}
     assert charts(at)
     at.switch_page("views/targets.py").run()
     assert not at.exception and "runs/good" in frame(at, "task", "target").columns
@@ -258,12 +290,12 @@ def test_a_synthetic_model_on_a_real_slide_warns(results: Path, svs_predictions:
     (synth / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
     a = ad.read_h5ad(svs_predictions)
     info = dict(a.uns["histoviz"])
-    info.update(model="ridge", config=json.dumps({"data": {"cohort": str(synth / "cohort.csv")}}))
+    info.update(model="ridge", trained_on=json.dumps({"synthetic": True, "cohort": str(synth / "cohort.csv")}))
     a.uns["histoviz"] = info
     with_svs(results)
     write_predictions(a, results / "maps" / f"{SVS_ID}.ridge.h5ad")
     at = app("slide")
-    assert any("trained on a synthetic cohort" in w.value and "this slide is not synthetic" in w.value
+    assert any("trained on synthetic slides" in w.value and f"{SVS_ID} is not a synthetic slide" in w.value
                for w in at.warning)
 
 
@@ -276,6 +308,12 @@ def test_cli_dashboard_serves_localhost(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--server.address localhost" in out and "--server.port 8999" in out and str(APP) in out
     assert main(["dashboard", str(tmp_path / "missing")]) == 1
     assert "not a folder" in capsys.readouterr().err
+    # serving to the network says so, in one line, before anything starts
+    assert main(["dashboard", str(tmp_path), "--print-command", "--host", "0.0.0.0"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "warning: --host 0.0.0.0 serves to the network" in err and str(tmp_path.resolve()) in err
+    assert main(["dashboard", str(tmp_path), "--print-command"]) == 0
+    assert capsys.readouterr().err == ""  # localhost: no warning
     cfg = (ROOT / ".streamlit" / "config.toml").read_text()
     assert 'address = "localhost"' in cfg  # streamlit run app.py from the checkout binds localhost too
 
@@ -284,25 +322,29 @@ def test_cli_dashboard_serves_localhost(tmp_path: Path, capsys: pytest.CaptureFi
 def build_real_results(root: Path, mc, oc) -> Path:
     """Runs of two cohorts under ``root``: ridge and knn (omics, ``mc``), PCA outcome baselines
     and their shuffled control (grade + survival, Mondrian coverage by site, ``oc``), and one
-    slide's maps; ``root/synth`` links the omics cohort."""
+    slide's maps; ``root/synth`` holds the omics cohort (hard links)."""
     from histoviz.io.predictions import write_predictions
     from histoviz.predict import predict_slide
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
-    (root / "synth").symlink_to(mc.root, target_is_directory=True)
+    # the cohort is placed under the root (hard links: no copy of the slides); a symbolic link out of
+    # the root would be refused, as the dashboard reads nothing outside it
+    shutil.copytree(mc.root, root / "synth", copy_function=os.link)
+    mc = type(mc)(root / "synth", root / "synth" / "features" / "morphology")
     for name, model, params in (("ridge", "ridge", {"n_components": 32}), ("knn", "knn", {})):
         run_experiment(load_config(mc.config(name, model, params=params, modalities=("gene", "protein"))),
                        root / "runs" / name)
     cohort = pd.read_csv(oc.cohort_csv)
     cohort["site"] = np.where(cohort["patient_id"].str[1:].astype(int) % 2, "A", "B")
     cohort["path"] = [str(oc.root / p) for p in cohort["path"]]
-    cohort.to_csv(root / "outcome_cohort.csv", index=False)
+    (root / "outcome").mkdir()
+    cohort.to_csv(root / "outcome" / "cohort.csv", index=False)
     for name, extra in (("pca-outcomes", {}), ("pca-shuffled", {"shuffle_labels": True})):
         cfg = oc.config(name, "pca-outcomes", params={"n_components": 16, "cox_components": 4, "penalizer": 0.1},
                         evaluation={"calibration_fraction": 0.3, "conformal": {"alpha": 0.1, "group": "site"}},
                         **extra)
-        cfg["data"]["cohort"] = str(root / "outcome_cohort.csv")
+        cfg["data"]["cohort"] = str(root / "outcome" / "cohort.csv")
         run_experiment(load_config(cfg), root / "runs" / name)
     a = predict_slide(mc.root / "slides" / "S001.tif", root / "runs" / "ridge", progress=False)
     write_predictions(a, root / "maps" / "S001.ridge.h5ad")
@@ -332,7 +374,16 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     # Targets: a gene's Pearson = mean over folds of histoviz's Pearson of its held-out values (the
     # run scored the unstandardised values, the held-out table keeps the float32 standardised
     # ones: equal up to float32 rounding)
-    at = app("targets")
+    # the omics runs and the outcome runs were trained on two cohorts: two groups, never mixed
+    from histoviz.viz.results import cohort_groups, find_runs, load_runs
+
+    groups = {g.cohort_name: g for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
+    assert {r.label for r in groups["synth"].runs} == {"runs/knn", "runs/ridge"}
+    assert {r.label for r in groups["outcome"].runs} == {"runs/pca-outcomes", "runs/pca-shuffled"}
+    assert all(r.identity.recorded for g in groups.values() for r in g.runs)
+    at = app()
+    at.selectbox(key="cohort_group").set_value(groups["synth"].id).run()
+    at.switch_page("views/targets.py").run()
     assert not at.error
     at.text_input(key="t_query").input("MKI67").run()
     table = frame(at, "task", "target", "runs/ridge", "runs/knn").set_index("target")
@@ -356,6 +407,9 @@ def test_pages_show_what_histoviz_computes(real_root: Path, monkeypatch: pytest.
     assert m["Verdict"] == ref.verdict
     units = frame(at, "fold", "mean_a", "mean_b", "difference")
     np.testing.assert_allclose(units["difference"], ref.per_unit["difference"], atol=1e-12)
+    assert set(frame(at, "run", "cohort")["cohort"]) == {"synth"}
+    at.selectbox(key="cohort_group").set_value(groups["outcome"].id).run()
+    assert at.multiselect(key="runs_selected").value == ["runs/pca-outcomes", "runs/pca-shuffled"]
     # Outcomes: the log-rank p of the risk groups and the c-index per fold
     at.switch_page("views/outcomes.py").run()
     assert not at.error

@@ -111,53 +111,6 @@ def test_mark_optimistic_and_bar_figure(tmp_path: Path) -> None:
         assert dict(zip(t.x, t.y)) == pytest.approx(ref.to_dict())
 
 
-def test_per_target_summary_and_search(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path / "a", "ridge", seed=1), write_run(tmp_path / "b", "mtl", seed=2)]
-    m = dash.read_run_metrics(dirs)
-    assert set(m["run"]) == {"a", "b"} and len(m) == 2 * 3 * 68 * 2
-    s = dash.per_target_summary(m)
-    assert list(s.columns) == list(dash.PER_TARGET_COLUMNS) and len(s) == 2 * 68
-    assert s["pearson_mean"].is_monotonic_decreasing
-    row = s[(s["run"] == "a") & (s["target"] == "G007")].iloc[0]
-    ref = m[(m["run"] == "a") & (m["target"] == "G007") & (m["metric"] == "pearson")]
-    assert row["pearson_mean"] == pytest.approx(ref["value"].mean())
-    assert row["pearson_std"] == pytest.approx(ref["value"].std(ddof=1))
-    assert row["n_folds"] == 3 and row["n_patients"] == 8
-    hit = dash.per_target_summary(m, "g007, p00")
-    assert set(hit["target"]) == {"G007"} | {f"P{j:03d}" for j in range(8)}
-    assert dash.per_target_summary(m, "nothing-like-this").empty
-    assert len(dash.filter_targets(m, "G01")) == 2 * 3 * 10 * 2
-    with pytest.raises(DataError, match="run directory"):
-        dash.read_run_metrics([tmp_path / "missing"])
-
-
-def test_find_helpers(tmp_path: Path) -> None:
-    write_run(tmp_path / "runs" / "r1", "ridge")
-    write_run(tmp_path / "runs" / "r2", "mtl")
-    (tmp_path / "runs" / "not_a_run").mkdir()
-    assert [p.name for p in dash.find_run_dirs(tmp_path / "runs")] == ["r1", "r2"]
-    assert dash.find_run_dirs(tmp_path / "runs" / "r1") == [tmp_path / "runs" / "r1"]
-    assert dash.find_run_dirs(tmp_path / "nope") == [] and dash.find_run_dirs("") == []
-
-    out = tmp_path / "out"
-    (out / "maps").mkdir(parents=True)
-    for name in ("maps/S001.h5ad", "maps/S001.mtl.h5ad", "pred_cpnn_S001.h5ad", "maps/S0010.h5ad",
-                 "pred_mtl_S0010.h5ad", "S001.csv"):
-        (out / name).write_text("x")
-    found = dash.find_predictions("S001", [out, tmp_path / "absent", ""])
-    assert sorted(p.name for p in found) == ["S001.h5ad", "S001.mtl.h5ad", "pred_cpnn_S001.h5ad"]
-
-    slides = tmp_path / "slides"
-    (slides / "sub").mkdir(parents=True)
-    for name in ("a.svs", "sub/b.ome.tif", "c.txt", ".hidden.svs", "d.png"):
-        (slides / name).write_text("x")
-    assert [p.name for p in dash.find_slides(slides)] == ["a.svs", "d.png", "b.ome.tif"]
-    assert dash.find_slides(tmp_path / "nope") == [] and dash.find_slides(" ") == []
-
-    assert dash.parse_path_list("runs/a\n\n# comment\nruns/b, runs/c  # trailing\n") == [
-        Path("runs/a"), Path("runs/b"), Path("runs/c")]
-
-
 def test_embed_summary(tmp_path: Path) -> None:
     feats = tmp_path / "features" / "morphology"
     feats.mkdir(parents=True)
@@ -165,8 +118,6 @@ def test_embed_summary(tmp_path: Path) -> None:
                   "path": ["a", "b", "c"], "n_tiles": [10, 5, 0], "seconds": [1.0, 0.0, 0.5],
                   "error": ["", "", "boom"]}).to_csv(feats / "embed_summary.csv", index=False)
     (feats / "embed_config.json").write_text('{"encoder": "morphology", "embed_dim": 51}')
-    cohort_csv = tmp_path / "cohort.csv"
-    assert dash.find_embed_summaries(cohort_csv) == [feats / "embed_summary.csv"]
     table, totals = dash.embed_summary(feats / "embed_summary.csv")
     assert len(table) == 3
     assert totals == {"slides": 3, "done": 1, "skipped": 1, "failed": 1, "tiles": 15, "seconds": 1.5,

@@ -37,9 +37,18 @@ def test_paths_resolve_under_the_root_and_nothing_else(tmp_path: Path) -> None:
         assert str(e.value).count("\n") == 0 and "outside the results root" in str(e.value)
         messages.add(str(e.value).split(": ", 1)[1])  # the same text whether the file exists or not
     assert len(messages) == 1
-    # links placed inside the root are the root owner's choice and are followed
+    # links that stay inside the root are followed; links out of it are refused like any other
+    # path outside (a folder link, a file link, a link to /etc/passwd), with the same message
+    (root / "inner").symlink_to(root / "runs", target_is_directory=True)
+    assert rs.resolve_under(root, "inner/a.csv") == root / "inner" / "a.csv"
     (root / "linked").symlink_to(tmp_path, target_is_directory=True)
-    assert rs.resolve_under(root, "linked/secret.txt") == root / "linked" / "secret.txt"
+    (root / "secret_link.txt").symlink_to(tmp_path / "secret.txt")
+    (root / "passwd").symlink_to("/etc/passwd")
+    for bad in ("linked/secret.txt", "linked", "secret_link.txt", str(root / "passwd"), "passwd"):
+        with pytest.raises(rs.OutsideRootError) as e:
+            rs.resolve_under(root, bad)
+        messages.add(str(e.value).split(": ", 1)[1])
+    assert len(messages) == 1
 
 
 def test_results_root_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,13 +65,39 @@ def test_find_runs_and_files(tmp_path: Path) -> None:
     write_run(tmp_path / "deep" / "x" / "runs" / "a", "a")
     write_run(tmp_path / "runs" / "c.partial", "c")  # interrupted: not listed
     write_run(tmp_path / "runs" / "b" / "checkpoints" / "inner", "inner")  # inside a run: not listed
-    write_run(tmp_path / "synth" / "slides" / "odd", "odd")  # cohort folders hold no runs
-    assert [p.relative_to(tmp_path).as_posix() for p in rs.find_runs(tmp_path)] == ["deep/x/runs/a", "runs/b"]
+    write_run(tmp_path / "runs" / "spatial", "st")  # a run is found whatever its folder is called
+    assert [p.relative_to(tmp_path).as_posix() for p in rs.find_runs(tmp_path)] == [
+        "deep/x/runs/a", "runs/b", "runs/spatial"]
     assert rs.find_runs(tmp_path / "runs" / "b") == [tmp_path / "runs" / "b"]
+    (tmp_path / "synth" / "slides").mkdir(parents=True)
     (tmp_path / "synth" / "cohort.csv").write_text("a")
     (tmp_path / "synth" / "slides" / "S1.tif").write_text("a")
     assert rs.find_files(tmp_path, (".csv",), names=("cohort",)) == [tmp_path / "synth" / "cohort.csv"]
     assert tmp_path / "synth" / "slides" / "S1.tif" in rs.find_files(tmp_path, (".tif",))
+
+
+def test_nothing_reached_through_a_link_out_of_the_root_is_listed(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write_run(outside / "runs" / "x", "x")
+    (outside / "secret.csv").write_text("slide_id,patient_id,path\nA,B,C\n")
+    (outside / "slide.tif").write_text("t")
+    write_run(root / "runs" / "mine", "mine")
+    (root / "cohort").mkdir()
+    (root / "cohort" / "cohort.csv").write_text("slide_id,patient_id,path\nS,P,s.tif\n")
+    (root / "cohort_link.csv").symlink_to(outside / "secret.csv")  # a file link out
+    (root / "elsewhere").symlink_to(outside, target_is_directory=True)  # a folder link out
+    (root / "slide_link.tif").symlink_to(outside / "slide.tif")
+    (root / "passwd.csv").symlink_to("/etc/passwd")
+    (root / "inside").symlink_to(root / "cohort", target_is_directory=True)  # a link that stays in
+    (root / "cohort" / "loop").symlink_to(root / "cohort", target_is_directory=True)  # a loop
+    assert [p.relative_to(root).as_posix() for p in rs.find_runs(root)] == ["runs/mine"]
+    csvs = [p.relative_to(root).as_posix() for p in rs.find_files(root, (".csv",))]
+    assert csvs == ["cohort/cohort.csv"]  # the folder reached again through "inside" and "loop": once
+    assert rs.find_files(root, (".tif",)) == []
+    cohorts, errors = rs.find_cohorts(root)
+    assert [c.path.relative_to(root).as_posix() for c in cohorts] == ["cohort/cohort.csv"]
+    assert rs.resolve_under(root, "inside/cohort.csv") == root / "inside" / "cohort.csv"
+    assert not errors
 
 
 def test_one_corrupt_run_is_named_and_the_others_load(tmp_path: Path) -> None:
@@ -74,7 +109,7 @@ def test_one_corrupt_run_is_named_and_the_others_load(tmp_path: Path) -> None:
     assert len(errors) == 2
     assert str(bad / "metrics.parquet") in errors[0] and "unreadable" in errors[0]
     assert "missing" in errors[1] and "\n" not in "".join(errors)
-    assert set(runs[0].metrics["run"]) == {"runs/good"}
+    assert len(runs[0].table) == 3 * 68 * 2 and runs[0].metrics.empty  # per-target rows stay in the table
     assert runs[0].blocks == {"gene": "regression", "protein": "regression"} and runs[0].path == good
 
 
@@ -93,8 +128,8 @@ def test_scores_targets_table_and_fold_sizes(tmp_path: Path) -> None:
     assert (t["best"] == np.where(t["a"] >= t["b"], "a", "b")).all()
     assert set(rs.targets_table(s, query="g00, p001")["target"]) == {f"G00{j}" for j in range(10)} | {"P001"}
     assert set(rs.targets_table(s, targets=["g001", "P002"])["target"]) == {"G001", "P002"}
-    f = rs.fold_table(runs)
-    assert f["held-out patients per fold"].tolist() == ["8, 8, 8"] * 2 and f["folds"].tolist() == [3, 3]
+    f = rs.runs_table(runs)
+    assert f["held-out per fold"].tolist() == ["8, 8, 8"] * 2 and f["folds x repeats"].tolist() == ["3 x 1"] * 2
 
 
 def test_gene_panels() -> None:
@@ -154,21 +189,6 @@ def test_outcome_tables_equal_the_metric_rows(tmp_path: Path) -> None:
     assert cov["coverage"].tolist() == pytest.approx([0.915] * 3) and cov["size"].tolist() == pytest.approx([1.65] * 3)
     assert cov["target_coverage"].tolist() == pytest.approx([0.8] * 3) and r.conformal_group == "site"
     assert cov["n_patients"].tolist() == [80, 40, 40] and cov["size_metric"].iloc[0] == "set_size"
-
-
-def test_synthetic_provenance(tmp_path: Path) -> None:
-    import json
-
-    cohort = tmp_path / "synth"
-    (cohort / "slides").mkdir(parents=True)
-    (cohort / "manifest.json").write_text(json.dumps({"generator": "histoviz.data.synthetic"}))
-    info = {"config": json.dumps({"data": {"cohort": str(cohort / "cohort.csv")}})}
-    assert rs.trained_on_synthetic(info) is True
-    assert rs.trained_on_synthetic({"config": json.dumps({"data": {"cohort": str(tmp_path / "cohort.csv")}})}) is False
-    assert rs.trained_on_synthetic({}) is None
-    assert rs.trained_on_synthetic({"provenance": {"synthetic": False}, **info}) is False
-    assert rs.is_synthetic_slide(cohort / "slides" / "S001.tif") is True
-    assert rs.is_synthetic_slide(tmp_path / "real.svs") is False
 
 
 # ---- figures ----------------------------------------------------------------------------------------

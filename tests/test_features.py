@@ -82,7 +82,7 @@ def test_wrong_weights_file_is_rejected(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"foo": torch.zeros(3)}, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(MissingWeightsError, match="do not fit encoder 'resnet50-trunc'"):
+    with pytest.raises(MissingWeightsError, match="does not fit encoder 'resnet50-trunc'"):
         create_encoder("resnet50-trunc", weights=tmp_path / "bad.safetensors")
     p = tmp_path / "info.json"
     p.write_text("{}")

@@ -72,7 +72,8 @@ def make_toy(tmp_path: Path, n: int = 36, seed: int = 0, prototypes: np.ndarray 
     for m in specs:
         prep = TargetPreprocessor(specs[m]).fit(om[m].values, om[m].targets)
         blocks[m] = prep.block(om[m])
-    return {"bags": bags, "blocks": blocks, "weights": weights, "reference": str(ref_path), "mix": mix}
+    return {"bags": bags, "blocks": blocks, "weights": weights, "reference": str(ref_path), "mix": mix,
+            "gene_path": str(gpath)}
 
 
 def _split(toy: dict, rows: np.ndarray) -> tuple[list, dict]:

@@ -13,6 +13,7 @@ import yaml
 
 from histoviz.provenance import (
     cohort_is_synthetic,
+    prediction_trained_on,
     prediction_warning,
     slide_is_synthetic,
     synthetic_mismatch,
@@ -109,3 +110,73 @@ def test_predict_records_provenance_and_the_cli_warns(pytestconfig, svs_path, tm
     assert prediction_warning(a) is not None
     # the sample itself: the same run on a synthetic slide, nothing to warn about
     assert prediction_warning(read_predictions(sample.predictions)) is None
+
+
+@pytest.mark.slow
+def test_a_slide_copied_into_a_synthetic_cohort_gets_one_answer_everywhere(pytestconfig, svs_path, tmp_path,
+                                                                          capsys, monkeypatch):
+    """A real slide copied into a synthetic cohort's ``slides/`` folder is not synthetic (it is
+    not in the generator's manifest): the CLI, napari's checks and the dashboard all warn, with
+    histoviz's one sentence; and they state the slide-level prediction with one sentence too."""
+    import shutil
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from histoviz.cli import main
+    from histoviz.dashboard import APP
+    from histoviz.io.predictions import read_predictions
+    from histoviz.viz.summary import slide_predictions
+    from tests._sample import synthetic_sample
+
+    run = synthetic_sample(pytestconfig).runs["grade-survival"]  # trained on synthetic slides
+    root = tmp_path / "results"
+    syn = _fake_cohort(root / "syn", synthetic=True)
+    copy = syn / "slides" / "mine.svs"
+    shutil.copy(svs_path, copy)
+    assert slide_is_synthetic(copy) is False
+    want = synthetic_mismatch({"synthetic": True}, copy, slide_name="mine")
+    assert "mine is not a synthetic slide" in want
+
+    # CLI
+    pred = root / "maps" / "mine.h5ad"
+    assert main(["predict", "--model", str(run), "--slide", str(copy), "--out", str(pred), "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert f"histoviz predict: warning: {want}" in out.err.splitlines()
+    lines = [r["line"] for r in slide_predictions(read_predictions(pred))]  # napari's inspector shows these
+    assert len(lines) == 2 and lines[0].startswith("grade: ") and "conformal set {" in lines[0]
+    assert [ln.removeprefix("  slide ") for ln in out.out.splitlines() if ln.startswith("  slide ")] == lines
+    # napari: the model runner checks the run against the open slide, the reader a prediction file
+    assert synthetic_mismatch(training_data(run), copy, slide_name="mine") == want
+    assert prediction_warning(read_predictions(pred), slide_path=copy) == want
+    # dashboard: the Slide page with this slide and its prediction file
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HISTOVIZ_RESULTS_ROOT", str(root))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params["slide_path"] = "syn/slides/mine.svs"
+    at.query_params["pred_path"] = "maps/mine.h5ad"
+    at.run()
+    at.switch_page("views/slide.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [w.value for w in at.warning] == [want[:1].upper() + want[1:]]
+    assert [c.value for c in at.caption if c.value in lines] == lines
+
+
+def test_a_prediction_says_what_its_model_was_trained_on(tmp_path):
+    """From the recorded ``trained_on``, else (older files) from the run config's cohort."""
+    syn = _fake_cohort(tmp_path / "syn", synthetic=True)
+    real = _fake_cohort(tmp_path / "real", synthetic=False)
+    info = {"config": json.dumps({"data": {"cohort": str(syn / "cohort.csv")}})}
+    assert prediction_trained_on(info)["synthetic"] is True
+    assert prediction_trained_on({"config": json.dumps({"data": {"cohort": str(real / "cohort.csv")}})})[
+        "synthetic"] is False
+    assert prediction_trained_on({}) is None
+    assert prediction_trained_on({"trained_on": json.dumps({"synthetic": False}), **info})["synthetic"] is False
+    # the mapping itself (the dashboard passes uns["histoviz"]) gives the same sentence as the AnnData
+    (real / "slides" / "copied.svs").write_bytes(b"x")
+    (syn / "slides" / "copied.svs").write_bytes(b"x")
+    w = prediction_warning(info, slide_path=syn / "slides" / "copied.svs")
+    assert w is not None and "copied.svs is not a synthetic slide" in w  # next to the manifest, not made by it

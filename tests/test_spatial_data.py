@@ -252,7 +252,7 @@ def test_no_gene_selection_or_fitted_statistic_sees_the_test_sample():
     for scramble in (None, 3):
         data = _toy_data(scramble=scramble)
         prep = prepare_fold(cfg, data, train)
-        m = fit_spot_model(cfg, data, prep, "cmrcnet", cfg.model_kwargs(), seed=0)
+        m = fit_spot_model(cfg, data, prep, "cmrcnet", cfg.model.params, seed=0)
         fitted.append((prep, m.state()))
     (p0, (m0, a0)), (p1, (m1, a1)) = fitted
     assert p0.targets == p1.targets and p0.genes.sets == p1.genes.sets

@@ -8,7 +8,10 @@ import pytest
 import yaml
 
 from histoviz.errors import ConfigError
+from histoviz.models import model_info
+from histoviz.nn.settings import LOOP_FIELDS
 from histoviz.training.config import apply_overrides, config_to_dict, load_config
+from histoviz.training.prepare import model_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
@@ -33,8 +36,15 @@ def test_shipped_configs_validate(path):
         assert Path(cfg.data.cohort).is_absolute()
         assert cfg.data.cohort.endswith(("data/synth/cohort.csv", "data/outcomes/cohort.csv", "data/pathgen/cohort.csv",
                                          "data/power/cohort.csv"))
-    kw = cfg.model_kwargs()
-    assert "epochs" in kw or cfg.model.name in ("ridge", "knn", "pca-outcomes")
+    # the model gets every loop setting of the config, whole, exactly when it trains with the loop
+    kw = model_kwargs(cfg)
+    loop = {k: kw[k] for k in LOOP_FIELDS if k in kw}
+    if model_info(cfg.model.name).caps.trains_with_loop:
+        assert loop == cfg.training.loop_settings().as_dict()
+        assert kw["seed"] == cfg.training.seed == cfg.seed  # training.seed defaults to the top-level seed
+    else:
+        assert loop == {}
+    assert {k: v for k, v in kw.items() if k not in LOOP_FIELDS} == cfg.model.params
 
 
 def test_at_least_the_issue_configs_exist():

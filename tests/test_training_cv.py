@@ -274,9 +274,16 @@ def test_predict_slide_per_patch_maps(runs, cohort, tmp_path):
     info = a.uns["histoviz"]
     assert info["model"] == "multiomics" and info["encoder"] == "morphology"
     assert list(info["slide_dimensions"]) == [1536, 1536] and info["mpp"] == pytest.approx(0.5)
+    assert info["encoder_precision"] == info["features_precision"] == "fp32"
+    with pytest.raises(HistovizError, match="trained on fp32 features; embedding this slide at bf16"):
+        predict_slide(slide, runs["mtl"].out_dir, precision="bf16")  # never mixed with the fp32 bags
     # the features-bag path gives the same maps (same encoder and tiling)
     b = predict_bag(FeatureBag.from_h5(cohort.features / "S001.h5"), runs["mtl"].out_dir)
     np.testing.assert_allclose(b.X, a.X, atol=1e-4)
+    int8 = FeatureBag.from_h5(cohort.features / "S001.h5")
+    int8.attrs["recipe"] = json.dumps({**json.loads(int8.attrs["recipe"]), "precision": "int8"})
+    with pytest.raises(DataError, match="precision: 'fp32' vs 'int8'"):
+        predict_bag(int8, runs["mtl"].out_dir)  # int8 bags never meet an fp32-trained model
     back = read_predictions(write_predictions(a, tmp_path / "p.h5ad"))
     assert back.uns["slide_prediction"]["gene"]["values"].shape == (a.n_vars,)
     c = predict_slide(slide, runs["cpnn"].out_dir, device="cpu")

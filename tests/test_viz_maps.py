@@ -328,15 +328,15 @@ def test_display_levels_read_lazily_what_is_asked(svs_path):
     assert np.array_equal(coarse, want)
 
 
-def test_simulated_predictions_are_flagged_and_simulate_no_outcome(svs_path):
+def test_simulated_maps_are_flagged_and_simulate_no_outcome(svs_path):
+    from histoviz.demo.simulated import simulated_maps
     from histoviz.io import open_slide
     from histoviz.tiling.grid import TilingConfig, make_tile_grid
-    from histoviz.viz.demo import simulated_predictions
     from histoviz.viz.maps import is_simulated
 
     r = open_slide(svs_path)
     grid = make_tile_grid(r, TilingConfig(tile_size=224, mpp=0.5))
-    a = simulated_predictions(r, grid, n_genes=5)
+    a = simulated_maps(r, grid, n_genes=5)
     assert a.n_obs == len(grid) and a.n_vars == 5
     # no grade, risk, attention or uncertainty is ever simulated: those come from models only
     assert set(available_maps(a)) == {"gene", "cell_type", "dominant_type"}

@@ -16,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("encoders", help="registered patch encoders, dims and weight status")
+    p = sub.add_parser("encoders", help="registered patch encoders: dims, licence, where weights are "
+                                        "looked for and whether they are here; --check a file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check", nargs=2, metavar=("NAME", "FILE"), default=None,
+                   help="say whether a weights file fits encoder NAME (every tensor present, same "
+                        "shape) and, if not, what differs and what that suggests")
     p.set_defaults(func=_encoders)
 
     p = sub.add_parser("synth", help="write a synthetic cohort with ground truth")
@@ -49,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default="efficientnet-lite0")
     p.add_argument("--weights", default=None, help="local weights file for the encoder")
     p.add_argument("--random-weights", action="store_true", help="use random weights (testing)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                   help="encoder precision: int8 (dynamic quantisation, CPU only, ~3x faster on a "
+                        "laptop CPU) or bf16 (CPUs with AVX512-BF16/AMX, GPUs); recorded in every bag")
     _tiling_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1,
@@ -128,18 +135,52 @@ def _info(a: argparse.Namespace) -> int:
 
 
 def _encoders(a: argparse.Namespace) -> int:
-    from histoviz.features.encoders import list_encoders
+    from histoviz.features.encoders import check_weights, list_encoders
 
+    if a.check:
+        fit = check_weights(*a.check)
+        if a.json:
+            print(json.dumps({"encoder": fit.encoder, "file": str(fit.path), "fits": fit.fits,
+                              "prefix": fit.prefix, "missing": fit.missing, "extra": fit.extra,
+                              "unused": fit.unused, "fits_instead": fit.fits_instead,
+                              "differ": [[k, list(x), list(y)] for k, x, y in fit.mismatched],
+                              "hints": fit.hints}, indent=2))
+        else:
+            print(fit.report())
+        return 0 if fit.fits else 1
     rows = [{"name": i.name, "embed_dim": i.embed_dim, "weights": i.weights_status(),
-             "description": i.description} for i in list_encoders()]
+             "description": i.description, "architecture": i.architecture, "licence": i.licence,
+             "source": i.source, "looked_for": i.weights_locations(), **_fit_of(i),
+             **({"requires": i.requires} if i.requires else {})} for i in list_encoders()]
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0
     w = max(len(r["name"]) for r in rows)
+    pad = " " * (w + 9)
     for r in rows:
         print(f"{r['name']:<{w}}  {r['embed_dim']:>5}  {r['description']}")
-        print(f"{'':<{w}}         weights: {r['weights']}")
+        print(f"{pad}weights: {r['weights']}")
+        for key in ("fit", "architecture", "licence", "source", "requires"):
+            if r.get(key):
+                print(f"{pad}{key}: {r[key]}")
+        for i, where in enumerate(r["looked_for"]):
+            print(f"{pad}{'looked for at: ' if i == 0 else ' ' * 15}{where}")
     return 0
+
+
+def _fit_of(info: object) -> dict:
+    """Whether the weights file found for an encoder fits it (shapes only; nothing when none)."""
+    from histoviz.errors import HistovizError
+    from histoviz.features.encoders import check_weights, find_weights
+
+    path = find_weights(info) if getattr(info, "weights", "") == "local" else None
+    if path is None:
+        return {}
+    try:
+        fit = check_weights(info.name, path, suggest=False)
+    except HistovizError as e:
+        return {"fits": False, "fit": str(e)}
+    return {"fits": fit.fits, "fit": fit.summary()}
 
 
 def _synth(a: argparse.Namespace) -> int:
@@ -183,10 +224,11 @@ def _tile(a: argparse.Namespace) -> int:
         print(f"{r.slide_id}: {len(g)} tiles of {g.tile_size} px ({g.tile_size_level0} px at level 0), "
               f"mean tissue {g.tissue_fraction.mean():.0%}")
         if a.out:
-            a.out.mkdir(parents=True, exist_ok=True)
             import pandas as pd
 
-            from histoviz._atomic import atomic_write_text
+            from histoviz._atomic import atomic_write_text, make_output_dir
+
+            make_output_dir(a.out)
 
             df = pd.DataFrame({"x": g.coords[:, 0], "y": g.coords[:, 1],
                                "tissue_fraction": np.round(g.tissue_fraction, 4),
@@ -219,22 +261,34 @@ def _embed(a: argparse.Namespace) -> int:
             gpus = [int(g) for g in a.gpus.split(",") if g.strip() != ""]
         except ValueError:
             raise ConfigError(f"--gpus takes GPU indices like 0,1; got {a.gpus!r}") from None
-    else:
-        resolve_device(a.device)
+    dev = "cuda" if gpus is not None else str(resolve_device(a.device))
     src = Path(a.input)
     enc_kw: dict = {}
+    if a.precision != "fp32":
+        from histoviz.features.encoders import check_precision_device
+
+        check_precision_device(a.precision, dev)  # int8 on a GPU, bf16 on a CPU without it
+        enc_kw["precision"] = a.precision
     if a.random_weights:
         enc_kw["pretrained"] = False
     if a.weights:
         enc_kw["weights"] = a.weights
+    enc = None
     if not a.random_weights:
-        # fail fast on missing weights before any cluster starts
+        # fail fast on missing weights, or a file that does not fit, before any cluster starts
         from histoviz.features.encoders import create_encoder
 
-        create_encoder(a.encoder, **enc_kw)
-    if src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt"):
-        return _embed_one_slide(a, src, enc_kw)
-    cohort = read_cohort(src)
+        enc = create_encoder(a.encoder, **enc_kw)
+    one_slide = src.is_dir() or src.suffix.lower() not in (".csv", ".tsv", ".parquet", ".txt")
+    if one_slide and not (a.scheduler or gpus):
+        return _embed_one_slide(a, src, enc_kw, enc)
+    del enc  # the workers build their own
+    if one_slide:  # --scheduler / --gpus: a one-slide cohort, so they are used (or refused), never ignored
+        from histoviz.data.cohort import cohort_from_paths
+
+        cohort = cohort_from_paths([src])
+    else:
+        cohort = read_cohort(src)
     workers = a.workers if len(cohort) > 1 or a.scheduler or gpus else 0
     res = embed_cohort(cohort, a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
                        tiling=_tiling_kwargs(a), workers=workers, scheduler=a.scheduler,
@@ -247,56 +301,30 @@ def _embed(a: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict) -> int:
-    import contextlib
+def _embed_one_slide(a: argparse.Namespace, src: Path, enc_kw: dict, enc: object = None) -> int:
+    """One slide (or DICOM series folder): the cohort engine in this process on a one-row cohort,
+    so that locks, recipes, staging and the report are the same as for a cohort (``enc``: the
+    encoder already built, used instead of a second one)."""
+    from histoviz.data.cohort import cohort_from_paths
+    from histoviz.errors import HistovizError, LockedError
+    from histoviz.features.cohort import embed_cohort
 
-    from histoviz._atomic import atomic_write_text, clean_stale_temps
-    from histoviz.errors import ConfigError, LockedError
-    from histoviz.features.cohort import check_feature_folder
-    from histoviz.features.embed import EmbedStats, embed_slide
-    from histoviz.features.encoders import create_encoder
-    from histoviz.features.locks import SlideLock
-    from histoviz.features.recipe import compare_recipes, embedding_recipe, make_recipe
-    from histoviz.features.staging import staged_slide
-    from histoviz.io import is_complete_bag, open_slide
-    from histoviz.io.open import slide_id_from_path
-    from histoviz.tiling import TilingConfig
-
-    tcfg = TilingConfig(**_tiling_kwargs(a))
-    recipe = make_recipe(a.encoder, tcfg, encoder_kwargs=enc_kw)
-    sid = slide_id_from_path(src)
-    staged = (staged_slide(src, a.stage_dir, sid) if a.stage_dir and src.exists()
-              else contextlib.nullcontext(src))
-    with staged as local, open_slide(local, slide_id=sid) as r:
-        out = a.out / f"{r.slide_id}.h5"
-        check_feature_folder(a.out, recipe, overwrite=a.overwrite)
-        a.out.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(a.out)
-        with SlideLock(a.out, r.slide_id) as lock:
-            if not lock.acquire():
-                raise LockedError(f"{out}: being embedded by {lock.describe_holder()}; wait for it "
-                                  f"or remove {lock.path} if that process is gone")
-            if lock.recovered:
-                print(f"{r.slide_id}: {lock.recovered}")
-            clean_stale_temps(a.out, stem=r.slide_id, owned=True)
-            if is_complete_bag(out):
-                diffs = compare_recipes(recipe, embedding_recipe(out))
-                if not diffs:
-                    print(f"{r.slide_id}: already embedded -> {out}")
-                    return 0
-                if not a.overwrite:
-                    raise ConfigError(f"{out}: exists, made another way ({'; '.join(diffs)}; new vs "
-                                      "existing); use --overwrite to replace it or another --out")
-            st = EmbedStats()
-            embed_slide(r, create_encoder(a.encoder, **enc_kw), tiling=tcfg, out=out,
-                        batch_size=a.batch_size, device=a.device, progress=not a.no_progress,
-                        stats=st, decode=a.decode, recipe=recipe, read_threads=a.read_threads)
-            cfg = a.out / "embed_config.json"
-            if a.overwrite or not cfg.is_file():
-                atomic_write_text(cfg, json.dumps(
-                    {"recipe": recipe, "encoder": a.encoder, "tiling": _tiling_kwargs(a),
-                     "encoder_kwargs": {k: str(v) for k, v in enc_kw.items()},
-                     "batch_size": a.batch_size}, indent=2))
-    print(f"{r.slide_id}: {st.n_tiles} tiles embedded with {a.encoder} in {st.seconds:.1f} s "
-          f"({st.tiles_per_s:.0f} tiles/s) -> {out}")
+    res = embed_cohort(cohort_from_paths([src]), a.out, encoder=a.encoder, encoder_kwargs=enc_kw,
+                       tiling=_tiling_kwargs(a), workers=0, batch_size=a.batch_size, device=a.device,
+                       progress=not a.no_progress, overwrite=a.overwrite, stage_dir=a.stage_dir,
+                       decode=a.decode, read_threads=a.read_threads, encoder_object=enc)
+    (st,) = res.slides
+    if st.note and st.status != "busy":
+        print(f"{st.slide_id}: {st.note}")  # e.g. the lock of a dead process was recovered
+    if st.status == "skipped":
+        print(f"{st.slide_id}: already embedded -> {st.path}")
+    elif st.status == "busy":
+        raise LockedError(f"{a.out / (st.slide_id + '.h5')}: {st.note}; wait for it or remove "
+                          f"{a.out / ('.' + st.slide_id + '.lock')} if that process is gone")
+    elif st.status != "done":
+        raise HistovizError(st.error)
+    else:
+        rate = st.n_tiles / st.seconds if st.seconds > 0 else 0.0
+        print(f"{st.slide_id}: {st.n_tiles} tiles embedded with {a.encoder} in {st.seconds:.1f} s "
+              f"({rate:.0f} tiles/s) -> {st.path}")
     return 0

@@ -50,12 +50,14 @@ def streamlit_command(root: str | os.PathLike, *, port: int = 8501, host: str = 
 
 def _dashboard(a: argparse.Namespace) -> int:
     cmd, env = streamlit_command(a.root, port=a.port, host=a.host)
+    if a.host not in LOCAL_HOSTS:
+        where = "every network interface" if a.host in ("0.0.0.0", "::", "") else a.host
+        print(f"histoviz dashboard: warning: --host {a.host} serves to the network ({where}, no password): anyone "
+              f"who reaches this machine's port {a.port} can read the results under {env['HISTOVIZ_RESULTS_ROOT']}; "
+              "use the default (localhost) and an SSH tunnel to share it safely", file=sys.stderr)
     if a.print_command:
         print(" ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd))
         return 0
-    if a.host not in LOCAL_HOSTS:
-        print(f"histoviz dashboard: warning: binding {a.host}: anyone who reaches this address can read the "
-              f"results under {env['HISTOVIZ_RESULTS_ROOT']}", file=sys.stderr)
     print(f"histoviz dashboard: {env['HISTOVIZ_RESULTS_ROOT']} at http://{a.host}:{a.port}", flush=True)
     if os.name == "posix":  # become the server: one process to stop, no orphan
         os.execve(cmd[0], cmd, {**os.environ, **env})

@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from histoviz.task_kinds import TaskKind
-
 __all__ = ["register"]
 
 
@@ -91,10 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(a: argparse.Namespace) -> int:
     from histoviz.evaluation.compare import format_table, main_rows
+    from histoviz.io.rundir import check_run_out
     from histoviz.training.config import load_config
     from histoviz.training.runner import run_experiment
 
     cfg = load_config(a.config, overrides=a.overrides)
+    check_run_out(a.out)
     if cfg.data.spots is not None:
         from histoviz.evaluation.spots import format_spot_table
         from histoviz.training.spots import run_spot_experiment
@@ -216,6 +216,7 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace) -> int:
+    from histoviz._atomic import check_writable, refuse_input_as_output
     from histoviz._cli.cohort import is_batch, predict_many
     from histoviz.errors import ConfigError
     from histoviz.io.predictions import write_predictions
@@ -226,7 +227,10 @@ def _predict(a: argparse.Namespace) -> int:
     if len(a.model) > 1:
         raise ConfigError("several --model runs predict a folder or cohort table (--slides); give one for a slide")
     a.model = a.model[0]
-
+    out = Path(a.out)
+    to_folder = out.is_dir() or str(a.out).endswith(("/", os.sep))
+    refuse_input_as_output(out, a.slide, a.features, a.spots)
+    check_writable(out if to_folder else out.parent)  # before the work, not after it
     fold = a.fold
     if fold is not None and fold not in ("final", "ensemble"):
         try:
@@ -241,12 +245,13 @@ def _predict(a: argparse.Namespace) -> int:
     elif a.features is not None:
         from histoviz.io.featurebag import FeatureBag
 
-        adata = predict_bag(FeatureBag.from_h5(a.features), a.model, fold=fold, device=a.device)
+        bag = FeatureBag.from_h5(a.features)
+        bag.attrs["_path"] = str(a.features)  # named in errors
+        adata = predict_bag(bag, a.model, fold=fold, device=a.device)
     else:
         adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold,
                               mpp_override=a.mpp_override)
-    out = Path(a.out)
-    if out.is_dir() or str(a.out).endswith(("/", os.sep)):
+    if to_folder:
         out = out / f"{adata.uns['histoviz']['slide_id']}.{Path(a.model).resolve().name}.h5ad"
     out = write_predictions(adata, out)
     keys = [k for k in adata.obs.columns if k not in ("x", "y", "slide_id")] + [k for k in adata.obsm if k != "spatial"]
@@ -254,29 +259,16 @@ def _predict(a: argparse.Namespace) -> int:
     extra = f", checkpoint {adata.uns['spots']['checkpoint']}" if unit == "spots" else ""
     print(f"{adata.uns['histoviz']['slide_id']}: {adata.n_obs} {unit} x {adata.n_vars} targets "
           f"({', '.join(keys)}{extra}) -> {out}")
-    for b, sp in adata.uns.get("slide_prediction", {}).items():
-        print(f"  slide {b}: {_slide_line(sp)}")
+    from histoviz.viz.summary import slide_predictions
+
+    for row in slide_predictions(adata):
+        print(f"  slide {row['line']}")
     from histoviz.provenance import prediction_warning
 
     warning = prediction_warning(adata, slide_path=a.slide if a.slide else None)
     if warning:
         print(f"histoviz predict: warning: {warning}", file=sys.stderr)
     return 0
-
-
-def _slide_line(sp: dict) -> str:
-    kind = sp.get("kind", TaskKind.REGRESSION)
-    if kind == TaskKind.CLASSIFICATION:
-        probs = ", ".join(f"{t}: {float(v):.2f}" for t, v in zip(sp["targets"], sp["values"]))
-        extra = f"; conformal set {{{', '.join(map(str, sp['set']))}}} (alpha {sp['alpha']:g})" if "set" in sp else ""
-        return f"predicted {sp['predicted']} ({probs}){extra}"
-    if kind == TaskKind.SURVIVAL:
-        extra = f"; interval [{sp['lo']:.2f}, {sp['hi']:.2f}] (alpha {sp['alpha']:g})" if "lo" in sp else ""
-        if "lo" in sp and str(sp.get("interval", "")) == "time":
-            extra = (f"; survives at least {sp['lo']:.3g} {sp.get('time_unit', '')} with probability "
-                     f"{1 - sp['alpha']:.0%} (conformal lower bound; horizon {sp['hi']:.3g})")
-        return f"risk {sp['risk']:.3f} (-sum S over {len(sp['targets'])} time bins){extra}"
-    return f"{len(sp['targets'])} targets"
 
 
 def _models(a: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "targets": ("Targets", ":material/genetics:"),
     "outcomes": ("Outcomes", ":material/monitor_heart:"),
     "cohort": ("Cohort", ":material/groups:"),
+    "explorer": ("Explorer", ":material/query_stats:"),
     "slide": ("Slide", ":material/biotech:"),
     "spatial": ("Spatial", ":material/scatter_plot:"),
 }

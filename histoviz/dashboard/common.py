@@ -152,11 +152,42 @@ def find_slides() -> list[str]:
     return [p for p in find_files(tuple(SLIDE_SUFFIXES)) if not Path(p).name.startswith(".")]
 
 
-def find_predictions(slide_id: str) -> list[str]:
-    """Prediction files under the root that name ``slide_id``."""
-    from histoviz.viz.dashboard import _names_slide
+@st.cache_data(max_entries=512, show_spinner=False)
+def _header(path: str, stamp: float) -> dict[str, Any]:
+    from histoviz.viz.results import prediction_header
 
-    return [p for p in find_files((".h5ad",)) if _names_slide(Path(p).name, slide_id)]
+    return prediction_header(path)
+
+
+def prediction_headers() -> list[tuple[str, dict[str, Any]]]:
+    """``(path, uns["histoviz"] scalars)`` of every histoviz prediction file under the root."""
+    out = []
+    for p in find_files((".h5ad",)):
+        h = _header(p, mtime(p))
+        if h:
+            out.append((p, h))
+    return out
+
+
+def predictions_for(slide: str | os.PathLike) -> list[tuple[Path, bool]]:
+    """Prediction files of a slide file (:func:`histoviz.viz.results.predictions_for_slide`)."""
+    from histoviz.viz.results import predictions_for_slide
+
+    return predictions_for_slide(slide, prediction_headers(), root())
+
+
+@st.cache_data(ttl=30, show_spinner="Reading cohort tables ...")
+def _cohorts(where: str, stamps: tuple[tuple[str, float], ...]):
+    from histoviz.viz.results import find_cohorts
+
+    return find_cohorts(where, paths=[p for p, _ in stamps])
+
+
+def cohorts() -> tuple[list[Any], list[str]]:
+    """Cohort tables under the root (:func:`histoviz.viz.results.find_cohorts`, cached) and
+    the errors of those that could not be read."""
+    paths = find_files((".csv", ".tsv", ".parquet"), names=("cohort",))
+    return _cohorts(str(root()), tuple((p, mtime(p)) for p in paths))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,11 +197,11 @@ def _stamp(run_dir: str) -> tuple[float, float]:
     return mtime(Path(run_dir) / "run.json"), mtime(Path(run_dir) / "metrics.parquet")
 
 
-@st.cache_resource(max_entries=64, show_spinner="Reading runs ...")
+@st.cache_resource(max_entries=256, show_spinner="Reading runs ...")
 def _run(path: str, label: str, stamp: tuple[float, float]):
     from histoviz.viz.results import load_run
 
-    return load_run(path, label=label)
+    return load_run(path, label=label, root=root())
 
 
 def load_runs(paths: Sequence[str]) -> tuple[list[Any], list[str]]:
@@ -188,33 +219,79 @@ def _keys(runs: Sequence[Any]) -> tuple[tuple[str, str, tuple[float, float]], ..
     return tuple((str(r.path), r.label, _stamp(str(r.path))) for r in runs)
 
 
+def all_runs() -> tuple[list[Any], list[str]]:
+    """Every run under the root and the read errors."""
+    return load_runs(run_dirs())
+
+
+def groups() -> list[Any]:
+    """Runs grouped by cohort and split (:func:`histoviz.viz.results.cohort_groups`)."""
+    from histoviz.viz.results import cohort_groups
+
+    return cohort_groups(all_runs()[0])
+
+
+def current_group() -> Any | None:
+    """The cohort and split picked in the sidebar (``None`` when there are no runs)."""
+    gs = groups()
+    if not gs:
+        return None
+    want = st.session_state.get("cohort_group")
+    return next((g for g in gs if g.id == want), gs[0])
+
+
 def selected_runs(*, kinds: Sequence[str] = ()) -> list[Any]:
-    """The runs picked in the sidebar (those with a block of one of ``kinds`` when given);
-    read errors are shown, the readable runs returned."""
-    chosen = st.session_state.get("runs_selected") or []
-    paths = [str(root() / c) if c != "." else str(root()) for c in chosen]
-    runs, errors = load_runs(paths)
+    """The runs picked in the sidebar (all of one cohort and split; those with a block of one of
+    ``kinds`` when given); read errors are shown, the readable runs returned."""
+    _, errors = all_runs()
     for e in errors:
         st.error(e)
+    g = current_group()
+    if g is None:
+        return []
+    chosen = set(st.session_state.get("runs_selected") or [])
+    runs = [r for r in g.runs if r.label in chosen]
     if kinds:
         runs = [r for r in runs if any(k in kinds for k in r.blocks.values())]
     return runs
 
 
+def other_runs() -> list[Any]:
+    """Runs of other cohorts or splits than the picked one (listed apart, never compared)."""
+    g = current_group()
+    mine = {str(r.path) for r in g.runs} if g is not None else set()
+    return [r for r in all_runs()[0] if str(r.path) not in mine]
+
+
 def sidebar() -> None:
-    """Results root and the run picker (rendered by app.py on every page)."""
+    """Results root, the cohort-and-split picker and the run picker (rendered by the app on
+    every page)."""
     r = root()
     st.caption(f"Results root: `{r}`")
-    found = [rel(p) for p in run_dirs()]
-    if not found:
+    gs = groups()
+    if not gs:
         st.caption("No run directories under the root yet.")
         st.session_state["runs_selected"] = []
         return
-    if "runs_selected" not in st.session_state or not set(st.session_state["runs_selected"]) <= set(found):
-        st.session_state["runs_selected"] = [f for f in found if f in st.session_state.get("runs_selected", found)] \
-            or found[:12]
+    ids = [g.id for g in gs]
+    labels = {g.id: g.label for g in gs}
+    if st.session_state.get("cohort_group") not in ids:
+        linked = st.query_params.get("cohort_group")
+        st.session_state["cohort_group"] = linked if linked in ids else ids[0]
+    st.selectbox("Cohort and split", ids, key="cohort_group", format_func=lambda i: labels[i], bind="query-params",
+                 help="Pages compare runs trained and evaluated on one cohort with one patient split; runs of "
+                      "other cohorts or splits are listed apart.")
+    g = current_group()
+    found = [x.label for x in g.runs]
+    if "runs_selected" not in st.session_state or not set(st.session_state["runs_selected"]) <= set(found) \
+            or st.session_state.get("_runs_group") != g.id:
+        st.session_state["runs_selected"] = found[:12]
+    st.session_state["_runs_group"] = g.id
     st.multiselect("Runs", found, key="runs_selected",
-                   help=f"{len(found)} run(s) under the root; the pages compare the runs picked here.")
+                   help=f"{len(found)} run(s) of this cohort and split; the pages compare the runs picked here.")
+    n_other = sum(len(x.runs) for x in gs) - len(found)
+    if n_other:
+        st.caption(f"{n_other} run(s) of {len(gs) - 1} other cohort/split group(s): pick them above.")
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring targets ...")
@@ -229,22 +306,51 @@ def scores(runs: Sequence[Any], metric: str = "pearson"):
     return _scores(_keys(runs), metric)
 
 
+def has_summary(run: Any, topk: tuple[int, ...]) -> bool:
+    """Whether the run wrote its comparison table (``summary.csv``) with these top-k sizes."""
+    ev = run.config.get("evaluation") or {}
+    return ((run.path / "summary.csv").is_file()
+            and tuple(sorted(int(k) for k in (ev.get("topk") or ()))) == tuple(topk)
+            and tuple(ev.get("topk_criteria") or ("variance", "mean")) == ("variance", "mean"))
+
+
 @st.cache_data(max_entries=16, show_spinner="Comparing runs ...")
 def _summary(key: tuple, topk: tuple[int, ...]):
-    from histoviz.evaluation.compare import summarise_run
+    import pandas as pd
 
+    from histoviz.evaluation.compare import SUMMARY_COLUMNS, summarise_run
+
+    run = _run(*key)
+    stored = run.path / "summary.csv"
+    if has_summary(run, topk):  # the table the run wrote with these settings: no re-read of its metrics
+        try:
+            t = pd.read_csv(stored)
+            if set(SUMMARY_COLUMNS) <= set(t.columns):
+                return t[list(SUMMARY_COLUMNS)]
+        except (OSError, ValueError, pd.errors.ParserError):
+            pass
     return summarise_run(key[0], topk=topk)
 
 
+def default_topk(runs: Sequence[Any]) -> tuple[int, ...]:
+    """The top-k sizes the runs were configured with (``evaluation.topk``; else 50, 500)."""
+    for r in runs:
+        k = (r.config.get("evaluation") or {}).get("topk")
+        if k:
+            return tuple(sorted(int(v) for v in k))
+    return (50, 500)
+
+
 def summaries(runs: Sequence[Any], topk: tuple[int, ...]) -> tuple[Any, list[str]]:
-    """:func:`histoviz.evaluation.compare.summarise_run` of each run stacked (a ``run`` column),
-    and the errors of those that failed."""
+    """:func:`histoviz.evaluation.compare.summarise_run` of each run stacked (a ``run`` column;
+    the run's own ``summary.csv`` when it was written with these top-k sizes), and the errors of
+    those that failed."""
     import pandas as pd
 
     parts, errors = [], []
     for k in _keys(runs):
         try:
-            parts.append(_summary(k, topk).assign(run=k[1]))
+            parts.append(_summary(k, tuple(topk)).assign(run=k[1]))
         except Exception as e:
             errors.append(message(e))
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), errors
@@ -281,6 +387,18 @@ def _heldout(key: tuple, block: str):
 def heldout(run: Any, block: str):
     """A block's held-out table (cached)."""
     return _heldout(_keys([run])[0], block)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading held-out predictions ...")
+def _explorer_matrix(key: tuple, block: str, n_folds: int | None, patients: tuple[str, ...]):
+    from histoviz.viz.results.explorer import patient_matrix
+
+    return patient_matrix(_run(*key).heldout(block), value="y_pred", n_folds=n_folds, patients=list(patients))
+
+
+def explorer_matrix(run: Any, block: str, n_folds: int | None, patients: tuple[str, ...]):
+    """Patients x every target of a block's held-out predictions (cached)."""
+    return _explorer_matrix(_keys([run])[0], block, n_folds, tuple(patients))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,6 +456,48 @@ def _prediction_info(path: str, stamp: float) -> tuple[dict[str, list[str]], dic
     return available_maps(adata), info, int(adata.n_obs)
 
 
+def slide_level(pred: Path) -> list[dict[str, Any]]:
+    """:func:`histoviz.viz.summary.slide_predictions` of a prediction file (cached)."""
+    return _slide_level(str(pred), mtime(pred))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _slide_level(path: str, stamp: float) -> list[dict[str, Any]]:
+    from histoviz.viz.summary import slide_predictions
+
+    return slide_predictions(_predictions(path, stamp))
+
+
+def synthetic_warning(pred: Path, slide: Path) -> str | None:
+    """:func:`histoviz.provenance.prediction_warning` of a prediction file on this slide."""
+    from histoviz.provenance import prediction_warning
+
+    return prediction_warning(predictions(pred), slide_path=str(slide))
+
+
+def seen_by_run(info: dict[str, Any], patient: str | None, cohort_id: str | None) -> str:
+    """One sentence: whether the run that made a prediction trained on this slide's patient
+    (``""`` when the run is not under the root)."""
+    run_dir = inside(str(info.get("run_dir") or ""))
+    if run_dir is None or not (run_dir / "run.json").is_file():
+        return ""
+    try:
+        run = _run(str(run_dir), rel(run_dir), _stamp(str(run_dir)))
+    except Exception:  # an unreadable run: say nothing rather than guess
+        return ""
+    ident = run.identity
+    if cohort_id is None or patient is None or ident is None:
+        return f"Predicted by {run.label} (trained on the cohort {ident.cohort_name if ident else '?'})."
+    if ident.cohort_id != cohort_id:
+        return (f"Predicted by {run.label}, trained on the cohort {ident.cohort_name}: this slide's cohort is another, "
+                "so no model of that run trained on it (an unseen slide).")
+    pats = run.patients()
+    if pats is not None and patient in pats:
+        return (f"Predicted by {run.label}, trained on this cohort: patient {patient} was among its training patients "
+                f"(checkpoint {info.get('checkpoint', '?')}), so this is not an unseen slide.")
+    return f"Predicted by {run.label}, trained on this cohort without patient {patient} (an unseen slide)."
+
+
 def check_match(pred: Path, slide_id: str, dimensions: tuple[int, int]) -> None:
     """:func:`histoviz.viz.maps.check_predictions_match_slide` (raises ``DataError``)."""
     from histoviz.viz.maps import check_predictions_match_slide
@@ -377,25 +537,16 @@ def _hover_map(slide: str, slide_stamp: float, pred: str, pred_stamp: float, spe
 
 
 def cohort(path: Path):
-    """The cohort table (:func:`histoviz.data.cohort.read_cohort`) without rows a truncated CSV
-    cut short, and the warning naming the file (cached)."""
+    """The cohort table (:func:`histoviz.viz.results.read_cohort_table`: rows a truncated CSV
+    cut short left out) and the warning naming the file (cached)."""
     return _cohort(str(path), mtime(path))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _cohort(path: str, stamp: float):
-    from histoviz.data.cohort import read_cohort
-    from histoviz.viz.results import check_csv
+    from histoviz.viz.results import read_cohort_table
 
-    df = read_cohort(path)
-    warning = check_csv(path) if not path.endswith(".parquet") else None
-    if warning:
-        from histoviz.viz.results import _short_rows
-
-        short = _short_rows(Path(path), 64 << 20)[0]
-        drop = [len(df) - 1 if i < 0 else i for i in short]
-        df = df.drop(index=df.index[[i for i in drop if 0 <= i < len(df)]]).reset_index(drop=True)
-    return df, warning
+    return read_cohort_table(path)
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading omics tables ...")

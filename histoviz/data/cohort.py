@@ -34,9 +34,11 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
         else:
             df = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
     except Exception as e:
-        raise DataError(f"{path}: cannot read cohort table ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot read cohort table ({type(e).__name__}: {e}); give a CSV, TSV or parquet "
+                        "table with columns slide_id, patient_id, path") from e
     if "patient_id" not in df.columns and "slide_id" in df.columns:
         df["patient_id"] = df["slide_id"]
+        df.attrs["patient_id_from_slide_id"] = True  # training refuses this unless told (see training.data)
     if "slide_id" not in df.columns and "path" in df.columns:
         df["slide_id"] = [Path(p).name.split(".")[0] for p in df["path"]]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -44,11 +46,13 @@ def read_cohort(path: str | os.PathLike, *, check_files: bool = False) -> pd.Dat
         raise DataError(f"{path}: cohort table lacks column(s) {missing}; need {list(REQUIRED_COLUMNS)}")
     if df.empty:
         raise DataError(f"{path}: cohort table has no rows")
+    blank = df["patient_id"].isna() | (df["patient_id"].astype(str).str.strip() == "")
+    df.attrs["slides_without_patient"] = df["slide_id"][blank].astype(str).tolist()  # refused by training
     df["slide_id"] = df["slide_id"].astype(str)
     df["patient_id"] = df["patient_id"].astype(str)
     dup = df["slide_id"][df["slide_id"].duplicated()].unique().tolist()
     if dup:
-        raise DataError(f"{path}: duplicate slide_id(s) {dup[:5]}")
+        raise DataError(f"{path}: duplicate slide_id(s) {dup[:5]}; give each slide one row with its own id")
     df["path"] = [str(p if Path(p).is_absolute() else (path.parent / p)) for p in df["path"].astype(str)]
     if check_files:
         absent = [p for p in df["path"] if not Path(p).exists()]

@@ -85,13 +85,9 @@ class OutcomeSpec:
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any] | None, *, where: str = "outcomes") -> OutcomeSpec:
         """Build from a config mapping; unknown keys raise :class:`ConfigError`."""
-        from dataclasses import fields
+        from histoviz.strict import build_strict, strict_keys
 
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"{where}.{name}: unknown key(s) {bad}; known: {sorted(known)}")
+        d = strict_keys(cls, d, f"{where}.{name}")
         if "kind" not in d:
             d["kind"] = {"grade": TaskKind.CLASSIFICATION, "survival": TaskKind.SURVIVAL}.get(name, "")
             if not d["kind"]:
@@ -101,10 +97,7 @@ class OutcomeSpec:
         if d.get("classes") is not None:
             c = d["classes"]
             d["classes"] = tuple(c) if isinstance(c, (list, tuple)) else (c,)
-        try:
-            return cls(**d)
-        except (TypeError, ConfigError) as e:
-            raise ConfigError(f"{where}.{name}: {e}") from None
+        return build_strict(cls, d, f"{where}.{name}")
 
     def columns(self) -> list[str]:
         """Cohort columns this outcome reads."""
@@ -436,6 +429,10 @@ def _classes(cohort: pd.DataFrame, patients: Sequence[str], name: str, spec: Out
         classes = vals
     if len(classes) < 2:
         raise DataError(f"{src}: column {col!r} has {len(classes)} class(es) {classes}; a classifier needs >= 2")
+    present = sorted({v for v in labels if v is not None}, key=_sort_key)
+    if len(present) < 2:
+        raise DataError(f"{src}: column {col!r} has {len(present)} class(es) {present} among the patients (declared "
+                        f"{classes}); a classifier needs >= 2 present: check the column or the cohort")
     lut = {c: i for i, c in enumerate(classes)}
     codes = np.array([lut[v] if v is not None else -1 for v in labels], dtype=np.int64)
     return ClassBlock(name, classes, codes)
@@ -475,4 +472,8 @@ def _survival(cohort: pd.DataFrame, patients: Sequence[str], name: str, spec: Ou
                         f"{_some(bad_e)} have {seen}")
     present = np.isfinite(t) & np.isfinite(e)
     ev = np.where(present, np.nan_to_num(e), -1).astype(np.int64)
+    if present.any() and not (ev == 1).any():
+        raise DataError(f"{src}: column {spec.event!r} is 0 (censored) for every patient, so there is no event "
+                        "to learn or score survival from; check the column (1 = event, 0 = censored) or drop "
+                        f"data.outcomes.{name}")
     return SurvivalBlock(name, t, ev, present, time_unit=spec.time_unit, n_bins=spec.n_bins)

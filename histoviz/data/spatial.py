@@ -40,8 +40,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,7 @@ __all__ = [
     "embed_spot_sample",
     "load_spot_sample",
     "normalize_log1p",
+    "read_spot_h5ad",
     "select_genes",
     "spot_grid",
 ]
@@ -172,13 +173,9 @@ class SpotsSpec:
     @classmethod
     def from_dict(cls, d: Any, *, where: str = "data.spots", base: Path | None = None) -> SpotsSpec:
         """Strictly validated spec (unknown keys are errors); paths resolved against ``base``."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: expected a mapping (samples, features, encoder, patch, ...)")
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"{where}: unknown key(s) {bad}; known: {sorted(known)}")
-        kw = dict(d)
+        from histoviz.strict import build_strict, strict_keys
+
+        kw = strict_keys(cls, d, where, expected="a mapping (samples, features, encoder, patch, ...)")
         samples = kw.get("samples", ())
         if isinstance(samples, (str, os.PathLike)):
             samples = [samples]
@@ -194,16 +191,7 @@ class SpotsSpec:
         if p is None or isinstance(p, PatchSpec):
             kw["patch"] = p or PatchSpec()
         else:
-            if not isinstance(p, Mapping):
-                raise ConfigError(f"{where}.patch: expected {{size_um, mpp, tile_px}}")
-            pk = {f.name for f in fields(PatchSpec)}
-            pbad = sorted(set(p) - pk)
-            if pbad:
-                raise ConfigError(f"{where}.patch: unknown key(s) {pbad}; known: {sorted(pk)}")
-            try:
-                kw["patch"] = PatchSpec(**p)
-            except ConfigError as e:
-                raise ConfigError(f"{where}.patch: {e}") from None
+            kw["patch"] = build_strict(PatchSpec, p, f"{where}.patch", expected="{size_um, mpp, tile_px}")
         kw["markers"] = tuple(str(m) for m in (kw.get("markers") or ()))
         for k, typ in (("target_sum", (int, float)), ("n_genes", int), ("batch_size", int)):
             if k in kw and (isinstance(kw[k], bool) or not isinstance(kw[k], typ) or kw[k] <= 0):
@@ -337,6 +325,33 @@ def _spot_diameter(a: ad.AnnData, path: Path) -> float:
                     "scalefactors spot_diameter_fullres); import Space Ranger output with histoviz st-import")
 
 
+def read_spot_h5ad(path: str | os.PathLike) -> tuple[ad.AnnData, np.ndarray]:
+    """Read a HEST-style spot file: the AnnData and its spot centres (``obsm["spatial"]``, the
+    first two columns, level-0 slide pixels).
+
+    Raises
+    ------
+    DataError
+        No such file, not a readable ``.h5ad``, no ``obsm["spatial"]`` or positions that are not
+        finite ``(n_spots, 2)`` pixels (each names the file).
+    """
+    import anndata as ad
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: spot file not found")
+    try:
+        a = ad.read_h5ad(p)
+    except Exception as e:  # anndata raises several types for foreign files
+        raise DataError(f"{p}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
+    if "spatial" not in a.obsm:
+        raise DataError(f"{p}: obsm['spatial'] (spot centres in slide pixels) is missing")
+    xy = np.asarray(a.obsm["spatial"], np.float64)
+    if xy.ndim != 2 or xy.shape[1] < 2 or not np.isfinite(xy[:, :2]).all():
+        raise DataError(f"{p}: obsm['spatial'] must be finite (n_spots, 2) slide pixels, got shape {xy.shape}")
+    return a, xy[:, :2]
+
+
 def load_spot_sample(
     path: str | os.PathLike,
     *,
@@ -366,21 +381,10 @@ def load_spot_sample(
         Unreadable file, no spot positions, no spot diameter, slide not found, spots outside the
         slide, negative or non-finite counts.
     """
-    import anndata as ad
     import scipy.sparse as sp
 
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: spot file not found")
-    try:
-        a = ad.read_h5ad(p)
-    except Exception as e:  # anndata raises several types for foreign files
-        raise DataError(f"{p}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
-    if "spatial" not in a.obsm:
-        raise DataError(f"{p}: obsm['spatial'] (spot centres in slide pixels) is missing")
-    xy = np.asarray(a.obsm["spatial"], np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
-        raise DataError(f"{p}: obsm['spatial'] must be finite (n_spots, 2) slide pixels, got shape {xy.shape}")
+    a, xy = read_spot_h5ad(p)
     diameter = _spot_diameter(a, p)
     if not diameter > 0:
         raise DataError(f"{p}: spot diameter {diameter} px; it must be > 0")

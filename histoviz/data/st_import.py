@@ -30,12 +30,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from histoviz.data.spatial import VISIUM_SPOT_UM, check_inside
+from histoviz.data.spatial import VISIUM_SPOT_UM, check_inside, read_spot_h5ad
 from histoviz.errors import DataError
 
 __all__ = ["import_hest", "import_spaceranger"]
 
 log = logging.getLogger(__name__)
+
+
+def _check_numbers(src: Path, mpp: float | None, spot_diameter_um: float | None = None) -> None:
+    """Refuse an --mpp or spot diameter that cannot be one (NaN, <= 0, implausible), naming the input."""
+    from histoviz.io.mpp import check_mpp_value
+
+    try:
+        if mpp is not None:
+            check_mpp_value(mpp, "--mpp")
+    except ValueError as e:
+        raise DataError(f"{src}: {e}") from None
+    if spot_diameter_um is not None and not (np.isfinite(spot_diameter_um) and 1.0 <= spot_diameter_um <= 1000.0):
+        raise DataError(f"{src}: --spot-diameter-um must be a number of microns in [1, 1000] (55 for Visium), "
+                        f"got {spot_diameter_um!r}")
 
 
 def _positions(folder: Path) -> tuple[pd.DataFrame, Path]:
@@ -113,9 +127,11 @@ def import_spaceranger(
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (expected Space Ranger output)")
+    _check_numbers(folder, mpp)
     counts_path = folder / count_file
     if not counts_path.exists():
-        raise DataError(f"{counts_path}: count matrix not found")
+        raise DataError(f"{counts_path}: count matrix not found; give the Space Ranger outs/ folder (or name the "
+                        "matrix with --count-file)")
     pos, pos_file = _positions(folder)
     sf, _ = _scalefactors(folder)
     try:
@@ -186,9 +202,13 @@ def _tissue_image(folder: Path, sf: Mapping[str, float]) -> tuple[Path, float]:
         f = folder / "spatial" / name
         if not f.exists() or key not in sf:
             continue
-        with Image.open(f) as im:
-            im.thumbnail((256, 256))
-            arr = np.asarray(im.convert("RGB"), np.float32)
+        try:
+            with Image.open(f) as im:
+                im.thumbnail((256, 256))
+                arr = np.asarray(im.convert("RGB"), np.float32)
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified, truncated or broken image
+            raise DataError(f"{f}: not a readable image ({type(e).__name__}: {str(e)[:120]}); copy the Space "
+                            "Ranger folder again, or pass the full-resolution slide with --slide") from None
         if arr.std() < 1.0:
             log.warning("%s: the image is blank; trying the next one", f)
             continue
@@ -198,7 +218,11 @@ def _tissue_image(folder: Path, sf: Mapping[str, float]) -> tuple[Path, float]:
 
 
 def _write(a: Any, out: Path, meta: dict[str, Any], sid: str, diameter: float) -> Path:
-    from histoviz._atomic import atomic_path
+    from histoviz._atomic import atomic_path, refuse_input_as_output, require_space
+    from histoviz.io.predictions import h5ad_nbytes
+
+    refuse_input_as_output(out, meta["source"], out.resolve().parent / meta["slide_path"])
+    require_space(out, h5ad_nbytes(a))
 
     a.uns["spatial_meta"] = meta
     a.uns["spatial"] = {sid: {"scalefactors": {"spot_diameter_fullres": diameter, "tissue_hires_scalef": 1.0}}}
@@ -247,14 +271,8 @@ def import_hest(
     from histoviz.io import open_slide
 
     src = Path(h5ad)
-    if not src.is_file():
-        raise DataError(f"{src}: spot file not found")
-    try:
-        a = ad.read_h5ad(src)
-    except Exception as e:  # anndata raises several types for foreign files
-        raise DataError(f"{src}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
-    if "spatial" not in a.obsm:
-        raise DataError(f"{src}: obsm['spatial'] (spot centres in slide pixels) is missing")
+    _check_numbers(src, mpp, spot_diameter_um)
+    a, xy = read_spot_h5ad(src)
     root = src.parent.parent
     meta_file = root / "metadata" / f"{src.stem}.json"
     hmeta: dict[str, Any] = {}
@@ -274,7 +292,6 @@ def import_hest(
     with open_slide(slide_path) as r:
         dims = tuple(int(v) for v in r.dimensions)
         slide_mpp = r.mpp
-    xy = np.asarray(a.obsm["spatial"], np.float64)[:, :2]
     check_inside(xy, list(map(str, a.obs_names)), dims, src)
     res, srcm = (float(mpp), "given") if mpp else (None, "")
     if res is None and hmeta.get("pixel_size_um_estimated"):

@@ -1,8 +1,8 @@
 """PathGen's comparisons, read from run directories: the three settings side by side, paired over
 folds, and the quality of the synthesised gene groups against the training-mean predictor.
 
-- :func:`pathgen_settings`: per setting (``slide`` / ``synthetic`` / ``real``, from each run's
-  ``model.params.setting``; other runs by name) the fold mean and standard deviation of grade AUC
+- :func:`pathgen_settings`: per setting (``slide`` / ``synthetic`` / ``real``: the value of the
+  setting parameter the run's model declares, recorded in ``run.json``; other runs by name) the fold mean and standard deviation of grade AUC
   (macro), c-index (Harrell), conformal coverage, grade set size, risk-interval width and the
   normalised uncertainties; and the **paired** difference of each setting against ``baseline``
   over the folds they share: mean, SD over folds, the Nadeau-Bengio corrected resampled t
@@ -89,13 +89,12 @@ def paired_difference(a: pd.Series, b: pd.Series, *, n_test: pd.Series | None = 
 
 
 def _setting(run: Any) -> str:
-    cfg = run.config
-    model = cfg.get("model") or {}
-    if model.get("name") == "pathgen":
-        s = (model.get("params") or {}).get("setting", "synthetic")
-        shuffled = bool((cfg.get("training") or {}).get("shuffle_labels"))
-        return f"{s} (shuffled labels)" if shuffled else str(s)
-    return run.name
+    """The run's setting (a model that declares a setting parameter), else the run's name."""
+    s = run.setting
+    if s is None:
+        return run.name
+    shuffled = bool((run.config.get("training") or {}).get("shuffle_labels"))
+    return f"{s} (shuffled labels)" if shuffled else s
 
 
 def _test_sets(run: Any) -> dict[int, frozenset[str]]:
@@ -247,7 +246,7 @@ def pathgen_report(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     from histoviz.io.rundir import RunDir
 
     runs = [RunDir(d) for d in run_dirs]
-    pg = [r for r in runs if (r.config.get("model") or {}).get("name") == "pathgen"]
+    pg = [r for r in runs if r.setting is not None]
     if not pg:
         return []
     lines: list[str] = []

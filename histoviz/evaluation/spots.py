@@ -83,13 +83,9 @@ class SpotEvalSpec:
             return cls()
         if isinstance(d, SpotEvalSpec):
             return d
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: expected a mapping")
-        known = set(cls.__dataclass_fields__)
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"{where}: unknown key(s) {bad}; known: {sorted(known)}")
-        kw = dict(d)
+        from histoviz.strict import strict_keys
+
+        kw = strict_keys(cls, d, where)
         for k in ("top_k", "compare", "controls", "encoders"):
             if k in kw:
                 v = kw[k]

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from histoviz._atomic import atomic_write_text, clean_stale_temps
-from histoviz.errors import ConfigError, HistovizError
+from histoviz._atomic import atomic_write_text, clean_stale_temps, make_output_dir
+from histoviz.errors import ConfigError, HistovizError, StorageError
 from histoviz.features.report import CohortEmbedResult, SlideStatus
 
 __all__ = ["CohortEmbedResult", "SlideStatus", "check_feature_folder", "embed_cohort"]
@@ -62,6 +62,11 @@ def _worker_name() -> str:
         return str(get_worker().name)
     except (ImportError, ValueError):
         return "main"
+
+
+def _encoder_key(encoder: str, kwargs: dict[str, Any]) -> tuple:
+    """Key of an encoder in a process's cache (``_WORKER_ENCODERS``)."""
+    return encoder, tuple(sorted((k, str(v)) for k, v in kwargs.items()))
 
 
 def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
@@ -109,7 +114,7 @@ def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
             st.status, st.path = "skipped", str(out)
             return st
         clean_stale_temps(out_dir, stem=slide_id, owned=True)  # leftovers of killed runs
-        key = (job["encoder"], tuple(sorted((k, str(v)) for k, v in job["encoder_kwargs"].items())))
+        key = _encoder_key(job["encoder"], job["encoder_kwargs"])
         enc = _WORKER_ENCODERS.get(key)
         if enc is None:
             enc = _WORKER_ENCODERS[key] = create_encoder(job["encoder"], **job["encoder_kwargs"])
@@ -127,6 +132,10 @@ def _embed_one(slide_id: str, path: str, out_dir: str, job: dict[str, Any],
             _embed_path(Path(path), slide_id, out, enc, job, stats, cb, st, open_slide,
                         embed_slide, TilingConfig, device)
         st.status, st.path, st.n_tiles = "done", str(out), stats.n_tiles
+    except StorageError as e:
+        if e.path and Path(e.path).resolve().is_relative_to(Path(out_dir).resolve()):
+            raise  # the output disk is full or read-only: no other slide can be written either
+        st.error = str(e)  # e.g. a full staging cache: this slide is reported, the others go on
     except HistovizError as e:
         st.error = str(e)
     except Exception as e:  # a corrupt slide must not take the cohort down
@@ -218,6 +227,7 @@ def embed_cohort(
     stage_dir: str | os.PathLike | None = None,
     decode: str = "auto",
     read_threads: int = 1,
+    encoder_object: Any = None,
 ) -> CohortEmbedResult:
     """Embed every slide of ``cohort`` into ``out_dir/<slide_id>.h5``.
 
@@ -255,6 +265,9 @@ def embed_cohort(
     stage_dir
         Copy each slide into this local folder before reading it (slow network storage); the
         copy is removed when the slide is done.
+    encoder_object
+        The encoder ``encoder`` with ``encoder_kwargs`` already built in this process (used for
+        the slides embedded here instead of building it again).
 
     Returns
     -------
@@ -265,6 +278,9 @@ def embed_cohort(
     ConfigError
         Bad settings, an unreachable scheduler, or a folder/bags made with another recipe
         (without ``overwrite``).
+    StorageError
+        ``out_dir`` is a file, read-only, or full: the run stops (finished bags are kept, a
+        rerun resumes).
     """
     from histoviz.features.embed import resolve_device
     from histoviz.features.encoders import encoder_info
@@ -284,15 +300,20 @@ def embed_cohort(
             raise ConfigError(f"gpus must be distinct indices >= 0 (e.g. 0,1), got {gpus}")
         if device != "cpu":
             for g in gpus:
-                resolve_device(f"cuda:{g}")
+                try:
+                    resolve_device(f"cuda:{g}")
+                except ConfigError as e:
+                    raise ConfigError(f"--gpus {','.join(map(str, gpus))}: {str(e).split(': ', 1)[-1].split(';')[0]}; "
+                                      "drop --gpus to embed on the CPU") from None
     else:
         resolve_device(device)
     encoder_kwargs = dict(encoder_kwargs or {})
     tiling = dict(tiling or {})
     tcfg = TilingConfig(**tiling)  # validate early
     recipe = make_recipe(encoder, tcfg, encoder_kwargs=encoder_kwargs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if scheduler:
+        _probe_scheduler(scheduler)  # before anything is written
+    out = make_output_dir(out_dir)
     check_feature_folder(out, recipe, overwrite=overwrite)
     removed = clean_stale_temps(out)  # temp files of writers that died
     if removed:
@@ -311,7 +332,7 @@ def embed_cohort(
             if not overwrite:
                 mismatched.append(f"{sid} ({'; '.join(diffs)})")
                 continue
-        if not Path(path).exists():
+        if not os.path.lexists(path):  # links that lead nowhere are explained by open_slide
             result.slides.append(SlideStatus(sid, "failed", path, error=f"{path}: slide file not found"))
             continue
         todo.append((sid, path))
@@ -348,6 +369,8 @@ def embed_cohort(
         if todo and (scheduler or n_workers >= 1):
             _run_dask(todo, str(out), job, n_workers, scheduler, _done, line)
         else:
+            if encoder_object is not None:
+                _WORKER_ENCODERS[_encoder_key(encoder, encoder_kwargs)] = encoder_object
             for sid, path in todo:
                 _done(_embed_one(sid, path, str(out), {**job, "loader_workers": loader_workers},
                                  local_progress=line))
@@ -356,8 +379,11 @@ def embed_cohort(
         order = {sid: i for i, sid in enumerate(cohort["slide_id"].astype(str))}
         result.slides.sort(key=lambda s: order.get(s.slide_id, 1 << 30))
         tbl = result.table()
-        if not tbl.empty:
-            atomic_write_text(out / "embed_summary.csv", tbl.to_csv(index=False))
+        try:
+            if not tbl.empty:
+                atomic_write_text(out / "embed_summary.csv", tbl.to_csv(index=False))
+        except OSError as e:  # a full disk: the run's own error says so
+            log.warning("could not write the run summary in %s: %s", out, e)
         run = {"run_id": f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", "started": started,
                "wall_seconds": time.perf_counter() - t_start, "out_dir": str(out),
                "recipe": recipe, "workers": n_workers if (scheduler or n_workers) else 0,
@@ -369,6 +395,27 @@ def embed_cohort(
         except OSError as e:  # the report must not hide the run's own outcome
             log.warning("could not write the run report in %s: %s", out, e)
     return result
+
+
+def _probe_scheduler(scheduler: str) -> None:
+    """Refuse a ``tcp://host:port`` address where nothing listens, at once (other schemes are
+    checked when the client connects)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+        host, port = u.hostname, u.port
+    except ValueError:
+        raise ConfigError(f"--scheduler {scheduler}: not an address like tcp://host:8786") from None
+    if u.scheme != "tcp" or not host or not port:
+        return
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e.strerror or e}); "
+                          "check the address, or start one with `dask scheduler`, or drop --scheduler to use "
+                          "local workers") from None
 
 
 def _connect(scheduler: str) -> Any:
@@ -416,6 +463,9 @@ def _run_dask(todo: list[tuple[str, str]], out_dir: str, job: dict[str, Any], wo
         for fut in as_completed(futs):
             try:
                 on_done(fut.result())
+            except StorageError:
+                client.cancel(futs)
+                raise
             except Exception as e:  # worker died (e.g. segfault in a decoder)
                 sid = str(fut.key).removeprefix("embed-")
                 path = dict(todo).get(sid, "")

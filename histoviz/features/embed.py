@@ -158,7 +158,7 @@ def embed_slide(
     import torch
     from torch.utils.data import DataLoader
 
-    from histoviz.features.encoders import create_encoder
+    from histoviz.features.encoders import check_precision_device, create_encoder
     from histoviz.tiling.dataset import TileBatchIterable
     from histoviz.tiling.grid import make_tile_grid
     from histoviz.tiling.quality import sharpness_torch
@@ -172,6 +172,7 @@ def embed_slide(
     dev = resolve_device(device)
     if isinstance(encoder, str):
         encoder = create_encoder(encoder)
+    check_precision_device(getattr(encoder, "precision", "fp32"), dev)
     if grid is None:
         grid = make_tile_grid(reader, tiling)
         st.seconds_mask = time.perf_counter() - t0
@@ -265,10 +266,10 @@ def _recipe_for(encoder: PatchEncoder, tiling: TilingConfig | None, grid: TileGr
     src = str(getattr(encoder, "weights_source", ""))
     if Path(src).is_file():
         w = file_digest(src)
-    elif src.startswith("imagenet ("):
-        from histoviz.features.encoders import _efficientnet_weights_path
+    elif src.startswith("imagenet ("):  # weights shipped by an installed package
+        from histoviz.features.encoders import encoder_info
 
-        w = file_digest(_efficientnet_weights_path())
+        w = file_digest(encoder_info(encoder.name).package_weights())
     elif src.startswith("none"):
         w = "none"
     else:
@@ -278,10 +279,10 @@ def _recipe_for(encoder: PatchEncoder, tiling: TilingConfig | None, grid: TileGr
 
         tiling = TilingConfig(tile_size=grid.tile_size, mpp=grid.mpp,
                               overlap=round(1 - grid.stride_level0 / grid.tile_size_level0, 6))
-        rec = make_recipe(encoder.name, tiling, weights=w)
+        rec = make_recipe(encoder.name, tiling, weights=w, precision=getattr(encoder, "precision", "fp32"))
         rec["mask_method"] = "given grid"
         return rec
-    return make_recipe(encoder.name, tiling, weights=w)
+    return make_recipe(encoder.name, tiling, weights=w, precision=getattr(encoder, "precision", "fp32"))
 
 
 def _device_batches(reader: SlideReader, grid: TileGrid, dev: torch.device, batch_size: int,

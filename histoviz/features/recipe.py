@@ -40,7 +40,7 @@ __all__ = [
 TILING_KEYS = ("tile_size", "mpp", "overlap", "min_tissue_fraction", "max_artifact_fraction",
                "min_sharpness", "mask_method", "mask_mpp", "mask_weights", "mpp_override")
 #: every key of a recipe, in the order differences are listed
-RECIPE_KEYS = ("encoder", "weights", *TILING_KEYS)
+RECIPE_KEYS = ("encoder", "weights", "precision", *TILING_KEYS)
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _DIGEST_LOCK = threading.Lock()
@@ -80,7 +80,7 @@ def weights_digest(encoder: str, encoder_kwargs: Mapping[str, Any] | None = None
     encoders; ``"random:seed=0"`` for random weights (deterministic, see
     :func:`histoviz.features.create_encoder`).
     """
-    from histoviz.features.encoders import _efficientnet_weights_path, encoder_info, find_weights
+    from histoviz.features.encoders import encoder_info, find_weights
 
     kw = dict(encoder_kwargs or {})
     info = encoder_info(encoder)
@@ -93,7 +93,7 @@ def weights_digest(encoder: str, encoder_kwargs: Mapping[str, Any] | None = None
     if kw.get("weights") is not None:
         return file_digest(kw["weights"])
     if info.weights.startswith("package:"):
-        return file_digest(_efficientnet_weights_path())
+        return file_digest(info.package_weights())
     path = find_weights(info)
     return file_digest(path) if path is not None else "missing"
 
@@ -111,6 +111,7 @@ def make_recipe(
     *,
     weights: str | None = None,
     encoder_kwargs: Mapping[str, Any] | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """The recipe of bags made with an encoder and a tiling configuration.
 
@@ -125,6 +126,9 @@ def make_recipe(
         omitted.
     encoder_kwargs
         Arguments the encoder is built with.
+    precision
+        ``fp32``, ``bf16`` or ``int8`` (see :func:`~histoviz.features.encoders.apply_precision`);
+        taken from ``encoder_kwargs`` when omitted.
 
     Returns
     -------
@@ -145,6 +149,7 @@ def make_recipe(
     return {
         "encoder": encoder,
         "weights": weights if weights is not None else weights_digest(encoder, encoder_kwargs),
+        "precision": str(precision or (encoder_kwargs or {}).get("precision") or "fp32"),
         "tile_size": int(t["tile_size"]),
         "mpp": _num(t["mpp"]),
         "overlap": _num(t["overlap"]),
@@ -184,7 +189,10 @@ def embedding_recipe(bag_or_attrs: Any) -> dict[str, Any]:
     raw = attrs.get("recipe")
     if raw:
         rec = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw)
-        return {k: rec.get(k) for k in RECIPE_KEYS}
+        out = {k: rec.get(k) for k in RECIPE_KEYS}
+        if out["precision"] is None:  # recipes before precision existed: full-precision weights
+            out["precision"] = "fp32"
+        return out
     out: dict[str, Any] = dict.fromkeys(RECIPE_KEYS)
     out["encoder"] = attrs.get("encoder")
     out["tile_size"] = int(attrs["tile_size"]) if attrs.get("tile_size") is not None else None

@@ -47,6 +47,8 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
             arr = (arr >> (8 * (arr.dtype.itemsize - 1))).astype(np.uint8)
         else:
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if arr.shape[2] == 2:  # grey + alpha
+        arr = np.concatenate([arr[..., :1], arr[..., :1], arr[..., :1], arr[..., 1:2]], axis=2)
     if arr.shape[2] == 4:
         a = arr[..., 3:4].astype(np.uint16)
         if np.all(a == 255):
@@ -158,7 +160,8 @@ class _TiffLevel:
                 raise SlideOpenError(f"{self.path}: file is truncated; re-copy or re-export the slide")
         page = self.page
         if page.compression == 1 and page.dtype is not None:
-            need = self.w * self.h * page.samplesperpixel * np.dtype(page.dtype).itemsize
+            bits = int(page.bitspersample) * page.samplesperpixel  # 1-bit images pack 8 pixels a byte
+            need = -(-self.w * bits // 8) * self.h
             have = int(np.sum(np.asarray(page.databytecounts, dtype=np.int64)))
             if have < need:
                 raise SlideOpenError(
@@ -190,7 +193,7 @@ class _TiffLevel:
                     f"{self.path}: cannot decode tile {idx} ({type(e).__name__}: {e}); the file "
                     "is corrupt or truncated"
                 ) from e
-            t = _to_rgb(np.asarray(seg).reshape(seg.shape[-3:]))
+            t = self._rgb(np.asarray(seg).reshape(seg.shape[-3:]))
         self.cache.put(key, t)
         return t
 
@@ -250,9 +253,26 @@ class _TiffLevel:
             self._full = arr
         return self._full
 
+    def _rgb(self, arr: np.ndarray) -> np.ndarray:
+        """Decoded samples as RGB: CMYK, palette and white-is-zero images are converted first."""
+        ph = int(self.page.photometric)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if ph == 5 and arr.ndim == 3 and arr.shape[2] >= 4:  # CMYK (separated, InkSet CMYK)
+            a = arr.astype(np.float32) / (np.iinfo(arr.dtype).max if arr.dtype.kind in "iu" else 1.0)
+            rgb = (1.0 - a[..., :3]) * (1.0 - a[..., 3:4])
+            return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+        if ph == 3 and self.page.colormap is not None and arr.ndim == 2:  # palette
+            cmap = np.asarray(self.page.colormap)
+            lut = (cmap >> 8 if cmap.max() > 255 else cmap).astype(np.uint8).T  # (n, 3)
+            return lut[np.clip(arr.astype(np.int64), 0, len(lut) - 1)]
+        if ph == 0 and arr.ndim == 2:  # white is zero
+            arr = ~arr if arr.dtype == bool else (np.iinfo(arr.dtype).max - arr if arr.dtype.kind == "u" else arr)
+        return _to_rgb(arr)
+
     def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         if not self.tiled:
-            return _to_rgb(np.asarray(self._load_full()[y : y + h, x : x + w]))
+            return self._rgb(np.asarray(self._load_full()[y : y + h, x : x + w]))
         tx0, tx1 = x // self.tw, (x + w - 1) // self.tw
         ty0, ty1 = y // self.th, (y + h - 1) // self.th
         if tx0 == tx1 and ty0 == ty1:
@@ -325,8 +345,11 @@ class TiffReader(SlideReader):
             page = lv.keyframe if hasattr(lv, "keyframe") else lv.pages[0]
             if page is None:
                 continue
-            if page.samplesperpixel not in (1, 3, 4) or page.dtype is None:
+            if page.samplesperpixel not in (1, 2, 3, 4) or page.dtype is None:
                 raise SlideOpenError(f"{path}: unsupported TIFF layout (samples={page.samplesperpixel})")
+            if int(page.photometric) not in (0, 1, 2, 3, 5, 6):
+                raise SlideOpenError(f"{path}: TIFF colour space {page.photometric.name} is not supported; "
+                                     "export the slide as RGB (or greyscale)")
             tl = _TiffLevel(path, page, self._tf.filehandle, self._fh_lock, self._cache)
             tl.check_truncation(size)
             self._levels.append(tl)
@@ -404,6 +427,8 @@ class OpenSlideReader(SlideReader):
         open_path = path
         if Path(path).is_dir():  # a DICOM series: OpenSlide finds the rest from one instance
             open_path = str(dicom_series_file(Path(path)))
+        if open_path.lower().endswith(".dcm"):
+            check_dicom_headers(Path(path))
         try:
             self._osr = openslide.OpenSlide(open_path)
         except Exception as e:
@@ -588,6 +613,49 @@ def _dcm_files(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
     except OSError:
         return []
+
+
+#: most pixels a DICOM whole-slide header may claim (about 520k x 520k px; scans are ~200k x 100k)
+MAX_DICOM_PIXELS = 2**38
+
+
+def check_dicom_headers(path: Path) -> None:
+    """Refuse DICOM files whose header claims more than a slide has or the file holds, before
+    OpenSlide sizes its tables from that header (a hostile one makes it allocate gigabytes).
+
+    Every ``.dcm`` file OpenSlide would read is checked: those of a series folder, or a file and
+    its siblings (OpenSlide gathers the series from the file's folder).
+
+    Raises
+    ------
+    SlideOpenError
+        A header that claims more pixels than any scan, more frames than the file can hold, or
+        a tiled image whose frames are missing.
+    """
+    import pydicom
+
+    for f in _dcm_files(path if path.is_dir() else path.parent) or [path]:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size="1 KB", force=False)
+            n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+            r, c = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            tc = int(ds.get("TotalPixelMatrixColumns", c) or c)
+            tr = int(ds.get("TotalPixelMatrixRows", r) or r)
+            tiled_full = str(ds.get("DimensionOrganizationType", "")).upper() == "TILED_FULL"
+        except (pydicom.errors.InvalidDicomError, ValueError, TypeError, OSError, EOFError):
+            continue  # not DICOM (or unreadable here): OpenSlide decides, as for any file
+        size = f.stat().st_size
+        if tc * tr > MAX_DICOM_PIXELS:
+            raise SlideOpenError(f"{f}: the DICOM header claims a {tc} x {tr} px image, more than any slide scan; "
+                                 "the file is corrupt: re-export the slide")
+        if n_frames > size // 8 + 1:  # a frame takes at least its 8-byte item header
+            raise SlideOpenError(f"{f}: the DICOM header claims {n_frames} frames but the file holds {size} bytes: "
+                                 "truncated or corrupt; re-copy or re-export the slide")
+        need = -(-tc // c) * -(-tr // r) if (tiled_full and r > 0 and c > 0) else 0
+        if need > n_frames:
+            raise SlideOpenError(f"{f}: the DICOM header claims a {tc} x {tr} px image in {c} x {r} px frames "
+                                 f"({need} frames) but holds {n_frames}: truncated or corrupt; re-copy or "
+                                 "re-export the slide")
 
 
 def dicom_series_file(folder: Path) -> Path:

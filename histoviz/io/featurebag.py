@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,18 @@ class FeatureBagWriter:
 
     Rows are written into a temporary file as batches arrive (in any order); ``close()``
     renames it over the final name. An exception (or interruption) leaves no final file.
+
+    A bag that cannot fit in the free space is refused before anything is written; a disk that
+    fills (or turns read-only) while writing is a :class:`~histoviz.errors.StorageError`, and the
+    temporary file is removed. Rows are flushed every few MB and before closing: HDF5 cannot
+    recover from a write that fails inside its close (it crashes the process later), so that
+    close is left with almost nothing to write.
     """
+
+    #: HDF5 structure beyond the raw arrays (superblock, object headers, attributes, B-trees)
+    OVERHEAD_BYTES = 1 << 16
+    #: features written between flushes (a failed flush is recoverable, a failed close is not)
+    FLUSH_BYTES = 8 << 20
 
     def __init__(
         self, path: str | os.PathLike, coords: np.ndarray, embed_dim: int, attrs: dict[str, Any],
@@ -235,39 +247,87 @@ class FeatureBagWriter:
         import h5py
 
         self.path = Path(path)
-        self._ctx = atomic_path(self.path)
+        n = len(coords)
+        self._check_space(n * (16 + 4 * int(embed_dim) + 4 * (len(quality or {}) + 1)))
+        self._f: Any = None
+        self._unflushed = 0
+        self._ctx: Any = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         try:
-            self._f = h5py.File(self._tmp, "w")
-            n = len(coords)
-            self._f.create_dataset("coords", data=np.asarray(coords, np.int64))
-            # rows are flushed chunk by chunk as they arrive: memory does not grow with the slide
-            self._feats = self._f.create_dataset(
-                "features", shape=(n, embed_dim), dtype="float32",
-                chunks=(min(max(n, 1), 256), embed_dim),
-            )
-            self._written = np.zeros(n, dtype=bool)
-            for k, v in (quality or {}).items():
-                self._f.create_dataset(f"quality/{k}", data=np.asarray(v, np.float32))
-            for k, v in {**attrs, "embed_dim": int(embed_dim), "histoviz_version": __version__}.items():
-                if v is not None:
-                    self._f.attrs[k] = v
+            with self._guard():
+                self._f = h5py.File(self._tmp, "w")
+                self._f.create_dataset("coords", data=np.asarray(coords, np.int64))
+                # rows are flushed chunk by chunk as they arrive: memory does not grow with the slide
+                self._feats = self._f.create_dataset(
+                    "features", shape=(n, embed_dim), dtype="float32",
+                    chunks=(min(max(n, 1), 256), embed_dim),
+                )
+                self._written = np.zeros(n, dtype=bool)
+                for k, v in (quality or {}).items():
+                    self._f.create_dataset(f"quality/{k}", data=np.asarray(v, np.float32))
+                for k, v in {**attrs, "embed_dim": int(embed_dim), "histoviz_version": __version__}.items():
+                    if v is not None:
+                        self._f.attrs[k] = v
+                self._f.flush()
         except BaseException:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self.abort()
             raise
+
+    def _check_space(self, data_bytes: int) -> None:
+        from histoviz._atomic import require_space
+
+        require_space(self.path, data_bytes + self.OVERHEAD_BYTES, what="the feature bag")
+
+    @contextlib.contextmanager
+    def _guard(self) -> Any:
+        """Turn a failed HDF5 write (no space, read-only, quota) into a StorageError."""
+        from histoviz._atomic import storage_error
+
+        try:
+            yield
+        except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a failed flush
+            err = storage_error(self.path, e, write_only=True)
+            if err is None:
+                raise
+            self._detach()
+            raise err from e
+
+    def _detach(self) -> None:
+        """After a failed write, let HDF5 release the file without writing to it again: its
+        descriptor is pointed at /dev/null (a second failure inside HDF5 crashes the process)."""
+        f, self._f = self._f, None
+        if f is None:
+            return
+        try:
+            fd = f.id.get_vfd_handle()
+            nul = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(nul, fd)
+            finally:
+                os.close(nul)
+            f.close()
+        except (OSError, RuntimeError, ValueError, TypeError):
+            pass
 
     def write(self, start: int, features: np.ndarray) -> None:
         """Write rows ``start : start + len(features)``."""
         stop = start + len(features)
-        self._feats[start:stop] = np.asarray(features, np.float32)
+        x = np.asarray(features, np.float32)
+        with self._guard():
+            self._feats[start:stop] = x
+            self._unflushed += x.nbytes
+            if self._unflushed >= self.FLUSH_BYTES:
+                self._f.flush()
+                self._unflushed = 0
         self._written[start:stop] = True
 
     def write_quality(self, name: str, start: int, values: np.ndarray) -> None:
         """Write a per-tile score (e.g. ``sharpness``) for rows ``start : start + len(values)``."""
         key = f"quality/{name}"
-        if key not in self._f:
-            self._f.create_dataset(key, shape=(len(self._written),), dtype="float32", fillvalue=np.nan)
-        self._f[key][start : start + len(values)] = np.asarray(values, np.float32)
+        with self._guard():
+            if key not in self._f:
+                self._f.create_dataset(key, shape=(len(self._written),), dtype="float32", fillvalue=np.nan)
+            self._f[key][start : start + len(values)] = np.asarray(values, np.float32)
 
     def close(self) -> Path:
         """Finish: verify every row was written, then rename into place."""
@@ -275,16 +335,24 @@ class FeatureBagWriter:
             missing = int((~self._written).sum())
             self.abort()
             raise DataError(f"{self.path}: {missing} feature rows were never written")
-        self._f.close()
-        self._ctx.__exit__(None, None, None)
+        try:
+            with self._guard():
+                self._f.flush()
+                self._f.close()
+                self._f = None
+        except BaseException:
+            self.abort()
+            raise
+        ctx, self._ctx = self._ctx, None
+        ctx.__exit__(None, None, None)
         return self.path
 
     def abort(self) -> None:
-        """Discard the temporary file."""
-        try:
-            self._f.close()
-        finally:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        """Discard the temporary file (nothing more is written to it)."""
+        self._detach()
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> FeatureBagWriter:
         return self

@@ -84,8 +84,7 @@ def open_slide(
 
     path = Path(path_or_array)
     _check_name(path)
-    if not path.exists():
-        raise SlideOpenError(f"{path}: slide file not found")
+    _check_access(path)
     if path.is_dir():
         if _dcm_files(path):
             sid = slide_id or path.name
@@ -124,6 +123,10 @@ def _open_auto(path: Path, sid: str, suffix: str, tile_decode: bool, **kwargs: A
 
     from histoviz.io.backends import OpenSlideReader, TiffReader
 
+    if suffix == ".dcm":
+        from histoviz.io.backends import check_dicom_headers
+
+        check_dicom_headers(path)  # before OpenSlide reads a header that may be hostile
     try:
         fmt = openslide.OpenSlide.detect_format(str(path))
     except Exception:  # detect_format raises on some unreadable files
@@ -166,7 +169,15 @@ def _open_image(path: Path, sid: str) -> SlideReader:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:  # checked on the header, before decoding
                     raise SlideOpenError(_too_big(str(path), w, h))
-                arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"))
+                if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+                    # 16-bit or float grey: PIL's convert("RGB") clips it to white; scale instead
+                    arr = np.asarray(im)
+                    if im.mode == "I" and arr.size and int(arr.max()) <= 255:
+                        arr = arr.astype(np.uint8)  # 8-bit values in a 32-bit image
+                    elif arr.dtype.kind in "iu":
+                        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+                else:
+                    arr = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA", "P") else "RGB"))
     except Image.DecompressionBombError as e:
         raise SlideOpenError(f"{path}: {e}; convert it to a tiled pyramidal TIFF") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -174,6 +185,42 @@ def _open_image(path: Path, sid: str) -> SlideReader:
             raise
         raise SlideOpenError(f"{path}: cannot read image ({e})") from e
     return ArrayReader(arr, path=str(path), slide_id=sid)
+
+
+def _check_access(path: Path) -> None:
+    """Say in one line why a path cannot be read: missing, a dangling link or a link loop, or
+    permissions (before any reader blames the file's content)."""
+    import errno
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise SlideOpenError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; "
+                                 "point the link at the slide or give the slide's own path") from None
+        raise SlideOpenError(f"{path}: slide file not found") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SlideOpenError(f"{path}: a loop of symbolic links (it leads back to itself, never to a "
+                                 "file); point the link at the slide file") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise SlideOpenError(f"{path}: permission denied on a folder on its way; ask for access to it "
+                                 "or copy the slide somewhere readable") from None
+        raise SlideOpenError(f"{path}: cannot be read ({e.strerror or e})") from None
+    import stat
+
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as fh:
+                fh.read(1)
+    except PermissionError:
+        raise SlideOpenError(f"{path}: permission denied: this user cannot read it; ask for read access "
+                             "(e.g. chmod a+r) or copy the slide somewhere readable") from None
+    except OSError as e:
+        raise SlideOpenError(f"{path}: cannot be read ({e.strerror or e}); check the disk or copy the "
+                             "slide again") from None
 
 
 def _check_name(path: Path) -> None:

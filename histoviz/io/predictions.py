@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz._atomic import atomic_path
+from histoviz._atomic import atomic_path, require_space
 from histoviz._version import __version__
 from histoviz.errors import DataError
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FRAME_KEYS",
     "add_slide_image",
+    "h5ad_nbytes",
     "undeclared_keys",
     "make_prediction_adata",
     "read_predictions",
@@ -196,9 +197,30 @@ def write_predictions(adata: ad.AnnData, path: str | os.PathLike) -> Path:
         import logging
 
         logging.getLogger(__name__).info("%s: keys no output declares: %s", path, ", ".join(bad))
+    require_space(path, h5ad_nbytes(adata))
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
     return Path(path)
+
+
+def h5ad_nbytes(adata: ad.AnnData) -> int:
+    """About how many bytes ``adata`` takes as an uncompressed ``.h5ad``: its matrices and tables,
+    with a margin and 1 MB of HDF5 structure (a generous bound, for a free-space check)."""
+    import scipy.sparse as sp
+
+    def size(x: Any) -> int:
+        if x is None:
+            return 0
+        if sp.issparse(x):
+            return sum(int(getattr(x, k).nbytes) for k in ("data", "indices", "indptr") if hasattr(x, k))
+        if isinstance(x, pd.DataFrame):
+            return int(x.memory_usage(deep=True, index=True).sum())
+        return int(getattr(np.asarray(x) if not hasattr(x, "nbytes") else x, "nbytes", 0))
+
+    n = size(adata.X) + size(adata.obs) + size(adata.var)
+    for m in (adata.obsm, adata.varm, adata.layers, adata.obsp):
+        n += sum(size(v) for v in m.values())
+    return int(n * 1.25) + (1 << 20)
 
 
 def read_predictions(path: str | os.PathLike) -> ad.AnnData:

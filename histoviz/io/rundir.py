@@ -52,7 +52,7 @@ from histoviz._atomic import atomic_path, atomic_write_text
 from histoviz.errors import DataError
 from histoviz.task_kinds import TaskKind
 
-__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "concat_pieces", "fingerprint", "is_run_dir"]
+__all__ = ["RUN_FORMAT", "RunDir", "RunWriter", "check_run_out", "concat_pieces", "fingerprint", "is_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,30 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (p / "run.json").is_file() or ((p / "metrics.parquet").is_file() and (p / "checkpoints").is_dir())
 
 
+def check_run_out(out: str | os.PathLike) -> Path:
+    """Refuse a run folder that would replace something that is not a run, before any work.
+
+    A run replaces only an earlier run (or an empty folder); its parent must be writable.
+
+    Raises
+    ------
+    StorageError
+        ``out`` is a file, or a folder holding something other than a run, or cannot be written.
+    """
+    from histoviz._atomic import check_writable
+    from histoviz.errors import StorageError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{out}: exists and is a file, not a run folder; give a new folder for --out "
+                           "(a run never replaces a file)")
+    if out.is_dir() and not is_run_dir(out) and any(out.iterdir()):
+        raise StorageError(f"{out}: a folder that holds something other than a histoviz run (no run.json); "
+                           "give a new folder, or an earlier run's, for --out (a run replaces only a run)")
+    check_writable(out.parent)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
@@ -155,8 +179,10 @@ class RunWriter:
         ------
         DataError
             Another live process is writing this run.
+        StorageError
+            ``out`` is not a run folder (a file, a folder of other things) or cannot be written.
         """
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        check_run_out(self.out)
         lock = self.out.with_name(self.out.name + ".lock")
         for _ in range(2):
             try:
@@ -315,7 +341,7 @@ class RunDir:
         if not is_run_dir(self.path):
             partial = self.path.with_name(self.path.name + ".partial")
             hint = (f" (an interrupted run is in {partial}; rerun the same histoviz train command to finish it)"
-                    if partial.exists() else "")
+                    if partial.exists() else " (no run.json); give the folder histoviz train --out wrote")
             raise DataError(f"{self.path}: not a finished histoviz run directory{hint}")
         self._info: dict[str, Any] | None = None
 
@@ -352,6 +378,19 @@ class RunDir:
     def blocks(self) -> dict[str, str]:
         """``block -> task kind`` predicted by this run."""
         return dict(self.info.get("blocks") or {})
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """What the run's model declared at registration (``run.json``; empty for runs written
+        before capabilities were recorded)."""
+        return dict(self.info.get("capabilities") or {})
+
+    @property
+    def setting(self) -> str | None:
+        """The value of the model's declared setting parameter in this run (PathGen's slide /
+        synthetic / real), or ``None`` for a model without one."""
+        s = self.info.get("setting") or {}
+        return None if s.get("value") is None else str(s["value"])
 
     @property
     def config(self) -> dict[str, Any]:

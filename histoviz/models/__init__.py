@@ -15,10 +15,12 @@ import importlib
 import pkgutil
 
 from histoviz.models.base import (
+    Capabilities,
     ModelInfo,
     PatchMaps,
     SlideModel,
     check_bags,
+    control_model,
     create_model,
     list_models,
     model_info,
@@ -27,10 +29,12 @@ from histoviz.models.base import (
 )
 
 __all__ = [
+    "Capabilities",
     "ModelInfo",
     "PatchMaps",
     "SlideModel",
     "check_bags",
+    "control_model",
     "create_model",
     "list_models",
     "model_info",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -72,37 +72,37 @@ def auto_threads(bags: Sequence[np.ndarray], batch_size: int, max_patches: int) 
 
 
 class TorchSlideModel(SlideModel):
-    """Base of torch models: holds ``module_`` plus the feature standardisation.
+    """Base of torch models: owns the loop settings, ``module_`` and the feature standardisation.
 
-    Subclasses set ``self.module_`` in ``_fit`` / ``_load_state`` (through
-    ``_build_module(meta)``) and describe the architecture in ``_arch_meta()``.
+    The constructor of a subclass takes its own hyper-parameters and passes every other
+    keyword to this one (``super().__init__(**loop)``), which builds ``self.loop``
+    (:class:`~histoviz.nn.settings.LoopSettings`) from the subclass's ``loop_defaults`` (a
+    paper's settings) overridden by the keywords given; ``loop=`` takes a whole
+    ``LoopSettings`` (a run passes its config's). Subclasses set ``self.module_`` in ``_fit`` /
+    ``_load_state`` (through ``_build_module(meta)``) and describe the architecture in
+    ``_arch_meta()``.
     """
 
-    def _settings(self) -> Any:
-        from histoviz.nn.loop import LoopSettings
+    trains_with_loop = True
+    #: this model's own defaults of loop settings (over :class:`LoopSettings`'); a run's
+    #: config replaces them all
+    loop_defaults: ClassVar[Mapping[str, Any]] = {}
 
-        return LoopSettings(
-            epochs=int(self.epochs),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            batch_size=int(self.batch_size),
-            patience=int(self.patience),
-            grad_clip=float(self.grad_clip),
-            seed=int(self.seed),
-            min_epochs=min(5, int(self.epochs)),
-            lr_schedule=str(getattr(self, "lr_schedule", "none")),
-        )
+    def __init__(self, **loop: Any) -> None:
+        from histoviz.nn.settings import LoopSettings
+
+        self.loop = LoopSettings.build(self.loop_defaults, loop, owner=type(self).__name__)
 
     def _compute_context(self, bags: Sequence[np.ndarray]) -> contextlib.AbstractContextManager:
-        n = int(getattr(self, "num_threads", 0) or 0)
         if self._device().type != "cpu":
             return contextlib.nullcontext()
+        n = self.loop.num_threads
         if n <= 0:
-            n = auto_threads(bags, int(self.batch_size), int(self.max_patches))
+            n = auto_threads(bags, self.loop.batch_size, self.loop.max_patches)
         return torch_threads(n)
 
     def _device(self) -> Any:
-        return resolve_torch_device(self.device)
+        return resolve_torch_device(self.loop.device)
 
     def _batcher(self, bags: Sequence[np.ndarray], *, train: bool) -> Any:
         from histoviz.nn.loop import BagBatcher
@@ -111,7 +111,7 @@ class TorchSlideModel(SlideModel):
             bags,
             self.feature_mean_,
             self.feature_std_,
-            max_patches=int(self.max_patches) if train else int(getattr(self, "max_patches_eval", 0) or 0),
+            max_patches=self.loop.max_patches if train else 0,
             device=self._device(),
         )
 

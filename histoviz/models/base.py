@@ -20,7 +20,7 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
 
 ``bags`` is a sequence of ``(n_patches, n_features)`` float32 arrays (one per patient or
 slide); ``targets`` maps a block name (``"gene"``, ``"grade"``, ``"survival"``) to a target
-block (:class:`~histoviz.data.omics.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
+block (:class:`~histoviz.data.targets.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
 :class:`~histoviz.data.outcomes.SurvivalBlock`). A model declares the task kinds it serves in
 ``tasks``; :func:`register_model` is a decorator placed on the model class, and every module in
 ``histoviz/models/slide`` and ``histoviz/models/spot`` is imported when the registry is first
@@ -31,21 +31,34 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import DataError
+from histoviz.models.registry import (  # the registry, re-exported for the model files
+    _MODELS,  # noqa: F401  (tests remove what they register)
+    Capabilities,
+    ModelInfo,
+    control_model,
+    create_model,
+    list_models,
+    model_info,
+    model_param_names,
+    register_model,
+)
 from histoviz.task_kinds import TaskKind
 
 __all__ = [
+    "Capabilities",
     "ModelInfo",
     "PatchMaps",
     "SlideModel",
     "check_bags",
+    "control_model",
     "create_model",
     "list_models",
     "model_info",
@@ -110,7 +123,7 @@ def predicted_block(blk: Any, names: Sequence[str] | None) -> Any:
     """
     if getattr(blk, "kind", None) != TaskKind.REGRESSION or names is None or list(names) == list(blk.targets):
         return blk
-    from histoviz.data.omics import OutputTransform, TargetBlock
+    from histoviz.data.targets import OutputTransform, TargetBlock
 
     cols = pd.Index(blk.targets).get_indexer(list(names))
     if (cols < 0).any():
@@ -164,8 +177,12 @@ class SlideModel:
 
     #: registry name, set by :func:`create_model`
     name: str = ""
-    #: task kinds this model serves (:data:`histoviz.tasks.TASK_KINDS`)
+    #: task kinds this model serves (a capability; see :mod:`histoviz.models.registry`)
     tasks: tuple[TaskKind, ...] = (TaskKind.REGRESSION,)
+    #: ``"slide"`` or ``"spot"`` (a capability; spot models derive from ``SpotModel``)
+    level: str = "slide"
+    #: whether it trains with the loop and owns ``self.loop`` (the torch models)
+    trains_with_loop: bool = False
     #: regression modalities this model can predict (``None``: any)
     supported_modalities: tuple[str, ...] | None = None
     #: regression blocks read as inputs at prediction time (see the module docstring)
@@ -173,13 +190,17 @@ class SlideModel:
 
     # -- parameters -------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (hyper-parameters) of this instance."""
+        """Constructor arguments (hyper-parameters) of this instance; for a model that trains
+        with the loop, every loop setting too (flat, as the constructor takes them)."""
         sig = inspect.signature(type(self).__init__)
-        return {
+        out = {
             k: getattr(self, k)
             for k, p in sig.parameters.items()
             if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         }
+        if self.trains_with_loop:
+            out.update(self.loop.as_dict())
+        return out
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -357,114 +378,3 @@ class SlideModel:
     def fit_info(self) -> dict[str, Any]:
         """Training diagnostics (best epoch, validation loss, history) when available."""
         return dict(getattr(self, "fit_info_", {}))
-
-
-# ------------------------------------------------------------------------------------------------
-# registry
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelInfo:
-    """A registered model: its class, fixed arguments and a one-line description."""
-
-    name: str
-    cls: type
-    defaults: Mapping[str, Any]
-    description: str
-    builder: Callable[..., SlideModel] | None = None
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """Task kinds the model serves (a variant's ``tasks=`` default, else the class's)."""
-        return tuple(self.defaults.get("tasks", getattr(self.cls, "tasks", (TaskKind.REGRESSION,))))
-
-
-_MODELS: dict[str, ModelInfo] = {}
-
-
-def register_model(name: str, cls: type | None = None, *, description: str = "", **defaults: Any) -> Any:
-    """Register a model class under ``name``; variants differ by ``defaults``, never by copied code.
-
-    Used as a class decorator (stackable for variants)::
-
-        @register_model("abmil-grade", tasks_used=("grade",), description="...")
-        @register_model("abmil-survival", tasks_used=("survival",), description="...")
-        class OutcomeABMIL(TorchSlideModel): ...
-
-    or called directly, ``register_model("ridge", RidgeBaseline, description=...)``.
-
-    Raises
-    ------
-    KeyError
-        ``name`` is taken by another class.
-    TypeError
-        ``defaults`` name a parameter the class does not have.
-    """
-
-    def deco(c: type) -> type:
-        old = _MODELS.get(name)
-        if old is not None:
-            if old.cls.__qualname__ == c.__qualname__ and old.cls.__module__ == c.__module__:
-                _MODELS[name] = ModelInfo(name, c, dict(defaults), description or old.description)
-                return c  # the same class re-imported (e.g. reloaded module)
-            raise KeyError(f"model {name!r} already registered (by {old.cls.__module__}.{old.cls.__qualname__})")
-        bad = set(defaults) - _init_params(c)
-        if bad:
-            raise TypeError(f"{c.__name__} has no parameter(s) {sorted(bad)}")
-        _MODELS[name] = ModelInfo(name, c, dict(defaults), description or (c.__doc__ or "").strip().split("\n")[0])
-        return c
-
-    if cls is not None:
-        deco(cls)
-        return _MODELS[name]
-    return deco
-
-
-def _ensure_builtin() -> None:
-    import histoviz.models  # noqa: F401  (imports every model file, which registers it)
-
-
-def list_models(task: str | None = None) -> list[ModelInfo]:
-    """Registered models sorted by name (only those serving ``task`` when given)."""
-    _ensure_builtin()
-    out = [_MODELS[k] for k in sorted(_MODELS)]
-    return [m for m in out if task is None or task in m.tasks]
-
-
-def model_info(name: str) -> ModelInfo:
-    """Registry entry of ``name``; :class:`ConfigError` listing the choices when unknown."""
-    _ensure_builtin()
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
-
-
-def _init_params(cls: type) -> set[str]:
-    sig = inspect.signature(cls.__init__)
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {k for k, p in sig.parameters.items() if k != "self" and p.kind in kinds}
-
-
-def model_param_names(name: str) -> set[str]:
-    """Hyper-parameters ``create_model(name, ...)`` accepts."""
-    return _init_params(model_info(name).cls)
-
-
-def create_model(name: str, **params: Any) -> SlideModel:
-    """Build a registered model with hyper-parameters ``params`` (over its defaults).
-
-    Raises
-    ------
-    ConfigError
-        Unknown model name or unknown parameter (the message lists the valid ones).
-    """
-    info = model_info(name)
-    allowed = _init_params(info.cls)
-    bad = sorted(set(params) - allowed)
-    if bad:
-        raise ConfigError(f"model {name!r}: unknown parameter(s) {bad}; valid: {sorted(allowed)}")
-    try:
-        m = info.cls(**{**info.defaults, **params})
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model {name!r}: {e}") from e
-    m.name = name
-    return m

@@ -106,14 +106,14 @@ def load_checkpoint(folder: str | os.PathLike) -> FittedPipeline:
     try:
         doc = json.loads(jpath.read_text())
     except ValueError as e:
-        raise DataError(f"{jpath}: unreadable ({e})") from e
+        raise DataError(f"{jpath}: unreadable ({e}); the checkpoint is damaged: copy the run again or retrain") from e
     if doc.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{jpath}: checkpoint format {doc.get('format')} (this histoviz reads {CHECKPOINT_FORMAT})")
     try:
         tensors = load_file(str(tpath))
     except Exception as e:  # safetensors raises SafetensorError / OSError on foreign files
         raise DataError(f"{tpath}: not a readable safetensors file ({type(e).__name__}: {e}); "
-                        "checkpoints are written by histoviz train, never unpickled") from e
+                        "the checkpoint is damaged: copy the run again or retrain (histoviz never unpickles)") from e
     params = dict(doc["params"])
     for k, v in params.items():  # JSON turns tuples into lists
         if isinstance(v, list):

@@ -20,11 +20,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from histoviz.nn.settings import LoopSettings
 
 __all__ = ["BagBatcher", "LoopSettings", "seed_everything", "train_module"]
 
@@ -35,27 +36,6 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch (CPU and CUDA) and return a numpy generator for the same seed."""
     torch.manual_seed(int(seed))
     return np.random.default_rng(int(seed))
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Optimisation settings of :func:`train_module`."""
-
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 8
-    patience: int = 15
-    grad_clip: float = 1.0
-    seed: int = 0
-    min_epochs: int = 5
-    #: an epoch counts as better when it lowers the best validation loss by more than this
-    #: fraction of it (so endless tiny improvements do not defeat early stopping)
-    min_delta: float = 1e-4
-    #: ``"none"``, ``"plateau"`` (halve the learning rate after ``max(2, patience // 3)`` epochs
-    #: without a better validation loss) or ``"cosine"`` (cosine decay to ``lr / 100`` over
-    #: ``epochs``)
-    lr_schedule: str = "none"
 
 
 class BagBatcher:
@@ -247,8 +227,6 @@ def train_module(
     elif settings.lr_schedule == "plateau" and validate is not None:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, settings.patience // 3),
                                                            min_lr=settings.lr / 100)
-    elif settings.lr_schedule not in ("none", "plateau"):
-        raise ValueError(f"lr_schedule must be none, plateau or cosine, got {settings.lr_schedule!r}")
     names = ["total", *(groups or {})]
     best = {g: math.inf for g in names}
     best_epoch = {g: -1 for g in names}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,8 @@ import numpy as np
 
 from histoviz.errors import ConfigError, ImplausibleMppError, NoTissueError
 from histoviz.io.mpp import MAX_UPSAMPLE
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
@@ -258,6 +261,11 @@ def make_tile_grid(
 
     cfg = config or TilingConfig()
     if cfg.mpp_override is not None:
+        recorded, source = reader.mpp, reader.meta.mpp_source
+        if recorded and source != "override" and abs(cfg.mpp_override - recorded) > 0.02 * recorded:
+            log.warning("%s: --mpp-override %g um/px replaces the %g um/px the slide records (%s): tiles "
+                        "and maps follow the override (drop it to use the slide's value)",
+                        reader.path or reader.slide_id, cfg.mpp_override, recorded, source)
         reader.with_mpp(cfg.mpp_override)
     if cfg.mpp is None:
         slide_mpp = reader.mpp

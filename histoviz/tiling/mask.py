@@ -23,7 +23,7 @@ from histoviz.errors import SlideOpenError
 if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
 
-__all__ = ["MASK_METHODS", "MAX_MASK_SOURCE_PIXELS", "TissueMask", "artifact_mask",
+__all__ = ["MASK_METHODS", "MAX_MASK_SOURCE_PIXELS", "TissueMask", "artifact_mask", "is_greyscale",
            "tissue_mask", "tissue_mask_from_rgb"]
 
 MASK_METHODS = ("robust", "combined", "saturation", "od", "learned")
@@ -78,6 +78,15 @@ def _channels(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.ascontiguousarray(rgb[..., 2]))
 
 
+def is_greyscale(rgb: np.ndarray, *, tol: int = 3) -> bool:
+    """True when no pixel of ``rgb`` has colour (channels within ``tol`` of each other): a
+    greyscale scan, or a grey image stored as RGB."""
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 4e6)))
+    sub = rgb[::step, ::step].astype(np.int16)
+    return bool(sub.size) and int(np.abs(sub[..., 0] - sub[..., 1]).max()) <= tol and int(
+        np.abs(sub[..., 1] - sub[..., 2]).max()) <= tol
+
+
 def artifact_mask(rgb: np.ndarray, *, smooth: int = 3) -> np.ndarray:
     """Pixels of a thumbnail that are not H&E: marker ink, debris, bubble rims.
 
@@ -96,9 +105,13 @@ def artifact_mask(rgb: np.ndarray, *, smooth: int = 3) -> np.ndarray:
     (OD_R > 1.1 OD_G; blue ink over tissue: OD_R >= 0.9 OD_G with little blue absorbed),
     brown debris absorbs blue most (OD_B > OD_G), and black ink, grey debris and bubble
     rims are dark without colour. Pixels next to such an artefact that look partly like
-    it (mixed edge pixels) count too.
+    it (mixed edge pixels) count too. A greyscale image (no pixel with colour) has no
+    artefact map: without colour every stained pixel would look like grey debris.
     """
     from scipy.ndimage import binary_dilation, uniform_filter
+
+    if is_greyscale(rgb):
+        return np.zeros(rgb.shape[:2], bool)
 
     ch = _channels(rgb)
     if smooth > 1:

@@ -1,4 +1,4 @@
-"""Configs, cross-validation runners and the demo of the slide- and spot-level models.
+"""Configs and cross-validation runners of the slide- and spot-level models.
 
 Entry points: :func:`histoviz.training.config.load_config` and
 :func:`histoviz.training.runner.run_experiment` (what ``histoviz train`` calls);

@@ -40,7 +40,7 @@ def has_composition_truth(run_dir: str | os.PathLike) -> bool:
     from histoviz.io.rundir import RunDir
 
     run = RunDir(run_dir)
-    return _cohort_root(run) is not None and (run.config.get("model") or {}).get("name") == "cpnn"
+    return _cohort_root(run) is not None and "cell_type" in run.capabilities.get("outputs", ())
 
 
 def composition_recovery(run_dir: str | os.PathLike, *, max_patches: int = 20000, seed: int = 0) -> pd.DataFrame:

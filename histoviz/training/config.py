@@ -5,8 +5,9 @@ A config has five sections (see ``training/configs/*.yaml``)::
     name: mtl                      # run name (the "model" column of metrics.parquet)
     seed: 0
     data:
-      cohort: data/synth/cohort.csv
+      cohort: data/synth/cohort.csv              # slide_id, patient_id, path (+ outcome columns)
       features: data/synth/features/morphology   # <slide_id>.h5 bags
+      # one_patient_per_slide: true              # only for a table without patient_id
       embed: {encoder: morphology}               # embed missing bags first (optional)
       omics:
         gene: {path: data/synth/omics/gene.h5ad, normalize: total, transform: log10p1}
@@ -34,11 +35,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from histoviz.data.omics import OmicsSpec
 from histoviz.data.outcomes import OutcomeSpec
 from histoviz.errors import ConfigError
+from histoviz.nn.settings import LOOP_FIELDS, LoopSettings
+from histoviz.strict import build_strict, strict_keys
 from histoviz.task_kinds import TaskKind
 
 __all__ = [
@@ -52,24 +55,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
 ]
-
-_TRAIN_TO_MODEL = (
-    "epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "max_patches", "device", "num_threads",
-    "lr_schedule",
-)
-
-
-def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return dict(d)
-
 
 def _check_type(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
@@ -93,18 +78,6 @@ class EmbedConfig:
     workers: int = 0
     batch_size: int = 64
     device: str = "auto"
-
-    def tiling(self) -> dict[str, Any]:
-        """TilingConfig keyword arguments."""
-        return {"tile_size": self.tile_size, "mpp": self.mpp, "overlap": self.overlap,
-                "min_tissue_fraction": self.min_tissue_fraction, "mpp_override": self.mpp_override}
-
-    def encoder_kwargs(self) -> dict[str, Any]:
-        """create_encoder keyword arguments."""
-        kw: dict[str, Any] = {"pretrained": self.pretrained}
-        if self.weights:
-            kw["weights"] = self.weights
-        return kw
 
 
 @dataclass(frozen=True)
@@ -131,6 +104,10 @@ class DataConfig:
         activity computed from *predicted* expression against the ``compare_to`` modality.
     drop_patients_without_features
         Drop patients whose slides have no bag instead of failing (default: fail).
+    one_patient_per_slide
+        The cohort table has no ``patient_id`` column and every slide is a different patient
+        (a statement the user makes: without it such a table is refused, since folds must keep
+        each patient's slides together).
     lazy_bags
         Read feature bags from disk one batch at a time instead of holding them in memory
         (``None``: automatically when the cohort's features exceed 4 GB).
@@ -148,6 +125,7 @@ class DataConfig:
     targets: tuple[str, ...] | None = None
     pathway_from_predictions: dict[str, Any] | None = None
     drop_patients_without_features: bool = False
+    one_patient_per_slide: bool = False
     lazy_bags: bool | None = None
     spots: Any = None
 
@@ -161,12 +139,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation and protocol settings.
+class TrainingConfig(LoopSettings):
+    """Optimisation and protocol settings: the loop settings plus how a fold is split.
 
-    ``epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, device,
-    num_threads, lr_schedule`` are passed to models whose constructor takes them (set them
-    here, not in model.params).
+    The loop settings (:class:`~histoviz.nn.settings.LoopSettings`: ``epochs, lr,
+    weight_decay, batch_size, patience, grad_clip, max_patches, lr_schedule, seed, device,
+    num_threads, min_epochs, min_delta``) are declared there once; a run hands them whole to
+    every model that trains with the loop (set them here, not in model.params). ``seed``
+    defaults to the experiment's top-level ``seed``.
 
     Attributes
     ----------
@@ -180,16 +160,8 @@ class TrainingConfig:
         After cross-validation, also fit on all patients (used by ``histoviz predict``).
     """
 
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 8
-    patience: int = 15
-    grad_clip: float = 1.0
-    max_patches: int = 4096
-    device: str = "auto"
-    num_threads: int = 0
-    lr_schedule: str = "none"
+    where: ClassVar[str] = "training."
+
     val_fraction: float = 0.2
     shuffle_labels: bool = False
     final_model: bool = True
@@ -250,17 +222,6 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments for the model: training settings it accepts + params + seed."""
-        from histoviz.models import model_param_names
-
-        allowed = model_param_names(self.model.name)
-        kw = {k: getattr(self.training, k) for k in _TRAIN_TO_MODEL if k in allowed}
-        if "seed" in allowed:
-            kw["seed"] = self.seed
-        kw.update(self.model.params)
-        return kw
-
 
 def _resolve(p: str | None, base: Path) -> str | None:
     if p is None or p == "" or str(p).startswith("scanpy:"):
@@ -285,8 +246,8 @@ def _coerce_numbers(x: Any) -> Any:
 
 def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     raw = _coerce_numbers(raw)
-    top = _strict(ExperimentConfig, raw, "config")
-    d = _strict(DataConfig, top.get("data"), "data")
+    top = strict_keys(ExperimentConfig, raw, "config")
+    d = strict_keys(DataConfig, top.get("data"), "data")
     omics_raw = d.get("omics") or {}
     if not isinstance(omics_raw, Mapping):
         raise ConfigError("data.omics: expected a mapping modality -> spec")
@@ -298,7 +259,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         omics[str(mod)] = s
     embed = None
     if d.get("embed") is not None:
-        embed = EmbedConfig(**_strict(EmbedConfig, d["embed"], "data.embed"))
+        embed = build_strict(EmbedConfig, d["embed"], "data.embed")
         if embed.weights:
             embed = EmbedConfig(**{**asdict(embed), "weights": _resolve(embed.weights, base)})
     outcomes_raw = d.get("outcomes") or {}
@@ -327,19 +288,21 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
         targets=tuple(targets) if targets is not None else None,
         pathway_from_predictions=pfp,
         drop_patients_without_features=d.get("drop_patients_without_features", False),
+        one_patient_per_slide=d.get("one_patient_per_slide", False),
         lazy_bags=d.get("lazy_bags"),
         spots=spots,
     )
-    m = _strict(ModelConfig, top.get("model"), "model")
+    m = strict_keys(ModelConfig, top.get("model"), "model")
     if "name" in m:
         _check_type("model.name", m["name"], str, "a model name")
     params = m.get("params") or {}
     if not isinstance(params, Mapping):
         raise ConfigError("model.params: expected a mapping of hyper-parameters")
     model = ModelConfig(name=m.get("name", "multiomics"), params=dict(params))
-    t = _strict(TrainingConfig, top.get("training"), "training")
+    t = strict_keys(TrainingConfig, top.get("training"), "training")
+    t.setdefault("seed", top.get("seed", 0))
     training = TrainingConfig(**t)
-    e = _strict(EvaluationConfig, top.get("evaluation"), "evaluation")
+    e = strict_keys(EvaluationConfig, top.get("evaluation"), "evaluation")
     for k in ("topk", "topk_criteria"):
         if k in e:
             e[k] = tuple(e[k]) if isinstance(e[k], (list, tuple)) else (e[k],)
@@ -349,7 +312,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     if conf is None or isinstance(conf, ConformalSettings):
         e["conformal"] = conf or ConformalSettings()
     else:
-        e["conformal"] = ConformalSettings(**_strict(ConformalSettings, conf, "evaluation.conformal"))
+        e["conformal"] = build_strict(ConformalSettings, conf, "evaluation.conformal")
     if e.get("spots") is not None or spots is not None:
         from histoviz.evaluation.spots import SpotEvalSpec
 
@@ -357,6 +320,8 @@ def _build(raw: Mapping[str, Any], base: Path) -> ExperimentConfig:
     evaluation = EvaluationConfig(**e)
     seed = top.get("seed", 0)
     _check_type("seed", seed, int, "an integer")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: must be an integer in [0, 2**32), got {seed}")
     cfg = ExperimentConfig(
         name=str(top.get("name", "run")), seed=int(seed), data=data, model=model,
         training=training, evaluation=evaluation,
@@ -413,28 +378,19 @@ def validate_config(cfg: ExperimentConfig) -> None:
     bad = sorted(set(cfg.model.params) - allowed)
     if bad:
         raise ConfigError(f"model.params: unknown parameter(s) {bad} for {cfg.model.name!r}; valid: {sorted(allowed)}")
-    clash = sorted(set(cfg.model.params) & set(_TRAIN_TO_MODEL))
+    clash = sorted(set(cfg.model.params) & {*LOOP_FIELDS, "loop"})
     if clash:
         raise ConfigError(f"model.params: {clash} belong under training:, not model.params")
     t = cfg.training
-    for k, lo in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("max_patches", 0)):
-        v = getattr(t, k)
-        _check_type(f"training.{k}", v, int, "an integer")
-        if v < lo:
-            raise ConfigError(f"training.{k}: must be >= {lo}, got {v}")
     for where, v in (("training.shuffle_labels", t.shuffle_labels), ("training.final_model", t.final_model),
                      ("evaluation.use_cohort_folds", cfg.evaluation.use_cohort_folds),
-                     ("data.drop_patients_without_features", d.drop_patients_without_features)):
+                     ("data.drop_patients_without_features", d.drop_patients_without_features),
+                     ("data.one_patient_per_slide", d.one_patient_per_slide)):
         if not isinstance(v, bool):
             raise ConfigError(f"{where}: expected true or false, got {v!r}")
     if d.lazy_bags is not None and not isinstance(d.lazy_bags, bool):
         raise ConfigError(f"data.lazy_bags: expected true, false or null (automatic), got {d.lazy_bags!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "val_fraction"):
-        _check_type(f"training.{k}", getattr(t, k), (int, float), "a number")
-    if t.lr_schedule not in ("none", "plateau", "cosine"):
-        raise ConfigError(f"training.lr_schedule: must be none, plateau or cosine, got {t.lr_schedule!r}")
-    if t.lr <= 0:
-        raise ConfigError(f"training.lr: must be > 0, got {t.lr}")
+    _check_type("training.val_fraction", t.val_fraction, (int, float), "a number")
     if not 0.0 <= t.val_fraction < 0.9:
         raise ConfigError(f"training.val_fraction: must be in [0, 0.9), got {t.val_fraction}")
     e = cfg.evaluation
@@ -516,7 +472,11 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML ({where}{what}); fix the file (e.g. a bracket or quote left "
+                          "open, a tab used for indentation)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return raw

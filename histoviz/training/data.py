@@ -24,9 +24,11 @@ from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
     from histoviz.data.omics import OmicsData
-    from histoviz.training.config import ExperimentConfig
+    from histoviz.training.config import EmbedConfig, ExperimentConfig
 
-__all__ = ["ExperimentData", "calibration_split", "inner_split", "load_experiment_data", "load_feature_bags", "patient_folds"]
+__all__ = ["ExperimentData", "calibration_split", "check_patient_ids", "embed_missing", "embed_tiling", "inner_split",
+           "load_experiment_data",
+           "load_feature_bags", "patient_folds"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,43 @@ def load_feature_bags(cohort: pd.DataFrame, features_dir: str | Path, *, load_fe
     return bags
 
 
+def check_patient_ids(cohort: pd.DataFrame, d: Any) -> None:
+    """Refuse a cohort whose patients are unknown: no ``patient_id`` column (unless
+    ``data.one_patient_per_slide`` says each slide is its own patient) or empty ids.
+
+    Raises
+    ------
+    DataError
+        Naming the table and what to do (folds keep each patient's slides together).
+    """
+    if cohort.attrs.get("patient_id_from_slide_id") and not d.one_patient_per_slide:
+        raise DataError(
+            f"{d.cohort}: no patient_id column, so every slide would count as its own patient and one "
+            "patient's slides could land in training and test folds at once; add a patient_id column, or "
+            "state that each slide is a different patient with data.one_patient_per_slide: true"
+        )
+    blank = cohort.attrs.get("slides_without_patient") or []
+    if blank:
+        raise DataError(f"{d.cohort}: patient_id is empty for {len(blank)} slide(s) (e.g. {blank[:3]}); fill it "
+                        "in: folds keep each patient's slides together")
+
+
+def _check_declared_recipe(embed: Any, bag: Any, feat_dir: Path) -> None:
+    """Refuse bags made another way than ``data.embed`` declares (the run would record the
+    declared encoder and predict with it)."""
+    from histoviz.features.recipe import compare_recipes, embedding_recipe, make_recipe
+
+    declared = make_recipe(embed.encoder, embed_tiling(embed), weights="-")
+    diffs = compare_recipes(declared, embedding_recipe(bag), keys=("encoder", "tile_size", "mpp"))
+    diffs = [x for x in diffs if "not recorded" not in x]
+    if diffs:
+        raise DataError(
+            f"{feat_dir}: the bags were made another way than data.embed declares ({'; '.join(diffs)}; "
+            "declared vs bags); point data.features at bags made as declared (or at a new folder to embed "
+            "into), or make data.embed say how these bags were made"
+        )
+
+
 def _bytes_on_disk(cohort: pd.DataFrame, folder: Path) -> int:
     import h5py
 
@@ -158,6 +197,37 @@ def _bytes_on_disk(cohort: pd.DataFrame, folder: Path) -> int:
             except (OSError, KeyError):
                 pass
     return total
+
+
+def embed_tiling(embed: EmbedConfig) -> dict[str, Any]:
+    """The :class:`~histoviz.tiling.TilingConfig` fields of a config's ``data.embed``."""
+    return {k: getattr(embed, k) for k in ("tile_size", "mpp", "overlap", "min_tissue_fraction", "mpp_override")}
+
+
+def embed_missing(cfg: ExperimentConfig, cohort: pd.DataFrame, *, progress: bool = False) -> list[str]:
+    """Embed the cohort's slides that have no feature bag in ``data.features`` (when the config's
+    ``data.embed`` says how); return the slides still without one."""
+    d = cfg.data
+    feat_dir = Path(d.features)
+
+    def missing() -> list[str]:
+        return [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+
+    todo = missing()
+    if not todo or d.embed is None:
+        return todo
+    from histoviz.features.cohort import embed_cohort
+
+    e = d.embed
+    log.info("embedding %d slides with %s into %s", len(todo), e.encoder, feat_dir)
+    res = embed_cohort(
+        cohort[cohort["slide_id"].isin(todo)], feat_dir, encoder=e.encoder,
+        encoder_kwargs={"pretrained": e.pretrained, **({"weights": e.weights} if e.weights else {})},
+        tiling=embed_tiling(e), workers=e.workers, batch_size=e.batch_size, device=e.device, progress=progress,
+    )
+    for s in res.failed:
+        log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
+    return missing()
 
 
 def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> ExperimentData:
@@ -174,20 +244,9 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
 
     d = cfg.data
     cohort = read_cohort(d.cohort)
+    check_patient_ids(cohort, d)
     feat_dir = Path(d.features)
-    missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
-    if missing and d.embed is not None:
-        from histoviz.features.cohort import embed_cohort
-
-        log.info("embedding %d slides with %s into %s", len(missing), d.embed.encoder, feat_dir)
-        res = embed_cohort(
-            cohort[cohort["slide_id"].isin(missing)], feat_dir, encoder=d.embed.encoder,
-            encoder_kwargs=d.embed.encoder_kwargs(), tiling=d.embed.tiling(), workers=d.embed.workers,
-            batch_size=d.embed.batch_size, device=d.embed.device, progress=progress,
-        )
-        for s in res.failed:
-            log.warning("slide %s could not be embedded: %s", s.slide_id, s.error)
-        missing = [s for s in cohort["slide_id"] if not (feat_dir / f"{s}.h5").exists()]
+    missing = embed_missing(cfg, cohort, progress=progress)
     lazy = d.lazy_bags
     if lazy is None:
         lazy = _bytes_on_disk(cohort, feat_dir) > LAZY_AUTO_BYTES
@@ -230,8 +289,9 @@ def load_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Ex
                                                 "tile_size_level0", "recipe")}
     features["embed_dim"] = int(first.attrs["n_features_dim"])
     if d.embed is not None:
+        _check_declared_recipe(d.embed, first, feat_dir)
         features["embed"] = {"encoder": d.embed.encoder, "pretrained": d.embed.pretrained,
-                             "weights": d.embed.weights, "tiling": d.embed.tiling()}
+                             "weights": d.embed.weights, "tiling": embed_tiling(d.embed)}
 
     def load(pats: list[str]) -> tuple[Any, dict[str, Any]]:
         om = load_omics(pats, d.omics) if d.omics else OmicsData(pats)

@@ -224,12 +224,13 @@ def preflight(cfg: ExperimentConfig) -> PreflightResult:
     from histoviz.data.cohort import read_cohort
     from histoviz.data.outcomes import load_outcomes
     from histoviz.models import model_info
-    from histoviz.training.data import patient_folds
+    from histoviz.training.data import check_patient_ids, patient_folds
 
     d = cfg.data
     if d.spots is not None:
         return PreflightResult(0, 0)
     cohort = read_cohort(d.cohort)
+    check_patient_ids(cohort, d)
     feat = Path(d.features)
     if d.embed is None:
         have = feat.is_dir() and any((feat / f"{s}.h5").exists() for s in cohort["slide_id"])

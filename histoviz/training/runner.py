@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import DataError
 from histoviz.io.lazybags import take
 from histoviz.task_kinds import TaskKind
 
@@ -83,20 +83,6 @@ _STATELESS = ("path", "format", "layer", "patient_column", "id_length", "normali
               "from_modality", "network", "method", "min_targets")
 
 
-def _served(cfg: ExperimentConfig, data: ExperimentData) -> list[str]:
-    from histoviz.models import model_info
-
-    tasks = model_info(cfg.model.name).tasks
-    served = [b for b in data.targets if data.kind(b) in tasks]
-    skipped = [b for b in data.targets if b not in served]
-    if skipped:
-        log.info("%s serves %s tasks; not predicting %s", cfg.model.name, list(tasks), skipped)
-    if not served:
-        raise ConfigError(f"model {cfg.model.name!r} serves {list(tasks)} tasks; none of the targets "
-                          f"{[f'{b} ({data.kind(b)})' for b in data.targets]} is one")
-    return served
-
-
 def fit_pipeline(
     cfg: ExperimentConfig,
     data: ExperimentData,
@@ -114,12 +100,14 @@ def fit_pipeline(
     """
     from histoviz.data.omics import TargetPreprocessor
     from histoviz.data.outcomes import GradeEncoder, SurvivalBins
-    from histoviz.models import create_model
     from histoviz.training.data import inner_split
+    from histoviz.training.prepare import build_model
 
     preps: dict[str, Any] = {}
     blocks: dict[str, Any] = {}
-    for m in _served(cfg, data):
+    from histoviz.training.prepare import served_blocks
+
+    for m in served_blocks(cfg, data):
         if m in data.outcomes:
             blk = data.outcomes[m]
             if not blk.present[train_idx].any():
@@ -151,7 +139,7 @@ def fit_pipeline(
         perm = np.arange(len(data.patients))
         perm[train_idx] = rng.permutation(train_idx)
         train_blocks = {m: b.permuted(perm) for m, b in blocks.items()}
-    model = create_model(cfg.model.name, **cfg.model_kwargs())
+    model = build_model(cfg)
     val = None
     if len(val_idx):
         val = (take(data.bags, val_idx), {m: b.subset(val_idx) for m, b in train_blocks.items()})
@@ -188,7 +176,8 @@ def _raw_scale(blk: Any, prep: Any, values: np.ndarray) -> np.ndarray:
 
 def _pathway_block(cfg: ExperimentConfig, data: ExperimentData, model: Any, pred: dict[str, np.ndarray]) -> Any:
     """Pathway activity computed from predicted expression, as an extra regression block."""
-    from histoviz.data.omics import TargetBlock, pathway_activity
+    from histoviz.data.omics import pathway_activity
+    from histoviz.data.targets import TargetBlock
 
     pfp = cfg.data.pathway_from_predictions
     if not pfp or pfp["from"] not in pred:
@@ -238,14 +227,28 @@ def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, An
     return out
 
 
-def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray, test_idx: np.ndarray,
-              key: str, seed: int, writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+@dataclass
+class FoldFit:
+    """What one fold fitted: the model, its target preprocessing, this fold's blocks (all
+    patients) and the patient rows of each split."""
+
+    model: Any
+    preps: dict[str, Any]
+    blocks: dict[str, Any]
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    cal_idx: np.ndarray
+    rest: np.ndarray
+    conformal: dict[str, Any]
+
+
+def _fit_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray, test_idx: np.ndarray,
+              key: str, seed: int, writer: Any) -> FoldFit:
+    """Hold out the calibration patients, fit the pipeline on the rest (validation split
+    inside), compute the conformal thresholds and save the fold's checkpoint."""
     from histoviz.models.checkpoint import FittedPipeline, save_checkpoint
-    from histoviz.tasks import get_task
     from histoviz.training.data import calibration_split
 
-    t0 = time.perf_counter()
-    final = key == "final"
     rest, cal_idx = calibration_split(train_idx, cfg.evaluation.calibration_fraction, seed)
     model, preps, blocks, fit_idx, val_idx = fit_pipeline(cfg, data, rest, seed=seed)
     conf = _conformal(cfg, data, blocks, model, cal_idx, train_idx, f"fold {key} calibration split")
@@ -253,108 +256,168 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
                                    {"fold": key, "run": cfg.name, "conformal": conf,
                                     "test_patients": [data.patients[i] for i in test_idx]}),
                     writer.checkpoint_dir(key))
-    info = model.fit_info()
+    return FoldFit(model, preps, blocks, fit_idx, val_idx, cal_idx, rest, conf)
+
+
+def _fold_record(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit, key: str,
+                 test_idx: np.ndarray) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The fold's ``selection.json`` entry (fit diagnostics, split sizes, loop settings) and its
+    ``splits`` / ``history`` tables."""
+    from histoviz.training.prepare import loop_record
+
+    info = fold.model.fit_info()
     history = info.pop("history", None)
     info.pop("contrastive", None)
-    info.update({"fold": key, "n_fit": len(fit_idx), "n_val": len(val_idx), "n_cal": len(cal_idx),
+    info.update({"fold": key, "n_fit": len(fold.fit_idx), "n_val": len(fold.val_idx), "n_cal": len(fold.cal_idx),
                  "n_test": len(test_idx)})
-    splits = pd.DataFrame({"patient_id": [data.patients[i] for i in (*fit_idx, *val_idx, *cal_idx, *test_idx)],
-                           "split": ["fit"] * len(fit_idx) + ["val"] * len(val_idx) + ["cal"] * len(cal_idx)
-                           + ["test"] * len(test_idx)})
-    tables: dict[str, pd.DataFrame] = {"splits": splits}
+    if (loop := loop_record(fold.model)) is not None:
+        info["loop"] = {cfg.name: loop}
+    order = (*fold.fit_idx, *fold.val_idx, *fold.cal_idx, *test_idx)
+    split = (["fit"] * len(fold.fit_idx) + ["val"] * len(fold.val_idx) + ["cal"] * len(fold.cal_idx)
+             + ["test"] * len(test_idx))
+    tables = {"splits": pd.DataFrame({"patient_id": [data.patients[i] for i in order], "split": split})}
     if history:
         tables["history"] = pd.DataFrame(history)
-    if final:
-        info["seconds"] = round(time.perf_counter() - t0, 3)
-        return tables, {"info": info, "conformal": conf}
+    return info, tables
 
-    cs = cfg.evaluation.conformal
+
+@dataclass
+class HeldOutBlock:
+    """One predicted block of a fold's test patients: the block, the predictions and where the
+    training values of its targets come from (regression)."""
+
+    name: str
+    block: Any
+    pred: np.ndarray
+    prep: Any = None
+    train_values: np.ndarray | None = None
+
+
+def _heldout_blocks(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit,
+                    test_idx: np.ndarray) -> list[HeldOutBlock]:
+    """The model's predictions for the test patients, block by block (plus pathway activity
+    computed from predicted expression, when the config asks for it)."""
+    model, blocks, rest = fold.model, fold.blocks, fold.rest
     pred = model.predict(take(data.bags, test_idx), **_input_kw(model, blocks, test_idx))
-    pids = [data.patients[i] for i in test_idx]
-    sids = [";".join(data.slide_ids[i]) for i in test_idx]
-    mrows, trows = [], []
-    held: dict[str, pd.DataFrame] = {}
-    items: list[tuple[str, Any, np.ndarray, Any]] = [(b, blocks[b], pred[b], preps.get(b)) for b in pred]
+    out = []
+    for b, p in pred.items():
+        blk = blocks[b].subset(test_idx)
+        train_values = None
+        if b in data.omics.modalities and b in fold.preps:
+            src = data.omics[b]
+            train_values = src.values[np.ix_(rest[src.present[rest]], pd.Index(src.targets).get_indexer(blk.targets))]
+        out.append(HeldOutBlock(b, blk, p, fold.preps.get(b), train_values))
     extra = _pathway_block(cfg, data, model, pred)
     if extra is not None:
-        name, blk, vals = extra
-        items.append((name, blk.subset(test_idx), vals, None))
-    for b, blk_all, p, prep in items:
-        blk = blk_all if extra is not None and b == extra[0] else blk_all.subset(test_idx)
-        task = get_task(blk)
-        train_vals = None
+        name, blk, values = extra
+        src = data.omics[cfg.data.pathway_from_predictions["compare_to"]]
+        cols = pd.Index(src.targets).get_indexer(blk.targets)
+        out.append(HeldOutBlock(name, blk.subset(test_idx), values, None,
+                                src.values[np.ix_(rest[src.present[rest]], cols)]))
+    return out
+
+
+def _block_metrics(cfg: ExperimentConfig, fold: FoldFit, hb: HeldOutBlock,
+                   patients: list[str]) -> pd.DataFrame:
+    """Held-out metric rows of one block; regression on the unstandardised target scale."""
+    from histoviz.tasks import get_task
+
+    task = get_task(hb.block)
+    min_n = cfg.evaluation.min_n
+    if task.kind != TaskKind.REGRESSION:
+        train = fold.blocks[hb.name].subset(fold.rest) if task.kind == TaskKind.SURVIVAL else None
+        return task.metrics(hb.block, hb.pred, min_n=min_n, patients=patients, train=train)
+    if hb.prep is not None:
+        raw = type(hb.block)(hb.block.modality, hb.block.targets, _raw_scale(hb.block, hb.prep, hb.block.values),
+                             hb.block.present)
+        return task.metrics(raw, _raw_scale(hb.block, hb.prep, hb.pred), min_n=min_n, train=hb.train_values,
+                            patients=patients)
+    return task.metrics(hb.block, hb.pred, min_n=min_n, train=hb.train_values, patients=patients)
+
+
+def _training_statistics(hb: HeldOutBlock) -> pd.DataFrame | None:
+    """``task, target, train_mean, train_var`` of a regression block's training patients (the
+    statistics top-k targets are chosen by; ``targets.parquet``)."""
+    t = hb.train_values
+    if t is None or not len(t):
+        return None
+    with np.errstate(all="ignore"):
+        return pd.DataFrame({"task": hb.name, "target": hb.block.targets, "train_mean": np.nanmean(t, axis=0),
+                             "train_var": np.nanvar(t, axis=0) if len(t) > 1 else np.nan})
+
+
+def _conformal_rows(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit, hb: HeldOutBlock,
+                    test_idx: np.ndarray, heldout: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coverage rows (overall and per group) of a block's conformal sets / intervals on the test
+    patients, and the held-out table with each patient's region."""
+    from histoviz.tasks import get_task
+
+    task, cs, entry = get_task(hb.block), cfg.evaluation.conformal, fold.conformal[hb.name]
+    qhat = entry["qhat"]
+    groups = data.groups[test_idx] if data.groups is not None else None
+    if "qhat_by_group" in entry:
+        per = [entry["qhat_by_group"].get(g, entry["qhat"]) for g in groups]
+        qhat = np.stack([np.asarray(v, np.float64) for v in per])
+    regions = task.regions(hb.pred, qhat, cs, info=entry)
+    rows = [task.coverage(hb.block, hb.pred, regions, cs, info=entry)]
+    if groups is not None:
+        for g in dict.fromkeys(groups.tolist()):
+            sel = groups == g
+            cg = task.coverage(hb.block.subset(np.flatnonzero(sel)), hb.pred[sel],
+                               {k: v[sel] for k, v in regions.items()}, cs, info=entry)
+            if not cg.empty:
+                cg["subset"] = f"{cs.group}={g}"
+                rows.append(cg)
+    return pd.concat(rows, ignore_index=True), task.with_regions(heldout, hb.block, regions)
+
+
+def _score_fold(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit, key: str,
+                test_idx: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Metrics, training statistics and held-out tables of a fold's test patients."""
+    from histoviz.tasks import get_task
+
+    patients = [data.patients[i] for i in test_idx]
+    slides = [";".join(data.slide_ids[i]) for i in test_idx]
+    metric_parts, stat_parts, tables = [], [], {}
+    for hb in _heldout_blocks(cfg, data, fold, test_idx):
+        task = get_task(hb.block)
+        metrics = _block_metrics(cfg, fold, hb, patients)
+        if task.kind == TaskKind.REGRESSION and (stats := _training_statistics(hb)) is not None:
+            stat_parts.append(stats)
+        heldout = task.heldout(hb.block, hb.pred, patients=patients, slide_ids=slides)
+        if hb.name in fold.conformal:
+            coverage, heldout = _conformal_rows(cfg, data, fold, hb, test_idx, heldout)
+            metrics = pd.concat([metrics, coverage], ignore_index=True)
+        if not metrics.empty:
+            metrics.insert(0, "kind", task.kind)
+            metrics.insert(0, "task", hb.name)
+            metric_parts.append(metrics)
+        heldout.insert(0, "fold", int(key))
         if task.kind == TaskKind.REGRESSION:
-            src = data.omics[b] if b in data.omics.modalities else None
-            if src is not None and prep is not None:
-                cols = pd.Index(src.targets).get_indexer(blk.targets)
-                train_vals = src.values[np.ix_(rest[src.present[rest]], cols)]
-                raw_blk = type(blk)(blk.modality, blk.targets, _raw_scale(blk, prep, blk.values), blk.present)
-                m = task.metrics(raw_blk, _raw_scale(blk, prep, p), min_n=cfg.evaluation.min_n,
-                                 train=train_vals, patients=pids)
-            else:
-                if extra is not None and b == extra[0]:
-                    src_m = data.omics[cfg.data.pathway_from_predictions["compare_to"]]
-                    cols = pd.Index(src_m.targets).get_indexer(blk.targets)
-                    train_vals = src_m.values[np.ix_(rest[src_m.present[rest]], cols)]
-                m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, train=train_vals, patients=pids)
-            if train_vals is not None and len(train_vals):
-                with np.errstate(all="ignore"):
-                    trows.append(pd.DataFrame({
-                        "task": b, "target": blk.targets,
-                        "train_mean": np.nanmean(train_vals, axis=0),
-                        "train_var": np.nanvar(train_vals, axis=0) if len(train_vals) > 1 else np.nan,
-                    }))
-        else:
-            m = task.metrics(blk, p, min_n=cfg.evaluation.min_n, patients=pids,
-                             train=blocks[b].subset(rest) if task.kind == TaskKind.SURVIVAL else None)
-        h = task.heldout(blk, p, patients=pids, slide_ids=sids)
-        if b in conf:
-            entry = conf[b]
-            q = entry["qhat"]
-            if "qhat_by_group" in entry:
-                groups = data.groups[test_idx]
-                q = np.array([entry["qhat_by_group"].get(g, entry["qhat"]) for g in groups], dtype=object)
-                q = np.stack([np.asarray(v, np.float64) for v in q])
-            reg = task.regions(p, q, cs, info=entry)
-            cov = task.coverage(blk, p, reg, cs, info=entry)
-            m = pd.concat([m, cov], ignore_index=True)
-            if data.groups is not None:
-                g_test = data.groups[test_idx]
-                for g in dict.fromkeys(g_test.tolist()):
-                    sel = g_test == g
-                    sub = {k: v[sel] for k, v in reg.items()}
-                    cg = task.coverage(blk.subset(np.flatnonzero(sel)), p[sel], sub, cs, info=entry)
-                    if not cg.empty:
-                        cg["subset"] = f"{cs.group}={g}"
-                        m = pd.concat([m, cg], ignore_index=True)
-            h = task.with_regions(h, blk, reg)
-        if not m.empty:
-            m.insert(0, "kind", task.kind)
-            m.insert(0, "task", b)
-            mrows.append(m)
-        h.insert(0, "fold", int(key))
-        if task.kind == TaskKind.REGRESSION:
-            h.insert(1, "task", b)
-        held[b] = h
-    if mrows:
-        tables["metrics"] = pd.concat(mrows, ignore_index=True)
-    if trows:
-        tables["targets"] = pd.concat(trows, ignore_index=True)
-    for b, h in held.items():
-        tables[f"heldout__{b}"] = h
+            heldout.insert(1, "task", hb.name)
+        tables[f"heldout__{hb.name}"] = heldout
+    if metric_parts:
+        tables["metrics"] = pd.concat(metric_parts, ignore_index=True)
+    if stat_parts:
+        tables["targets"] = pd.concat(stat_parts, ignore_index=True)
+    return tables
+
+
+def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray, test_idx: np.ndarray,
+              key: str, seed: int, writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """One work unit: fit (:func:`_fit_fold`), record (:func:`_fold_record`) and, unless it is
+    the final model, score the held-out patients (:func:`_score_fold`)."""
+    t0 = time.perf_counter()
+    fold = _fit_fold(cfg, data, train_idx, test_idx, key, seed, writer)
+    info, tables = _fold_record(cfg, data, fold, key, test_idx)
+    if key != "final":
+        tables.update(_score_fold(cfg, data, fold, key, test_idx))
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    return tables, {"info": info, "conformal": conf}
+    return tables, {"info": info, "conformal": fold.conformal}
 
 
 def _features_meta(data: ExperimentData) -> dict[str, Any]:
     return {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in data.features.items()}
-
-
-def _check_sizes(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray | list[np.ndarray]) -> None:
-    """Fold and calibration sizes on the loaded patients (survival counts patients with an event)."""
-    from histoviz.training.preflight import calibratable_of, check_fold_sizes
-
-    check_fold_sizes(cfg, len(data.patients), folds, calibratable_of(cfg, data, _served(cfg, data)))
 
 
 def run_experiment(
@@ -388,60 +451,42 @@ def run_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import cohort_identity
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
-    from histoviz.training.data import load_experiment_data, patient_folds
+    from histoviz.training.prepare import prepare_run, run_record
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if data is None:
-        from histoviz.training.preflight import preflight
-
-        preflight(cfg)  # config vs data, before any embedding or loading
-        data = load_experiment_data(cfg, progress=progress)
-    log.info("%s", data.summary())
-    given = data.cohort_folds if cfg.evaluation.use_cohort_folds else None
-    folds = patient_folds(len(data.patients), cfg.evaluation.n_folds, cfg.seed, given=given)
-    _served(cfg, data)
-    n_folds = int(folds.max()) + 1
-    repeats = int(cfg.evaluation.repeats)
-    if repeats > 1 and given is not None:
-        raise ConfigError("evaluation.repeats > 1 needs random folds; set evaluation.use_cohort_folds: false "
-                          "(the cohort table fixes one fold per patient)")
-    # repeat r re-draws the patient folds with its own seed; fold ids run on across repeats
-    all_folds = [folds] + [patient_folds(len(data.patients), n_folds, cfg.seed + 7907 * r) for r in range(1, repeats)]
-    _check_sizes(cfg, data, all_folds)
+    prep = prepare_run(cfg, data=data, progress=progress)  # read and check everything, then fit
+    data, n_folds = prep.data, prep.n_folds
     resolved = config_to_dict(cfg)
-    resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": repeats,
-                        "features": _features_meta(data)}
+    resolved["_run"] = {"n_patients": len(data.patients), "n_folds": n_folds, "repeats": len(prep.folds),
+                        "features": _features_meta(data),
+                        "identity": cohort_identity(cfg.data.cohort, data.patients, prep.folds,
+                                                    omics=data.omics.modalities)}
     inputs = [cfg.data.cohort, cfg.data.features, *(s.path for s in cfg.data.omics.values())]
-    fp = fingerprint({**resolved, "_patients": data.patients, "_folds": [f.tolist() for f in all_folds]}, inputs)
+    fp = fingerprint({**resolved, "_patients": data.patients, "_folds": [f.tolist() for f in prep.folds]}, inputs)
 
-    keys = [str(r * n_folds + k) for r in range(repeats) for k in range(n_folds)]
-    keys += ["final"] if cfg.training.final_model else []
     with RunWriter(out, fp) as w:
         w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
         def work(key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-            if key == "final":
-                train_idx, test_idx, seed = np.arange(len(data.patients)), np.array([], np.int64), cfg.seed + 1000
-            else:
-                r, k = divmod(int(key), n_folds)
-                fr = all_folds[r]
-                train_idx, test_idx = np.flatnonzero(fr != k), np.flatnonzero(fr == k)
-                seed = cfg.seed + k if r == 0 else cfg.seed + 7907 * r + k
+            train_idx, test_idx, seed = prep.split(key)
             return _run_fold(cfg, data, train_idx, test_idx, key, seed, w)
 
-        pieces = w.run_pieces(keys, work, progress=progress, desc=f"{cfg.name} folds")
-        result = _assemble(cfg, data, folds, pieces, w, t0, n_folds)
+        pieces = w.run_pieces(prep.keys, work, progress=progress, desc=f"{cfg.name} folds")
+        result = _assemble(cfg, data, prep.folds[0], pieces, w, t0, n_folds)
         from histoviz.evaluation.compare import summarise_metrics
 
         result.summary = summarise_metrics(result.metrics, targets=w.read_table("targets.parquet"),
                                            predictions=result.predictions, topk=cfg.evaluation.topk,
                                            criteria=cfg.evaluation.topk_criteria)
         w.write_text("summary.csv", result.summary.to_csv(index=False))
+        infos = [i["info"] for k, (_, i) in pieces.items() if k != "final"]
         w.publish({"name": cfg.name, "model": cfg.model.name, "n_folds": n_folds, "n_patients": len(data.patients),
-                   "blocks": {b: data.kind(b) for b in _served(cfg, data)}, "seconds": result.seconds})
+                   "blocks": {b: data.kind(b) for b in prep.served}, "seconds": result.seconds,
+                   **run_record(cfg, infos)})
     result.out_dir = out
     log.info("%s: %d folds in %.1f s -> %s", cfg.name, n_folds, result.seconds, out)
     return result

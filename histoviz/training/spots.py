@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import DataError
 from histoviz.task_kinds import TaskKind
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ __all__ = ["FoldPrep", "SpotExperimentData", "fit_spot_model", "load_spot_data",
            "run_spot_experiment", "spot_folds"]
 
 log = logging.getLogger(__name__)
-_TRAIN_KEYS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "device", "num_threads")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,32 +287,22 @@ def _stack(data: SpotExperimentData, prep: FoldPrep, parts: list[tuple[int, np.n
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
 
 
-def _model_kwargs(cfg: ExperimentConfig, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    from histoviz.models import model_param_names
-
-    allowed = model_param_names(name)
-    kw = {k: getattr(cfg.training, k) for k in _TRAIN_KEYS if k in allowed}
-    if "seed" in allowed:
-        kw["seed"] = cfg.seed
-    bad = sorted(set(params) - allowed)
-    if bad:
-        raise ConfigError(f"evaluation.spots.compare: unknown parameter(s) {bad} for {name!r}; valid: {sorted(allowed)}")
-    kw.update(params)
-    return kw
-
-
 def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPrep, name: str,
-                   params: dict[str, Any], *, encoder: str | None = None, seed: int = 0,
-                   shuffle: bool = False) -> Any:
+                   params: dict[str, Any] | None = None, *, encoder: str | None = None, seed: int = 0,
+                   shuffle: bool = False, where: str = "model.params") -> Any:
     """Fit registered model ``name`` on a fold's training spots (validation split inside).
+
+    The model is built by :func:`~histoviz.training.prepare.build_model`: ``params`` (default:
+    none; ``model.params`` for the config's model) plus the config's loop settings for a model
+    that trains with the loop.
 
     ``shuffle`` permutes the expression across all training spots (the shuffled control: images
     and expression keep their distributions and lose their pairing). Models without the spot fast path get one-patch bags.
     Models that train their image encoder on the patches (``uses_patches``) get the spots' patches
     (:meth:`SpotExperimentData.patches`) instead of features.
     """
-    from histoviz.data.omics import TargetBlock
-    from histoviz.models import create_model
+    from histoviz.data.targets import TargetBlock
+    from histoviz.training.prepare import build_model
 
     enc = encoder or data.encoder
     fit, val = _val_split(data, prep.train, float(cfg.training.val_fraction), seed)
@@ -324,12 +313,7 @@ def fit_spot_model(cfg: ExperimentConfig, data: SpotExperimentData, prep: FoldPr
         perm = rng.permutation(len(y) + len(yv))
         ya = np.concatenate([y, yv])[perm]
         y, yv = ya[:len(y)], ya[len(y):]
-    if name == "spot-mean":
-        from histoviz.models.spot.baselines import SpotMean
-
-        model = SpotMean()
-    else:
-        model = create_model(name, **params)
+    model = build_model(cfg, name, params or {}, where=where)
     blk = TargetBlock("gene", prep.targets, y, np.ones(len(y), bool))
     vblk = TargetBlock("gene", prep.targets, yv, np.ones(len(yv), bool)) if len(yv) else None
     if getattr(model, "uses_patches", False):
@@ -373,15 +357,16 @@ def _labelled_predictions(model: Any, label: str, x: np.ndarray, ks: Sequence[in
 def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray, key: str, seed: int,
               writer: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     from histoviz.evaluation.spots import spot_metrics
+    from histoviz.models import control_model
     from histoviz.models.checkpoint import FittedPipeline, save_checkpoint
+    from histoviz.training.prepare import loop_record
 
     t0 = time.perf_counter()
     ev = cfg.evaluation.spots
     final = key == "final"
     train = [i for i in range(len(data.samples)) if i not in set(test.tolist())]
     prep = prepare_fold(cfg, data, train)
-    main_params = cfg.model_kwargs()
-    main = fit_spot_model(cfg, data, prep, cfg.model.name, main_params, seed=seed,
+    main = fit_spot_model(cfg, data, prep, cfg.model.name, cfg.model.params, seed=seed,
                           shuffle=bool(cfg.training.shuffle_labels))
     test_ids = [data.sample_ids[i] for i in test]
     if ev.top_k and hasattr(main, "top_k"):  # the checkpoint predicts with the first evaluated k
@@ -394,6 +379,8 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
     history = info.pop("history", None)
     info.update({"fold": key, "n_fit": int(main.n_fit_), "n_val": int(main.n_val_), "test_samples": test_ids,
                  "train_samples": [data.sample_ids[i] for i in train]})
+    if (rec := loop_record(main)) is not None:
+        info["loop"] = {cfg.name: rec}
     tables: dict[str, pd.DataFrame] = {}
     if history:
         tables["history"] = pd.DataFrame(history)
@@ -409,15 +396,17 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
     main_label = cfg.name
     fitted: list[tuple[str, Any, str]] = [(main_label, main, data.encoder)]
     for c in ev.compare_models():
-        m = fit_spot_model(cfg, data, prep, c["name"], _model_kwargs(cfg, c["name"], c["params"]), seed=seed)
+        m = fit_spot_model(cfg, data, prep, c["name"], c["params"], seed=seed, where="evaluation.spots.compare")
         fitted.append((c["label"], m, data.encoder))
     if "mean" in ev.controls:
-        fitted.append(("spot-mean", fit_spot_model(cfg, data, prep, "spot-mean", {}, seed=seed), data.encoder))
+        mean = control_model("mean", level="spot").name
+        fitted.append((mean, fit_spot_model(cfg, data, prep, mean, seed=seed), data.encoder))
     if "shuffled" in ev.controls:
-        fitted.append((f"{main_label}-shuffled", fit_spot_model(cfg, data, prep, cfg.model.name, main_params,
+        fitted.append((f"{main_label}-shuffled", fit_spot_model(cfg, data, prep, cfg.model.name, cfg.model.params,
                                                                 seed=seed, shuffle=True), data.encoder))
     for enc in ev.encoders:
-        fitted.append((f"ridge[{enc}]", fit_spot_model(cfg, data, prep, "ridge", {}, encoder=enc, seed=seed), enc))
+        fitted.append((f"ridge[{enc}]", fit_spot_model(cfg, data, prep, "ridge", encoder=enc, seed=seed), enc))
+    info["loop"] = {label: rec for label, m, _ in fitted if (rec := loop_record(m)) is not None}
 
     sets = prep.genes.sets
     eval_genes = list(dict.fromkeys(g for gs in sets.values() for g in gs))
@@ -531,35 +520,30 @@ def run_spot_experiment(
     """
     import yaml
 
+    from histoviz.data.identity import spot_identity
     from histoviz.evaluation.spots import spot_table
     from histoviz.io.rundir import RunWriter, fingerprint
     from histoviz.training.config import config_to_dict
+    from histoviz.training.prepare import prepare_spot_run, run_record
 
-    if cfg.data.spots is None:
-        raise ConfigError("run_spot_experiment needs a config with data.spots")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if data is None:
-        data = load_spot_data(cfg, progress=progress)
-    log.info("%s", data.summary())
-    folds = spot_folds(data, cfg.evaluation.spots.split)
+    prep = prepare_spot_run(cfg, data=data, progress=progress)  # read and check everything, then fit
+    data, folds = prep.data, prep.folds
     resolved = config_to_dict(cfg)
     resolved["_run"] = {"n_samples": len(data.samples), "n_folds": len(folds), "level": "spot",
-                        "features": _features_meta(cfg, data)}
+                        "features": _features_meta(cfg, data),
+                        "identity": spot_identity(data.samples, data.genes, folds)}
     inputs = [s.path for s in data.samples] + [str(Path(cfg.data.spots.features) / e) for e in data.features]
     fp = fingerprint({**resolved, "_samples": data.sample_ids, "_folds": [f.tolist() for f in folds]}, inputs)
-    keys = [str(k) for k in range(len(folds))] + (["final"] if cfg.training.final_model else [])
     with RunWriter(out, fp) as w:
         w.write_text("config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
         def work(key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-            if key == "final":
-                test, seed = np.array([], np.int64), cfg.seed + 1000
-            else:
-                test, seed = folds[int(key)], cfg.seed + int(key)
+            test, seed = prep.split(key)
             return _run_fold(cfg, data, test, key, seed, w)
 
-        pieces = w.run_pieces(keys, work, progress=progress, desc=f"{cfg.name} folds")
+        pieces = w.run_pieces(prep.keys, work, progress=progress, desc=f"{cfg.name} folds")
         result = _assemble(cfg, data, folds, pieces, w, t0)
         summary = pd.concat([spot_table(result.metrics, metric=m) for m in ("pearson", "spearman", "mse")] +
                             [spot_table(result.metrics[result.metrics["axis"] == "gene-gene"],
@@ -571,7 +555,7 @@ def run_spot_experiment(
         main_labels = list(dict.fromkeys(lab for i in infos for lab in i.get("main_labels", [])))
         w.publish({"name": cfg.name, "model": cfg.model.name, "level": "spot", "n_folds": len(folds),
                    "n_samples": len(data.samples), "blocks": {"gene": TaskKind.REGRESSION}, "labels": labels,
-                   "main_labels": main_labels, "seconds": result.seconds})
+                   "main_labels": main_labels, "seconds": result.seconds, **run_record(cfg, infos)})
     result.out_dir = out
     log.info("%s: %d folds in %.1f s -> %s", cfg.name, len(folds), result.seconds, out)
     return result

@@ -1,33 +1,28 @@
-"""Computations behind the Streamlit dashboard (``app.py``), as plain functions.
+"""Computations behind the Streamlit dashboard (:mod:`histoviz.dashboard`), as plain functions.
 
 Everything here returns DataFrames, numpy arrays, dicts or plotly figures, so the dashboard only
 parses input, calls one of these (or another histoviz function) and renders the result. No
 Streamlit import here; plotly is imported only by the ``*_figure`` functions.
 
-- finding things on disk: :func:`find_slides`, :func:`find_predictions`, :func:`find_run_dirs`,
-  :func:`find_embed_summaries`, :func:`parse_path_list`;
 - one slide: :func:`slide_overview` (metadata + tissue grid preview), :func:`map_spec`,
-  :func:`legend_html`;
-  :func:`napari_command`;
+  :func:`legend_html`, :func:`napari_command`;
 - a cohort: :func:`embed_summary`, :func:`omics_presence`, :func:`tiles_per_slide`;
-- runs: :func:`mark_optimistic`, :func:`read_run_metrics`, :func:`filter_targets`,
-  :func:`per_target_summary`.
+- runs: :func:`mark_optimistic`.
 
 Figures live in :mod:`histoviz.viz.figures` (``km_figure`` and ``pearson_bar_figure`` are
-re-exported here); the results root, run loading and the pages' tables in
-:mod:`histoviz.viz.results`.
+re-exported here); the results root, finding runs, cohorts, slides and prediction files, run
+loading and the pages' tables in :mod:`histoviz.viz.results`.
 
 Examples
 --------
->>> parse_path_list("runs/a\n\nruns/b")
-[PosixPath('runs/a'), PosixPath('runs/b')]
+>>> map_spec("gene", "MKI67")
+'gene:MKI67'
 """
-
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,14 +38,8 @@ if TYPE_CHECKING:
     from histoviz.tiling.grid import TilingConfig
 
 __all__ = [
-    "PER_TARGET_COLUMNS",
     "SlideOverview",
     "embed_summary",
-    "find_embed_summaries",
-    "find_predictions",
-    "find_run_dirs",
-    "filter_targets",
-    "find_slides",
     "km_figure",
     "legend_html",
     "map_spec",
@@ -58,130 +47,11 @@ __all__ = [
     "meta_table",
     "napari_command",
     "omics_presence",
-    "parse_path_list",
     "pearson_bar_figure",
-    "per_target_summary",
-    "read_run_metrics",
     "slide_overview",
     "tiles_per_slide",
 ]
 
-#: Columns of :func:`per_target_summary`.
-PER_TARGET_COLUMNS = (
-    "run", "model", "modality", "target", "pearson_mean", "pearson_std", "spearman_mean",
-    "spearman_std", "n_folds", "n_patients",
-)
-#: Most files a folder search returns (a data root pointing at ``/`` must not hang the app).
-MAX_FOUND = 2000
-
-
-# ------------------------------------------------------------------------------------------------
-# finding things on disk
-# ------------------------------------------------------------------------------------------------
-def _is_slide(p: Path) -> bool:
-    from histoviz.io.open import SLIDE_SUFFIXES
-
-    name = p.name.lower()
-    if name.startswith("."):
-        return False
-    return any(name.endswith(s) for s in SLIDE_SUFFIXES)
-
-
-def find_slides(root: str | os.PathLike, *, recursive: bool = True, limit: int = MAX_FOUND) -> list[Path]:
-    """Slide files (any suffix :func:`histoviz.io.open_slide` reads) under ``root``, sorted.
-
-    A missing or empty ``root`` gives an empty list; at most ``limit`` files are returned.
-    """
-    if not str(root).strip():
-        return []
-    r = Path(root)
-    if not r.is_dir():
-        return []
-    it = r.rglob("*") if recursive else r.iterdir()
-    out: list[Path] = []
-    for p in it:
-        if _is_slide(p) and p.is_file():
-            out.append(p)
-            if len(out) >= limit:
-                break
-    return sorted(out)
-
-
-def find_predictions(slide_id: str, roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Prediction ``.h5ad`` files that name ``slide_id``, under each of ``roots``.
-
-    Looks at ``<root>/maps/<slide_id>*.h5ad`` (``histoviz predict`` outputs),
-    ``<root>/*<slide_id>*.h5ad`` (e.g. the demo's ``pred_<model>_<slide_id>.h5ad``) and
-    ``<root>/maps/*<slide_id>*.h5ad``. Whether a file really belongs to the slide is checked
-    when it is loaded (:func:`histoviz.viz.maps.check_predictions_match_slide`).
-    """
-    found: dict[str, Path] = {}
-    for root in roots:
-        if not str(root).strip():
-            continue
-        r = Path(root)
-        if not r.is_dir():
-            continue
-        for pattern in (f"maps/{slide_id}*.h5ad", f"*{slide_id}*.h5ad", f"maps/*{slide_id}*.h5ad"):
-            for p in sorted(r.glob(pattern)):
-                if p.is_file() and _names_slide(p.name, slide_id):
-                    found.setdefault(str(p), p)
-    return list(found.values())
-
-
-def _names_slide(name: str, slide_id: str) -> bool:
-    """``name`` contains ``slide_id`` not as part of a longer id (``S1`` is not in ``S10``)."""
-    stem = name[: -len(".h5ad")] if name.endswith(".h5ad") else name
-    start = 0
-    while (i := stem.find(slide_id, start)) >= 0:
-        before = stem[i - 1] if i > 0 else ""
-        after = stem[i + len(slide_id)] if i + len(slide_id) < len(stem) else ""
-        if not (before.isalnum() or after.isalnum()):
-            return True
-        start = i + 1
-    return False
-
-
-def find_run_dirs(root: str | os.PathLike) -> list[Path]:
-    """Published run directories (:func:`~histoviz.io.rundir.is_run_dir`) directly under
-    ``root``, sorted; ``root`` itself counts when it is one. Interrupted runs (``.partial``) are
-    not listed."""
-    from histoviz.io.rundir import is_run_dir
-
-    if not str(root).strip():
-        return []
-    r = Path(root)
-    if not r.is_dir():
-        return []
-    if is_run_dir(r):
-        return [r]
-    return sorted(p for p in r.iterdir() if p.is_dir() and is_run_dir(p))
-
-
-def find_embed_summaries(cohort_table: str | os.PathLike) -> list[Path]:
-    """``embed_summary.csv`` files of feature folders next to a cohort table.
-
-    Looks at ``<table dir>/features/*/embed_summary.csv`` and ``<table dir>/features/embed_summary.csv``.
-    """
-    base = Path(cohort_table).parent / "features"
-    if not base.is_dir():
-        return []
-    out = sorted(base.glob("*/embed_summary.csv"))
-    if (base / "embed_summary.csv").is_file():
-        out.insert(0, base / "embed_summary.csv")
-    return out
-
-
-def parse_path_list(text: str) -> list[Path]:
-    """One path per line (or separated by commas); blank lines and ``#`` comments skipped."""
-    out: list[Path] = []
-    for line in str(text).splitlines():
-        line = line.split("#", 1)[0]
-        for part in line.split(","):
-            part = part.strip()
-            if part:
-                out.append(Path(part))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -430,81 +300,3 @@ def mark_optimistic(table: pd.DataFrame) -> pd.DataFrame:
     t.insert(0, "optimistic", opt.to_numpy(dtype=bool))
     t.insert(0, "view", np.where(opt, "⚠ OPTIMISTIC (selected on test)", "held-out"))
     return t
-
-
-def read_run_metrics(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Every run's long metric table (:class:`~histoviz.io.rundir.RunDir`) stacked, with a
-    ``run`` column (the folder name).
-
-    Raises
-    ------
-    DataError
-        A folder that is not a finished run (names it), or no folder.
-    """
-    from histoviz.io.rundir import RunDir
-
-    frames = [RunDir(d).metrics().assign(run=Path(d).name) for d in run_dirs]
-    if not frames:
-        raise DataError("no run directories given")
-    out = pd.concat(frames, ignore_index=True)
-    for c in ("model", "task", "kind", "metric", "axis", "subset", "target", "run"):
-        out[c] = out[c].astype(str)
-    return out
-
-
-def filter_targets(metrics: pd.DataFrame, query: str = "") -> pd.DataFrame:
-    """Rows whose ``target`` contains any comma-separated term of ``query`` (case-insensitive).
-
-    An empty query keeps every row.
-    """
-    terms = [t.strip().lower() for t in str(query).split(",") if t.strip()]
-    if not terms:
-        return metrics
-    low = metrics["target"].astype(str).str.lower()
-    keep = np.zeros(len(metrics), bool)
-    for t in terms:
-        keep |= low.str.contains(t, regex=False).to_numpy()
-    return metrics[keep]
-
-
-def per_target_summary(metrics: pd.DataFrame, query: str = "", *, limit: int | None = None) -> pd.DataFrame:
-    """Per-target Pearson / Spearman over folds, optionally filtered by a target search.
-
-    Parameters
-    ----------
-    metrics
-        :func:`read_run_metrics` output (or one ``metrics.parquet``; ``run`` defaults to the model).
-    query
-        Case-insensitive substring of the target name; ``"a, b"`` matches either; empty: all.
-    limit
-        Keep at most this many rows (after sorting by ``pearson_mean`` descending).
-
-    Returns
-    -------
-    DataFrame with :data:`PER_TARGET_COLUMNS`; means and standard deviations are over folds
-    (the std is NaN with one fold), ``n_patients`` is the mean held-out ``n`` per fold.
-    """
-    m = metrics if "run" in metrics.columns else metrics.assign(run=metrics["model"].astype(str))
-    m = m[(m["axis"].astype(str) == "per-target") & (m["subset"].astype(str) == "all")
-          & m["metric"].astype(str).isin(["pearson", "spearman"])]
-    m = filter_targets(m, query)
-    if m.empty:
-        return pd.DataFrame(columns=list(PER_TARGET_COLUMNS))
-    w = m.pivot_table(index=["run", "model", "task", "target", "fold"], columns="metric", values="value",
-                      observed=True, sort=False).reset_index()
-    n = m[m["metric"].astype(str) == "pearson"].set_index(["run", "model", "task", "target", "fold"])["n"]
-    w["_n"] = n.reindex(pd.MultiIndex.from_frame(w[["run", "model", "task", "target", "fold"]])).to_numpy()
-    if "spearman" not in w.columns:
-        w["spearman"] = np.nan
-    g = w.rename(columns={"task": "modality"}).groupby(["run", "model", "modality", "target"], observed=True,
-                                                        sort=False)
-    out = g.agg(
-        pearson_mean=("pearson", "mean"), pearson_std=("pearson", "std"),
-        spearman_mean=("spearman", "mean"), spearman_std=("spearman", "std"),
-        n_folds=("fold", "nunique"), n_patients=("_n", "mean"),
-    ).reset_index()
-    out = out.sort_values(["pearson_mean", "target"], ascending=[False, True], kind="mergesort",
-                          na_position="last").reset_index(drop=True)
-    if limit is not None:
-        out = out.head(int(limit))
-    return out[list(PER_TARGET_COLUMNS)]

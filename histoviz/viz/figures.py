@@ -7,7 +7,11 @@
   per-target scores), :func:`fold_spread_figure` (per-fold values with mean and std),
   :func:`paired_figure` (per-target or per-fold differences with the interval);
 - targets: :func:`scatter_figure` (predicted vs true across held-out patients, fit line);
-- outcomes: :func:`confusion_figure`, :func:`coverage_figure`;
+- outcomes: :func:`confusion_figure`, :func:`coverage_figure`, :func:`reliability_figure`
+  (grade probabilities), :func:`survival_calibration_figure` (predicted survival at a horizon
+  vs Kaplan-Meier by risk group);
+- the cohort explorer: :func:`expression_heatmap_figure` (patients x genes, measured beside
+  predicted, one clustered order and one colour scale);
 - a slide: :func:`hover_map_figure` (the map over the thumbnail; the value under the cursor).
 
 Every number a figure prints is rounded for reading (3 significant digits, p-values in
@@ -33,6 +37,7 @@ __all__ = [
     "confusion_figure",
     "coverage_figure",
     "distribution_figure",
+    "expression_heatmap_figure",
     "fmt_p",
     "fold_spread_figure",
     "hover_map_figure",
@@ -41,7 +46,9 @@ __all__ = [
     "numbers_at_risk",
     "paired_figure",
     "pearson_bar_figure",
+    "reliability_figure",
     "scatter_figure",
+    "survival_calibration_figure",
 ]
 
 _MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
@@ -212,7 +219,29 @@ def pearson_bar_figure(table: pd.DataFrame, *, subset: str = "all", axis: str = 
     return fig
 
 
-def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style: str = "box") -> go.Figure:
+def _box_stats_trace(s: pd.DataFrame, run: str, col: str, metric: str) -> Any:
+    """A box per modality from precomputed statistics (Tukey fences at 1.5 IQR within the data)."""
+    import plotly.graph_objects as go
+
+    stats = {k: [] for k in ("x", "q1", "median", "q3", "lowerfence", "upperfence", "mean", "n")}
+    for task, g in s.groupby(s["task"].astype(str), sort=False):
+        v = g["mean"].to_numpy(np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+        lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+        for k, x in (("x", task), ("q1", q1), ("median", med), ("q3", q3), ("lowerfence", v[v >= lo].min()),
+                     ("upperfence", v[v <= hi].max()), ("mean", v.mean()), ("n", len(v))):
+            stats[k].append(x)
+    return go.Box(x=stats["x"], q1=stats["q1"], median=stats["median"], q3=stats["q3"],
+                  lowerfence=stats["lowerfence"], upperfence=stats["upperfence"], mean=stats["mean"],
+                  name=f"{run} ({', '.join(f'{n:,}' for n in stats['n'])} targets)", marker_color=col,
+                  legendgroup=run, boxpoints=False, hoverinfo="y+name")
+
+
+def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style: str = "box",
+                        max_points: int = 5000) -> go.Figure:
     """Per-target score distributions: x = modality, one box (or violin) per run.
 
     Parameters
@@ -222,6 +251,9 @@ def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style:
         averaged over folds).
     style
         ``"box"`` or ``"violin"``.
+    max_points
+        Above this many targets a run's box is drawn from its quartiles (no violin, no outlier
+        points), so a 20,000-gene run does not ship every value to the browser.
     """
     import plotly.graph_objects as go
 
@@ -229,6 +261,9 @@ def distribution_figure(scores: pd.DataFrame, *, metric: str = "pearson", style:
     runs = list(dict.fromkeys(scores["run"]))
     for run, col in zip(runs, _palette(len(runs))):
         s = scores[scores["run"] == run]
+        if len(s) > max_points:  # summary statistics only: the browser gets quartiles, not every target
+            fig.add_trace(_box_stats_trace(s, run, col, metric))
+            continue
         common = {"x": s["task"].astype(str), "y": s["mean"], "name": run, "marker_color": col,
                   "customdata": s[["target"]].to_numpy(), "legendgroup": run,
                   "hovertemplate": f"{run}<br>%{{x}} %{{customdata[0]}}: {metric} %{{y:.3f}}<extra></extra>"}
@@ -395,6 +430,88 @@ def coverage_figure(table: pd.DataFrame, *, title: str = "") -> go.Figure:
                          hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=2)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_layout(title=title or None, height=320, margin={**_MARGIN, "t": 50})
+    return fig
+
+
+def _diagonal(fig: Any) -> None:
+    import plotly.graph_objects as go
+
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "rgb(150,150,150)"},
+                             name="perfect calibration", hoverinfo="skip"))
+
+
+def reliability_figure(curves: pd.DataFrame, *, views: Sequence[str] = ("top-label",), title: str = "") -> go.Figure:
+    """Reliability diagram: observed frequency against mean predicted probability per bin (with
+    the Wilson 95% interval), one line per view (``top-label``, ``class <c>``); the diagonal
+    is perfect calibration. ``curves``: :func:`histoviz.evaluation.calibration.grade_calibration`."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    _diagonal(fig)
+    shown = [v for v in views if v in set(curves["view"])]
+    for v, col in zip(shown, _palette(len(shown))):
+        d = curves[curves["view"] == v]
+        fig.add_trace(go.Scatter(
+            x=d["predicted"], y=d["observed"], mode="lines+markers", name=v, line={"color": col},
+            marker={"size": 4 + 10 * np.sqrt(d["count"] / max(d["count"].max(), 1))},
+            error_y={"type": "data", "symmetric": False, "array": (d["upper"] - d["observed"]).to_numpy(),
+                     "arrayminus": (d["observed"] - d["lower"]).to_numpy(), "thickness": 1},
+            customdata=d[["count"]].to_numpy(),
+            hovertemplate=f"{v}<br>predicted %{{x:.3f}}<br>observed %{{y:.3f}}<br>%{{customdata[0]}} patients"
+                          "<extra></extra>"))
+    fig.update_layout(title=title or None, xaxis_title="mean predicted probability", yaxis_title="observed frequency",
+                      height=380, margin={**_MARGIN, "t": 40}, legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def survival_calibration_figure(table: pd.DataFrame, *, horizon: float, unit: str = "", title: str = "") -> go.Figure:
+    """Predicted survival at ``horizon`` (mean per risk group) against the Kaplan-Meier estimate
+    with its 95% interval; the diagonal is perfect calibration. ``table``:
+    :func:`histoviz.evaluation.calibration.survival_calibration`."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    _diagonal(fig)
+    when = f"{horizon:.3g} {unit}".strip()
+    fig.add_trace(go.Scatter(
+        x=table["predicted"], y=table["observed"], mode="markers+text", text=table["group"].astype(str),
+        textposition="top center", marker={"size": 9, "color": "rgb(215,48,39)"}, name="risk group (1 = highest)",
+        error_y={"type": "data", "symmetric": False, "array": (table["upper"] - table["observed"]).to_numpy(),
+                 "arrayminus": (table["observed"] - table["lower"]).to_numpy(), "thickness": 1},
+        customdata=table[["n", "events"]].to_numpy(),
+        hovertemplate="group %{text}<br>predicted S(" + when + ") %{x:.3f}<br>Kaplan-Meier %{y:.3f}<br>"
+                      "%{customdata[0]} patients, %{customdata[1]} events<extra></extra>"))
+    fig.update_layout(title=title or None, xaxis_title=f"predicted survival at {when}",
+                      yaxis_title=f"Kaplan-Meier survival at {when}", height=380, margin={**_MARGIN, "t": 40},
+                      legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def expression_heatmap_figure(measured: pd.DataFrame, predicted: pd.DataFrame, *, patients: Sequence[str],
+                              genes: Sequence[str], limit: float = 3.0, title: str = "") -> go.Figure:
+    """Patients (rows) x genes (columns), measured beside predicted, in one (clustered) order and
+    one diverging colour scale clipped at ``±limit`` (values on the run's standardised scale)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows, cols = [str(p) for p in patients], [str(g) for g in genes]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("measured", "predicted (held out)"), shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    for j, (name, m) in enumerate((("measured", measured), ("predicted", predicted))):
+        z = m.reindex(index=rows, columns=cols).to_numpy(np.float64)
+        fig.add_trace(go.Heatmap(
+            z=z, x=cols, y=rows, zmin=-limit, zmax=limit, zmid=0.0, colorscale="RdBu_r", showscale=j == 1,
+            colorbar={"title": {"text": "z (training-fold scale)", "side": "right"}},
+            hovertemplate="patient %{y}<br>%{x}: " + name + " %{z:.2f}<extra></extra>", hoverongaps=False),
+            row=1, col=j + 1)
+    fig.update_yaxes(showticklabels=len(rows) <= 60, autorange="reversed")
+    fig.update_xaxes(tickangle=-60, showticklabels=len(cols) <= 80)
+    fig.update_layout(title=title or None, height=max(320, min(900, 14 * len(rows) + 160)),
+                      margin={**_MARGIN, "t": 50})
     return fig
 
 

@@ -35,7 +35,7 @@ from histoviz.viz.maps import PredictionMaps, _as_maps
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["patch_summary", "slide_predictions", "top_genes"]
+__all__ = ["patch_summary", "slide_prediction_sentence", "slide_predictions", "top_genes"]
 
 
 def top_genes(adata: ad.AnnData, index: int, n: int = 10) -> list[tuple[str, float]]:
@@ -174,7 +174,13 @@ def _str_list(v: Any) -> list[str]:
     return [str(x) for x in np.asarray(v).reshape(-1).tolist()]
 
 
-def _slide_line(block: str, sp: Mapping[str, Any]) -> str:
+def slide_prediction_sentence(block: str, sp: Mapping[str, Any]) -> str:
+    """The one line that states a block's slide-level prediction (the CLI, napari's inspector
+    and the dashboard's Slide page all print this): grade with its probability and conformal
+    set, risk with its interval, or how many targets a regression block predicts.
+
+    ``sp`` is one entry of ``uns["slide_prediction"]`` (:meth:`histoviz.tasks.Task.slide_summary`).
+    """
     kind = str(sp.get("kind", TaskKind.REGRESSION))
     alpha = sp.get("alpha")
     cov = f" (alpha {float(alpha):g}: covers the truth {1 - float(alpha):.0%} of the time)" if alpha is not None else ""
@@ -217,7 +223,7 @@ def slide_predictions(adata: ad.AnnData | PredictionMaps) -> list[dict[str, Any]
         if not isinstance(sp, Mapping):
             continue
         row: dict[str, Any] = {"block": str(block), "kind": str(sp.get("kind", TaskKind.REGRESSION)),
-                               "line": _slide_line(str(block), sp)}
+                               "line": slide_prediction_sentence(str(block), sp)}
         for k in ("predicted", "risk", "lo", "hi", "alpha", "uncertainty"):
             if k in sp:
                 v = sp[k]

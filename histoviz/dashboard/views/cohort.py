@@ -9,7 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from histoviz.dashboard import common as c
+from histoviz.data.identity import cohort_id
 from histoviz.evaluation.survival import km_curves, logrank
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.figures import fmt_p, km_figure
 
 NONE = "(none)"
@@ -17,9 +19,19 @@ NOT_GROUPS = {"slide_id", "patient_id", "path", "time", "event"}
 PER_PAGE = 12
 
 st.title("Cohort")
-found = [c.rel(p) for p in c.find_files((".csv", ".tsv", ".parquet"), names=("cohort",))]
+cohorts, cohort_errors = c.cohorts()
+for e in cohort_errors:
+    st.warning(e)
+by_path = {c.rel(x.path): x for x in cohorts}
+found = list(by_path)
+group = c.current_group()
+mine = next((k for k, x in by_path.items() if group is not None and x.id == group.key[0]), None)
 top = st.columns([2, 2])
-pick = top[0].selectbox("Cohort table under the results root", [*found, NONE] if found else [NONE], key="cohort_pick")
+options = [*found, NONE] if found else [NONE]
+pick = top[0].selectbox("Cohort table under the results root", options,
+                        index=options.index(mine) if mine in options else 0, key="cohort_pick",
+                        format_func=lambda k: f"{by_path[k].name} · {k}" if k in by_path else k,
+                        help="Defaults to the cohort of the runs picked in the sidebar.")
 typed = top[1].text_input("… or a path under the root", key="cohort_path",
                           help="Columns `slide_id, patient_id, path` and optional `time, event, grade, fold`.").strip()
 text = typed or (pick if pick != NONE else "")
@@ -38,6 +50,12 @@ if res is None:
 df, warning = res
 if warning:
     st.warning(warning)
+cid = cohort_id(df)
+trained = [r for r in c.all_runs()[0] if r.identity is not None and r.identity.cohort_id == cid]
+st.caption(f"Cohort `{cid}` · {len(trained)} run(s) under the root trained on it"
+           + (f": {', '.join(r.label for r in trained[:8])}{' ...' if len(trained) > 8 else ''}" if trained else "")
+           + ("" if group is None or group.key[0] == cid else
+              " · not the cohort of the runs picked in the sidebar"))
 
 per_patient = df.drop_duplicates("patient_id")
 m = st.columns(4)
@@ -53,13 +71,11 @@ st.subheader("Modalities per patient")
 omics: dict[str, Path] = {}
 for p in sorted((path.parent / "omics").glob("*.h5ad")):
     omics.setdefault(p.stem, p)
-for r in c.selected_runs():
-    data = r.config.get("data") or {}
-    if data.get("cohort") and Path(str(data["cohort"])).resolve() == path.resolve():
-        for mod, spec in (data.get("omics") or {}).items():
-            q = c.inside(str((spec or {}).get("path", "")))
-            if q is not None and q.is_file() and str(q).endswith(".h5ad"):
-                omics.setdefault(mod, q)
+for r in trained:
+    for mod, spec in ((r.config.get("data") or {}).get("omics") or {}).items():
+        q = c.inside(str((spec or {}).get("path", "")))
+        if q is not None and q.is_file() and str(q).endswith(".h5ad"):
+            omics.setdefault(mod, q)
 patients = tuple(per_patient["patient_id"].astype(str))
 slides_per_patient = df.groupby("patient_id")["slide_id"].count()
 if not omics:
@@ -86,14 +102,18 @@ st.download_button("Download patients (CSV)", ptable.to_csv(index=False), "patie
 
 # ---- tiles per slide --------------------------------------------------------------------------------
 st.subheader("Tiles per slide")
-feature_dirs = sorted(d for d in (path.parent / "features").glob("*") if d.is_dir() and any(d.glob("*.h5")))
+feature_dirs = {c.rel(d): d for d in sorted((path.parent / "features").glob("*"))
+                if d.is_dir() and any(d.glob("*.h5"))}
+for r in trained:  # the bags the cohort's runs trained on (another cohort's folder, e.g. re-used slides)
+    q = c.inside(str((r.config.get("data") or {}).get("features") or ""))
+    if q is not None and q.is_dir() and any(q.glob("*.h5")):
+        feature_dirs.setdefault(c.rel(q), q)
 tiles = None
 if not feature_dirs:
-    st.info("No feature bags (`features/<encoder>/<slide_id>.h5` next to the cohort table); "
-            "`histoviz embed COHORT.csv --out DIR` writes them.")
+    st.info("No feature bags (`features/<encoder>/<slide_id>.h5` next to the cohort table, or the folder a run "
+            "of this cohort trained on); `histoviz embed COHORT.csv --out DIR` writes them.")
 else:
-    fd = feature_dirs[[d.name for d in feature_dirs].index(
-        st.selectbox("Feature folder", [d.name for d in feature_dirs], key="feature_dir"))]
+    fd = feature_dirs[st.selectbox("Feature folder", list(feature_dirs), key="feature_dir")]
     tiles = c.tiles_per_slide(tuple(df["slide_id"].astype(str)), str(fd), c.mtime(fd))
     n = tiles["n_tiles"]
     k = st.columns(4)
@@ -150,9 +170,11 @@ else:
     group = st.selectbox("Stratify by", options, index=options.index("grade") if "grade" in options else 0,
                          key="km_group")
     g = None if group == NONE else group
+    units = {r.time_unit(b) for r in trained for b, k in r.blocks.items() if k == TaskKind.SURVIVAL} - {""}
+    tlabel = f"time ({units.pop()})" if len(units) == 1 else "time (unit not recorded)"
     curves = c.attempt(km_curves, df, g, unit="patient_id")
     if curves is not None:
-        st.plotly_chart(km_figure(curves, group_label=g or "cohort"), key="km_chart")
+        st.plotly_chart(km_figure(curves, group_label=g or "cohort", time_label=tlabel), key="km_chart")
         if g:
             lr = c.attempt(logrank, df, g, unit="patient_id")
             if lr is not None:

@@ -1,5 +1,6 @@
-"""Models page: per-target score distributions, the comparison table and the paired comparison
-of any two runs (difference, bootstrap interval, fold win rate, Wilcoxon, verdict)."""
+"""Models page: the runs of one cohort and split (runs of other cohorts listed apart), per-target
+score distributions, the comparison table and the paired comparison of any two runs
+(difference, bootstrap interval, fold win rate, Wilcoxon, verdict)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from histoviz.evaluation.paired import BOOTSTRAP_METRICS
 from histoviz.task_kinds import TaskKind
 from histoviz.viz.dashboard import mark_optimistic
 from histoviz.viz.figures import distribution_figure, fmt_p, paired_figure
-from histoviz.viz.results import fold_table
+from histoviz.viz.results import runs_table, shared_omics
 
 OPTIMISTIC_STYLE = "background-color: rgba(255, 170, 0, 0.22)"
+#: Above this many metric rows (two runs) or held-out rows, the paired comparison runs on request.
+LAZY_PAIR_ROWS = 250_000
+LAZY_PAIR_HELDOUT = 4_000_000
 
 
 def download(df: pd.DataFrame, name: str, key: str) -> None:
@@ -25,15 +29,34 @@ def download(df: pd.DataFrame, name: str, key: str) -> None:
 
 st.title("Models")
 runs = c.selected_runs()
+group = c.current_group()
 if not runs:
     st.info("No runs to show. " + c.HOW_TO_MAKE_DATA)
     st.stop()
 
-# ---- runs and fold sizes ----------------------------------------------------------------------
+# ---- which cohort and split, the runs table -------------------------------------------------------
+others = c.other_runs()
+ident = runs[0].identity
+st.markdown(f"Comparing **{len(runs)} run(s) of the cohort {group.cohort_name}** with one patient split "
+            f"({group.split_label}; cohort `{group.key[0]}`, split `{group.key[1]}`): every table and plot below "
+            "uses the same held-out patients."
+            + (f" {len(others)} run(s) of other cohorts or splits are listed apart and never mixed in."
+               if others else ""))
+if ident is not None and not ident.recorded:
+    st.caption("These runs did not record their cohort fingerprint (trained with an older histoviz): the cohort and "
+               "split were derived from the config's cohort table and splits.parquet.")
 st.subheader("Runs")
-folds = fold_table(runs)
-st.dataframe(folds, hide_index=True, key="runs_table", column_config={"patients": c.COUNT})
-download(folds, "runs", "dl_runs")
+table = runs_table(runs)
+st.dataframe(table, hide_index=True, key="runs_table", column_config={"patients": c.COUNT})
+download(table, "runs", "dl_runs")
+if others:
+    with st.expander(f"Runs of other cohorts or splits ({len(others)}; not compared here)"):
+        st.dataframe(runs_table(others), hide_index=True, key="other_runs_table", column_config={"patients": c.COUNT})
+        st.caption("Pick their cohort and split in the sidebar to compare them with each other.")
+for block in dict.fromkeys(b for r in runs for b, k in r.blocks.items() if k == TaskKind.REGRESSION):
+    if shared_omics(runs, block) is False:
+        st.warning(f"The runs' `{block}` tables differ (their omics fingerprints do not match): their per-target "
+                   f"{block} scores measure different targets or values and do not compare.")
 
 # ---- per-target distributions ------------------------------------------------------------------
 reg = [r for r in runs if TaskKind.REGRESSION in r.blocks.values()]
@@ -57,15 +80,27 @@ if reg:
 
 # ---- comparison table -------------------------------------------------------------------------
 st.subheader("Comparison table")
-topk_text = st.text_input("Top-k target subsets", value="50, 500", key="topk",
+default_k = ", ".join(str(k) for k in c.default_topk(runs))
+topk_text = st.text_input("Top-k target subsets", value=default_k, key="topk",
                           help="Sizes of the top-k subsets (chosen on training folds; the best-predicted view "
-                               "is chosen on test correlations and flagged optimistic).")
+                               "is chosen on test correlations and flagged optimistic). The runs' own sizes read "
+                               "the table each run wrote; other sizes re-read its metrics.")
 try:
     topk = tuple(sorted({int(v) for v in topk_text.replace(",", " ").split()}))
 except ValueError:
     st.error(f"Top-k sizes must be whole numbers separated by commas, got {topk_text!r}")
-    topk = (50, 500)
-table, errors = c.summaries(runs, topk)
+    topk = c.default_topk(runs)
+recompute = [r for r in runs if not c.has_summary(r, topk)]
+rows = sum(len(r.table) for r in recompute)
+if rows > LAZY_PAIR_ROWS and not st.toggle(
+        f"Compute the comparison table of {len(recompute)} run(s) that did not store it with these sizes "
+        f"(reads {rows:,} metric rows)", value=False, key="summary_go"):
+    st.info("The runs' stored comparison tables use other top-k sizes (or there are none); computing them from the "
+            "large metric tables runs when you switch it on.")
+    runs_for_table = [r for r in runs if r not in recompute]
+else:
+    runs_for_table = runs
+table, errors = c.summaries(runs_for_table, topk)
 for e in errors:
     st.error(e)
 if not table.empty:
@@ -113,6 +148,14 @@ task = cols[2].selectbox("Task", shared, key="pair_task")
 kind = ra.blocks[task]
 metric = cols[3].selectbox("Metric", list(BOOTSTRAP_METRICS[kind]), key=f"pair_metric_{kind}")
 n_boot = st.select_slider("Bootstrap replicates", [200, 500, 1000, 2000], value=1000, key="pair_boot")
+rows = len(ra.table) + len(rb.table)
+held = ra.heldout_rows(task) + rb.heldout_rows(task)
+big = rows > LAZY_PAIR_ROWS or held > LAZY_PAIR_HELDOUT
+if big and not st.toggle(f"Compute the paired comparison (reads {rows:,} metric rows and {held:,} held-out rows)",
+                         value=False, key="pair_go"):
+    st.info("These runs are large: the paired comparison (a bootstrap over held-out patients and targets) runs when "
+            "you switch it on.")
+    st.stop()
 pc = c.attempt(c.paired, ra, rb, metric=metric, task=task, n_boot=n_boot)
 if pc is None:
     st.stop()

@@ -4,25 +4,28 @@ and the napari command that opens the same view."""
 from __future__ import annotations
 
 import json
+import os
 
 import streamlit as st
 
 from histoviz.dashboard import common as c
+from histoviz.task_kinds import TaskKind
 from histoviz.viz.colors import CONTINUOUS_COLORMAPS
 from histoviz.viz.dashboard import map_spec, meta_table, napari_command
 from histoviz.viz.maps import kind_labels
-from histoviz.viz.results import is_synthetic_slide, trained_on_synthetic
+from histoviz.viz.results import cohort_slides
 
-NONE = "(none)"
 SHORT = {"gene": "Gene", "modality": "Target", "cell_type": "Cell type", "grade_proba": "Grade",
          "coattention": "Gene group", "obs": "Value"}
 
 
-def _pick_slide() -> None:
-    """The slide picker fills the slide path box."""
-    pick = st.session_state.get("slide_pick")
-    if pick and pick != NONE:
-        st.session_state["slide_path"] = pick
+OTHER = "(slides in no cohort table)"
+
+
+def _clear_typed() -> None:
+    """Picking a cohort or a slide replaces a typed (or linked) path."""
+    st.session_state["slide_path"] = ""
+    st.session_state["pred_path"] = ""
 
 
 with st.sidebar, st.expander("Tiling", expanded=False):
@@ -31,21 +34,74 @@ with st.sidebar, st.expander("Tiling", expanded=False):
     min_tissue = st.slider("Minimum tissue fraction", 0.0, 1.0, 0.5, 0.05, key="min_tissue")
 
 st.title("Slide")
-found = [c.rel(p) for p in c.find_slides()]
-if "slide_path" not in st.session_state:
-    st.session_state["slide_path"] = (c.DEFAULT_SLIDE if (c.root() / c.DEFAULT_SLIDE).is_file()
-                                      else found[0] if found else "")
-top = st.columns([3, 2])
-with top[1]:
-    if found:
-        st.selectbox("Slides under the results root", [NONE, *found], key="slide_pick", on_change=_pick_slide,
-                     help=f"{len(found)} slide file(s); picking one fills the path.")
-with top[0]:
-    slide_text = st.text_input("Slide path (under the results root)", key="slide_path", bind="query-params").strip()
+cohorts, _ = c.cohorts()
+in_tables: dict[str, tuple[str, str, str]] = {}  # real slide path -> (cohort key, slide id, patient id)
+choices: dict[str, dict[str, str]] = {}  # cohort key -> slide id -> path
+names: dict[str, str] = {}
+for ct in cohorts:
+    key = c.rel(ct.path)
+    names[key] = ct.label
+    rows = cohort_slides(ct, c.root())
+    choices[key] = {}
+    for sid, pid, path, ok in zip(rows["slide_id"], rows["patient_id"], rows["path"], rows["under_root"]):
+        if ok:
+            choices[key][str(sid)] = str(path)
+            in_tables[os.path.realpath(path)] = (key, str(sid), str(pid))
+loose = {c.rel(p): p for p in c.find_slides()  # slides in no table; a map's overlay image is not a slide
+         if os.path.realpath(p) not in in_tables and not os.path.exists(os.path.splitext(p)[0] + ".h5ad")}
+if loose:
+    choices[OTHER] = {k: v for k, v in loose.items()}
+    names[OTHER] = f"{OTHER} ({len(loose)})"
+predicted = {k: [sid for sid, path in v.items() if c.predictions_for(path)] for k, v in choices.items()}
 
-if not slide_text:
+
+
+def _typed(key: str) -> str:
+    """A typed or linked path: the widget's value once it exists, else the URL parameter."""
+    v = st.session_state[key] if key in st.session_state else st.query_params.get(key, "")
+    return str(v or "").strip()
+
+
+typed = _typed("slide_path")
+# the default cohort: the sidebar's when it has slides with predictions, else the first that has
+group = c.current_group()
+preferred = [k for k in choices if group is not None and any(x.id == group.key[0] and c.rel(x.path) == k
+                                                           for x in cohorts)]
+order = preferred + [k for k in choices if predicted.get(k) and k not in preferred] + list(choices)
+default_cohort = next((k for k in order if predicted.get(k)), order[0] if order else None)
+if typed:  # a linked slide selects its cohort
+    hit = c.inside(typed)
+    real = os.path.realpath(hit) if hit is not None else ""
+    if real in in_tables:
+        default_cohort = in_tables[real][0]
+        st.session_state["slide_cohort"] = default_cohort
+        st.session_state[f"slide_pick:{default_cohort}"] = in_tables[real][1]
+if not choices and not typed:
     st.info("No slide under the results root. Type the path of a slide (SVS, NDPI, MRXS, TIFF, OME-TIFF, PNG, ...). "
             + c.HOW_TO_MAKE_DATA)
+slide_text = typed
+cohort_key = None
+if choices:
+    keys = list(choices)
+    if st.session_state.get("slide_cohort") not in keys:
+        st.session_state["slide_cohort"] = default_cohort
+    top = st.columns([2, 2])
+    cohort_key = top[0].selectbox("Cohort", keys, key="slide_cohort", format_func=lambda k: names.get(k, k),
+                                  on_change=_clear_typed,
+                                  help="Slides are named by cohort and slide id: two cohorts may both have an S001.")
+    sids = list(choices[cohort_key])
+    with_pred = set(predicted.get(cohort_key, []))
+    pk = f"slide_pick:{cohort_key}"
+    if st.session_state.get(pk) not in sids:
+        st.session_state[pk] = next((x for x in sids if x in with_pred), sids[0]) if sids else None
+    pick = top[1].selectbox(f"Slide ({len(sids)}; {len(with_pred)} with predictions)", sids, key=pk,
+                            format_func=lambda x: f"{x} · predicted" if x in with_pred else x, on_change=_clear_typed)
+    if not slide_text and pick:
+        slide_text = c.rel(choices[cohort_key][pick])
+with st.expander("Open another slide or prediction file under the root", expanded=bool(typed)):
+    st.text_input("Slide path (under the results root)", key="slide_path", bind="query-params")
+    st.text_input("Prediction file (.h5ad) under the root", key="pred_path", bind="query-params")
+if not slide_text:
     st.stop()
 slide = c.under(slide_text)
 if slide is None:
@@ -56,22 +112,25 @@ if not slide.is_file():
 ov = c.attempt(c.slide_overview, slide, int(tile_size), float(tile_mpp), float(min_tissue))
 if ov is None:
     st.stop()
+where = in_tables.get(os.path.realpath(slide))
 
-# ---- which prediction file --------------------------------------------------------------------
-pred_found = [c.rel(p) for p in c.find_predictions(ov.slide_id)]
-row = st.columns([3, 2])
-with row[0]:
-    pred_choice = st.selectbox("Prediction file", [*pred_found, NONE] if pred_found else [NONE],
-                               key=f"pred_choice:{slide_text}",
-                               help=f"Files under the results root naming {ov.slide_id}.")
-with row[1]:
-    pred_typed = st.text_input("… or a prediction file (.h5ad) under the root", key="pred_path",
-                               bind="query-params").strip()
-pred_text = pred_typed or (pred_choice if pred_choice != NONE else "")
+# ---- which prediction file: those that recorded this slide file ---------------------------------------
+own = c.predictions_for(slide)
+options = {c.rel(p): exact for p, exact in own}
+pred_typed = _typed("pred_path")
+pred_text = ""
+if pred_typed:
+    pred_text = pred_typed
+elif options:
+    ordered = sorted(options, key=lambda k: (not options[k], k))
+    pred_text = st.selectbox(f"Predictions of this slide ({len(ordered)})", ordered, key=f"pred_choice:{slide_text}",
+                             format_func=lambda k: k if options[k] else f"{k} (records no slide file: matched by id)",
+                             help="Prediction files under the results root made from this slide file (other "
+                                  "cohorts' slides with the same id are not listed).")
 
 col_meta, col_map = st.columns([1, 2.2], gap="medium")
 with col_meta:
-    st.markdown(f"**{ov.slide_id}**")
+    st.markdown(f"**{ov.slide_id}**" + (f" · cohort {names[where[0]]} · patient {where[2]}" if where else ""))
     meta = meta_table(ov.meta)
     st.dataframe(meta, hide_index=True, key="meta_table", height=35 * (len(meta) + 1) + 3,
                  column_config={"field": st.column_config.TextColumn(width="small")})
@@ -81,8 +140,10 @@ with col_meta:
 
 with col_map:
     if not pred_text:
-        st.info(f"No prediction file for **{ov.slide_id}** under the results root. Make one with "
-                f"`histoviz predict --model RUN_DIR --slide {slide_text} --out maps/`, or " + c.HOW_TO_MAKE_DATA)
+        st.info(f"No prediction file of this slide under the results root. Make one with "
+                f"`histoviz predict --model RUN_DIR --slide {slide_text} --out maps/`"
+                + (f"; slides of this cohort with predictions: {', '.join(sorted(with_pred)[:10])}."
+                   if choices and with_pred else ", or " + c.HOW_TO_MAKE_DATA))
         st.stop()
     pred = c.under(pred_text)
     if pred is None:
@@ -103,9 +164,29 @@ with col_map:
     model = str(info.get("model", ""))
     if model.lower().startswith("simulated"):
         st.warning(f"Simulated maps ({model}), not the output of a trained model.")
-    elif trained_on_synthetic(info) and not is_synthetic_slide(slide):
-        st.warning(f"{model or 'This model'} was trained on a synthetic cohort (histoviz synth) and this slide is not "
-                   "synthetic: its predictions here say nothing about real tissue.")
+    elif (mismatch := c.synthetic_warning(pred, slide)) is not None:
+        st.warning(mismatch[0].upper() + mismatch[1:])
+
+    run_note = c.seen_by_run(info, where[2] if where else None,
+                             next((x.id for x in cohorts if where and c.rel(x.path) == where[0]), None))
+    if run_note:
+        st.caption(run_note)
+    for row in c.slide_level(pred):
+        with st.container(border=True):
+            if row["kind"] == TaskKind.CLASSIFICATION:
+                k = st.columns([1, 2])
+                k[0].metric(f"{row['block']}: predicted", str(row.get("predicted", "")))
+                if "set" in row:
+                    k[1].metric(f"conformal set (1 − α = {1 - row.get('alpha', float('nan')):.2f})",
+                                "{" + ", ".join(row["set"]) + "}" if row["set"] else "∅ (empty)",
+                                help="Grades the split-conformal procedure cannot rule out for this slide.")
+            elif row["kind"] == TaskKind.SURVIVAL:
+                k = st.columns([1, 2])
+                k[0].metric(f"{row['block']}: risk", f"{row['risk']:.3f}", help="−Σ S over the time bins")
+                if "lo" in row and "hi" in row:
+                    k[1].metric(f"conformal interval (1 − α = {1 - row.get('alpha', float('nan')):.2f})",
+                                f"[{row['lo']:.3f}, {row['hi']:.3f}]")
+            st.caption(row["line"])
 
     labels = kind_labels()
     kinds = list(avail)

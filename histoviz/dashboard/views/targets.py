@@ -89,17 +89,17 @@ st.subheader(f"{target} ({task})")
 
 points, missing = [], []
 for r in runs:
-    if task not in r.blocks:
+    if task not in r.blocks:  # a run without this output is not mentioned
+        continue
+    if not r.has_heldout(task):
+        missing.append(r.label)
         continue
     h = c.attempt(c.heldout_target, r, task, target)
-    if h is None or h.empty:
-        if h is None:
-            missing.append(r.label)
-        continue
-    points.append(h.assign(run=r.label))
-for lab in missing:
-    st.warning(f"{lab}: scatter unavailable: the run has no held-out predictions for {task} "
-               f"(no heldout/{task}.parquet or predictions.parquet); runs trained with `histoviz train` write them.")
+    if h is not None and not h.empty:
+        points.append(h.assign(run=r.label))
+if missing:
+    st.caption(f"Not in the scatter: {', '.join(missing)} (no held-out {task} predictions saved; runs trained with "
+               "`histoviz train` save them).")
 sc = scores[(scores["task"] == task) & (scores["target"] == target)].set_index("run")
 if points:
     pts = pd.concat(points, ignore_index=True)

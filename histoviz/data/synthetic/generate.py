@@ -375,7 +375,9 @@ def make_synthetic_cohort(
         logger.warning("%s: %d files missing; regenerating the cohort", root, len(missing))
         manifest_path.unlink()
 
-    root.mkdir(parents=True, exist_ok=True)
+    from histoviz._atomic import make_output_dir
+
+    make_output_dir(root)
     for sub in ("slides", "truth", "omics", "spatial"):
         (root / sub).mkdir(exist_ok=True)
 

@@ -25,7 +25,7 @@ from histoviz.errors import ConfigError
 from histoviz.models.base import PatchMaps, SlideModel, register_model
 
 if TYPE_CHECKING:
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
 __all__ = ["KNNBaseline", "RidgeBaseline", "mean_pool"]
 
@@ -97,7 +97,7 @@ class _PooledSklearn(SlideModel):
 
 
 def _concat(a: TargetBlock, b: TargetBlock) -> TargetBlock:
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
     return TargetBlock(a.modality, a.targets, np.concatenate([a.values, b.values]),
                        np.concatenate([a.present, b.present]))
@@ -111,7 +111,7 @@ def _affine_projection(pipe: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, c
 
 
-@register_model("ridge", description="mean-pool + PCA + ridge (HEST protocol)")
+@register_model("ridge", additive=True, description="mean-pool + PCA + ridge (HEST protocol)")
 class RidgeBaseline(_PooledSklearn):
     """Mean-pooled features -> standardise -> PCA -> ridge (HEST protocol).
 

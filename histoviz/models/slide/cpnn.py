@@ -45,7 +45,7 @@ from histoviz.models.base import PatchMaps, register_model
 if TYPE_CHECKING:
     import anndata as ad
 
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
 __all__ = ["CPNNRegressor", "build_prototypes", "load_reference", "nnls_proportions", "prototype_table"]
 
@@ -272,7 +272,7 @@ def _net(arch: Mapping[str, Any], proto_init: np.ndarray | None = None) -> Any:
     return CPNNNet()
 
 
-@register_model("cpnn", description="cell-type prototypes x per-patch composition weights")
+@register_model("cpnn", needs_reference=True, regression_blocks=1, outputs=("cell_type",), description="cell-type prototypes x per-patch composition weights")
 class CPNNRegressor(TorchSlideModel):
     """Gene expression through cell-type prototypes and image-derived composition weights.
 
@@ -298,13 +298,12 @@ class CPNNRegressor(TorchSlideModel):
     lambda_prop
         Weight of the slide-composition consistency term against NNLS deconvolution of
         training bulk (0: off).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, seed, device
-        Optimisation (paper: AdamW, lr 1e-3).
-    num_threads
-        CPU threads during fit/predict (0: 1 for small batches, else torch's default).
-    lr_schedule
-        ``"none"``, ``"plateau"`` (halve on a validation plateau) or ``"cosine"``.
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`; paper: AdamW, lr 1e-3;
+        defaults here: 200 epochs, patience 20, gradient clip 0.5).
     """
+
+    loop_defaults = {"epochs": 200, "patience": 20, "grad_clip": 0.5}
 
     supported_modalities = None
 
@@ -324,18 +323,9 @@ class CPNNRegressor(TorchSlideModel):
         modality_correction: bool = True,
         lambda_proto: float = 1e3,
         lambda_prop: float = 0.0,
-        epochs: int = 200,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 8,
-        patience: int = 20,
-        grad_clip: float = 0.5,
-        max_patches: int = 4096,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
-        lr_schedule: str = "none",
+        **loop: Any,
     ) -> None:
+        super().__init__(**loop)
         if loss not in ("nb", "mse"):
             raise ConfigError(f"loss must be 'nb' or 'mse', got {loss!r}")
         if prototypes not in ("refine", "frozen", "scratch"):
@@ -353,22 +343,11 @@ class CPNNRegressor(TorchSlideModel):
         self.modality_correction = modality_correction
         self.lambda_proto = lambda_proto
         self.lambda_prop = lambda_prop
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.max_patches = max_patches
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
-        self.lr_schedule = lr_schedule
 
     _make_net = staticmethod(lambda arch: _net(arch))
 
     def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        from histoviz.data.omics import OutputTransform
+        from histoviz.data.targets import OutputTransform
 
         super()._load_state(meta, arrays)
         self.cell_types_ = list(meta["cell_types"])
@@ -409,7 +388,7 @@ class CPNNRegressor(TorchSlideModel):
             raise DataError(f"CPNN needs {self.modality!r} with normalize: total (its targets are fractions)")
         if not self.reference:
             raise ConfigError("CPNN needs reference= (an scRNA .h5ad with cell-type labels)")
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         if str(self.reference).endswith((".csv", ".tsv", ".parquet")):
             proto = prototype_table(self.reference, blk.targets)
@@ -453,7 +432,7 @@ class CPNNRegressor(TorchSlideModel):
             "modality_correction": bool(self.modality_correction),
         }
         if self.prototypes == "scratch":
-            rng = np.random.default_rng(self.seed)
+            rng = np.random.default_rng(self.loop.seed)
             init = np.exp(rng.normal(0.0, 1.0, t0.shape)) * t0.mean(axis=0, keepdims=True)
             init /= init.sum(axis=1, keepdims=True)
         else:
@@ -523,14 +502,14 @@ class CPNNRegressor(TorchSlideModel):
 
             def validate() -> dict[str, float]:
                 tot = 0.0
-                for s in range(0, n_val, max(1, int(self.batch_size))):
-                    idx = np.arange(s, min(s + int(self.batch_size), n_val))
+                for s in range(0, n_val, max(1, self.loop.batch_size)):
+                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
                     x, mask = vb.batch(idx)
                     fr, _, _ = net(x, mask)
                     tot += float(data_loss(fr, torch.from_numpy(idx).to(dev), vc, vy, vpres)) * len(idx)
                 return {"total": tot / n_val}
 
-        self.fit_info_ = train_module(net, len(bags), step, settings=self._settings(), validate=validate, desc="cpnn")
+        self.fit_info_ = train_module(net, len(bags), step, settings=self.loop, validate=validate, desc="cpnn")
 
     def _torch_output(self, dev: Any) -> Any:
         import torch
@@ -566,8 +545,8 @@ class CPNNRegressor(TorchSlideModel):
         b = self._batcher(bags, train=False)
         fr_all = []
         with torch.no_grad():
-            for s in range(0, len(bags), max(1, int(self.batch_size))):
-                idx = np.arange(s, min(s + int(self.batch_size), len(bags)))
+            for s in range(0, len(bags), max(1, self.loop.batch_size)):
+                idx = np.arange(s, min(s + self.loop.batch_size, len(bags)))
                 x, mask = b.batch(idx)
                 fr, _, _ = self.module_(x, mask)
                 fr_all.append(fr.cpu().numpy().astype(np.float64))

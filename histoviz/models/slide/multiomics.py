@@ -27,6 +27,7 @@ Per-patch maps: ``predict_patches`` applies the heads to each patch embedding ``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from histoviz.models._torch import TorchSlideModel, feature_stats
 from histoviz.models.base import PatchMaps, register_model
 
 if TYPE_CHECKING:
-    from histoviz.data.omics import TargetBlock
+    from histoviz.data.targets import TargetBlock
 
 __all__ = ["MultiOmicsRegressor"]
 
@@ -95,11 +96,11 @@ def _net(arch: Mapping[str, Any]) -> Any:
     return Net()
 
 
-@register_model("multiomics", mode="mtl", pooling="abmil",
+@register_model("multiomics", mode="mtl", pooling="abmil", outputs=("attention",),
                 description="ABMIL + shared FC-512 + linear head per modality (multi-task)")
-@register_model("multiomics-stl", mode="stl", pooling="abmil",
+@register_model("multiomics-stl", mode="stl", pooling="abmil", outputs=("attention",),
                 description="one ABMIL + FC-512 + linear model per modality (single-task)")
-@register_model("multiomics-tangle", mode="mtl", pooling="abmil", contrastive_epochs=30,
+@register_model("multiomics-tangle", mode="mtl", pooling="abmil", contrastive_epochs=30, outputs=("attention",),
                 description="multi-task after TANGLE-style contrastive pretraining on expression")
 @register_model("meanpool-mlp", mode="mtl", pooling="mean",
                 description="mean-pooled features + FC-512 + linear heads (baseline)")
@@ -132,18 +133,10 @@ class MultiOmicsRegressor(TorchSlideModel):
         Modality whose profile is embedded for the contrastive stage.
     temperature
         InfoNCE temperature (TANGLE: 0.01; small cohorts train better with 0.1).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip
-        AdamW optimisation with early stopping on the validation loss.
-    max_patches
-        Patches sampled per slide in each training step (0: all).
-    seed
-        Seed of initialisation, batching and patch sampling.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``.
-    num_threads
-        CPU threads during fit/predict (0: 1 for small batches, else torch's default).
-    lr_schedule
-        ``"none"``, ``"plateau"`` (halve on a validation plateau) or ``"cosine"``.
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`: epochs, lr, ...,
+        ``max_patches`` sampled per slide in a training step); AdamW with early stopping on
+        the validation loss.
     """
 
     def __init__(
@@ -161,18 +154,9 @@ class MultiOmicsRegressor(TorchSlideModel):
         contrastive_epochs: int = 0,
         contrastive_modality: str = "gene",
         temperature: float = 0.1,
-        epochs: int = 100,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 8,
-        patience: int = 15,
-        grad_clip: float = 1.0,
-        max_patches: int = 4096,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
-        lr_schedule: str = "none",
+        **loop: Any,
     ) -> None:
+        super().__init__(**loop)
         if mode not in ("mtl", "stl"):
             raise ConfigError(f"mode must be 'mtl' or 'stl', got {mode!r}")
         if pooling not in ("abmil", "mean"):
@@ -195,17 +179,6 @@ class MultiOmicsRegressor(TorchSlideModel):
         self.contrastive_epochs = contrastive_epochs
         self.contrastive_modality = contrastive_modality
         self.temperature = temperature
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.max_patches = max_patches
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
-        self.lr_schedule = lr_schedule
 
     # -- architecture --------------------------------------------------------------------------
     _make_net = staticmethod(lambda arch: _net(arch))
@@ -217,7 +190,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         from histoviz.nn.loop import seed_everything, train_module
         from histoviz.nn.losses import masked_mse
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         weights = {m: float((self.task_weights or {}).get(m, 1.0)) for m in targets}
         unknown = set(self.task_weights or {}) - set(targets)
@@ -279,8 +252,8 @@ class MultiOmicsRegressor(TorchSlideModel):
 
             def validate() -> dict[str, float]:
                 tot = {m: 0.0 for m in targets}
-                for s in range(0, n_val, max(1, self.batch_size)):
-                    idx = np.arange(s, min(s + self.batch_size, n_val))
+                for s in range(0, n_val, max(1, self.loop.batch_size)):
+                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
                     x, mask = vb.batch(idx)
                     out, _ = net(x, mask)
                     ti = torch.from_numpy(idx).to(dev)
@@ -295,14 +268,14 @@ class MultiOmicsRegressor(TorchSlideModel):
             if self.mode == "stl":
                 groups = {m: [f"branches.{keys[m]}."] for m in targets}
 
-        info.update(train_module(net, len(bags), step, settings=self._settings(), validate=validate, groups=groups))
+        info.update(train_module(net, len(bags), step, settings=self.loop, validate=validate, groups=groups))
         self.fit_info_ = info
 
     def _pretrain(self, net: Any, tr: Any, blk: TargetBlock, dev: Any) -> dict[str, Any]:
         """TANGLE-style symmetric InfoNCE between slide and expression embeddings."""
         import torch
 
-        from histoviz.nn.loop import LoopSettings, train_module
+        from histoviz.nn.loop import train_module
         from histoviz.nn.losses import info_nce
 
         rows = np.flatnonzero(blk.present)
@@ -313,7 +286,7 @@ class MultiOmicsRegressor(TorchSlideModel):
         sd = expr[torch.from_numpy(rows).to(dev)].std(0).clamp(min=1e-6)
         pool = net.branches["shared"].pool
         enc = net.expr_encoder
-        bs = max(2, min(int(self.batch_size) * 2, len(rows)))
+        bs = max(2, min(self.loop.batch_size * 2, len(rows)))
 
         def step(idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             pidx = rows[idx]
@@ -326,8 +299,9 @@ class MultiOmicsRegressor(TorchSlideModel):
             loss = info_nce(z, e, temperature=self.temperature)
             return loss, {}
 
-        settings = LoopSettings(epochs=int(self.contrastive_epochs), lr=float(self.lr), weight_decay=float(self.weight_decay),
-                                batch_size=bs, patience=10**9, grad_clip=float(self.grad_clip), seed=int(self.seed) + 1)
+        # the same settings for a second stage: its own epochs and batches, no early stopping
+        settings = replace(self.loop, epochs=int(self.contrastive_epochs), batch_size=bs, patience=10**9,
+                           seed=self.loop.seed + 1)
         params = list(pool.parameters()) + list(enc.parameters())
         info = train_module(net, len(rows), step, settings=settings, parameters=params, desc="contrastive")
         return {"epochs": info["epochs_run"], "final_loss": info["history"][-1]["train_loss"] if info["history"] else None}
@@ -341,8 +315,8 @@ class MultiOmicsRegressor(TorchSlideModel):
         outs: dict[str, list[np.ndarray]] = {m: [] for m in keys}
         self.module_.eval()
         with torch.no_grad():
-            for s in range(0, len(bags), max(1, int(self.batch_size))):
-                idx = np.arange(s, min(s + int(self.batch_size), len(bags)))
+            for s in range(0, len(bags), max(1, self.loop.batch_size)):
+                idx = np.arange(s, min(s + self.loop.batch_size, len(bags)))
                 x, mask = b.batch(idx)
                 out, _ = self.module_(x, mask)
                 for m, k in keys.items():

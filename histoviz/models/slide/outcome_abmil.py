@@ -75,11 +75,11 @@ def _net(arch: Mapping[str, Any]) -> Any:
     return OutcomeNet()
 
 
-@register_model("abmil-grade", tasks=(TaskKind.CLASSIFICATION,),
+@register_model("abmil-grade", tasks=(TaskKind.CLASSIFICATION,), outputs=("attention",),
                 description="gated ABMIL grade classifier (cross-entropy)")
-@register_model("abmil-survival", tasks=(TaskKind.SURVIVAL,),
+@register_model("abmil-survival", tasks=(TaskKind.SURVIVAL,), outputs=("attention",),
                 description="gated ABMIL discrete-time survival (MCAT NLL, 4 bins), risk = -sum S")
-@register_model("abmil-grade-survival", tasks=OUTCOME_KINDS,
+@register_model("abmil-grade-survival", tasks=OUTCOME_KINDS, outputs=("attention",),
                 description="gated ABMIL joint grade + survival (0.7 / 0.3, PathGen's slide-only setting)")
 class OutcomeABMIL(TorchSlideModel):
     """Slide -> grade and / or survival with gated ABMIL.
@@ -96,9 +96,12 @@ class OutcomeABMIL(TorchSlideModel):
         Loss weights of the joint model (PathGen: 0.7 / 0.3).
     survival_alpha
         MCAT's extra weight on uncensored patients (PathGen: 0).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, seed, device, num_threads
-        Optimisation (AdamW, early stopping on the validation loss).
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`); AdamW with early stopping
+        on the validation loss (defaults here: lr 5e-4, weight decay 1e-3, batch 16).
     """
+
+    loop_defaults = {"lr": 5e-4, "weight_decay": 1e-3, "batch_size": 16}
 
     def __init__(
         self,
@@ -112,18 +115,9 @@ class OutcomeABMIL(TorchSlideModel):
         grade_weight: float = 0.7,
         survival_weight: float = 0.3,
         survival_alpha: float = 0.0,
-        epochs: int = 100,
-        lr: float = 5e-4,
-        weight_decay: float = 1e-3,
-        batch_size: int = 16,
-        patience: int = 15,
-        grad_clip: float = 1.0,
-        max_patches: int = 4096,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
-        lr_schedule: str = "none",
+        **loop: Any,
     ) -> None:
+        super().__init__(**loop)
         tasks = tuple(tasks)
         bad = [t for t in tasks if t not in OUTCOME_KINDS]
         if bad or not tasks:
@@ -139,17 +133,6 @@ class OutcomeABMIL(TorchSlideModel):
         self.grade_weight = grade_weight
         self.survival_weight = survival_weight
         self.survival_alpha = survival_alpha
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.max_patches = max_patches
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
-        self.lr_schedule = lr_schedule
 
     _make_net = staticmethod(lambda arch: _net(arch))
 
@@ -164,7 +147,7 @@ class OutcomeABMIL(TorchSlideModel):
         from histoviz.nn.loop import seed_everything, train_module
         from histoviz.nn.losses import discrete_survival_nll, masked_cross_entropy
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         for m, blk in targets.items():
             if blk.kind == TaskKind.SURVIVAL and (blk.edges is None or (blk.bins[blk.present] < 0).any()):
@@ -234,8 +217,8 @@ class OutcomeABMIL(TorchSlideModel):
 
             def validate() -> dict[str, float]:
                 tot = {m: 0.0 for m in targets}
-                for s in range(0, n_val, max(1, int(self.batch_size))):
-                    idx = np.arange(s, min(s + int(self.batch_size), n_val))
+                for s in range(0, n_val, max(1, self.loop.batch_size)):
+                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
                     x, mask = vb.batch(idx)
                     out, _ = net(x, mask)
                     for m, v in losses(out, torch.from_numpy(idx).to(dev), vy).items():
@@ -244,7 +227,7 @@ class OutcomeABMIL(TorchSlideModel):
                 res["total"] = sum(self._weight(targets[m].kind) * res[m] for m in targets)
                 return res
 
-        self.fit_info_ = train_module(net, len(bags), step, settings=self._settings(), validate=validate,
+        self.fit_info_ = train_module(net, len(bags), step, settings=self.loop, validate=validate,
                                       desc="outcomes")
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -278,8 +261,8 @@ class OutcomeABMIL(TorchSlideModel):
         parts: list[dict[str, np.ndarray]] = []
         self.module_.eval()
         with torch.no_grad():
-            for s in range(0, len(bags), max(1, int(self.batch_size))):
-                idx = np.arange(s, min(s + int(self.batch_size), len(bags)))
+            for s in range(0, len(bags), max(1, self.loop.batch_size)):
+                idx = np.arange(s, min(s + self.loop.batch_size, len(bags)))
                 x, mask = b.batch(idx)
                 out, _ = self.module_(x, mask)
                 parts.append(self._convert(out))

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,8 @@ SETTINGS = ("slide", "synthetic", "real")
 _CHUNK = 32  # slides sampled together
 
 
-@register_model("pathgen", description="PathGen: DDPM-synthesised gene groups + MCAT co-attention grade and "
+@register_model("pathgen", setting_param="setting", reads_inputs=True, regression_blocks=1,
+                outputs=("coattention",), description="PathGen: DDPM-synthesised gene groups + MCAT co-attention grade and "
                                        "survival (setting slide | synthetic | real)")
 class PathGen(TorchSlideModel):
     """Gene groups synthesised from slides by diffusion; grade and survival by co-attention.
@@ -110,12 +112,14 @@ class PathGen(TorchSlideModel):
         Co-attention model size (MCAT_GR: 1024, 1 co-attention head, 8 heads, 2 layers, 0.25).
     grade_weight, survival_weight, survival_alpha
         Loss weights (PathGen 0.7 / 0.3) and MCAT's extra weight on uncensored patients (0).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip, max_patches, seed, device, num_threads
-        Co-attention optimisation (PathGen: lr 2e-4, weight decay 1e-5) and the shared loop
-        settings (batch size and patch subsampling apply to both stages).
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`) of the co-attention stage
+        (PathGen: lr 2e-4, weight decay 1e-5, batch 16); the diffusion stage takes them with its
+        own epochs, learning rate, patience and no weight decay.
     """
 
     tasks = tuple(TaskKind)
+    loop_defaults = {"lr": 2e-4, "weight_decay": 1e-5, "batch_size": 16}
 
     def __init__(
         self,
@@ -147,17 +151,9 @@ class PathGen(TorchSlideModel):
         grade_weight: float = 0.7,
         survival_weight: float = 0.3,
         survival_alpha: float = 0.0,
-        epochs: int = 100,
-        lr: float = 2e-4,
-        weight_decay: float = 1e-5,
-        batch_size: int = 16,
-        patience: int = 15,
-        grad_clip: float = 1.0,
-        max_patches: int = 4096,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
+        **loop: Any,
     ) -> None:
+        super().__init__(**loop)
         for name, val, allowed in (("setting", setting, SETTINGS), ("sampler", sampler, ("ddpm", "ddim")),
                                    ("scaling", scaling, ("minmax", "zscore")),
                                    ("schedule", schedule, ("linear", "cosine"))):
@@ -200,16 +196,6 @@ class PathGen(TorchSlideModel):
         self.grade_weight = grade_weight
         self.survival_weight = survival_weight
         self.survival_alpha = survival_alpha
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.max_patches = max_patches
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
         self.inputs = (modality,) if setting == "real" else ()
 
     _make_net = staticmethod(lambda arch: build_net(arch))
@@ -228,7 +214,7 @@ class PathGen(TorchSlideModel):
         from histoviz.data.gene_groups import match_gene_groups
         from histoviz.nn.loop import seed_everything
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         blk = targets.get(self.modality)
         if blk is None or blk.kind != TaskKind.REGRESSION:
             raise DataError(f"PathGen needs the expression modality {self.modality!r} (data.omics.{self.modality}) "
@@ -306,12 +292,10 @@ class PathGen(TorchSlideModel):
                      "n_bins": n_bins} if outcomes else None,
         }
 
-    def _loop(self, epochs: int, lr: float, patience: int, weight_decay: float) -> Any:
-        from histoviz.nn.loop import LoopSettings
-
-        return LoopSettings(epochs=int(epochs), lr=float(lr), weight_decay=float(weight_decay),
-                            batch_size=int(self.batch_size), patience=int(patience), grad_clip=float(self.grad_clip),
-                            seed=int(self.seed), min_epochs=min(5, int(epochs)))
+    def _diffusion_loop(self) -> Any:
+        """The loop settings of the diffusion stage: its own epochs, rate and patience."""
+        return replace(self.loop, epochs=self.diffusion_epochs, lr=float(self.diffusion_lr),
+                       patience=int(self.diffusion_patience), weight_decay=0.0)
 
     def _fit_diffusion(self, bags: Sequence[np.ndarray], scaled: np.ndarray, pres: np.ndarray, val: Any,
                        vscaled: np.ndarray | None, vpres: np.ndarray | None) -> dict[str, Any]:
@@ -342,15 +326,15 @@ class PathGen(TorchSlideModel):
             vrows = np.flatnonzero(vpres)
             vb = self._batcher([val[0][i] for i in vrows], train=False)
             reps = 8
-            g = torch.Generator().manual_seed(int(self.seed) + 17)
+            g = torch.Generator().manual_seed(self.loop.seed + 17)
             vt = torch.randint(0, T, (reps, len(vrows)), generator=g)
             vn = torch.randn((reps, len(vrows), scaled.shape[1]), generator=g)
             vx0 = torch.from_numpy(vscaled[vrows].astype(np.float32))
 
             def validate() -> dict[str, float]:
                 tot = 0.0
-                for s in range(0, len(vrows), int(self.batch_size)):
-                    sl = np.arange(s, min(s + int(self.batch_size), len(vrows)))
+                for s in range(0, len(vrows), self.loop.batch_size):
+                    sl = np.arange(s, min(s + self.loop.batch_size, len(vrows)))
                     x, mask = vb.batch(sl)
                     ctx = net.context(x, mask)
                     for r in range(reps):
@@ -361,7 +345,7 @@ class PathGen(TorchSlideModel):
                 return {"total": v, "diffusion": v}
 
         info = train_module(net, len(rows), step, validate=validate, parameters=list(net.parameters()),
-                            settings=self._loop(self.diffusion_epochs, self.diffusion_lr, self.diffusion_patience, 0.0),
+                            settings=self._diffusion_loop(),
                             desc="pathgen diffusion")
         self.module_.eval()
         return info
@@ -449,8 +433,8 @@ class PathGen(TorchSlideModel):
 
             def validate() -> dict[str, float]:
                 tot = {m: 0.0 for m in outcomes}
-                for s in range(0, n_val, int(self.batch_size)):
-                    idx = np.arange(s, min(s + int(self.batch_size), n_val))
+                for s in range(0, n_val, self.loop.batch_size):
+                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
                     x, mask = vb.batch(idx)
                     ti = torch.from_numpy(idx).to(dev)
                     out, _ = net(x, mask, vom[ti])
@@ -461,7 +445,7 @@ class PathGen(TorchSlideModel):
                 return res
 
         info = train_module(net, len(bags), step, validate=validate, parameters=list(net.parameters()),
-                            settings=self._loop(self.epochs, self.lr, self.patience, self.weight_decay),
+                            settings=self.loop,
                             desc="pathgen co-attention")
         self.module_.eval()
         return info
@@ -510,7 +494,7 @@ class PathGen(TorchSlideModel):
                 idx = np.arange(s, min(s + _CHUNK, len(bags)))
                 x, mask = b.batch(idx)
                 ctx = net.repeat_context(net.context(x, mask), ns)
-                sd = [slide_seed(bags[i], self.seed) if seeds is None else int(seeds[i]) for i in idx]
+                sd = [slide_seed(bags[i], self.loop.seed) if seeds is None else int(seeds[i]) for i in idx]
                 out[idx] = self._run_sampler(net, sched, ctx, sd, ns, m, sampler, steps, dev)
         return self.scale_.inverse(out)
 
@@ -557,8 +541,8 @@ class PathGen(TorchSlideModel):
         parts: dict[str, list[np.ndarray]] = {m: [] for m in self.arch_["keys"]}
         att: list[np.ndarray] = []
         with torch.no_grad():
-            for s in range(0, len(bags), max(1, int(self.batch_size))):
-                idx = np.arange(s, min(s + int(self.batch_size), len(bags)))
+            for s in range(0, len(bags), max(1, self.loop.batch_size)):
+                idx = np.arange(s, min(s + self.loop.batch_size, len(bags)))
                 x, mask = b.batch(idx)
                 out, a = net(x, mask, torch.from_numpy(self._coattention_input(om[idx])).to(dev))
                 for m, k in self.arch_["keys"].items():
@@ -599,7 +583,7 @@ class PathGen(TorchSlideModel):
             x, _ = self._batcher([bag], train=False).batch([0])
             m = len(self.groups_.genes)
             vals = np.empty((n, m))
-            seeds = patch_seeds(bag, self.seed)
+            seeds = patch_seeds(bag, self.loop.seed)
             with torch.no_grad():
                 for s in range(0, n, 256):
                     e = min(s + 256, n)

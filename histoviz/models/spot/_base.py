@@ -38,6 +38,9 @@ class SpotModel(SlideModel):
     """Base of spot-level regressors (see the module docstring)."""
 
     tasks = (TaskKind.REGRESSION,)
+    level = "spot"
+    #: one expression block per spot
+    regression_blocks = 1
 
     # -- the fast path ----------------------------------------------------------------------------
     def fit_spots(self, x: np.ndarray, block: Any, *, val: tuple[np.ndarray, Any] | None = None) -> SpotModel:
@@ -48,7 +51,7 @@ class SpotModel(SlideModel):
         x
             Spot features.
         block
-            :class:`~histoviz.data.omics.TargetBlock` (rows = spots).
+            :class:`~histoviz.data.targets.TargetBlock` (rows = spots).
         val
             ``(features, block)`` of validation spots from the **training** samples.
 

@@ -86,14 +86,14 @@ class SpotKNN(SpotModel):
         self.fit_info_ = dict(meta.get("fit_info", {}))
 
 
+@register_model("spot-mean", control="mean", description="the training spots' mean expression everywhere (control)")
 class SpotMean(SpotModel):
     """Predicts the mean expression of the training spots everywhere (a control).
 
-    Not in the registry (it is no model to choose); the spot runner fits it as the ``mean``
-    control.
+    Registered as the spot-level ``mean`` control (no model to choose: ``list_models`` leaves it
+    out unless asked for controls); the spot runner fits it for ``evaluation.spots.controls:
+    [mean]``.
     """
-
-    name = "spot-mean"
 
     def __init__(self) -> None:
         pass

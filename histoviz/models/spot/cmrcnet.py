@@ -251,11 +251,13 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         own input size). Smaller is faster on CPU.
     image_lr
         Learning rate of the encoder's trainable layers (``None``: ``lr``).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip, seed, device, num_threads
-        Optimisation (paper: AdamW, lr 1e-4, weight decay 1e-3, batch 64, 60 epochs).
-    lr_schedule
-        ``"none"``, ``"plateau"`` or ``"cosine"`` (the paper's code: cosine decay over the epochs).
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`; paper: AdamW, lr 1e-4,
+        weight decay 1e-3, batch 64, 60 epochs; its code: ``lr_schedule="cosine"``).
     """
+
+    loop_defaults = {"epochs": 60, "lr": 1e-4, "weight_decay": 1e-3, "batch_size": 64, "patience": 10,
+                     "max_patches": 0}
 
     def __init__(
         self,
@@ -280,19 +282,9 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         augment: bool = True,
         image_size: int | None = None,
         image_lr: float | None = None,
-        epochs: int = 60,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-3,
-        batch_size: int = 64,
-        patience: int = 10,
-        grad_clip: float = 1.0,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
-        lr_schedule: str = "none",
+        **loop: Any,
     ) -> None:
-        if lr_schedule not in ("none", "plateau", "cosine"):
-            raise ConfigError(f"lr_schedule must be none, plateau or cosine, got {lr_schedule!r}")
+        super().__init__(**loop)
         if not 0.0 <= float(mask_rate) < 1.0:
             raise ConfigError(f"mask_rate must be in [0, 1), got {mask_rate}")
         if recon_loss not in ("mse", "cosine"):
@@ -323,17 +315,6 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         self.augment = augment
         self.image_size = image_size
         self.image_lr = image_lr
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
-        self.lr_schedule = lr_schedule
-        self.max_patches = 0
 
     _make_net = staticmethod(_net)
 
@@ -367,7 +348,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             ``uint8 (n, 3, H, W)`` (or ``(n, H, W, 3)``) array or a
             :class:`~histoviz.data.spot_patches.SpotPatches` (read on demand).
         block
-            :class:`~histoviz.data.omics.TargetBlock` (rows = spots).
+            :class:`~histoviz.data.targets.TargetBlock` (rows = spots).
         val
             ``(features or patches, block)`` of validation spots from the training samples.
 
@@ -409,7 +390,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
 
         if self._device().type != "cpu":
             return contextlib.nullcontext()
-        n = int(self.num_threads or 0)
+        n = self.loop.num_threads
         if n <= 0 and sum(p.numel() for p in net.encoder.parameters()) < 2_000_000:
             n = 1
         return torch_threads(n) if n > 0 else contextlib.nullcontext()
@@ -429,12 +410,12 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         from histoviz.models.spot._image import ImageSideNet
         from histoviz.nn.loop import seed_everything
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         ya = y if val is None else np.concatenate([y, val[1]])
         self.gene_mean_, self.gene_std_ = feature_stats([ya])
         self.arch_ = self._arch(0, y.shape[1])
-        net = ImageSideNet(self.arch_, _net, pretrained=True, seed=int(self.seed))
+        net = ImageSideNet(self.arch_, _net, pretrained=True, seed=self.loop.seed)
         self.arch_["in_dim"] = int(net.encoder.embed_dim)
         net.to(dev)
         with self._patch_context(net):
@@ -449,7 +430,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         dev = self._device()
         base_weights = str(net.encoder.weights_source)
         ya = y if val is None else np.concatenate([y, val[1]])
-        bs = int(self.batch_size)
+        bs = self.loop.batch_size
         # standardisation: the initial encoder's features on (at most 2048) training patches
         sub = np.unique(np.linspace(0, len(px) - 1, min(len(px), 2048)).round().astype(np.int64))
         f0 = encode(net, px, sub, batch_size=bs, device=dev, standardise=False)
@@ -472,7 +453,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             gen = torch.Generator(device=dev)
 
             def validate() -> dict[str, float]:
-                gen.manual_seed(self.seed + 1)
+                gen.manual_seed(self.loop.seed + 1)
                 tot, n = {"total": 0.0}, 0
                 for s in range(0, len(vpx), bs):
                     rows = np.arange(s, min(s + bs, len(vpx)))
@@ -487,7 +468,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
         if self.image_lr is not None:
             params = [{"params": list(net.head.parameters())},
                       {"params": [p for p in net.encoder.parameters() if p.requires_grad], "lr": float(self.image_lr)}]
-        info = train_module(net, len(px), step, settings=self._settings(), validate=validate, parameters=params,
+        info = train_module(net, len(px), step, settings=self.loop, validate=validate, parameters=params,
                             desc=f"{'cmrcnet' if self.reconstruction else 'bleep'} (image side on patches)")
         self.module_ = net
         self.embed_dim_ = int(net.encoder.embed_dim)
@@ -507,7 +488,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
 
         from histoviz.nn.loop import seed_everything, train_module
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         self.feature_mean_, self.feature_std_ = feature_stats([x])
         ya = y if val is None else np.concatenate([y, val[1]])
@@ -529,9 +510,9 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             gen = torch.Generator(device=dev)
 
             def validate() -> dict[str, float]:
-                gen.manual_seed(self.seed + 1)
+                gen.manual_seed(self.loop.seed + 1)
                 tot, n = {"total": 0.0}, 0
-                bs = int(self.batch_size)
+                bs = self.loop.batch_size
                 for s in range(0, len(xv), bs):
                     p = net.losses(xv[s:s + bs], yv[s:s + bs], mask_rate=mask_rate, generator=gen)
                     w = min(bs, len(xv) - s)
@@ -540,7 +521,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
                     n += w
                 return {k: v / max(n, 1) for k, v in tot.items()}
 
-        info = train_module(net, len(xt), step, settings=self._settings(), validate=validate,
+        info = train_module(net, len(xt), step, settings=self.loop, validate=validate,
                             desc="cmrcnet" if self.reconstruction else "bleep")
         self.fit_info_ = info
         self.values_ = ya.astype(np.float32)
@@ -592,7 +573,7 @@ class CMRCNetRegressor(SpotModel, TorchSlideModel):
             raise DataError(f"{self.name or 'cmrcnet'} predicts from frozen features; it has no image encoder")
         px = as_patches(patches)
         with self._patch_context(self.module_):
-            return encode(self.module_, px, np.arange(len(px)), batch_size=max(int(self.batch_size), 64),
+            return encode(self.module_, px, np.arange(len(px)), batch_size=max(self.loop.batch_size, 64),
                           device=self._device(), standardise=False)
 
     def patch_encoder(self) -> Any:

@@ -90,7 +90,7 @@ def _pcc_loss(pred: Any, y: Any) -> Any:
     return -r.mean()
 
 
-@register_model("cpnn-spot", description="CPNN at spot level: per-spot composition over scRNA prototypes (spots)")
+@register_model("cpnn-spot", needs_reference=True, outputs=("cell_type",), description="CPNN at spot level: per-spot composition over scRNA prototypes (spots)")
 class CPNNSpotRegressor(SpotModel, TorchSlideModel):
     """Spot expression through cell-type prototypes (see the module docstring).
 
@@ -109,9 +109,12 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
         ``"refine"`` (paper), ``"frozen"`` or ``"scratch"`` (ablations).
     lambda_proto
         Weight of the prototype penalty (paper: 1e3; ignored for frozen / scratch).
-    epochs, lr, weight_decay, batch_size, patience, grad_clip, seed, device, num_threads
-        Optimisation (paper: AdamW, lr 1e-3).
+    **loop
+        Loop settings (:class:`~histoviz.nn.settings.LoopSettings`; paper: AdamW, lr 1e-3;
+        defaults here: 60 epochs, batch 64, patience 10).
     """
+
+    loop_defaults = {"epochs": 60, "batch_size": 64, "patience": 10, "max_patches": 0}
 
     def __init__(
         self,
@@ -126,16 +129,9 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
         loss: str = "pcc",
         prototypes: str = "refine",
         lambda_proto: float = 1e3,
-        epochs: int = 60,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 64,
-        patience: int = 10,
-        grad_clip: float = 1.0,
-        seed: int = 0,
-        device: str = "auto",
-        num_threads: int = 0,
+        **loop: Any,
     ) -> None:
+        super().__init__(**loop)
         if loss not in ("pcc", "mse"):
             raise ConfigError(f"loss must be 'pcc' or 'mse', got {loss!r}")
         if prototypes not in ("refine", "frozen", "scratch"):
@@ -150,16 +146,6 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
         self.loss = loss
         self.prototypes = prototypes
         self.lambda_proto = lambda_proto
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.grad_clip = grad_clip
-        self.seed = seed
-        self.device = device
-        self.num_threads = num_threads
-        self.max_patches = 0
 
     _make_net = staticmethod(lambda arch: _net(arch))
 
@@ -192,7 +178,7 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
 
         from histoviz.nn.loop import seed_everything, train_module
 
-        seed_everything(self.seed)
+        seed_everything(self.loop.seed)
         dev = self._device()
         genes = list(self.targets_[self.modalities_[0]])
         t0, in_ref = self._prototypes(genes)
@@ -202,7 +188,7 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
                       "hidden": int(self.hidden), "dropout": float(self.dropout), "prototypes": self.prototypes}
         init = t0.to_numpy()
         if self.prototypes == "scratch":
-            rng = np.random.default_rng(self.seed)
+            rng = np.random.default_rng(self.loop.seed)
             init = np.exp(rng.normal(0.0, 1.0, init.shape)) * init.mean(axis=0, keepdims=True)
             init /= init.sum(axis=1, keepdims=True)
         net = _net(self.arch_, init)
@@ -245,7 +231,7 @@ class CPNNSpotRegressor(SpotModel, TorchSlideModel):
             def validate() -> dict[str, float]:
                 return {"total": float(data_loss(xv, yv))}
 
-        self.fit_info_ = train_module(net, len(xt), step, settings=self._settings(), validate=validate,
+        self.fit_info_ = train_module(net, len(xt), step, settings=self.loop, validate=validate,
                                       desc="cpnn-spot")
         # the affine map to the target space: least squares per gene on all training spots
         xa = x if val is None else np.concatenate([x, val[0]])

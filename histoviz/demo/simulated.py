@@ -1,12 +1,12 @@
 """Simulated maps for a *real* slide that has no model trained for it (labelled "simulated").
 
-:func:`simulated_predictions` gives per-patch values whose structure follows each tile's
+:func:`simulated_maps` gives per-patch values whose structure follows each tile's
 measured H&E content (haematoxylin and eosin density, the design's "real images, simulated
 labels"), so viewers have something to draw on the shipped Aperio SVS. They are not model
 output: the file says so (``uns["histoviz"]["simulated"] = True``, ``model = "simulated:
 ..."``), every map label starts with "simulated" (:attr:`histoviz.viz.maps.MapValues.label`),
 and no grade, risk, attention or uncertainty is simulated (those come from trained models only;
-see :mod:`histoviz.samples` for sample maps made by real trained models).
+see :mod:`histoviz.demo.samples` for sample maps made by real trained models).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from histoviz.io.slide import SlideReader
     from histoviz.tiling.grid import TileGrid
 
-__all__ = ["simulated_predictions"]
+__all__ = ["simulated_maps"]
 
 
 def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -32,7 +32,7 @@ def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def simulated_predictions(
+def simulated_maps(
     reader: SlideReader,
     grid: TileGrid,
     *,
