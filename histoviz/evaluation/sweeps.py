@@ -132,7 +132,9 @@ def sweep_figure(table: pd.DataFrame, path: str | Path, *, knob_label: str = "",
     o = o[o["metric"] == "value"]
     panels = list(dict.fromkeys(zip(s["comparison"], s["task"], s["metric"])))
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(2, n, figsize=(3.6 * n + 0.6, 5.4), squeeze=False,
+    ticks = s.drop_duplicates("level").sort_values("level")
+    tick_x, tick_lab = ticks["level"].to_numpy(float), ticks["level_label"].astype(str).tolist()
+    fig, axes = plt.subplots(2, n, figsize=(3.8 * n + 0.8, 5.6), squeeze=False,
                              gridspec_kw={"height_ratios": [2.2, 1]})
     for j, (comp, task, metric) in enumerate(panels):
         ax = axes[0, j]
@@ -150,6 +152,8 @@ def sweep_figure(table: pd.DataFrame, path: str | Path, *, knob_label: str = "",
         ax.set_ylabel("paired difference" if j == 0 else "")
         if log_x:
             ax.set_xscale("log")
+        ax.set_xticks(tick_x, [""] * len(tick_x))
+        ax.minorticks_off()
         if j == 0:
             ax.legend(fontsize=7, loc="best")
         ob = axes[1, j]
@@ -157,12 +161,16 @@ def sweep_figure(table: pd.DataFrame, path: str | Path, *, knob_label: str = "",
             oo = o.sort_values("level")
             ob.errorbar(oo["level"].astype(float), oo["mean"], yerr=oo["sd"].fillna(0.0), fmt="s-", color="#2166ac",
                         capsize=3)
-        ob.set_xlabel(knob_label or "knob")
+        ob.set_xlabel(knob_label or "knob", fontsize=8)
         ob.set_ylabel("oracle" if j == 0 else "")
         if log_x:
             ob.set_xscale("log")
+        ob.set_xticks(tick_x, tick_lab, fontsize=7, rotation=20 if max(map(len, tick_lab)) > 6 else 0)
+        ob.minorticks_off()
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(34 * n + 10))), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

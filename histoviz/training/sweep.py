@@ -403,8 +403,7 @@ def run_sweep(
     meta = {"title": spec.title, "claim": spec.claim, "oracle_label": spec.oracle_label,
             "knob": {"label": spec.knob_label, "levels": [lv["label"] for lv in chosen]},
             "repeats": n_rep, "models": {k: {"config": _rel(v["config"]), "set": v["set"]} for k, v in spec.models.items()},
-            "command": command or f"histoviz sweep {_rel(spec.source) if spec.source else spec.name} --out {out}",
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "command": command or f"histoviz sweep {_rel(spec.source) if spec.source else spec.name} --out {out}"}
     results = sweep_results(table, meta)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     return SweepResult(out, table, summary, fig, results, time.perf_counter() - t0)
