@@ -116,10 +116,10 @@ def _outcome_run(run: Path, df: pd.DataFrame, folds: np.ndarray, seed: int) -> P
 
 
 def _predictions(slide: Path, out: Path, model: str) -> Path:
+    from histoviz.demo.simulated import simulated_maps
     from histoviz.io import open_slide
     from histoviz.io.predictions import write_predictions
     from histoviz.tiling import TilingConfig, make_tile_grid
-    from histoviz.demo.simulated import simulated_maps
 
     with open_slide(slide) as r:
         a = simulated_maps(r, make_tile_grid(r, TilingConfig()), n_genes=4)

@@ -448,8 +448,12 @@ def test_every_page_served_and_screenshotted(real_root: Path, tmp_path: Path) ->
             with socket.socket() as s:
                 s.settimeout(2)
                 assert s.connect_ex((other, port)) != 0, f"the dashboard answers on {other}"
+        from histoviz.viz.results import cohort_groups, find_runs, load_runs
+
+        ids = {g.cohort_name: g.id for g in cohort_groups(load_runs(find_runs(real_root), root=real_root)[0])}
         for page in PAGES:
-            q = "?slide_path=synth/slides/S001.tif&pred_path=maps/S001.ridge.h5ad" if page == "slide" else ""
+            q = f"?cohort_group={ids['outcome' if page == 'outcomes' else 'synth']}"
+            q += "&slide_path=synth/slides/S001.tif&pred_path=maps/S001.ridge.h5ad" if page == "slide" else ""
             png = tmp_path / f"dashboard_{page}.png"
             shots[page] = (screenshot(call, f"{url}/{'' if page == 'models' else page}{q}", png), png)
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
@@ -459,7 +463,7 @@ def test_every_page_served_and_screenshotted(real_root: Path, tmp_path: Path) ->
         assert shot.title.lower() == page, (page, shot.title)
         img = np.asarray(Image.open(png).convert("RGB"), dtype=np.float32)
         assert img.shape[1] == 1400 and img.std() > 20, page
-        if os.environ.get("HISTOVIZ_SAVE_SCREENSHOTS"):
+        if os.environ.get("HISTOVIZ_SAVE_SCREENSHOTS"):  # docs/img holds the demo's pages (make demo)
             save_small(png, ROOT / "docs" / "img" / f"dashboard_{page}.png")
 
 

@@ -291,3 +291,28 @@ def test_page_summaries_equal_scipy_and_pandas():
     curves, _ = km_by_risk(h, n_groups=2)
     sizes = risk_group_sizes(curves)
     assert sizes["patients"].sum() == 40 and sizes["events"].sum() == int(h["event"].sum())
+
+
+def test_seen_in_training_by_fold_and_slide_copies(tmp_path: Path) -> None:
+    """A slide is "unseen" only when the model that made the maps did not train on its patient:
+    found by file or byte-identical copy in the run's cohort table, then by the fold's split."""
+    run = write_run(tmp_path / "runs" / "r", "r")
+    pd.DataFrame({"fold": [0, 0, 1, 1], "patient_id": ["P1", "P2", "P1", "P2"],
+                  "split": ["test", "fit", "fit", "test"]}).to_parquet(run / "splits.parquet")
+    [r], _ = rs.load_runs([run])
+    assert r.seen("P1", "fold0")[0] is False and "held out in fold 0" in r.seen("P1", "fold0")[1]
+    assert r.seen("P1", "fold1")[0] is True and r.seen("P1", "final")[0] is True
+    assert r.seen("P9", "final")[0] is False
+    slides = tmp_path / "c" / "slides"
+    slides.mkdir(parents=True)
+    (slides / "S1.tif").write_bytes(b"A" * 3000 + b"tail1")
+    (slides / "S2.tif").write_bytes(b"B" * 3000 + b"tail2")
+    table = pd.DataFrame({"slide_id": ["S1", "S2"], "patient_id": ["P1", "P2"],
+                          "path": [str(slides / "S1.tif"), str(slides / "S2.tif")]})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "S1.tif").write_bytes((slides / "S1.tif").read_bytes())  # a copy, as the PathGen cohort's
+    (other / "S1b.tif").write_bytes(b"A" * 3000 + b"tailX")  # same size, other bytes
+    assert rs.slide_row(table, slides / "S2.tif")["patient_id"] == "P2"
+    assert rs.slide_row(table, other / "S1.tif")["patient_id"] == "P1"
+    assert rs.slide_row(table, other / "S1b.tif") is None

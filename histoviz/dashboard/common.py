@@ -475,9 +475,12 @@ def synthetic_warning(pred: Path, slide: Path) -> str | None:
     return prediction_warning(predictions(pred), slide_path=str(slide))
 
 
-def seen_by_run(info: dict[str, Any], patient: str | None, cohort_id: str | None) -> str:
-    """One sentence: whether the run that made a prediction trained on this slide's patient
-    (``""`` when the run is not under the root)."""
+def seen_by_run(info: dict[str, Any], slide: Path) -> str:
+    """One sentence: whether the model that made a prediction file trained on this slide, from
+    the run's cohort table (this file or a byte-identical copy of one of its slides) and split
+    table; ``""`` when the run is not under the root."""
+    from histoviz.viz.results import read_cohort_table, slide_row
+
     run_dir = inside(str(info.get("run_dir") or ""))
     if run_dir is None or not (run_dir / "run.json").is_file():
         return ""
@@ -486,16 +489,18 @@ def seen_by_run(info: dict[str, Any], patient: str | None, cohort_id: str | None
     except Exception:  # an unreadable run: say nothing rather than guess
         return ""
     ident = run.identity
-    if cohort_id is None or patient is None or ident is None:
-        return f"Predicted by {run.label} (trained on the cohort {ident.cohort_name if ident else '?'})."
-    if ident.cohort_id != cohort_id:
-        return (f"Predicted by {run.label}, trained on the cohort {ident.cohort_name}: this slide's cohort is another, "
-                "so no model of that run trained on it (an unseen slide).")
-    pats = run.patients()
-    if pats is not None and patient in pats:
-        return (f"Predicted by {run.label}, trained on this cohort: patient {patient} was among its training patients "
-                f"(checkpoint {info.get('checkpoint', '?')}), so this is not an unseen slide.")
-    return f"Predicted by {run.label}, trained on this cohort without patient {patient} (an unseen slide)."
+    table_path = inside((ident.cohort_table if ident is not None and ident.cohort_table else "")
+                        or str((run.config.get("data") or {}).get("cohort") or ""))
+    who = f"Predicted by {run.label} (trained on the cohort {ident.cohort_name if ident else '?'}): "
+    if table_path is None or not table_path.is_file():
+        return who + "its cohort table is not under the results root, so whether it saw this slide is unknown."
+    try:
+        row = slide_row(read_cohort_table(table_path)[0], slide)
+    except Exception:  # an unreadable table: unknown
+        return who + "its cohort table cannot be read, so whether it saw this slide is unknown."
+    if row is None:
+        return who + "this slide file is not in that cohort (nor a copy of one of its slides): an unseen slide."
+    return who + run.seen(str(row["patient_id"]), str(info.get("checkpoint") or "final"))[1] + "."
 
 
 def check_match(pred: Path, slide_id: str, dimensions: tuple[int, int]) -> None:

@@ -167,8 +167,7 @@ with col_map:
     elif (mismatch := c.synthetic_warning(pred, slide)) is not None:
         st.warning(mismatch[0].upper() + mismatch[1:])
 
-    run_note = c.seen_by_run(info, where[2] if where else None,
-                             next((x.id for x in cohorts if where and c.rel(x.path) == where[0]), None))
+    run_note = c.seen_by_run(info, slide)
     if run_note:
         st.caption(run_note)
     for row in c.slide_level(pred):

@@ -27,6 +27,7 @@ from histoviz.viz.results.cohorts import (
     prediction_header,
     predictions_for_slide,
     read_cohort_table,
+    slide_row,
 )
 from histoviz.viz.results.files import check_csv, read_csv_checked, short_rows
 from histoviz.viz.results.outcomes import (
@@ -97,6 +98,7 @@ __all__ = [
     "root_relative",
     "runs_table",
     "shared_omics",
+    "slide_row",
     "short_rows",
     "targets_table",
 ]

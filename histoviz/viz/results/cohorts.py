@@ -26,7 +26,7 @@ import pandas as pd
 from histoviz.viz.results.root import find_files, is_inside, root_relative
 
 __all__ = ["CohortTable", "cohort_slides", "find_cohorts", "prediction_header", "predictions_for_slide",
-           "read_cohort_table"]
+           "read_cohort_table", "slide_row"]
 
 #: Stems of the files read as cohort tables.
 COHORT_NAMES = ("cohort",)
@@ -181,3 +181,35 @@ def predictions_for_slide(slide: str | os.PathLike, headers: Iterable[tuple[str 
         elif str(h.get("slide_id", "")) == sid:
             out.append((Path(p), False))
     return out
+
+
+def _quick_print(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, bytes, bytes]:
+    """Size and the first and last MiB of a file (enough to tell copies of one slide apart from
+    other slides without reading whole gigabyte files)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(chunk)
+        f.seek(max(0, size - chunk))
+        tail = f.read(chunk)
+    return size, head, tail
+
+
+def slide_row(table: pd.DataFrame, slide: str | os.PathLike) -> pd.Series | None:
+    """The cohort-table row of a slide file: the same file, else a byte-identical copy (same
+    size, same first and last MiB: the PathGen cohort re-uses the power cohort's slides as
+    copies); ``None`` when the table holds neither."""
+    s = os.path.realpath(slide)
+    paths = [os.path.realpath(p) for p in table["path"].astype(str)]
+    if s in paths:
+        return table.iloc[paths.index(s)]
+    try:
+        size = os.path.getsize(s)
+        mine = None
+        for i, p in enumerate(paths):
+            if os.path.isfile(p) and os.path.getsize(p) == size:
+                mine = mine or _quick_print(s)
+                if _quick_print(p) == mine:
+                    return table.iloc[i]
+    except OSError:
+        return None
+    return None

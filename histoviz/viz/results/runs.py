@@ -348,27 +348,44 @@ class RunData:
             return h[h["target"].astype(str) == str(target)].reset_index(drop=True)
         return self.run_dir.heldout_target(block, target)
 
-    def patients(self) -> set[str] | None:
-        """The run's patients (``splits.parquet`` or ``folds.csv``; ``None`` when it has neither)."""
-        for name, col in (("splits.parquet", "patient_id"), ("folds.csv", "patient_id")):
-            p = self.path / name
-            if p.is_file():
-                try:
-                    d = pd.read_parquet(p, columns=[col]) if name.endswith(".parquet") else pd.read_csv(p, usecols=[col])
-                except Exception:  # an unreadable file: try the other
-                    continue
-                return set(d[col].astype(str))
-        return None
+    def splits(self) -> pd.DataFrame | None:
+        """``fold, patient_id, split`` (fit / val / cal / test) of every fold (``None`` when absent)."""
+        p = self.path / "splits.parquet"
+        try:
+            return pd.read_parquet(p, columns=["fold", "patient_id", "split"]) if p.is_file() else None
+        except Exception:  # an unreadable table: no answer rather than a wrong one
+            return None
+
+    def seen(self, patient: str, checkpoint: str) -> tuple[bool | None, str]:
+        """Whether the model behind ``checkpoint`` (``final``, ``fold<k>``) trained on ``patient``,
+        and one sentence saying so (``None``: the run's split table cannot tell)."""
+        import re
+
+        splits = self.splits()
+        if splits is None:
+            return None, f"{self.label} records no split table: whether it trained on patient {patient} is unknown"
+        mine = splits[splits["patient_id"].astype(str) == str(patient)]
+        m = re.fullmatch(r"fold(\d+)", str(checkpoint))
+        if m:
+            k = int(m.group(1))
+            role = mine.loc[mine["fold"] == k, "split"].astype(str).tolist()
+            if "test" in role:
+                return False, (f"patient {patient} was held out in fold {k}, whose model made these maps: a slide "
+                               "that model did not train on")
+            if role:
+                return True, (f"the fold-{k} model that made these maps trained on patient {patient} ({role[0]} "
+                              "split): not an unseen slide")
+            return False, f"patient {patient} is not among {self.label}'s patients: no model of it trained on this slide"
+        if len(mine):
+            return True, (f"the {checkpoint} model that made these maps trained on {self.label}'s patients, patient "
+                          f"{patient} included: not an unseen slide")
+        return False, f"patient {patient} is not among {self.label}'s patients: no model of it trained on this slide"
 
     def heldout_sizes(self) -> list[int] | None:
         """Held-out patients per fold (``splits.parquet``'s test rows, folds in order; ``None``
         when the run has no split table)."""
-        p = self.path / "splits.parquet"
-        if not p.is_file():
-            return None
-        try:
-            s = pd.read_parquet(p, columns=["fold", "split"])
-        except Exception:  # an unreadable or older table: the metrics say it instead
+        s = self.splits()
+        if s is None:
             return None
         s = s[(s["split"].astype(str) == "test") & (s["fold"] >= 0)]
         return [int(v) for v in s.groupby("fold", sort=True).size().to_numpy()] or None
