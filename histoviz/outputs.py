@@ -80,6 +80,9 @@ class OutputSpec:
         One sentence for tooltips and docs.
     order
         Position in front-end lists (smaller first).
+    key_label
+        How one map of a keyed output is named, with ``{key}`` for its key (``"P(grade = {key})"``,
+        ``"survival at {key}"``); empty: ``"<label> <key>"`` (``"gene MKI67"``).
     """
 
     name: str
@@ -93,6 +96,7 @@ class OutputSpec:
     limits: tuple[float, float] | None = None
     description: str = ""
     order: int = 100
+    key_label: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or ":" in self.name:
@@ -206,7 +210,7 @@ _BUILTIN = (
     OutputSpec("dominant_type", "Dominant cell type", kind="categorical", store="argmax", source="cell_type",
                order=31, description="the cell type with the largest weight"),
     OutputSpec("grade_proba", "Grade probability", kind="probability", store="obsm", key="grade_proba",
-               colormap="plasma", limits=(0.0, 1.0), order=40,
+               colormap="plasma", limits=(0.0, 1.0), order=40, key_label="P(grade = {key})",
                description="predicted probability of each grade"),
     OutputSpec("grade_class", "Predicted grade", kind="categorical", store="obs_category", key="grade_pred",
                source="grade_proba", order=41, description="the most probable grade"),
@@ -216,6 +220,18 @@ _BUILTIN = (
     OutputSpec("grade_uncertainty", "Grade uncertainty (normalised set size)", kind="interval", store="obs",
                colormap="cividis", limits=(0.0, 1.0), order=43,
                description="PathGen Eq. 10: |C|/K x (max(C) - min(C))/(K - 1)"),
+    OutputSpec("survival_probability", "Survival probability", kind="probability", store="obsm",
+               colormap="viridis", limits=(0.0, 1.0), unit="probability", order=45,
+               key_label="survival at {key}",
+               description="P(alive at the horizon) read from the patch's predicted survival function"),
+    OutputSpec("risk_percentile", "Risk percentile (training cohort)", store="obs", colormap="magma",
+               limits=(0.0, 100.0), unit="percentile of the training cohort's held-out risks", order=46,
+               description="where the patch's risk falls among the cross-validated risks of the training patients"),
+    OutputSpec("median_survival", "Predicted median survival", store="obs", colormap="viridis", order=47,
+               description="time at which the predicted survival function reaches 0.5 (blank: later than the last bin end)"),
+    OutputSpec("survival_function", "Survival function (bin ends)", kind="probability", store="obsm",
+               colormap="viridis", limits=(0.0, 1.0), unit="probability", order=48, key_label="S({key})",
+               description="the model's survival function at the end of each training time bin"),
     OutputSpec("risk", "Risk", store="obs", colormap="magma", unit="-sum S (higher = worse)", order=50,
                description="survival risk -sum_k S_k of the discrete-time survival function"),
     OutputSpec("risk_width", "Survival bound width (conformal)", kind="interval", store="obs",

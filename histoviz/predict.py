@@ -290,6 +290,7 @@ def predict_bag(
         Empty bag, or features whose dimension or encoder differ from the training features.
     """
     from histoviz.io.predictions import make_prediction_adata
+    from histoviz.predict_units import clinical_uns, survival_reference_of
     from histoviz.tasks import get_task
 
     if device != "auto":
@@ -344,12 +345,14 @@ def predict_bag(
     obsm: dict[str, Any] = {}
     expression, genes = None, None
     slide_pred: dict[str, Any] = {}
+    refs = {b: survival_reference_of(rm, b) for b in pm.patch if pm.kinds.get(b) == TaskKind.SURVIVAL}
     for b, values in pm.patch.items():
         kind = pm.kinds.get(b, TaskKind.REGRESSION)
         task = get_task(kind)
         conf = conformal.get(b)
-        outs = task.patch_outputs(b, values, pm.targets[b], conformal=conf)
-        slide_pred[b] = task.slide_summary(b, pm.slide[b], pm.targets[b], conformal=conf)
+        ref = refs.get(b)
+        outs = task.patch_outputs(b, values, pm.targets[b], conformal=conf, reference=ref)
+        slide_pred[b] = task.slide_summary(b, pm.slide[b], pm.targets[b], conformal=conf, reference=ref)
         for name, v in outs.items():
             if name.startswith("pred:"):
                 if b == main:
@@ -398,6 +401,7 @@ def predict_bag(
         expression=expression, genes=genes, obs=obs, obsm=obsm, meta=info,
     )
     a.uns["slide_prediction"] = slide_pred
+    clinical_uns(a, rm, pm, refs)
     return a
 
 
@@ -489,6 +493,7 @@ def embed_for_run(
     batch_size: int = 64,
     mpp_override: float | None = None,
     precision: str | None = None,
+    overlap: float | None = None,
 ) -> tuple[FeatureBag, dict[str, Any]]:
     """Tile and embed an open slide the way a run's training features were made.
 
@@ -513,6 +518,8 @@ def embed_for_run(
     enc_name, enc_kw, tiling = _encoder_for(rm)
     if mpp_override is not None:
         tiling = {**tiling, "mpp_override": float(mpp_override)}
+    if overlap is not None:
+        tiling = {**tiling, "overlap": float(overlap)}
     grid = make_tile_grid(reader, TilingConfig(**tiling))
     trained_at = _features_precision(rm)
     prec = precision or trained_at
@@ -556,6 +563,7 @@ def predict_slide(
     batch_size: int = 64,
     mpp_override: float | None = None,
     precision: str | None = None,
+    overlap: float | None = None,
 ) -> ad.AnnData:
     """Tile, embed and predict one slide with a trained run (see the module docstring).
 
@@ -586,6 +594,10 @@ def predict_slide(
         embeds at int8 (the path for a laptop without a GPU). Another precision than the
         training bags' is refused (:class:`ConfigError`): features are never mixed. Recorded in
         ``uns["histoviz"]["encoder_precision"]``.
+    overlap
+        Tile overlap (0-0.9) instead of the run's: overlapping tiles (stride below the tile
+        size) give viewers a finer map (:meth:`histoviz.viz.layout.PatchLayout.fine_raster`) at
+        the cost of more tiles to embed.
 
     Returns
     -------
@@ -617,7 +629,7 @@ def predict_slide(
 
         bag, meta = embed_for_run(reader, rm, device=device, progress=progress, progress_callback=tiles,
                                   cancel_event=cancel_event, batch_size=batch_size, mpp_override=mpp_override,
-                                  precision=precision)
+                                  precision=precision, overlap=overlap)
         dev_name = "auto" if device == "auto" else str(resolve_device(device))
         a = predict_bag(bag, rm, device=dev_name, meta=meta)
         add_slide_image(a, reader)

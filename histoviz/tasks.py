@@ -52,8 +52,10 @@ __all__ = [
     "Task",
     "TaskKind",
     "block_kind",
+    "bin_end_labels",
     "get_task",
     "risk_from_survival",
+    "survival_reference",
 ]
 
 TASK_KINDS = tuple(TaskKind)
@@ -153,12 +155,14 @@ class Task:
         raise NotImplementedError
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Per-patch registry outputs (``output name -> values``) of one block."""
         raise NotImplementedError
 
     def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """JSON-able slide-level prediction of one block (``uns["slide_prediction"]``)."""
         raise NotImplementedError
 
@@ -256,12 +260,14 @@ class RegressionTask(Task):
         return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``pred:<block>`` -> a DataFrame (the writer puts the main modality into ``X``)."""
         return {f"pred:{name}": pd.DataFrame(np.asarray(values, np.float32), columns=[str(t) for t in targets])}
 
     def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Slide values (and conformal bounds when calibrated)."""
         v = np.asarray(value, np.float64)
         out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": v}
@@ -292,7 +298,8 @@ def declare_class_outputs(name: str) -> dict[str, str]:
     if name != "grade":
         label = name.replace("_", " ")
         register_output(OutputSpec(names["proba"], f"{label.capitalize()} probability", kind="probability",
-                                   store="obsm", key=names["proba"], colormap="plasma", limits=(0.0, 1.0), order=44))
+                                   store="obsm", key=names["proba"], colormap="plasma", limits=(0.0, 1.0), order=44,
+                                   key_label=f"P({label} = {{key}})"))
         register_output(OutputSpec(names["pred"], f"Predicted {label}", kind="categorical", store="obs_category",
                                    key=f"{name}_pred", source=names["proba"], order=45))
         register_output(OutputSpec(names["set_size"], f"{label.capitalize()} set size (conformal)", kind="count",
@@ -387,7 +394,8 @@ class ClassificationTask(Task):
         return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Class probabilities, predicted class and (calibrated) set size / uncertainty."""
         names = declare_class_outputs(name)
         p = np.asarray(values, np.float64)
@@ -403,7 +411,8 @@ class ClassificationTask(Task):
         return out
 
     def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Probabilities, predicted class and the conformal set."""
         p = np.asarray(value, np.float64)
         cls = [str(t) for t in targets]
@@ -421,9 +430,10 @@ class ClassificationTask(Task):
 # survival
 # ------------------------------------------------------------------------------------------------
 def _risk_names(name: str) -> dict[str, str]:
-    if name == "survival":
-        return {"risk": "risk", "width": "risk_width", "uncertainty": "risk_uncertainty"}
-    return {"risk": f"{name}_risk", "width": f"{name}_risk_width", "uncertainty": f"{name}_risk_uncertainty"}
+    base = {"risk": "risk", "width": "risk_width", "uncertainty": "risk_uncertainty",
+            "probability": "survival_probability", "function": "survival_function",
+            "median": "median_survival", "percentile": "risk_percentile"}
+    return base if name == "survival" else {k: f"{name}_{v}" for k, v in base.items()}
 
 
 def declare_survival_outputs(name: str) -> dict[str, str]:
@@ -439,7 +449,46 @@ def declare_survival_outputs(name: str) -> dict[str, str]:
                                    store="obs", colormap="cividis", order=54))
         register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} survival uncertainty", kind="interval",
                                    store="obs", colormap="cividis", limits=(0.0, 1.0), order=55))
+        register_output(OutputSpec(names["probability"], f"{label.capitalize()} survival probability",
+                                   kind="probability", store="obsm", colormap="viridis", limits=(0.0, 1.0),
+                                   unit="probability", order=53, key_label=f"{label} survival at {{key}}"))
+        register_output(OutputSpec(names["percentile"], f"{label.capitalize()} risk percentile", store="obs",
+                                   colormap="magma", limits=(0.0, 100.0), order=53,
+                                   unit="percentile of the training cohort's held-out risks"))
+        register_output(OutputSpec(names["median"], f"{label.capitalize()} median survival", store="obs",
+                                   colormap="viridis", order=53))
+        register_output(OutputSpec(names["function"], f"{label.capitalize()} survival function", kind="probability",
+                                   store="obsm", colormap="viridis", limits=(0.0, 1.0), unit="probability",
+                                   order=53, key_label=f"{label} S({{key}})"))
     return names
+
+
+def survival_reference(edges: Any, time_unit: str, *, cohort_risk: Any = None,
+                       horizons: Any = None, horizon_labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """What turns a survival block's ``S_k`` into clinical units: the bin ``edges`` and
+    ``time_unit`` of the training data, the horizons to read it at (default
+    :func:`~histoviz.evaluation.survival.default_horizons`) and the training cohort's held-out
+    risks (for percentiles). Passed as ``reference=`` to :meth:`SurvivalTask.patch_outputs` and
+    :meth:`SurvivalTask.slide_summary`; stored in ``uns["survival"][block]`` of a prediction."""
+    from histoviz.evaluation.survival import default_horizons
+
+    e = np.asarray(edges, np.float64)
+    e = np.where(e >= np.finfo(np.float64).max / 2, np.inf, e)
+    if horizons is None:
+        horizons, horizon_labels = default_horizons(e, time_unit)
+    h = np.asarray(horizons, np.float64).reshape(-1)
+    labels = list(horizon_labels) if horizon_labels is not None else [f"{v:.3g} {time_unit}" for v in h]
+    if len(labels) != len(h):
+        raise DataError(f"{len(labels)} horizon labels for {len(h)} horizons")
+    ref = None if cohort_risk is None else np.sort(np.asarray(cohort_risk, np.float64).reshape(-1))
+    return {"edges": e, "time_unit": str(time_unit), "horizons": h, "horizon_labels": labels,
+            "cohort_risk": ref[np.isfinite(ref)] if ref is not None else None}
+
+
+def bin_end_labels(edges: Any, time_unit: str) -> list[str]:
+    """Names of the finite bin ends (``"10.5 months"``), the keys of a survival function map."""
+    e = np.asarray(edges, np.float64)
+    return [f"{v:.3g} {time_unit}" for v in e[1:-1]]
 
 
 class SurvivalTask(Task):
@@ -623,20 +672,52 @@ class SurvivalTask(Task):
         return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Per-patch risk (and conformal interval width / uncertainty when calibrated)."""
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Per-patch risk (and conformal interval width / uncertainty when calibrated); with a
+        :func:`survival_reference`, also in clinical units: the survival function at the bin
+        ends, survival probability at the horizons, median survival and the risk's percentile
+        among the training cohort's held-out risks."""
+        from histoviz.evaluation.survival import (
+            median_survival,
+            percentile_of,
+            survival_probability,
+        )
+
         names = declare_survival_outputs(name)
         s = np.asarray(values, np.float64)
-        out: dict[str, Any] = {names["risk"]: risk_from_survival(s).astype(np.float32)}
+        risk = risk_from_survival(s)
+        out: dict[str, Any] = {names["risk"]: risk.astype(np.float32)}
         if conformal and conformal.get("qhat") is not None:
             reg = self.regions(s, conformal["qhat"], _settings(conformal), info=conformal)
             out[names["width"]] = reg["width"].astype(np.float32)
             out[names["uncertainty"]] = reg["uncertainty"].astype(np.float32)
+        if reference is not None:
+            e, unit = reference["edges"], reference["time_unit"]
+            ends = bin_end_labels(e, unit)
+            out[names["function"]] = pd.DataFrame(s[:, : len(ends)].astype(np.float32), columns=ends)
+            h = reference["horizons"]
+            if len(h):
+                out[names["probability"]] = pd.DataFrame(
+                    survival_probability(s, e, h).astype(np.float32), columns=list(reference["horizon_labels"]))
+            out[names["median"]] = median_survival(s, e).astype(np.float32)
+            if reference.get("cohort_risk") is not None and len(reference["cohort_risk"]):
+                out[names["percentile"]] = percentile_of(risk, reference["cohort_risk"]).astype(np.float32)
         return out
 
     def slide_summary(self, name: str, value: np.ndarray, targets: Sequence[str], *,
-                      conformal: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Risk, survival function per bin and the conformal interval."""
+                      conformal: Mapping[str, Any] | None = None,
+                      reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Risk, survival function per bin and the conformal interval; with a
+        :func:`survival_reference`, survival at the horizons (``survival_at``), the median
+        (NaN: beyond the last bin end), the risk's cohort ``percentile`` and the event-time
+        range of the conformal interval (``time_lo``, ``time_hi``; ``inf``: open-ended)."""
+        from histoviz.evaluation.survival import (
+            median_survival,
+            percentile_of,
+            survival_probability,
+        )
+
         s = np.asarray(value, np.float64)
         out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": s,
                                "risk": float(risk_from_survival(s))}
@@ -649,6 +730,26 @@ class SurvivalTask(Task):
                 out["interval"] = "time"
                 out["time_unit"] = str(conformal.get("time_unit", ""))
                 out["tau"] = float(conformal["tau"])
+        if reference is not None:
+            e = np.asarray(reference["edges"], np.float64)
+            out["time_unit"] = str(reference["time_unit"])
+            out["edges"] = e
+            out["horizons"] = np.asarray(reference["horizons"], np.float64)
+            out["horizon_labels"] = np.asarray(reference["horizon_labels"], dtype=str)
+            out["survival_at"] = np.atleast_1d(survival_probability(s, e, out["horizons"]))
+            out["median"] = float(median_survival(s, e))
+            if reference.get("cohort_risk") is not None and len(reference["cohort_risk"]):
+                out["percentile"] = float(percentile_of(out["risk"], reference["cohort_risk"]))
+                out["n_cohort"] = int(len(reference["cohort_risk"]))
+            if "lo" in out and out.get("interval") == "time":  # the conformal lower bound of survival
+                out["time_lo"], out["time_hi"] = out["lo"], float("inf")
+            elif "lo" in out:
+                # risk target -b is an event in bin b: the interval holds bins ceil(-hi)..floor(-lo)
+                b0 = int(np.ceil(-out["hi"] - 1e-9))
+                b1 = int(np.floor(-out["lo"] + 1e-9))
+                if b1 >= b0:
+                    out["time_lo"] = float(e[max(b0, 0)])
+                    out["time_hi"] = float(e[min(b1, len(e) - 2) + 1])
         return out
 
 

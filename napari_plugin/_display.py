@@ -1,14 +1,12 @@
 """The "Display" box of the "Prediction maps" widget: colormap, opacity, contrast, threshold,
 colour bar (with the map's limits and unit) and category legend.
 
-It holds no state about maps: the widget tells it what is shown (:meth:`DisplayPanel.show_map`)
-and listens to its signals; what the user sets is remembered per map by the widget.
+It holds no state about maps: the map panel tells it what is shown (:meth:`DisplayPanel.show_map`)
+and listens to its signals; what the user sets is remembered per map by the map panel.
 """
 
 from __future__ import annotations
 
-import contextlib
-import html
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +24,12 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_plugin._layers import ROLE_CATEGORICAL, ROLE_CONTINUOUS, layer_meta
+from napari_plugin._layers import esc
 
 if TYPE_CHECKING:
     from histoviz.viz.maps import MapValues
 
-__all__ = ["DisplayPanel", "MapDisplayMixin"]
+__all__ = ["DisplayPanel"]
 
 
 class DisplayPanel(QGroupBox):
@@ -123,6 +121,16 @@ class DisplayPanel(QGroupBox):
         self.threshold_changed.emit(self.thr_check.isChecked(), float(self.thr_slider.value()))
 
     # ---- what is shown -------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Nothing shown: no title, colour bar or legend."""
+        self._continuous = False
+        self.title.setText("")
+        self.legend.setText("")
+        self.cbar_lo.setText("")
+        self.cbar_hi.setText("")
+        self.colorbar.setVisible(False)
+        self.set_enabled(False)
+
     def set_enabled(self, has_maps: bool) -> None:
         """Enable the controls that apply to the shown map."""
         cont = has_maps and self._continuous
@@ -133,7 +141,7 @@ class DisplayPanel(QGroupBox):
     def show_map(self, mv: MapValues, layer: Any, *, threshold: float | None, data_range: tuple[float, float]) -> None:
         """Show the controls of ``mv`` drawn by ``layer`` (an Image or Labels layer)."""
         self._continuous = not mv.categorical
-        self.title.setText(f"<b>{html.escape(mv.title)}</b>")
+        self.title.setText(f"<b>{esc(mv.title)}</b>")
         if mv.categorical:
             from histoviz.viz.colors import legend_entries
 
@@ -142,7 +150,7 @@ class DisplayPanel(QGroupBox):
             self.cbar_hi.setText("")
             rows = "".join(
                 f'<span style="background-color:#{r:02x}{g:02x}{b:02x}">&nbsp;&nbsp;&nbsp;&nbsp;'
-                f"</span>&nbsp;{html.escape(name)}&nbsp;&nbsp; "
+                f"</span>&nbsp;{esc(name)}&nbsp;&nbsp; "
                 for name, (r, g, b) in legend_entries(mv.categories)
             )
             self.legend.setText(rows)
@@ -190,88 +198,7 @@ class DisplayPanel(QGroupBox):
 
     def colorbar_text(self) -> tuple[str, str, str]:
         """``(title, low end, high end)`` as shown (for tests and screenshots)."""
+        import html
         import re
 
-        return re.sub("<[^>]+>", "", self.title.text()), self.cbar_lo.text(), self.cbar_hi.text()
-
-
-class MapDisplayMixin:
-    """Display changes of the shown map, from the panel or from napari's own layer controls,
-    remembered per map (mixed into :class:`napari_plugin._widget.PredictionWidget`)."""
-
-    def _map_of(self, layer: Any) -> MapValues | None:
-        """The MapValues a map layer shows (the current map or the side-by-side one)."""
-        spec = layer_meta(layer).get("map")
-        if self.current is not None and str(self.current.spec) == spec and layer is self._current_layer():
-            return self.current
-        if self._compare is not None and layer is self._compare.get("map"):
-            return self._compare["mv"]
-        return None
-
-    def _on_layer_display(self, layer: Any, what: str) -> None:
-        if layer is None or self._applying:
-            return
-        mv = self._map_of(layer)
-        if mv is None or mv.categorical:
-            return
-        prefs = self._prefs_of(mv)
-        if what == "contrast_limits":
-            prefs["contrast_limits"] = tuple(float(v) for v in layer.contrast_limits)
-        else:
-            prefs["colormap"] = layer.colormap.name
-        if layer is self._current_layer():
-            with contextlib.suppress(RuntimeError):
-                self.display.sync_clim(layer)
-                self.display.draw_colorbar(layer)
-
-    def _on_cmap(self, name: str) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        try:
-            layer.colormap = name  # the layer event remembers it for this map
-        except (KeyError, ValueError) as e:
-            self._say(f"Unknown colormap {name!r} ({e})", error=True)
-
-    def _on_opacity(self, value: float) -> None:
-        for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
-            layer = self._map_layer(role)
-            if layer is not None:
-                layer.opacity = value
-
-    def _on_clim(self, lo: float, hi: float) -> None:
-        layer = self._current_layer()
-        if layer is None or self.current is None or self.current.categorical:
-            return
-        layer.contrast_limits = (lo, hi)
-
-    def _on_auto(self) -> None:
-        if self.current is None or self.current.categorical:
-            return
-        self._prefs_of(self.current).pop("contrast_limits", None)
-        layer = self._current_layer()
-        if layer is not None:
-            self._apply_display(layer, self.current)
-            self.display.sync_clim(layer)
-
-    def _on_threshold(self, enabled: bool, value: float) -> None:
-        self.set_threshold(value if enabled else None)
-
-    def set_threshold(self, value: float | None) -> None:
-        """Hide the shown map's patches below ``value`` (the slide shows through); ``None``: show all."""
-        if self.current is None or self.current.categorical or self.layout is None:
-            return
-        prefs = self._prefs_of(self.current)
-        if value is None:
-            prefs.pop("threshold", None)
-        else:
-            prefs["threshold"] = float(value)
-        layer = self._current_layer()
-        if layer is not None:
-            with self._programmatic():
-                lim = tuple(layer.contrast_limits)
-                layer.data = self._raster(self.current, prefs.get("threshold"))
-                layer.contrast_limits = lim
-        n = int(np.sum(np.asarray(self.current.values) >= value)) if value is not None else len(self.layout)
-        self._say(f"Showing {self.current.label}: {n} of {len(self.layout)} patches"
-                  + (f" at or above {value:.3g}." if value is not None else "."))
+        return html.unescape(re.sub("<[^>]+>", "", self.title.text())), self.cbar_lo.text(), self.cbar_hi.text()

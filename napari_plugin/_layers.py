@@ -24,9 +24,13 @@ __all__ = [
     "ROLE_COMPARE",
     "ROLE_CATEGORICAL",
     "ROLE_CONTINUOUS",
+    "ROLE_CONTOUR",
     "ROLE_PINNED",
+    "ROLE_REGIONS",
     "ROLE_SELECTION",
+    "ROLE_SLIDE",
     "SlideInfo",
+    "esc",
     "heatmap_layer_data",
     "label_features",
     "layer_meta",
@@ -46,6 +50,8 @@ ROLE_CATEGORICAL = "categories"
 ROLE_SELECTION = "selection"
 ROLE_PINNED = "pinned"
 ROLE_COMPARE = "compare"
+ROLE_CONTOUR = "contour"
+ROLE_REGIONS = "regions"
 UM = "micrometer"
 
 
@@ -61,6 +67,13 @@ class SlideInfo:
     units: tuple[Any, ...] | None
     path: str | None
     mpp: float | None
+
+
+def esc(text: Any) -> str:
+    """``text`` for a Qt rich-text label: ``<``, ``>`` and ``&`` escaped, quotes kept as they are."""
+    import html
+
+    return html.escape(str(text), quote=False)
 
 
 def layer_meta(layer: Any) -> dict[str, Any]:
@@ -87,6 +100,8 @@ def slide_layer_data(
         "path": str(reader.path) if reader.path else None,
         "dimensions": tuple(int(v) for v in reader.dimensions),
         "mpp": mpp,
+        "mpp_source": reader.meta.mpp_source if mpp else None,
+        "mpp_sources": {str(k): float(v) for k, v in reader.meta.mpp_sources.items()},
         "predictions": predictions,
     }
     kwargs: dict[str, Any] = {

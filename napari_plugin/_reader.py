@@ -107,10 +107,11 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
 
 def read_predictions_file(path: str | list[str], *, first_map: str | None = None) -> list[LayerData]:
-    """Open a prediction ``.h5ad``: its slide (when found) and its first map (or ``first_map``)."""
+    """Open a prediction ``.h5ad``: its slide (when found) and its most useful map
+    (:func:`histoviz.viz.maps.default_map`, or ``first_map``)."""
     from histoviz.io import open_slide
     from histoviz.io.predictions import read_predictions
-    from histoviz.viz.maps import PatchLayout, available_maps, map_values
+    from histoviz.viz.maps import PatchLayout, available_maps, default_map, map_values
 
     p = _single(path)
     if p is None:
@@ -134,8 +135,7 @@ def read_predictions_file(path: str | list[str], *, first_map: str | None = None
         if key in maps.get(kind, []) or (not key and kind in maps):
             spec = first_map
     if spec is None and maps:
-        kind, keys = next(iter(maps.items()))
-        spec = f"{kind}:{keys[0]}" if keys[0] else kind
+        spec = str(default_map(adata))
     if spec is not None:
         layout = PatchLayout.from_adata(adata)
         mv = map_values(adata, spec)

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QFileDialog, QProgressBar, QPushButton
+from qtpy.QtWidgets import QProgressBar, QPushButton
 
 from histoviz.errors import HistovizError
-from napari_plugin._layers import slide_info
 
-__all__ = ["ModelRunner", "RunMixin", "block_triton"]
+__all__ = ["ModelRunner", "block_triton"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +89,11 @@ class ModelRunner(QObject):
             return None
         return predict_slide
 
-    def start(self, slide_path: str, model_dir: str | Path) -> Any:
-        """Run the model in ``model_dir`` on the slide file; returns the worker (``None`` if not started)."""
+    def start(self, slide_path: str, model_dir: str | Path, *, mpp: float | None = None,
+              overlap: float = 0.0) -> Any:
+        """Run the model in ``model_dir`` on the slide file (at resolution ``mpp`` when the file's
+        own is missing or wrong; tiles overlapping by ``overlap``); returns the worker (``None``
+        if not started)."""
         from napari.qt.threading import create_worker
 
         from histoviz.io import open_slide
@@ -103,6 +105,11 @@ class ModelRunner(QObject):
         if fn is None:
             return None
         reader = open_slide(slide_path)
+        if mpp is not None:
+            reader.with_mpp(mpp)
+        extra: dict[str, Any] = {"overlap": float(overlap)} if overlap else {}
+        if getattr(self, "precision", None):
+            extra["precision"] = self.precision
         cancel = threading.Event()
         sig = _Signals()
         sig.progress.connect(self._on_progress)
@@ -112,7 +119,7 @@ class ModelRunner(QObject):
 
         def job() -> tuple[str, Any]:
             try:
-                out = fn(reader, str(model_dir), progress_callback=report, cancel_event=cancel, **({"precision": self.precision} if getattr(self, "precision", None) else {}))
+                out = fn(reader, str(model_dir), progress_callback=report, cancel_event=cancel, **extra)
             except Exception as e:  # noqa: BLE001 - reported in the widget, not as a traceback
                 return ("error", e)
             finally:
@@ -167,47 +174,3 @@ class ModelRunner(QObject):
             self.btn_cancel.setVisible(False)
         except RuntimeError:  # widget deleted while the model ran
             pass
-
-
-class RunMixin:
-    """"Run model…" of the "Prediction maps" widget (mixed into its class; uses its ``runner``)."""
-
-    def _choose_model(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Trained model (run folder)")
-        if d:
-            self.run_model(d)
-
-    def run_model(self, model_dir: str | Path) -> Any:
-        """Predict the selected slide with the run in ``model_dir`` in a background thread.
-
-        A determinate progress bar follows the tiles; :meth:`cancel_run` stops it. A model
-        trained on synthetic slides applied to a slide that is not synthetic is run, with a
-        warning. On success the predictions are shown as if loaded from a file. Returns the
-        worker (``None`` if not started).
-        """
-        from histoviz.provenance import synthetic_mismatch, training_data
-
-        if self.running:
-            self._say("A model is already running; cancel it first.", error=True)
-            return None
-        slide = self._slide_layer()
-        if slide is None:
-            self._say("Open a slide first (drag it into the viewer).", error=True)
-            return None
-        info = slide_info(slide)
-        if not info.path:
-            self._say(f"Layer {info.name!r} was not opened from a slide file; open it with the "
-                      "histoviz reader.", error=True)
-            return None
-        worker = self.runner.start(info.path, model_dir)
-        if worker is None:
-            return None
-        self._warn(synthetic_mismatch(training_data(model_dir), info.path, slide_name=info.name))
-        self.btn_run.setEnabled(False)
-        worker.finished.connect(lambda: self._set_enabled())
-        self._say(f"Running the model in {Path(model_dir).name} on {info.name}…")
-        return worker
-
-    def cancel_run(self) -> None:
-        """Ask a running model to stop (it stops at its next check)."""
-        self.runner.cancel()

@@ -88,3 +88,15 @@ def test_nothing_below_the_demo_imports_it():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n == "histoviz.demo" or n.startswith("histoviz.demo.") for n in names), f
+
+
+def test_without_the_shipped_configs_the_demo_stops_before_it_starts(tmp_path, monkeypatch):
+    """An installed wheel has no training/configs: one error naming what to set, nothing written."""
+    from histoviz.demo import run_demo
+    from histoviz.errors import DataError
+
+    monkeypatch.delenv("HISTOVIZ_CONFIGS", raising=False)
+    monkeypatch.setattr("histoviz.datasets._REPO", tmp_path / "wheel")
+    with pytest.raises(DataError, match="HISTOVIZ_CONFIGS"):
+        run_demo(tmp_path / "out", progress=False, echo=lambda s: None)
+    assert not (tmp_path / "out").exists()

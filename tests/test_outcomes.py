@@ -372,3 +372,44 @@ def test_predict_refuses_a_bag_made_at_another_resolution(runs, cohort):
     other = FeatureBag(bag.coords, bag.features, attrs)
     with pytest.raises(DataError, match=r"features made differently .*mpp: 0.5 vs 1.0"):
         predict_bag(other, runs["joint"].out_dir, fold=0)
+
+
+def test_survival_maps_in_clinical_units_are_the_models_survival_function(runs, cohort):
+    """Issue 17.3: the survival-probability map at a horizon is the model's survival function of
+    that patch; the risk percentile is the patch's rank among the cohort's held-out risks."""
+    from scipy.stats import percentileofscore
+
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.predict import load_run, predict_bag
+    from histoviz.tasks import risk_from_survival
+    from histoviz.viz.clinical import set_horizons
+    from histoviz.viz.maps import default_map, map_values
+    from histoviz.viz.summary import describe_predictions, slide_predictions
+
+    run = runs["joint"].out_dir
+    bag = FeatureBag.from_h5(sorted(cohort.features.glob("*.h5"))[0])
+    a = predict_bag(bag, run, fold=0)
+    model = load_run(run, fold=0).pipelines[0]
+    s = model.model.predict_patches(bag.features).patch["survival"]  # (patches, 4 bins)
+    edges = np.asarray(a.uns["survival"]["survival"]["edges"], float)
+    ends = [f"{v:.3g} months" for v in edges[1:-1]]
+    for j, end in enumerate(ends):  # the survival function map at each finite bin end is S_j
+        np.testing.assert_allclose(map_values(a, f"survival_function:{end}").values, s[:, j], rtol=1e-5)
+    cols = set_horizons(a, edges[1:-1], labels=ends)
+    for j, c in enumerate(cols):  # read at the bin ends, the survival probability is S_j too
+        np.testing.assert_allclose(map_values(a, f"survival_probability:{c}").values, s[:, j], rtol=1e-5)
+    mid = (edges[1] + edges[2]) / 2  # halfway between two bin ends: the mean of the two
+    (c,) = set_horizons(a, [mid])
+    np.testing.assert_allclose(map_values(a, f"survival_probability:{c}").values, (s[:, 0] + s[:, 1]) / 2, rtol=1e-5)
+    with pytest.raises(DataError, match="last bin end"):
+        set_horizons(a, [edges[-2] * 1.5])
+    held = pd.read_parquet(run / "heldout" / "survival.parquet")["risk"].to_numpy()
+    want = [percentileofscore(held, r, kind="mean") for r in risk_from_survival(s)]
+    np.testing.assert_allclose(map_values(a, "risk_percentile").values, want, rtol=1e-4, atol=1e-3)
+    med = map_values(a, "median_survival")
+    assert med.unit == "months" and np.nanmax(med.values) <= edges[-2]
+    # what a reader sees first and reads about the slide: survival in months, not "-sum S"
+    assert default_map(a).kind == "survival_probability"
+    line = next(r["line"] for r in slide_predictions(a) if r["block"] == "survival")
+    assert "predicted survival" in line and "percentile of the training cohort" in line and "-sum S" not in line
+    assert describe_predictions(a).startswith(f"{a.n_obs} patches; grade (4 classes), survival (4 time bins, months)")

@@ -290,3 +290,37 @@ def test_hest_layout_imports_with_its_metadata(tmp_path):
     a.write_h5ad(root / "st" / "TENX0.h5ad")
     with pytest.raises(DataError, match=r"TENX0\.h5ad: 2 of 3 spots lie outside the slide \(800 x 500 px\)"):
         import_hest(root / "st" / "TENX0.h5ad", tmp_path / "x.h5ad")
+
+
+def test_gene_symbols_from_features_tsv_and_spots_back_on_the_full_resolution_image(tmp_path):
+    """Issue 17.7: Visium genes showed as Ensembl ids; spots were 4-px dots on the low-res image."""
+    import gzip
+
+    import h5py
+    from PIL import Image
+
+    from histoviz.viz.spots import SpotView
+
+    d = _copy_visium(tmp_path)
+    with h5py.File(d / "filtered_feature_bc_matrix.h5") as f:
+        ids = [x.decode() for x in f["matrix/features/id"][:]]
+    (d / "filtered_feature_bc_matrix").mkdir()
+    with gzip.open(d / "filtered_feature_bc_matrix" / "features.tsv.gz", "wt") as fh:  # Space Ranger's MEX table
+        fh.writelines(f"{g}\tSYM{k}\tGene Expression\n" for k, g in enumerate(ids) if k != 7)
+    a = ad.read_h5ad(import_spaceranger(d, tmp_path / "sym.h5ad"))
+    want = [f"SYM{k}" if k != 7 else ids[7] for k in range(len(ids))]  # no symbol listed: the id stays
+    assert list(a.var_names) == want and list(a.var["gene_ids"]) == ids
+    assert a.uns["spatial_meta"]["image_scale"] == pytest.approx(
+        json.loads((VISIUM / "spatial" / "scalefactors_json.json").read_text())["tissue_lowres_scalef"])
+    # the full-resolution image of the section: the spots scale back up by the ratio of the widths
+    view = SpotView.read(tmp_path / "sym.h5ad")
+    assert view.genes[0] == "SYM0"
+    small = Image.open(d / "spatial" / "tissue_lowres_image.png")
+    full_path = tmp_path / "full.png"
+    small.resize((small.width * 5, small.height * 5)).save(full_path)
+    full = view.on_full_resolution(full_path)
+    np.testing.assert_allclose(full.centres, view.centres * 5)
+    assert full.diameter == pytest.approx(view.diameter * 5) and full.slide_path == str(full_path.resolve())
+    small.resize((small.width * 5, small.height * 3)).save(tmp_path / "other.png")
+    with pytest.raises(DataError, match="aspect ratio"):
+        view.on_full_resolution(tmp_path / "other.png")

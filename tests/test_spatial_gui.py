@@ -40,7 +40,7 @@ def spot_file(tmp_path) -> Path:
     d = 80.0
     a = make_prediction_adata(np.round(centres - d / 2), slide_id="grey", tile_size_level0=int(d),
                               expression=np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]), genes=["HI", "LO"],
-                              meta={"slide_path": str(slide), "slide_dimensions": [600, 400], "mpp": 0.5,
+                              meta={"slide_path": str(slide), "slide_dimensions": [600, 400], "mpp": 0.5, "model": "test model",
                                     "spot_diameter_px": d})
     a.obsm["spatial"] = centres
     a.obsm["measured_expression"] = pd.DataFrame([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], index=a.obs_names,
@@ -64,11 +64,21 @@ def test_spots_are_true_diameter_circles_measured_beside_predicted(make_napari_v
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     layers = viewer.open(str(spot_file), plugin="histoviz")
-    assert [type(la).__name__ for la in layers] == ["Image", "Points", "Image", "Points"]
+    assert [type(la).__name__ for la in layers] == ["Image", "Points", "Image", "Points", "Image", "Points"]
     widget = SpotWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    qtbot.wait(100)  # the dock takes its width from the canvas
     assert widget.show_gene("HI")
-    assert [la.name for la in viewer.layers if type(la).__name__ == "Points"] == ["measured HI", "predicted HI"]
+    spots = [la for la in viewer.layers if la.name.startswith(("measured", "predicted"))]
+    assert [la.name for la in spots] == ["measured HI", "predicted HI"]
+    # issue 17.7: one colour scale for both sides, a colour bar with its unit, a label per side
+    assert tuple(spots[0].face_contrast_limits) == tuple(spots[1].face_contrast_limits) == (0.0, 1.0)
+    assert widget.colorbar_text() == ("HI (log1p(normalised counts)), measured and predicted", "0", "1")
+    labels = viewer.layers["spot panels"]
+    assert list(labels.features["title"]) == ["measured HI", "predicted HI (test model)"]
+    scale_layer = next(la for la in viewer.layers if la.name.startswith("colour scale"))
+    assert scale_layer.colorbar.visible and tuple(scale_layer.contrast_limits) == (0.0, 1.0)
+    assert labels.data[1, 1] - labels.data[0, 1] == pytest.approx(600 * 0.5 * 1.05)  # above each copy
     viewer.reset_view()
     qtbot.wait(50)
     img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
@@ -98,4 +108,18 @@ def test_spots_are_true_diameter_circles_measured_beside_predicted(make_napari_v
     img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     wy, wx = (200 - 0.5) * 0.5, (150 - 0.5) * 0.5
     assert np.abs(px((wy, wx)) - top).max() <= 40 and np.abs(px((wy, wx + shift)) - bottom).max() <= 40
-    assert "Pearson r" in widget.info.text()
+    assert "Pearson r" in widget.info.text() and list(labels.features["title"])[0] == "measured LO"
+    from tests.gui.conftest import save_screenshot
+
+    save_screenshot(viewer, "napari_spots")
+    # the same spots on a full-resolution image of the section (here the grey slide at 2x)
+    import tifffile
+
+    big = spot_file.parent / "grey_full.tif"
+    tifffile.imwrite(big, np.full((800, 1200, 3), 200, np.uint8), resolution=(1e4 / 0.25, 1e4 / 0.25),
+                     resolutionunit="CENTIMETER")
+    assert widget.use_full_resolution(big)
+    meas = viewer.layers["measured LO"]
+    assert meas.size[0] == pytest.approx(160 * 0.25)  # 80 px spots at 2x, in um
+    np.testing.assert_allclose(meas.data[:, 1], (np.array([300.0, 600.0, 900.0]) - 0.5) * 0.25)
+    assert viewer.layers["grey_full"].data[0].shape[:2] == (800, 1200)

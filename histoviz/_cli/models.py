@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", default=None, help="final (default when present), ensemble or a fold number")
     p.add_argument("--mpp-override", type=float, default=None,
                    help="the slide's microns per pixel when the file does not record it")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="tile overlap 0-0.9 (e.g. 0.5: stride half the tile): a finer map in napari, more tiles")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--genes", nargs="+", default=[], metavar="GENE",
@@ -250,7 +252,7 @@ def _predict(a: argparse.Namespace) -> int:
         adata = predict_bag(bag, a.model, fold=fold, device=a.device)
     else:
         adata = predict_slide(a.slide, a.model, device=a.device, progress=not a.no_progress, fold=fold,
-                              mpp_override=a.mpp_override)
+                              mpp_override=a.mpp_override, overlap=a.overlap)
     if to_folder:
         out = out / f"{adata.uns['histoviz']['slide_id']}.{Path(a.model).resolve().name}.h5ad"
     out = write_predictions(adata, out)

@@ -6,9 +6,11 @@ The written file is the layout :func:`histoviz.data.spatial.load_spot_sample` re
 diameter in slide pixels, microns per pixel and where that came from).
 
 - :func:`import_spaceranger`: ``filtered_feature_bc_matrix.h5`` + ``spatial/`` read through
-  scanpy (``read_10x_h5`` / ``read_visium``, offline); positions matched to barcodes; the slide
+  scanpy (``read_10x_h5`` / ``read_visium``, offline); positions matched to barcodes; gene
+  symbols as names (from ``features.tsv`` when the matrix only has Ensembl ids); the slide
   is ``--slide`` (full resolution, positions as they are) or the folder's hi-res image (low-res
-  when the hi-res one is blank), with positions and diameter scaled by its scale factor;
+  when the hi-res one is blank), with positions and diameter scaled by its scale factor
+  (recorded as ``image_scale``, so a viewer can put the spots back on the full-resolution image);
 - :func:`import_hest`: a HEST-1k sample (``st/<id>.h5ad``, ``wsis/<id>.tif``,
   ``metadata/<id>.json`` with ``pixel_size_um_estimated`` and ``spot_diameter`` in um), or any
   AnnData with ``obsm["spatial"]`` given the slide and the spot diameter.
@@ -149,15 +151,17 @@ def import_spaceranger(
     with warnings.catch_warnings():  # scanpy's own Visium reader (deprecated in favour of squidpy)
         warnings.simplefilter("ignore")
         a = sc.read_visium(folder, count_file=count_file, load_images=False)
+    _use_gene_symbols(a, folder)
     a.var_names_make_unique()
     sid = sample_id or folder.name
     p = pos.loc[a.obs_names.astype(str)]
     xy = np.stack([p["pxl_col"].to_numpy(np.float64), p["pxl_row"].to_numpy(np.float64)], axis=1)
     diameter = float(sf["spot_diameter_fullres"])
     out = Path(out)
+    image_scale = 1.0
     if slide is None:
-        img, scale = _tissue_image(folder, sf)
-        slide_path, xy, diameter = img.resolve(), xy * scale, diameter * scale
+        img, image_scale = _tissue_image(folder, sf)
+        slide_path, xy, diameter = img.resolve(), xy * image_scale, diameter * image_scale
     else:
         slide_path = Path(slide).resolve()
         if not slide_path.exists():
@@ -190,7 +194,30 @@ def import_spaceranger(
         rel = str(slide_path)
     return _write(res_adata, out, {"sample_id": sid, "patient_id": patient_id or sid, "slide_path": rel,
                                    "spot_diameter_px": diameter, "mpp": res, "mpp_source": src,
-                                   "source": str(folder.resolve())}, sid, diameter)
+                                   "image_scale": image_scale, "source": str(folder.resolve())}, sid, diameter)
+
+
+def _use_gene_symbols(a: Any, folder: Path) -> None:
+    """Gene symbols as ``var_names`` (Ensembl ids stay in ``var["gene_ids"]``): the matrix's own
+    feature names, or, where those are ids, the names of ``features.tsv(.gz)`` in the folder's
+    ``filtered_feature_bc_matrix/`` (Space Ranger's MEX output) when it is there."""
+    ids = a.var["gene_ids"].astype(str) if "gene_ids" in a.var else pd.Series(a.var_names.astype(str), index=a.var_names)
+    for name in ("features.tsv.gz", "features.tsv", "genes.tsv.gz", "genes.tsv"):
+        f = folder / "filtered_feature_bc_matrix" / name
+        if not f.exists():
+            continue
+        try:
+            tab = pd.read_csv(f, sep="\t", header=None, dtype=str, usecols=[0, 1])
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+            log.warning("%s: unreadable (%s); keeping the matrix's gene names", f, e)
+            return
+        symbols = dict(zip(tab[0], tab[1]))
+        got = [symbols.get(i) or v for i, v in zip(ids.to_numpy(), a.var_names.astype(str))]
+        if "gene_ids" not in a.var:
+            a.var["gene_ids"] = ids.to_numpy()
+        a.var_names = pd.Index(got, dtype=str)
+        log.info("%s: gene symbols for %d of %d features", f, sum(i in symbols for i in ids), len(ids))
+        return
 
 
 def _tissue_image(folder: Path, sf: Mapping[str, float]) -> tuple[Path, float]:

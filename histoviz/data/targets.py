@@ -20,7 +20,7 @@ import numpy as np
 from histoviz.errors import ConfigError, DataError
 from histoviz.task_kinds import TaskKind
 
-__all__ = ["TRANSFORMS", "OutputTransform", "TargetBlock", "apply_transform"]
+__all__ = ["TRANSFORMS", "OutputTransform", "TargetBlock", "apply_transform", "scale_label"]
 
 TRANSFORMS = ("none", "log10p1", "log1p", "log2p1")
 """Value transforms: identity, ``log10(1+x)`` (paper), ``ln(1+x)``, ``log2(1+x)``."""
@@ -38,6 +38,25 @@ def apply_transform(x: np.ndarray, transform: str) -> np.ndarray:
     if transform == "log2p1":
         return np.log2(1.0 + x)
     raise ConfigError(f"unknown transform {transform!r}; choose from {list(TRANSFORMS)}")
+
+
+def scale_label(normalize: str, target_sum: float, transform: str) -> str:
+    """The unit of a modality's values after normalisation and transform, for colour bars.
+
+    Examples
+    --------
+    >>> scale_label("total", 1e4, "log10p1"), scale_label("none", 1e4, "log2p1")
+    ('log10(1 + CP10k)', 'log2(1 + value)')
+    """
+    if normalize == "total":
+        base = {1e4: "CP10k", 1e5: "CP100k", 1e6: "CPM"}.get(float(target_sum), f"counts per {float(target_sum):g}")
+    else:
+        base = "value"
+    fmt = {"none": "{}", "log10p1": "log10(1 + {})", "log1p": "ln(1 + {})", "log2p1": "log2(1 + {})"}
+    if transform not in fmt:
+        raise ConfigError(f"unknown transform {transform!r}; choose from {list(TRANSFORMS)}")
+    out = fmt[transform].format(base)
+    return "as in the omics table" if out == "value" else out
 
 
 @dataclass

@@ -75,6 +75,10 @@ def run_demo(
     from histoviz.tiling import TilingConfig, make_tile_grid
     from histoviz.viz.thumbnails import grid_preview
 
+    if train:  # the shipped configs the models run: say now, not after the cohort is embedded, when they are missing
+        from histoviz.datasets import config_dir
+
+        config_dir()
     out = make_output_dir(out_dir)  # a file, a read-only or full place: one line, before any work
     res = DemoResult(out)
     t_all = time.perf_counter()

@@ -151,8 +151,12 @@ def _merge(parts: list[Any], runs: dict[str, Path]) -> Any:
         sp.update(dict(p.uns.get("slide_prediction", {})))
     info = dict(parts[-1].uns["histoviz"])
     models = {str(p.uns["histoviz"]["model"]): str(p.uns["histoviz"]["run_dir"]) for p in parts}
+    tasks: dict[str, str] = {}
+    for p in parts:  # every block each model declared (the default map and the description read them)
+        tasks.update(json.loads(p.uns["histoviz"].get("tasks") or "{}"))
     info.update(model=" + ".join(models), run_dir=json.dumps(models), runs=json.dumps({k: str(v) for k, v in runs.items()}),
-                modality=str(expr.uns["histoviz"].get("modality", "")) if expr is not None else "")
+                modality=str(expr.uns["histoviz"].get("modality", "")) if expr is not None else "",
+                tasks=json.dumps(tasks))
     a = make_prediction_adata(
         base.obs[["x", "y"]].to_numpy(), slide_id=str(info["slide_id"]), tile_size_level0=int(info["tile_size_level0"]),
         expression=np.asarray(expr.X) if expr is not None else None,
@@ -160,6 +164,10 @@ def _merge(parts: list[Any], runs: dict[str, Path]) -> Any:
         obs=obs, obsm=obsm, meta={k: v for k, v in info.items() if k not in ("slide_id", "tile_size_level0")},
     )
     a.uns["slide_prediction"] = sp
+    for key in ("survival", "target_scale", "cohort_reference", "units"):  # clinical units, per block
+        merged = {b: v for p in parts for b, v in dict(p.uns.get(key) or {}).items()}
+        if merged:
+            a.uns[key] = merged
     return a
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "PLAUSIBLE_MPP",
     "MppResolution",
     "check_mpp_value",
+    "override_disagreement",
     "resolve_mpp",
     "tiff_mpp_sources",
 ]
@@ -98,6 +99,27 @@ def check_mpp_value(v: Any, what: str) -> float:
             f"{PLAUSIBLE_MPP[1]:g} um/px of a slide scan (0.25 at 40x, 0.5 at 20x); check the value"
         )
     return f
+
+
+def override_disagreement(value: float, sources: dict[str, float]) -> str:
+    """A warning when an mpp override differs from what the slide itself records (by more than
+    :data:`DISAGREEMENT`), naming both values; ``""`` when it agrees or the slide records none.
+
+    Examples
+    --------
+    >>> override_disagreement(0.25, {"aperio": 0.499})
+    "the mpp override 0.25 um/px differs from the slide's own 0.499 um/px (aperio) by 50%; keep it only if the file's value is wrong"
+    >>> override_disagreement(0.5, {"aperio": 0.499, "objective": 0.5})
+    ''
+    """
+    own = {k: v for k, v in sources.items() if k not in ("override", "given") and is_plausible(_finite_positive(v))}
+    order = [k for k in PRIORITY if k in own] + sorted(k for k in own if k not in PRIORITY)
+    for k in order:
+        v = float(own[k])
+        if abs(value - v) / v > DISAGREEMENT:
+            return (f"the mpp override {value:g} um/px differs from the slide's own {v:.3g} um/px ({k}) by "
+                    f"{abs(value - v) / v:.0%}; keep it only if the file's value is wrong")
+    return ""
 
 
 def resolve_mpp(

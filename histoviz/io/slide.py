@@ -150,7 +150,8 @@ class SlideReader(ABC):
         """Override the slide's mpp (e.g. for a PNG or a TIFF without resolution tags).
 
         Raises :class:`~histoviz.errors.ImplausibleMppError` for a value that is not finite or
-        outside :data:`histoviz.io.mpp.PLAUSIBLE_MPP`.
+        outside :data:`histoviz.io.mpp.PLAUSIBLE_MPP`; a value that differs from the slide's own
+        sets ``meta.mpp_warning`` naming both.
         """
         from histoviz.io.mpp import check_mpp_value
 
@@ -158,9 +159,11 @@ class SlideReader(ABC):
             v = check_mpp_value(mpp, "mpp override")
         except ValueError as e:
             raise ImplausibleMppError(f"{self._name()}: {e}") from None
+        from histoviz.io.mpp import override_disagreement
+
         sources = {**self.meta.mpp_sources, "override": v}
         self.meta = replace(self.meta, mpp=v, mpp_y=v, mpp_source="override", mpp_sources=sources,
-                            mpp_warning="", mpp_problem="")
+                            mpp_warning=override_disagreement(v, self.meta.mpp_sources), mpp_problem="")
         return self
 
     def require_mpp(self) -> float:

@@ -18,7 +18,8 @@ from histoviz.errors import DataError
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["MAX_RASTER_CELLS", "PatchLayout", "Placement", "level0_to_world", "world_to_level0"]
+__all__ = ["MAX_RASTER_CELLS", "PatchLayout", "Placement", "RasterMap", "contour_paths", "level0_to_world",
+           "world_to_level0"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,14 +237,58 @@ class PatchLayout:
         :class:`Placement` with ``scale = cell_size * slide_scale`` and the translate of the
         centre of raster pixel ``(0, 0)``.
         """
-        sy, sx = (float(v) for v in slide_scale[-2:])
-        ty, tx = (float(v) for v in slide_translate[-2:])
-        c = float(self.cell_size)
-        ox, oy = self.origin
-        return Placement(
-            scale=(c * sy, c * sx),
-            translate=(ty + sy * (oy + c / 2.0 - 0.5), tx + sx * (ox + c / 2.0 - 0.5)),
-        )
+        return _placement(float(self.cell_size), self.origin, slide_scale, slide_translate)
+
+    # ---- finer maps ---------------------------------------------------------------------------
+    @property
+    def overlapping(self) -> bool:
+        """True when patches overlap (stride below the patch size)."""
+        return self.cell_size < self.tile_size_level0
+
+    def fine_raster(self, values: np.ndarray, *, smooth_level0: float = 0.0) -> RasterMap:
+        """A map finer than one value per patch: every cell of the overlap lattice gets the mean
+        of the patches that cover it, optionally smoothed.
+
+        With overlapping patches (stride ``s`` below the patch size ``t``) the lattice cell is
+        ``gcd(s, t)`` level-0 px and an interior cell is covered by ``(t / s)^2`` patches; with
+        non-overlapping patches the cells are the patches. ``smooth_level0`` is the standard
+        deviation (level-0 px) of a Gaussian applied to covered cells only (NaN-aware: empty
+        cells neither receive nor give weight).
+
+        Returns
+        -------
+        :class:`RasterMap` (float32, NaN outside the tissue).
+        """
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        if len(v) != len(self):
+            raise DataError(f"{len(v)} values for {len(self)} patches")
+        ts = self.tile_size_level0
+        cell = math.gcd(int(self.cell_size), ts) if self.overlapping else ts
+        k = ts // cell
+        mins = self.coords.min(axis=0)
+        rc = ((self.coords - mins) // cell).astype(np.int64)  # (x, y) cell of each top-left corner
+        rows, cols = int(rc[:, 1].max()) + k, int(rc[:, 0].max()) + k
+        if rows * cols > MAX_RASTER_CELLS:
+            raise DataError(f"a finer map would need {cols} x {rows} cells; too large")
+        total = np.zeros((rows, cols), np.float64)
+        count = np.zeros((rows, cols), np.float64)
+        ok = np.isfinite(v)
+        for dy in range(k):
+            for dx in range(k):
+                np.add.at(total, (rc[ok, 1] + dy, rc[ok, 0] + dx), v[ok])
+                np.add.at(count, (rc[ok, 1] + dy, rc[ok, 0] + dx), 1.0)
+        if smooth_level0 > 0:
+            from scipy.ndimage import gaussian_filter
+
+            sigma = float(smooth_level0) / cell
+            w = (count > 0).astype(np.float64)
+            mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+            num = gaussian_filter(mean * w, sigma, mode="constant")
+            den = gaussian_filter(w, sigma, mode="constant")
+            out = np.where(count > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        else:
+            out = np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+        return RasterMap(out.astype(np.float32), cell, (float(mins[0]), float(mins[1])))
 
     # ---- picking ------------------------------------------------------------------------------
     def patch_at_level0(self, x: float, y: float) -> int | None:
@@ -267,6 +312,53 @@ class PatchLayout:
         """Index of the patch under a world ``(..., y, x)`` position (a viewer click), or ``None``."""
         x, y = world_to_level0(position, slide_scale, slide_translate)
         return self.patch_at_level0(x, y)
+
+
+@dataclass(frozen=True)
+class RasterMap:
+    """A map raster with its own lattice: ``data`` (rows, cols), the level-0 side of a ``cell``
+    and the level-0 ``origin`` ``(x, y)`` of the top-left corner of cell ``(0, 0)``."""
+
+    data: np.ndarray
+    cell: float
+    origin: tuple[float, float]
+
+    def placement(self, slide_scale: Sequence[float] = (1.0, 1.0),
+                  slide_translate: Sequence[float] = (0.0, 0.0)) -> Placement:
+        """Scale and translate that put the cells over the slide (as :meth:`PatchLayout.placement`)."""
+        return _placement(float(self.cell), self.origin, slide_scale, slide_translate)
+
+    def contours(self, level: float) -> list[np.ndarray]:
+        """:func:`contour_paths` of this raster at ``level``."""
+        return contour_paths(self.data, level, cell=self.cell, origin=self.origin)
+
+
+def contour_paths(raster: np.ndarray, level: float, *, cell: float, origin: Sequence[float]) -> list[np.ndarray]:
+    """Iso-lines of a map raster at ``level`` as level-0 ``(K, 2)`` ``(x, y)`` polylines.
+
+    Cells without a value (NaN) are left out (:func:`skimage.measure.find_contours` with a
+    mask), so lines stop at the tissue edge instead of circling every patch. A cell's value sits
+    at its centre.
+    """
+    from skimage.measure import find_contours
+
+    r = np.asarray(raster, np.float64)
+    mask = np.isfinite(r)
+    if mask.sum() < 2 or not np.isfinite(level):
+        return []
+    lines = find_contours(np.where(mask, r, np.nanmin(r)), float(level), mask=mask)
+    ox, oy = (float(v) for v in origin)
+    return [np.stack([ox + (ln[:, 1] + 0.5) * cell, oy + (ln[:, 0] + 0.5) * cell], axis=1)
+            for ln in lines if len(ln) >= 2]
+
+
+def _placement(cell: float, origin: Sequence[float], slide_scale: Sequence[float],
+               slide_translate: Sequence[float]) -> Placement:
+    sy, sx = (float(v) for v in slide_scale[-2:])
+    ty, tx = (float(v) for v in slide_translate[-2:])
+    ox, oy = (float(v) for v in origin)
+    return Placement(scale=(cell * sy, cell * sx),
+                     translate=(ty + sy * (oy + cell / 2.0 - 0.5), tx + sx * (ox + cell / 2.0 - 0.5)))
 
 
 def world_to_level0(

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "SCALES",
+    "DisplayRange",
     "MapSpec",
     "MapValues",
     "PatchLayout",
@@ -52,6 +54,8 @@ __all__ = [
     "PredictionMaps",
     "available_maps",
     "check_predictions_match_slide",
+    "default_map",
+    "display_range",
     "kind_labels",
     "level0_to_world",
     "map_kinds",
@@ -104,22 +108,30 @@ def _spec_of(kind: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 # which maps a prediction file holds, and their values
 # ------------------------------------------------------------------------------------------------
+#: Scales of a predicted omics map: the training data's (``data``, default), a percentile of the
+#: training cohort's held-out predictions (``percentile``) or the model's own output (``model``).
+SCALES = ("data", "percentile", "model")
+
+
 @dataclass(frozen=True)
 class MapSpec:
-    """One map of a prediction file: a ``kind`` (see :data:`MAP_KINDS`) and, for most, a key.
+    """One map of a prediction file: a ``kind`` (see :data:`MAP_KINDS`) and, for most, a key;
+    predicted omics maps may name a :data:`SCALES` entry after ``@``.
 
-    ``str(spec)`` is ``"kind:key"`` (``"risk"`` for key-less kinds); :meth:`parse` reverses it.
+    ``str(spec)`` is ``"kind:key"`` (``"risk"`` for key-less kinds, ``"gene:CD3E@percentile"``
+    with a scale); :meth:`parse` reverses it.
 
     Examples
     --------
     >>> MapSpec.parse("gene:CD3E")
-    MapSpec(kind='gene', key='CD3E')
-    >>> str(MapSpec("risk"))
-    'risk'
+    MapSpec(kind='gene', key='CD3E', scale=None)
+    >>> str(MapSpec("risk")), str(MapSpec.parse("gene:CD3E@percentile"))
+    ('risk', 'gene:CD3E@percentile')
     """
 
     kind: str
     key: str | None = None
+    scale: str | None = None
 
     def __post_init__(self) -> None:
         kinds = map_kinds()
@@ -129,23 +141,35 @@ class MapSpec:
         keyed = spec is None or spec.keyed
         if keyed and not self.key:
             raise DataError(f"a {kind_labels()[self.kind].lower()} map needs a key (e.g. 'gene:CD3E')")
+        if self.scale is not None and self.scale not in SCALES:
+            raise DataError(f"unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
 
     @classmethod
     def parse(cls, text: str | MapSpec) -> MapSpec:
-        """``"gene:CD3E"`` / ``"risk"`` -> :class:`MapSpec`."""
+        """``"gene:CD3E"`` / ``"risk"`` / ``"gene:CD3E@percentile"`` -> :class:`MapSpec`."""
         if isinstance(text, MapSpec):
             return text
-        kind, _, key = str(text).partition(":")
-        return cls(kind.strip(), key or None)
+        body, at, scale = str(text).rpartition("@")
+        if not at or scale not in SCALES:
+            body, scale = str(text), ""
+        kind, _, key = body.partition(":")
+        return cls(kind.strip(), key or None, scale or None)
+
+    def with_scale(self, scale: str | None) -> MapSpec:
+        """The same map on another scale (``None``: the default)."""
+        return MapSpec(self.kind, self.key, scale)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.key}" if self.key else self.kind
+        base = f"{self.kind}:{self.key}" if self.key else self.kind
+        return f"{base}@{self.scale}" if self.scale else base
 
     @property
     def label(self) -> str:
         """Display name, e.g. ``"gene CD3E"``, ``"P(grade = 3)"``, ``"risk"``."""
         names = {"gene": "gene", "cell_type": "cell type", "coattention": "co-attention", _GENERIC: ""}
         spec = _spec_of(self.kind)
+        if spec is not None and spec.key_label and self.key:
+            return spec.key_label.format(key=self.key)
         if spec is not None and spec.kind == "probability" and self.key and self.kind != "cell_type":
             what = spec.label.lower().replace(" probability", "")
             return f"P({what} = {self.key})"
@@ -426,10 +450,20 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
         v = adata.obs[key].to_numpy(dtype=np.float32)
         return MapValues(spec, v, colormap="viridis", contrast_limits=_robust_limits(v), simulated=sim)
 
-    def cont(v: np.ndarray) -> MapValues:
-        lim = out.limits if out.limits is not None else _robust_limits(v)
-        return MapValues(spec, v, colormap=out.colormap, contrast_limits=lim, unit=out.unit,
+    units = adata.uns.get("units")
+    file_unit = str(units[kind]) if isinstance(units, Mapping) and kind in units else None
+
+    def cont(v: np.ndarray, unit: str | None = None, limits: tuple[float, float] | None = None) -> MapValues:
+        lim = limits or (out.limits if out.limits is not None else _robust_limits(v))
+        return MapValues(spec, v, colormap=out.colormap, contrast_limits=lim, unit=unit or file_unit or out.unit,
                          simulated=sim, output_kind=out.kind)
+
+    def omics(v: np.ndarray) -> MapValues:
+        from histoviz.viz.clinical import omics_block, rescale
+
+        block, target = omics_block(adata, out.store, key)
+        v, unit, lim = rescale(adata, block, target, v, spec.scale)
+        return cont(v, unit, lim)
 
     store = out.store
     if store == "X":
@@ -437,13 +471,13 @@ def map_values(adata: ad.AnnData | PredictionMaps, spec: MapSpec | str) -> MapVa
             raise _unknown("gene" if kind == "gene" else out.label.lower(), key, avail[kind])
         j = int(adata.var_names.get_loc(key))
         col = adata.X[:, j]
-        return cont(np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel())
+        return omics(np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float32).ravel())
     if store == "obsm_prefix":
         mod, _, target = key.partition("/")
         fr = pm.frame(out.anndata_key + mod)
         if fr is None or target not in fr.columns:
             raise _unknown("target", key, avail[kind])
-        return cont(fr[target].to_numpy(dtype=np.float32))
+        return omics(fr[target].to_numpy(dtype=np.float32))
     if store == "obsm":
         fr = pm.frame(out.anndata_key)
         assert fr is not None
@@ -490,6 +524,87 @@ def _argmax_codes(w: np.ndarray) -> np.ndarray:
     if ok.any():
         codes[ok] = np.nanargmax(np.where(np.isfinite(w[ok]), w[ok], -np.inf), axis=1)
     return codes
+
+
+# ------------------------------------------------------------------------------------------------
+# what to show first, and how
+# ------------------------------------------------------------------------------------------------
+def default_map(adata: ad.AnnData | PredictionMaps) -> MapSpec:
+    """The most useful map of a prediction file, chosen from what the model declared.
+
+    From the task kinds the model declared (``uns["histoviz"]["tasks"]``), in this order:
+    a survival block's survival probability at the middle horizon (else its risk percentile,
+    else its risk); a classification block's predicted class; a regression block's first
+    target (the main modality first). Files that declare nothing (older or simulated files)
+    get the first map in registry order.
+
+    Raises
+    ------
+    DataError
+        The file holds no map at all.
+    """
+    from histoviz.task_kinds import TaskKind
+    from histoviz.tasks import _output_names, _risk_names
+    from histoviz.viz.clinical import tasks_of
+
+    pm = _as_maps(adata)
+    avail = pm.available
+    if not avail:
+        raise DataError("the prediction file holds no maps")
+    tasks = tasks_of(pm.adata)
+
+    def pick(name: str, middle: bool = False) -> MapSpec | None:
+        keys = [k for k in avail.get(name, []) if k]
+        if name not in avail:
+            return None
+        return MapSpec(name, keys[(len(keys) - 1) // 2 if middle else 0] if keys else None)
+
+    by_kind = {k: [b for b, kind in tasks.items() if kind == k] for k in TaskKind}
+    for b in by_kind[TaskKind.SURVIVAL]:
+        n = _risk_names(b)
+        got = pick(n["probability"], middle=True) or pick(n["percentile"]) or pick(n["risk"])
+        if got is not None:
+            return got
+    for b in by_kind[TaskKind.CLASSIFICATION]:
+        got = pick(_output_names(b)["pred"])
+        if got is not None:
+            return got
+    main = str(pm.adata.uns.get("histoviz", {}).get("modality", "") or "")
+    for b in sorted(by_kind[TaskKind.REGRESSION], key=lambda b: b != main):
+        if b == main and "gene" in avail:
+            return MapSpec("gene", avail["gene"][0])
+        keys = [k for k in avail.get("modality", []) if k.startswith(f"{b}/")]
+        if keys:
+            return MapSpec("modality", keys[0])
+    kind, keys = next(iter(avail.items()))
+    return MapSpec(kind, keys[0] or None)
+
+
+@dataclass(frozen=True)
+class DisplayRange:
+    """How to draw a continuous map: default contrast ``limits`` and the ``range`` a contrast
+    slider offers (covering both the limits and every value of the map)."""
+
+    limits: tuple[float, float]
+    range: tuple[float, float]
+
+
+def display_range(values: np.ndarray, limits: tuple[float, float] | None = None) -> DisplayRange:
+    """Contrast limits of a continuous map: ``limits`` when the output fixes them (0-1 for
+    probabilities), else the 1st-99th percentile of the finite values; the slider range spans
+    the limits and all values. The one place viewers (napari maps and spots, heatmaps) get
+    contrast limits from.
+
+    Examples
+    --------
+    >>> display_range(np.array([0.2, 0.4, np.nan]), (0.0, 1.0))
+    DisplayRange(limits=(0.0, 1.0), range=(0.0, 1.0))
+    """
+    v = np.asarray(values, np.float64)
+    lo, hi = (float(x) for x in (limits if limits is not None else _robust_limits(v)))
+    f = v[np.isfinite(v)]
+    rlo, rhi = (float(f.min()), float(f.max())) if f.size else (lo, hi)
+    return DisplayRange((lo, hi), (min(lo, rlo), max(hi, rhi)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -97,6 +97,34 @@ class SpotView:
             return None
         return f[gene].to_numpy(np.float64)
 
+    def on_full_resolution(self, slide: str | os.PathLike) -> SpotView:
+        """The same spots on the full-resolution image of the section.
+
+        A Space Ranger folder imported without ``--slide`` places the spots on its small tissue
+        image; given the full-resolution image of the same section, the spots scale up by the
+        ratio of the image widths (the tissue image is the full one downscaled, so the heights
+        must agree in ratio too).
+
+        Raises
+        ------
+        DataError
+            No current image to compare with, or images whose aspect ratios differ (not the
+            same section).
+        """
+        from histoviz.io import open_slide
+
+        if not self.slide_path:
+            raise DataError(f"{self.source}: its own image is not here; re-import with --slide instead")
+        with open_slide(self.slide_path) as small, open_slide(slide) as full:
+            (w0, h0), (w1, h1) = small.dimensions, full.dimensions
+        sx, sy = w1 / w0, h1 / h0
+        if abs(sx - sy) / max(sx, sy) > 0.02:
+            raise DataError(f"{slide}: {w1} x {h1} px does not have the aspect ratio of {self.slide_path} "
+                            f"({w0} x {h0} px); is it the full-resolution image of the same section?")
+        k = (sx + sy) / 2.0
+        return SpotView(self.sample_id, self.centres * k, self.diameter * k, str(Path(slide).resolve()),
+                        self.measured, self.predicted, self.source, self.model)
+
     def pearson(self, gene: str) -> float:
         """Pearson between measured and predicted ``gene`` across the spots (NaN when undefined)."""
         a, b = self.values(gene, "measured"), self.values(gene, "predicted")

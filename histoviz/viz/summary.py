@@ -35,7 +35,7 @@ from histoviz.viz.maps import PredictionMaps, _as_maps
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["patch_summary", "slide_prediction_sentence", "slide_predictions", "top_genes"]
+__all__ = ["describe_predictions", "patch_summary", "slide_prediction_sentence", "slide_predictions", "top_genes"]
 
 
 def top_genes(adata: ad.AnnData, index: int, n: int = 10) -> list[tuple[str, float]]:
@@ -124,6 +124,8 @@ def patch_summary(
     if mpp is not None and not mpp > 0:
         mpp = None
     avail = pm.available
+    units = adata.uns.get("units")
+    units = dict(units) if isinstance(units, Mapping) else {}
     rows: list[dict[str, Any]] = []
     frames: list[dict[str, Any]] = []
     for spec in list_outputs():
@@ -132,7 +134,7 @@ def patch_summary(
         key = spec.anndata_key
         if spec.store in ("obs", "obs_category") and key in adata.obs:
             rows.append({"name": spec.name, "label": spec.label, "value": _scalar(obs[key]),
-                         "unit": spec.unit, "kind": spec.kind})
+                         "unit": str(units.get(spec.name, spec.unit)), "kind": spec.kind})
         elif spec.store in ("argmax", "obs_category"):
             mv = map_values(pm, spec.name)
             code = int(mv.values[i])
@@ -162,8 +164,21 @@ def patch_summary(
         "outputs": {r["label"]: r["value"] for r in rows},
         "frames": frames,
         "top_genes": top_genes(adata, i, n_genes),
+        "top_genes_unit": _x_unit(adata),
         "simulated": pm.simulated,
     }
+
+
+def _x_unit(adata: ad.AnnData) -> str:
+    """Unit of ``X`` as the model outputs it (``z-score of log10(1 + CP10k)``...)."""
+    from histoviz.outputs import get_output
+    from histoviz.viz.clinical import omics_block
+
+    block, _ = omics_block(adata, "X", "")
+    ts = (adata.uns.get("target_scale") or {}).get(block) if block else None
+    if isinstance(ts, Mapping):
+        return str(ts.get("model_unit", ts.get("unit", "")))
+    return get_output("gene").unit
 
 
 def _str_list(v: Any) -> list[str]:
@@ -177,7 +192,9 @@ def _str_list(v: Any) -> list[str]:
 def slide_prediction_sentence(block: str, sp: Mapping[str, Any]) -> str:
     """The one line that states a block's slide-level prediction (the CLI, napari's inspector
     and the dashboard's Slide page all print this): grade with its probability and conformal
-    set, risk with its interval, or how many targets a regression block predicts.
+    set; survival in the training data's time unit when the file records it (probability of
+    being alive at the horizons, median, cohort percentile, the conformal interval as event
+    times), else risk with its interval; or how many targets a regression block predicts.
 
     ``sp`` is one entry of ``uns["slide_prediction"]`` (:meth:`histoviz.tasks.Task.slide_summary`).
     """
@@ -194,6 +211,8 @@ def slide_prediction_sentence(block: str, sp: Mapping[str, Any]) -> str:
             line += f"; conformal set {{{', '.join(_str_list(sp['set']))}}}{cov}"
         return line
     if kind == TaskKind.SURVIVAL:
+        if "survival_at" in sp:
+            return _survival_line(block, sp, cov)
         line = f"{block}: risk {float(sp['risk']):.3f} (-sum S over {len(_str_list(sp.get('targets')))} time bins)"
         if "lo" in sp and "hi" in sp and str(sp.get("interval", "")) == "time":
             unit = str(sp.get("time_unit", ""))
@@ -204,6 +223,76 @@ def slide_prediction_sentence(block: str, sp: Mapping[str, Any]) -> str:
         return line
     n = len(_str_list(sp.get("targets")))
     return f"{block}: {n} targets predicted for the slide" + (" with conformal intervals" if "lo" in sp else "")
+
+
+def _ordinal(p: float) -> str:
+    n = int(round(p))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _survival_line(block: str, sp: Mapping[str, Any], cov: str) -> str:
+    """Survival in clinical units: P(alive) at the horizons, the median, the cohort percentile
+    and the conformal interval as a range of event times."""
+    unit = str(sp.get("time_unit", ""))
+    labels = _str_list(sp.get("horizon_labels"))
+    probs = np.asarray(sp.get("survival_at", []), np.float64).reshape(-1)
+    parts = [f"{lab} {p:.0%}" for lab, p in zip(labels, probs) if math.isfinite(p)]
+    line = f"{block}: predicted survival " + (", ".join(parts) if parts else "beyond the model's range")
+    med = sp.get("median")
+    ends = np.asarray(sp.get("edges", []), np.float64)
+    last = ends[-2] if ends.size >= 2 else math.nan
+    if med is not None and math.isfinite(float(med)):
+        line += f"; median {float(med):.3g} {unit}"
+    elif math.isfinite(last):
+        line += f"; median beyond {last:.3g} {unit}"
+    if "percentile" in sp and math.isfinite(float(sp["percentile"])):
+        n = f", n = {int(sp['n_cohort'])}" if "n_cohort" in sp else ""
+        line += (f"; risk at the {_ordinal(float(sp['percentile']))} percentile of the training cohort "
+                 f"(held-out{n})")
+    if "time_lo" in sp and "time_hi" in sp:
+        lo, hi = float(sp["time_lo"]), float(sp["time_hi"])
+        span = f"after {lo:.3g} {unit}" if not math.isfinite(hi) else f"between {lo:.3g} and {hi:.3g} {unit}"
+        line += f"; conformal: event {span}{cov}"
+    return line
+
+
+def describe_predictions(adata: ad.AnnData | PredictionMaps) -> str:
+    """One line saying what a prediction file holds, from the tasks the model declared:
+    ``"129 patches; survival (4 time bins, months), grade (4 classes), gene (200 targets,
+    log10(1 + CP10k)), cell-type weights"``."""
+    from histoviz.outputs import get_output
+    from histoviz.viz.clinical import tasks_of
+
+    pm = _as_maps(adata)
+    a = pm.adata
+    parts: list[str] = []
+    sp = a.uns.get("slide_prediction", {}) or {}
+    scales = a.uns.get("target_scale") or {}
+    for block, kind in tasks_of(a).items():
+        s = sp.get(block, {}) if isinstance(sp, Mapping) else {}
+        n = len(_str_list(s.get("targets"))) if isinstance(s, Mapping) else 0
+        if kind == TaskKind.SURVIVAL:
+            unit = str(s.get("time_unit", "")) if isinstance(s, Mapping) else ""
+            parts.append(f"{block} ({n} time bins" + (f", {unit})" if unit else ")"))
+        elif kind == TaskKind.CLASSIFICATION:
+            parts.append(f"{block} ({n} classes)")
+        else:
+            main = str(a.uns.get("histoviz", {}).get("modality", "") or "")
+            fr = pm.frame(f"pred_{block}")
+            n = a.n_vars if block == main else (fr.shape[1] if fr is not None else n)
+            ts = scales.get(block) if isinstance(scales, Mapping) else None
+            unit = f", {ts['unit']}" if isinstance(ts, Mapping) and ts.get("unit") else ""
+            parts.append(f"{block} ({n} targets{unit})")
+    if not parts:  # a file that declares no tasks: name what it has
+        if a.n_vars:
+            parts.append(f"{a.n_vars} genes")
+        parts += [get_output(k).label.lower() for k in pm.available if k not in ("gene", "obs")]
+    else:
+        declared = {"cell_type": "cell-type weights", "attention": "attention", "coattention": "co-attention"}
+        parts += [v for k, v in declared.items() if k in pm.available]
+    what = "simulated values: " if pm.simulated else ""
+    return f"{a.n_obs} patches; {what}" + ", ".join(parts)
 
 
 def slide_predictions(adata: ad.AnnData | PredictionMaps) -> list[dict[str, Any]]:
@@ -224,7 +313,7 @@ def slide_predictions(adata: ad.AnnData | PredictionMaps) -> list[dict[str, Any]
             continue
         row: dict[str, Any] = {"block": str(block), "kind": str(sp.get("kind", TaskKind.REGRESSION)),
                                "line": slide_prediction_sentence(str(block), sp)}
-        for k in ("predicted", "risk", "lo", "hi", "alpha", "uncertainty"):
+        for k in ("predicted", "risk", "lo", "hi", "alpha", "uncertainty", "median", "percentile", "time_unit"):
             if k in sp:
                 v = sp[k]
                 row[k] = _scalar(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64).tolist()

@@ -167,19 +167,67 @@ def world_to_canvas(viewer, world_yx, view=None) -> tuple[float, float]:
     return float(y), float(x)
 
 
+@pytest.fixture(scope="module")
+def module_viewer(qapp):
+    """One shown napari viewer per test module (starting a viewer costs seconds; tests that need
+    a fresh process state use ``make_napari_viewer``)."""
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    yield viewer
+    viewer.close()
+
+
+def fresh(viewer, qtbot=None) -> None:
+    """Back to an empty viewer: no layers, no docked histoviz widget, one canvas, default camera."""
+    from qtpy.QtWidgets import QApplication
+
+    for name in list(viewer.window.dock_widgets):
+        w = viewer.window.dock_widgets[name]
+        if hasattr(w, "detach"):
+            w.detach()  # a removed widget no longer listens to this viewer
+        viewer.window.remove_dock_widget(w)
+    viewer.canvas.grid.enabled = False
+    viewer.layers.clear()
+    viewer.text_overlay.visible = False
+    QApplication.processEvents()
+
+
 @pytest.fixture
-def slide_viewer(make_napari_viewer, svs_path, qtbot):
-    """A shown viewer with the SVS opened through the histoviz reader and the widget docked."""
+def slide_viewer(module_viewer, svs_path, qtbot, tmp_path, monkeypatch):
+    """The module's viewer, emptied, with the SVS opened through the histoviz reader and a new
+    "Prediction maps" widget docked (its remembered resolutions in a fresh cache)."""
     from napari_plugin._widget import PredictionWidget
 
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
+    monkeypatch.setenv("HISTOVIZ_CACHE", str(tmp_path / "cache"))
+    viewer = module_viewer
+    fresh(viewer)
     layers = viewer.open(str(svs_path), plugin="histoviz")
     assert len(layers) == 1
     widget = PredictionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Prediction maps", area="right")
     qtbot.wait(10)
-    return viewer, widget
+    yield viewer, widget
+    widget.cancel_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+
+
+def save_screenshot(viewer, name: str, *, canvas_only: bool = False) -> np.ndarray:
+    """Screenshot of the viewer (whole window, or the canvas); also written to
+    ``$HISTOVIZ_SCREENSHOTS/<name>.png`` when that variable names a folder (the README's
+    pictures come from the GUI tests this way)."""
+    img = viewer.screenshot(canvas_only=canvas_only, flash=False)
+    out = os.environ.get("HISTOVIZ_SCREENSHOTS")
+    if out:
+        from PIL import Image
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(np.asarray(img)[..., :3].astype(np.uint8))
+        if im.width > 1600:
+            im = im.resize((1600, round(im.height * 1600 / im.width)), Image.LANCZOS)
+        im.save(Path(out) / f"{name}.png", optimize=True)
+    return img
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from histoviz.viz.export import read_geojson, read_ome_tiff_heatmap
 from histoviz.viz.maps import level0_to_world
 from tests.gui.conftest import (
     checkerboard,
+    fresh,
     patch_pixels,
     patch_world_centre,
     pixel,
@@ -322,10 +323,11 @@ def test_model_errors_are_messages(slide_viewer, qtbot, tmp_path):
     assert widget.message_is_error and "config.yaml is missing" in widget.message
 
 
-def test_prediction_file_opens_with_its_slide(make_napari_viewer, svs_predictions, qtbot):
+def test_prediction_file_opens_with_its_slide(module_viewer, svs_predictions, qtbot):
     from napari_plugin._widget import PredictionWidget
 
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     layers = viewer.open(str(svs_predictions), plugin="histoviz")
     assert [la.name for la in layers] == ["CMU-1-Small-Region", "map: gene MARKER"]
     widget = PredictionWidget(viewer)
@@ -335,9 +337,10 @@ def test_prediction_file_opens_with_its_slide(make_napari_viewer, svs_prediction
     assert len(viewer.layers) == 2 and widget._current_layer() is layers[1]
 
 
-def test_sample_data_real_slide_is_labelled_simulated(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_sample_data_real_slide_is_labelled_simulated(module_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("HISTOVIZ_CACHE", str(tmp_path))
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     viewer.open_sample("histoviz", "real")
     assert [la.name for la in viewer.layers] == ["CMU-1-Small-Region", "map: simulated cell type tumour"]
     widget = viewer.window.dock_widgets["Prediction maps (histoviz)"]
@@ -349,18 +352,19 @@ def test_sample_data_real_slide_is_labelled_simulated(make_napari_viewer, qtbot,
         assert widget.display.colorbar_text()[0].startswith("simulated ")
         assert "simulated values" in widget.message
     # nothing the sample has no model for: no grade, risk, attention or uncertainty maps
-    assert not {"grade_proba", "risk", "attention", "grade_set_size"} & set(widget._maps)
+    assert not {"grade_proba", "risk", "attention", "grade_set_size"} & set(widget.map_panel.available)
     assert "No slide-level prediction" in widget.slide_panel.text()
     widget.select_patch(3)
     assert "simulated values" in widget.patch_label.text() and "top simulated genes" in widget.patch_label.text()
 
 
-def test_histoviz_can_be_made_the_default_slide_reader(make_napari_viewer, svs_path, tmp_path, monkeypatch):
+def test_histoviz_can_be_made_the_default_slide_reader(module_viewer, svs_path, tmp_path, monkeypatch):
     import napari.settings as napari_settings
 
     from napari_plugin.__main__ import set_default_reader
 
-    viewer = make_napari_viewer()
+    viewer = module_viewer
+    fresh(viewer)
     cfg = tmp_path / "settings.yaml"
     monkeypatch.setattr(napari_settings, "_SETTINGS", napari_settings.NapariSettings(config_path=cfg))
     set_default_reader()
@@ -370,3 +374,38 @@ def test_histoviz_can_be_made_the_default_slide_reader(make_napari_viewer, svs_p
     set_default_reader(enable=False)
     assert "histoviz" not in cfg.read_text()
 
+
+
+def test_a_clean_start_shows_no_warning(tmp_path):
+    """Issue 17.8: every launch showed "napari support for the PyQt5 backend is deprecated"; with the
+    Qt binding napari recommends (the ``napari`` extra installs PyQt6) a fresh process that opens the
+    viewer, docks the widget and opens the real sample shows no warning notification."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, napari, qtpy
+from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QApplication
+v = napari.Viewer(show=True)
+v.window.add_plugin_dock_widget("histoviz", "Prediction maps")
+v.open_sample("histoviz", "real")
+for _ in range(20):
+    QApplication.processEvents()
+recs = [(str(n.severity), str(n.message)) for n in notification_manager.records]
+print("RESULT " + json.dumps({"api": qtpy.API_NAME, "records": recs, "layers": [la.name for la in v.layers]}))
+v.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "QT_API"}
+    env["HISTOVIZ_CACHE"] = str(tmp_path)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert r.returncode == 0 and line is not None, r.stdout[-2000:] + r.stderr[-2000:]
+    got = json.loads(line[len("RESULT "):])
+    assert got["api"] in ("PyQt6", "PySide6"), got["api"]
+    assert got["layers"][0] == "CMU-1-Small-Region"
+    bad = [m for sev, m in got["records"] if sev.lower() in ("warning", "error")]
+    assert bad == [], bad
+    assert "deprecated" not in r.stderr

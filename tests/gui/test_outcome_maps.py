@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from histoviz.io.predictions import read_predictions
-from tests.gui.conftest import patch_pixels
+from tests.gui.conftest import fresh, patch_pixels
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -15,7 +15,7 @@ OUTCOME_KINDS = {"grade_proba", "grade_class", "grade_set_size", "grade_uncertai
                  "risk_uncertainty", "attention"}
 
 
-def test_sample_shows_the_trained_models_maps(make_napari_viewer, synthetic_sample, pytestconfig, qtbot,
+def test_sample_shows_the_trained_models_maps(module_viewer, synthetic_sample, pytestconfig, qtbot,
                                               monkeypatch):
     from histoviz.outputs import get_output, list_outputs
     from histoviz.viz.maps import available_maps, kind_labels
@@ -23,8 +23,8 @@ def test_sample_shows_the_trained_models_maps(make_napari_viewer, synthetic_samp
     from tests._sample import sample_cache_dir
 
     monkeypatch.setenv("HISTOVIZ_CACHE", str(sample_cache_dir(pytestconfig)))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
+    viewer = module_viewer
+    fresh(viewer)
     viewer.open_sample("histoviz", "synthetic")
     slide, mapl = viewer.layers
     assert slide.multiscale and len(slide.data) >= 3 and mapl.name == "map: risk"
@@ -62,7 +62,10 @@ def test_sample_shows_the_trained_models_maps(make_napari_viewer, synthetic_samp
     lines = [r["line"] for r in slide_predictions(adata)]
     assert widget.slide_panel.text() == "<br>".join(lines)
     assert any("conformal set {" in ln for ln in lines)
-    assert any("conformal lower bound" in ln or "conformal interval [" in ln for ln in lines)  # time unit / risk bins
+    # survival in the training data's time unit: probabilities at horizons, the conformal interval
+    # as a range of event times (issue 17.3)
+    surv = next(ln for ln in lines if ln.startswith("survival:"))
+    assert "predicted survival" in surv and "conformal: event" in surv and "-sum S" not in surv
     # the riskiest patch is the brightest on screen, the least risky the darkest
     assert widget.show_map("risk")
     widget.cmap_combo.setCurrentText("gray")
@@ -74,11 +77,12 @@ def test_sample_shows_the_trained_models_maps(make_napari_viewer, synthetic_samp
     assert px[int(np.argmax(risk))].min() > 230 and px[int(np.argmin(risk))].max() < 25 and risk.min() <= lo < hi <= risk.max()
 
 
-def test_run_the_trained_outcome_model_in_the_widget(make_napari_viewer, synthetic_sample, qtbot):
+def test_run_the_trained_outcome_model_in_the_widget(module_viewer, synthetic_sample, qtbot):
     """The real histoviz.predict.predict_slide in the background worker, then cancelled."""
     from napari_plugin._widget import PredictionWidget
 
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     viewer.open(str(synthetic_sample.slide), plugin="histoviz")
     widget = PredictionWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -91,7 +95,7 @@ def test_run_the_trained_outcome_model_in_the_widget(make_napari_viewer, synthet
     assert widget.adata is not None, widget.message
     assert widget.adata.uns["histoviz"]["model"] == "abmil-grade-survival" and widget.warning is None
     assert seen and seen[-1] == widget.progress.maximum() == widget.adata.n_obs + 1
-    assert OUTCOME_KINDS <= set(widget._maps)
+    assert OUTCOME_KINDS <= set(widget.map_panel.available)
     # the same run on the same slide gives the sample file's values
     want = read_predictions(synthetic_sample.predictions)
     assert widget.adata.obs["risk"].to_numpy() == pytest.approx(want.obs["risk"].to_numpy(), rel=1e-4, abs=1e-5)

@@ -84,18 +84,23 @@ def test_each_map_gets_its_own_contrast_range(slide_viewer, svs_predictions, qtb
     assert tuple(layer.contrast_limits) == pytest.approx((blo, bhi))
 
 
-def test_deleted_layers_stay_deleted(make_napari_viewer, svs_predictions, svs_predictions_b, qtbot):
-    """Issue 10.2: removing slide or map layers re-added them and swapped the predictions shown."""
+def test_deleted_layers_stay_deleted_and_clearing_resets_the_widget(
+        module_viewer, svs_path, svs_predictions, svs_predictions_b, qtbot):
+    """Issue 10.2: removing slide or map layers re-added them and swapped the predictions shown.
+    Issue 17.8: after clearing every layer the widget still showed the old file, slide prediction,
+    selected patch and warning; after reopening the slide no map was drawn."""
     from napari_plugin._widget import PredictionWidget
+    from tests.gui.conftest import fresh
 
-    viewer = make_napari_viewer(show=True)
+    viewer = module_viewer
+    fresh(viewer)
     viewer.open(str(svs_predictions), plugin="histoviz")  # slide + map, both naming file A
     widget = PredictionWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    viewer.window.add_dock_widget(widget, name="Prediction maps")
     qtbot.waitUntil(lambda: widget.adata is not None, timeout=5000)
     pinned = widget.pin_current()  # a kept map of file A (its metadata names A)
     assert widget.load_predictions(svs_predictions_b)  # the user switches to file B
-    source = widget._source
+    source = widget.session.source
     assert source.endswith("b.h5ad")
     widget.select_patch(4)
     names = {la.name for la in viewer.layers}
@@ -103,23 +108,31 @@ def test_deleted_layers_stay_deleted(make_napari_viewer, svs_predictions, svs_pr
     viewer.layers.remove(widget._current_layer())
     _settle(qtbot, 100)
     assert {la.name for la in viewer.layers} == names - {"map: gene MARKER"}
-    assert widget._source == source and widget.adata.uns["histoviz"]["model"] == "second fixture"
+    assert widget.session.source == source and widget.adata.uns["histoviz"]["model"] == "second fixture"
 
     viewer.layers.remove("CMU-1-Small-Region")  # the slide layer names file A
     _settle(qtbot, 100)
-    assert "CMU-1-Small-Region" not in viewer.layers and widget._source == source
-    assert not widget.message_is_error
+    assert "CMU-1-Small-Region" not in viewer.layers and widget.session.source == source
+    assert not widget.message_is_error and pinned in viewer.layers
 
-    assert pinned in viewer.layers
-    viewer.layers.clear()
+    viewer.layers.clear()  # nothing of the predictions is left: the widget starts over
     _settle(qtbot, 100)
-    assert len(viewer.layers) == 0 and widget._source == source
-    # only an explicit request adds a layer again
-    assert widget.show_map("risk") and [la.name for la in viewer.layers] == ["map: risk"]
-    viewer.layers.clear()
-    _settle(qtbot, 100)
+    assert len(viewer.layers) == 0 and widget.adata is None and widget.current is None
+    assert widget.selected is None and widget.warning is None and not widget.warning_label.isVisible()
+    assert widget.source_label.text() == "No predictions loaded." and widget.slide_panel.text() == ""
+    assert widget.kind_combo.count() == 0 and not widget.kind_combo.isEnabled()
+    # only an explicit request adds a layer again: showing a map now is refused
+    assert not widget.show_map("risk") and "Load predictions first" in widget.message and len(viewer.layers) == 0
+    # opening the slide again draws the maps it had, on it
+    viewer.open(str(svs_path), plugin="histoviz")
+    qtbot.waitUntil(lambda: widget.adata is not None, timeout=5000)
+    assert widget.session.source == source and widget.current.label == "gene MARKER"
+    layer = widget._current_layer()
+    assert layer in viewer.layers and layer.visible
+    assert widget.layout.values_from_raster(layer.data) == pytest.approx(np.asarray(widget.adata[:, "MARKER"].X).ravel())
     viewer.add_image(np.zeros((8, 8), np.float32))
     viewer.screenshot(canvas_only=True)  # the viewer still draws
+    viewer.window.remove_dock_widget(viewer.window.dock_widgets["Prediction maps"])
 
 
 def test_new_predictions_leave_no_stale_state(slide_viewer, svs_predictions, svs_predictions_b, foreign_predictions):
