@@ -26,8 +26,9 @@ sample (``sample``). Per fold:
 
 Run directory additions (besides the layout of :mod:`histoviz.io.rundir`): ``samples.parquet``
 (sample_id, patient_id, path, slide_path, n_spots, spot_diameter_px, mpp, fold, checkpoint) and
-``heldout/gene.parquet`` (model, fold, sample_id, spot, x, y, target, y_true, y_pred; the main
-model's rows, for the evaluated gene sets). ``run.json`` has ``level: spot``.
+``heldout/gene.parquet`` (model, fold, sample_id, spot, x, y, target, y_true, y_pred; every
+model's rows, comparison models and controls included, for the evaluated gene sets, so any
+comparison can be recomputed). ``run.json`` has ``level: spot``.
 """
 
 from __future__ import annotations
@@ -264,10 +265,9 @@ def _run_fold(cfg: ExperimentConfig, data: SpotExperimentData, test: np.ndarray,
                 m.insert(0, "fold", int(i))
                 m.insert(0, "model", lab)
                 mrows.append(m)
-                if model is main:
-                    if lab not in main_labels:
-                        main_labels.append(lab)
-                    hrows.append(_heldout(lab, int(i), s, eval_genes, y_true[:, ecols], p[:, ecols]))
+                if model is main and lab not in main_labels:
+                    main_labels.append(lab)
+                hrows.append(_heldout(lab, int(i), s, eval_genes, y_true[:, ecols], p[:, ecols]))
     for i in test:
         trows.append(pd.DataFrame({"fold": int(i), "task": "gene", "target": prep.targets,
                                    "train_mean": prep.genes.mean, "train_var": prep.genes.var,
