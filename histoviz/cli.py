@@ -19,6 +19,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES = (
     "histoviz._cli.core",  # info, encoders, synth, tile, embed
     "histoviz._cli.models",  # train, evaluate, predict
+    "histoviz._cli.sweep",  # sweep
     "histoviz._cli.spatial",  # st-import
     "histoviz._cli.cohort",  # import
     "histoviz._cli.demo",  # demo, bench

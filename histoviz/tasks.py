@@ -83,12 +83,21 @@ class ConformalSettings:
         ``"lac"`` (``1 - p_true``, PathGen) or ``"aps"``.
     empty_sets
         ``"keep"``, ``"all"`` (PathGen) or ``"argmax"`` for empty grade sets.
+    survival
+        ``"interval"`` (default): a lower predictive bound of the survival time in the data's
+        unit (the interval ``[L, tau]`` of survival truncated at the horizon ``tau``), calibrated
+        with censored patients too (:mod:`histoviz.evaluation.survival_conformal`);
+        ``"risk_bins"``: PathGen's interval on the risk scale ``[-B, 0]`` of the time bins.
     censored
-        Survival: ``"exclude"`` calibrates and covers on patients with an observed event
-        (their risk target ``-b`` is known); ``"observed_bin"`` treats a censored patient's bin
-        as its event bin (PathGen; optimistic for censored patients).
+        ``survival: risk_bins`` only: ``"exclude"`` calibrates and covers on patients with an
+        observed event (their risk target ``-b`` is known); ``"observed_bin"`` treats a
+        censored patient's bin as its event bin (PathGen; optimistic for censored patients).
     group
-        Cohort column for group-conditional (Mondrian) calibration; ``None``: marginal.
+        Cohort column whose groups get their own coverage rows (and, with ``mondrian``, their
+        own threshold); ``None``: none.
+    mondrian
+        Calibrate each group of ``group`` separately (group-conditional coverage); ``False``:
+        one marginal threshold, coverage still reported per group.
     """
 
     alpha: float = 0.1
@@ -96,6 +105,8 @@ class ConformalSettings:
     empty_sets: str = "keep"
     censored: str = "exclude"
     group: str | None = None
+    survival: str = "interval"
+    mondrian: bool = True
 
 
 class Task:
@@ -117,11 +128,29 @@ class Task:
         """Nonconformity scores (NaN where a patient does not count)."""
         raise NotImplementedError
 
-    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+    def calibrate(self, blk: Any, pred: np.ndarray, cs: ConformalSettings, *, reference: Any = None,
+                  where: str = "calibration split") -> dict[str, Any]:
+        """Threshold (``qhat``) and sizes from calibration patients' blocks and predictions;
+        ``reference`` is the fold's training block (every patient not held out), for tasks whose
+        calibration needs it. The dict is what :meth:`regions` and :meth:`coverage` get back
+        as ``info``."""
+        from histoviz.evaluation.conformal import conformal_quantile
+
+        sc = self.scores(blk, pred, cs)
+        n = int(np.isfinite(sc).any(axis=-1).sum() if sc.ndim == 2 else np.isfinite(sc).sum())
+        return {"qhat": np.asarray(conformal_quantile(sc, cs.alpha, where=where)).tolist(), "n_cal": n}
+
+    def with_regions(self, h: pd.DataFrame, blk: Any, reg: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """The held-out table ``h`` (present patients) with its prediction sets / intervals."""
+        raise NotImplementedError
+
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings, *,
+                info: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Prediction sets / intervals of ``pred`` for threshold(s) ``qhat``."""
         raise NotImplementedError
 
-    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings, *,
+                 info: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Coverage and size rows of the regions of held-out patients."""
         raise NotImplementedError
 
@@ -200,14 +229,16 @@ class RegressionTask(Task):
         s[~blk.present] = np.nan
         return s
 
-    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings, *,
+                info: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """``lo, hi = y_hat -+ q_hat`` per target."""
         p = np.asarray(pred, np.float64)
         q = np.asarray(qhat, np.float64)
         q = q if q.ndim == 2 else np.broadcast_to(q, p.shape)
         return {"lo": p - q, "hi": p + q}
 
-    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings, *,
+                 info: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Per-target coverage and interval width of the held-out patients."""
         pres = blk.present
         y = np.asarray(blk.values, np.float64)[pres]
@@ -221,6 +252,12 @@ class RegressionTask(Task):
                 rows.append(_rows(t, "coverage", np.nanmean(cov[:, j]), n))
                 rows.append(_rows(t, "interval_width", float(np.mean(hi[:, j] - lo[:, j])), n))
         return pd.DataFrame(rows)
+
+    def with_regions(self, h: pd.DataFrame, blk: Any, reg: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """``lo`` / ``hi`` per long row."""
+        h["lo"] = reg["lo"][blk.present].reshape(-1)
+        h["hi"] = reg["hi"][blk.present].reshape(-1)
+        return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
                       conformal: Mapping[str, Any] | None = None,
@@ -317,14 +354,16 @@ class ClassificationTask(Task):
         codes = np.where(blk.present, blk.codes, -1)
         return class_scores(pred, codes, method=cs.class_score)
 
-    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings, *,
+                info: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """``sets (n, K)``, ``set_size``, ``uncertainty`` (PathGen Eq. 10)."""
         from histoviz.evaluation.conformal import class_sets, grade_uncertainty
 
         sets = class_sets(pred, qhat, method=cs.class_score, empty=cs.empty_sets)
         return {"sets": sets, "set_size": sets.sum(axis=1).astype(np.float64), "uncertainty": grade_uncertainty(sets)}
 
-    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings, *,
+                 info: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Coverage and mean set size overall (``target="all"``) and per true class
         (``class_coverage`` / ``class_set_size``)."""
         pres = blk.present
@@ -343,6 +382,16 @@ class ClassificationTask(Task):
                 rows.append(_rows(c, "class_coverage", covered[sel].mean(), int(sel.sum())))
                 rows.append(_rows(c, "class_set_size", size[sel].mean(), int(sel.sum())))
         return pd.DataFrame(rows)
+
+    def with_regions(self, h: pd.DataFrame, blk: Any, reg: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """``set`` (classes joined by ``|``), ``set_size``, ``covered``, ``uncertainty``."""
+        pres = blk.present
+        sets = reg["sets"][pres]
+        h["set"] = ["|".join(c for c, s in zip(blk.classes, row) if s) for row in sets]
+        h["set_size"] = reg["set_size"][pres]
+        h["covered"] = sets[np.arange(len(sets)), blk.codes[pres]] if len(sets) else []
+        h["uncertainty"] = reg["uncertainty"][pres]
+        return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
                       conformal: Mapping[str, Any] | None = None,
@@ -396,9 +445,9 @@ def declare_survival_outputs(name: str) -> dict[str, str]:
         label = name.replace("_", " ")
         register_output(OutputSpec(names["risk"], f"{label.capitalize()} risk", store="obs", colormap="magma",
                                    unit="-sum S (higher = worse)", order=53))
-        register_output(OutputSpec(names["width"], f"{label.capitalize()} risk interval width", kind="interval",
+        register_output(OutputSpec(names["width"], f"{label.capitalize()} survival bound width", kind="interval",
                                    store="obs", colormap="cividis", order=54))
-        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} risk uncertainty", kind="interval",
+        register_output(OutputSpec(names["uncertainty"], f"{label.capitalize()} survival uncertainty", kind="interval",
                                    store="obs", colormap="cividis", limits=(0.0, 1.0), order=55))
         register_output(OutputSpec(names["probability"], f"{label.capitalize()} survival probability",
                                    kind="probability", store="obsm", colormap="viridis", limits=(0.0, 1.0),
@@ -450,12 +499,14 @@ class SurvivalTask(Task):
 
     def metrics(self, blk: Any, pred: np.ndarray, *, min_n: int = 3, train: Any = None,
                 patients: Sequence[str] = ()) -> pd.DataFrame:
-        """Harrell's and Uno's c-index; log-rank p of a median split of the predicted risk."""
+        """Harrell's and Uno's c-index (Uno's truncated at the largest training follow-up time,
+        ``c_index_uno_tau``); log-rank p of a median split of the predicted risk."""
         from histoviz.evaluation.survival import (
             concordance_index,
             logrank,
             risk_groups,
             uno_concordance_index,
+            uno_truncation,
         )
 
         pres = blk.present
@@ -470,6 +521,7 @@ class SurvivalTask(Task):
         if train is not None:
             tt, te = train.time[train.present], train.event[train.present]
         rows.append(_rows("risk", "c_index_uno", uno_concordance_index(t, r, e, train_time=tt, train_event=te), n))
+        rows.append(_rows("risk", "c_index_uno_tau", uno_truncation(t if tt is None else tt), n))
         g = risk_groups(r, n_groups=2)
         if len(set(g)) == 2:
             lr = logrank(pd.DataFrame({"time": t, "event": e, "g": g}), "g", unit=None)
@@ -496,6 +548,24 @@ class SurvivalTask(Task):
                 df[f"end_{k}"] = float(edges[k + 1])
         return df
 
+    def calibrate(self, blk: Any, pred: np.ndarray, cs: ConformalSettings, *, reference: Any = None,
+                  where: str = "calibration split") -> dict[str, Any]:
+        """``survival: interval``: the time-unit interval's threshold, horizon, bin edges,
+        censoring estimate (from ``reference``, the fold's training patients) and calibration
+        sizes (:func:`~histoviz.evaluation.survival_conformal.calibrate_survival`);
+        ``risk_bins``: the risk-scale threshold."""
+        if cs.survival != "interval":
+            return super().calibrate(blk, pred, cs, reference=reference, where=where)
+        from histoviz.evaluation.survival_conformal import calibrate_survival
+
+        if blk.edges is None:
+            raise DataError(f"{where}: survival intervals need the fold's time bins")
+        ref = blk if reference is None else reference
+        pres, rp = blk.present, ref.present
+        cal = calibrate_survival(blk.time[pres], blk.event[pres], np.asarray(pred, np.float64)[pres], blk.edges,
+                                 cs.alpha, train_time=ref.time[rp], train_event=ref.event[rp], where=where)
+        return {**cal.to_dict(), "time_unit": blk.time_unit}
+
     def scores(self, blk: Any, pred: np.ndarray, cs: ConformalSettings) -> np.ndarray:
         """``|(-bin) - risk|``; censored patients NaN unless ``censored="observed_bin"``."""
         r = risk_from_survival(pred)
@@ -506,10 +576,23 @@ class SurvivalTask(Task):
         s[~use] = np.nan
         return s
 
-    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings) -> dict[str, np.ndarray]:
-        """``lo, hi`` (clipped to ``[-B, 0]``), width, bins in the set, uncertainty (Eq. 12)."""
+    def regions(self, pred: np.ndarray, qhat: Any, cs: ConformalSettings, *,
+                info: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``survival: interval``: ``centre`` (the model's ``alpha``-quantile of survival), the
+        lower predictive bound ``lo`` and ``hi = tau`` (time unit; beyond the horizon),
+        ``width = tau - lo`` and ``uncertainty = width / tau``; needs ``info`` (:meth:`calibrate`'s
+        dict).
+        ``risk_bins``: ``lo, hi`` (clipped to ``[-B, 0]``), width, bins in the set,
+        uncertainty (PathGen Eq. 12)."""
         from histoviz.evaluation.conformal import risk_uncertainty
 
+        if cs.survival == "interval":
+            from histoviz.evaluation.survival_conformal import survival_intervals
+
+            if not info or "edges" not in info:
+                raise DataError("survival intervals need the calibration's time bins (retrain the run)")
+            reg = survival_intervals(pred, _edges(info), qhat, float(info["alpha"]), float(info["tau"]))
+            return {"risk": risk_from_survival(pred), **reg}
         s = np.asarray(pred, np.float64)
         nb = s.shape[-1]
         r = risk_from_survival(s)
@@ -520,9 +603,16 @@ class SurvivalTask(Task):
         return {"risk": r, "lo": lo, "hi": hi, "width": hi - lo, "n_bins_in_set": size.astype(np.float64),
                 "uncertainty": unc}
 
-    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings) -> pd.DataFrame:
-        """Coverage on patients with an event (risk target ``-bin``), the censored-consistent rate
-        (``lo <= -bin``: the interval allows surviving past the censoring bin) and the width."""
+    def coverage(self, blk: Any, pred: np.ndarray, reg: Mapping[str, np.ndarray], cs: ConformalSettings, *,
+                 info: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """``survival: interval``: censoring-weighted coverage of ``T ^ tau`` (``n``: patients whose
+        ``T ^ tau`` is known), mean width and lower end (time unit), uncertainty, and the
+        coverage of patients with an event (biased to short survivors; for comparison).
+        ``risk_bins``: coverage on patients with an event (risk target ``-bin``), the
+        censored-consistent rate (``lo <= -bin``: the interval allows surviving past the
+        censoring bin) and the width."""
+        if cs.survival == "interval":
+            return self._interval_coverage(blk, reg, info)
         ok = blk.present & (blk.bins >= 0)
         ev = ok & (blk.event == 1)
         ce = ok & (blk.event == 0)
@@ -539,6 +629,47 @@ class SurvivalTask(Task):
             rows.append(_rows("risk", "interval_width", float(reg["width"][ok].mean()), int(ok.sum())))
             rows.append(_rows("risk", "uncertainty", float(reg["uncertainty"][ok].mean()), int(ok.sum())))
         return pd.DataFrame(rows)
+
+    def _interval_coverage(self, blk: Any, reg: Mapping[str, np.ndarray], info: Mapping[str, Any] | None
+                           ) -> pd.DataFrame:
+        from histoviz.evaluation.survival_conformal import weighted_coverage
+
+        pres = blk.present
+        rows: list[dict[str, Any]] = []
+        if not pres.any() or not info:
+            return pd.DataFrame(rows)
+        km = (np.asarray(info["censoring_km"]["time"]), np.asarray(info["censoring_km"]["G"]))
+        cov, w = weighted_coverage(blk.time[pres], blk.event[pres], reg["lo"][pres], reg["hi"][pres],
+                                   float(info["tau"]), km)
+        known = w > 0
+        n = int(pres.sum())
+        if known.any():
+            rows.append(_rows("time", "coverage", float(np.nansum(cov * w) / w[known].sum()), int(known.sum())))
+        ev = blk.event[pres] == 1
+        if ev.any():
+            t, lo, hi = blk.time[pres][ev], reg["lo"][pres][ev], reg["hi"][pres][ev]
+            tt = np.minimum(t, float(info["tau"]))
+            rows.append(_rows("time", "coverage_events", float(((tt >= lo - 1e-9) & (tt <= hi + 1e-9)).mean()),
+                              int(ev.sum())))
+        rows += [_rows("time", "interval_width", float(reg["width"][pres].mean()), n),
+                 _rows("time", "lower_bound", float(reg["lo"][pres].mean()), n),
+                 _rows("time", "uncertainty", float(reg["uncertainty"][pres].mean()), n)]
+        return pd.DataFrame(rows)
+
+    def with_regions(self, h: pd.DataFrame, blk: Any, reg: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """Time-unit intervals: ``centre``, ``lo``, ``hi``, ``width``, ``uncertainty``; risk bins:
+        ``risk_lo``, ``risk_hi``, ``width``, ``uncertainty``, ``covered`` (events only)."""
+        pres = blk.present
+        if "centre" in reg:
+            for k in ("centre", "lo", "hi", "width", "uncertainty"):
+                h[k] = reg[k][pres]
+            return h
+        for k in ("lo", "hi", "width", "uncertainty"):
+            h[f"risk_{k}" if k in ("lo", "hi") else k] = reg[k][pres]
+        tgt = -blk.bins[pres].astype(float)
+        h["covered"] = np.where(blk.event[pres] == 1, (tgt >= h["risk_lo"] - 1e-9) & (tgt <= h["risk_hi"] + 1e-9),
+                                np.nan)
+        return h
 
     def patch_outputs(self, name: str, values: np.ndarray, targets: Sequence[str], *,
                       conformal: Mapping[str, Any] | None = None,
@@ -558,7 +689,7 @@ class SurvivalTask(Task):
         risk = risk_from_survival(s)
         out: dict[str, Any] = {names["risk"]: risk.astype(np.float32)}
         if conformal and conformal.get("qhat") is not None:
-            reg = self.regions(s, conformal["qhat"], _settings(conformal))
+            reg = self.regions(s, conformal["qhat"], _settings(conformal), info=conformal)
             out[names["width"]] = reg["width"].astype(np.float32)
             out[names["uncertainty"]] = reg["uncertainty"].astype(np.float32)
         if reference is not None:
@@ -591,10 +722,14 @@ class SurvivalTask(Task):
         out: dict[str, Any] = {"kind": self.kind.value, "targets": np.asarray(targets, dtype=str), "values": s,
                                "risk": float(risk_from_survival(s))}
         if conformal and conformal.get("qhat") is not None:
-            reg = self.regions(s[None, :], conformal["qhat"], _settings(conformal))
+            reg = self.regions(s[None, :], conformal["qhat"], _settings(conformal), info=conformal)
             out["lo"], out["hi"] = float(reg["lo"][0]), float(reg["hi"][0])
             out["uncertainty"] = float(reg["uncertainty"][0])
             out["alpha"] = float(conformal.get("alpha", np.nan))
+            if "centre" in reg:
+                out["interval"] = "time"
+                out["time_unit"] = str(conformal.get("time_unit", ""))
+                out["tau"] = float(conformal["tau"])
         if reference is not None:
             e = np.asarray(reference["edges"], np.float64)
             out["time_unit"] = str(reference["time_unit"])
@@ -606,7 +741,9 @@ class SurvivalTask(Task):
             if reference.get("cohort_risk") is not None and len(reference["cohort_risk"]):
                 out["percentile"] = float(percentile_of(out["risk"], reference["cohort_risk"]))
                 out["n_cohort"] = int(len(reference["cohort_risk"]))
-            if "lo" in out:
+            if "lo" in out and out.get("interval") == "time":  # the conformal lower bound of survival
+                out["time_lo"], out["time_hi"] = out["lo"], float("inf")
+            elif "lo" in out:
                 # risk target -b is an event in bin b: the interval holds bins ceil(-hi)..floor(-lo)
                 b0 = int(np.ceil(-out["hi"] - 1e-9))
                 b1 = int(np.floor(-out["lo"] + 1e-9))
@@ -616,9 +753,15 @@ class SurvivalTask(Task):
         return out
 
 
+def _edges(info: Mapping[str, Any]) -> np.ndarray:
+    return np.asarray([np.inf if e is None else float(e) for e in info["edges"]], np.float64)
+
+
 def _settings(conformal: Mapping[str, Any]) -> ConformalSettings:
-    keys = ("alpha", "class_score", "empty_sets", "censored")
-    return ConformalSettings(**{k: conformal[k] for k in keys if k in conformal})
+    keys = ("alpha", "class_score", "empty_sets", "censored", "survival")
+    kw = {k: conformal[k] for k in keys if k in conformal}
+    kw.setdefault("survival", "interval" if "tau" in conformal else "risk_bins")  # runs written before intervals
+    return ConformalSettings(**kw)
 
 
 _TASKS: dict[TaskKind, Task] = {t.kind: t for t in (RegressionTask(), ClassificationTask(), SurvivalTask())}

@@ -89,7 +89,7 @@ def test_class_coverage_over_50_random_splits(method):
 def test_regression_and_risk_intervals_cover_over_50_splits():
     rng = np.random.default_rng(2)
     task = get_task("survival")
-    cs = ConformalSettings(alpha=0.1)
+    cs = ConformalSettings(alpha=0.1, survival="risk_bins")  # PathGen's interval on the risk scale
     # survival: predicted survival curves from a noisy view of the true bin
     from histoviz.data.outcomes import SurvivalBlock
 

@@ -68,12 +68,38 @@ def test_conformal_sets_cover_on_held_out_patients(runs):
     for name in ("joint", "base"):
         run = runs[name]
         cov_g = _mean(run, "grade", "coverage")
-        cov_s = _mean(run, "survival", "coverage", "risk")
+        cov_s = _mean(run, "survival", "coverage", "time")
         size = _mean(run, "grade", "set_size")
         print(name, "coverage grade / survival:", round(cov_g, 3), round(cov_s, 3), "mean set size", round(size, 2))
         # ~30 calibration patients per fold: coverage is >= 0.9 in expectation, noisy per fold
         assert cov_g > 0.82 and cov_s > 0.82
         assert 1.0 < size < 4.0  # informative: smaller than the four grades
+    # lower predictive bounds of survival in months, censored patients calibrated too: higher (the
+    # interval [L, tau] narrower) than the shuffled control's at the same coverage
+    lb = {k: _mean(runs[k], "survival", "lower_bound", "time") for k in ("joint", "base", "shuffled")}
+    w = {k: _mean(runs[k], "survival", "interval_width", "time") for k in ("joint", "base", "shuffled")}
+    print("survival lower bound / width (months):", {k: (round(lb[k], 2), round(w[k], 1)) for k in lb})
+    assert lb["joint"] > 1.2 * lb["shuffled"] and lb["base"] > 1.2 * lb["shuffled"]
+    assert w["joint"] < w["shuffled"] and w["base"] < w["shuffled"]
+    # the coverage row equals a recomputation from the held-out intervals and conformal.json
+    run = runs["joint"]
+    conf = json.loads((run.out_dir / "conformal.json").read_text())
+    hs = run.heldout["survival"]
+    for k, g in hs.groupby("fold"):
+        e = conf[str(k)]["survival"]
+        tau, km = e["tau"], e["censoring_km"]
+        t, ev = g["time"].to_numpy(), g["event"].to_numpy()
+        gt = np.array([np.r_[1.0, km["G"]][np.searchsorted(km["time"], x, side="right")] for x in t])
+        g_tau = np.r_[1.0, km["G"]][np.searchsorted(km["time"], tau, side="left")]
+        early = (t < tau) & (ev == 1)  # G > 0 before tau
+        wt = np.where(t >= tau, 1.0, 0.0)
+        wt[early] = np.minimum(g_tau / gt[early], 1.0)
+        tt = np.minimum(t, tau)
+        hit = tt >= g["lo"] - 1e-9
+        mine = run.metrics[(run.metrics["fold"] == k) & (run.metrics["task"] == "survival")
+                           & (run.metrics["metric"] == "coverage") & (run.metrics["subset"] == "all")]["value"].iloc[0]
+        assert mine == pytest.approx((wt * hit).sum() / wt.sum(), abs=1e-12)
+        assert (g["hi"] <= tau + 1e-9).all() and (g["lo"] <= g["hi"]).all()
     # the held-out tables carry the sets and whether they covered
     h = runs["joint"].heldout["grade"]
     assert {"set", "set_size", "covered"} <= set(h.columns)
@@ -119,7 +145,43 @@ def test_uno_c_index_equals_scikit_survival():
     tau = float(np.quantile(time[te], 0.8))
     ref = concordance_index_ipcw(y_tr, y_te, risk[te], tau=tau)[0]
     mine = uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr], tau=tau)
-    assert mine == pytest.approx(ref, abs=1e-6)
+    assert mine == pytest.approx(ref, abs=1e-12)
+
+
+def test_uno_c_index_truncates_at_the_largest_training_follow_up():
+    """Default tau = the largest training time: equal to scikit-survival with that tau, on data with
+    tied times (events and censorings at one time), tied risks and test times beyond the training
+    follow-up (which scikit-survival refuses without truncation)."""
+    from sksurv.metrics import concordance_index_ipcw
+    from sksurv.util import Surv
+
+    from histoviz.evaluation.survival import uno_concordance_index, uno_truncation
+
+    rng = np.random.default_rng(3)
+    for rep in range(5):
+        n = 200
+        risk = np.round(rng.normal(size=n), 1)  # tied risks
+        t_ev = np.ceil(rng.exponential(12 * np.exp(-0.7 * risk)))  # integer months: tied times
+        t_c = np.ceil(rng.exponential(20, n))
+        time, event = np.minimum(t_ev, t_c), (t_ev <= t_c).astype(int)
+        tr, te = np.arange(120), np.arange(120, n)
+        time[te[:5]] = time[tr].max() + 1 + np.arange(5)  # test follow-up beyond the training one
+        y_tr = Surv.from_arrays(event[tr].astype(bool), time[tr])
+        y_te = Surv.from_arrays(event[te].astype(bool), time[te])
+        tau = uno_truncation(time[tr])
+        assert tau == time[tr].max()
+        with pytest.raises(ValueError):
+            concordance_index_ipcw(y_tr, y_te, risk[te])  # G unknown beyond the training follow-up
+        ref = concordance_index_ipcw(y_tr, y_te, risk[te], tau=tau)[0]
+        mine = uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr])
+        assert mine == pytest.approx(ref, abs=1e-12), rep
+        # an explicit tau is capped at the same time
+        assert uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr],
+                                     tau=1e9) == pytest.approx(ref, abs=1e-12)
+        early = float(np.quantile(time[tr], 0.5))
+        assert uno_concordance_index(time[te], risk[te], event[te], train_time=time[tr], train_event=event[tr],
+                                     tau=early) == pytest.approx(
+            concordance_index_ipcw(y_tr, y_te, risk[te], tau=early)[0], abs=1e-12)
 
 
 def test_km_and_logrank_of_risk_groups_equal_lifelines(runs):
@@ -224,7 +286,11 @@ def test_per_patch_maps_and_slide_prediction(runs, cohort, tmp_path):
     assert ((a.obs["grade_set_size"] >= 0) & (a.obs["grade_set_size"] <= 4)).all()
     sp = a.uns["slide_prediction"]
     assert sp["grade"]["predicted"] in {"1", "2", "3", "4"} and len(sp["grade"]["set"]) >= 1
-    assert sp["survival"]["lo"] <= sp["survival"]["risk"] <= sp["survival"]["hi"]
+    # the slide's survival bound in months: 0 < L <= tau (tau: the fold's horizon), the interval [L, tau]
+    surv = sp["survival"]
+    assert surv["interval"] == "time" and surv["time_unit"] == "months"
+    assert 0 < surv["lo"] <= surv["hi"] == pytest.approx(surv["tau"])
+    assert ((a.obs["risk_width"] >= 0) & (a.obs["risk_width"] <= surv["tau"] + 1e-6)).all()
     assert map_values(a, "grade_class").categories == ("1", "2", "3", "4")
     assert json.loads(a.uns["histoviz"]["tasks"]) == {"grade": "classification", "survival": "survival"}
     # the uncalibrated ensemble has no conformal maps

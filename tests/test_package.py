@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 
 import pytest
 
+#: libraries that take a second or more to import; none may load with the core (no timing on a shared machine:
+#: what makes ``import histoviz`` slow is importing one of these)
+HEAVY = ("torch", "torchvision", "timm", "napari", "qtpy", "streamlit", "plotly", "dask", "distributed", "anndata",
+         "scanpy", "sklearn", "scipy", "lifelines", "pandas", "h5py", "zarr", "tifffile", "openslide", "PIL",
+         "matplotlib", "numba")
+
 
 def test_core_imports_leave_torch_out():
-    code = ("import sys, time; t = time.perf_counter(); import histoviz, histoviz.io, histoviz.tiling; "
-            "print(time.perf_counter() - t, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1] == "False", "importing histoviz.io / histoviz.tiling must not import torch"
-    assert float(out[0]) < 5.0  # generous: CI machines are shared
+    code = ("import sys, json; import histoviz, histoviz.io, histoviz.tiling; "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [], "importing histoviz, histoviz.io and histoviz.tiling must stay light"
 
 
 def test_cli_lists_every_command():

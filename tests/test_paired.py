@@ -88,8 +88,17 @@ def test_a_better_model_is_called_better_and_numbers_equal_direct_computation(tm
     np.testing.assert_allclose(res.per_unit["difference"], (ra - rb).mean(axis=1), atol=1e-12)
     assert res.per_unit["n_patients"].tolist() == [12] * 5
     assert 0 < res.ci_low < res.difference < res.ci_high  # the interval excludes 0 and holds the estimate
+    assert 0 < res.boot_low < res.difference < res.boot_high
     assert res.verdict == "good better" and res.n_boot == 500
-    assert "patients within folds and over targets" in res.interval_method
+    assert "patients within folds and over targets" in res.boot_method
+    assert res.interval_method.startswith("Nadeau-Bengio corrected resampled t over 5 folds (df 4")
+    # the corrected interval from the per-fold differences, by hand: 12 of 60 patients held out per fold
+    du = (ra - rb).mean(axis=1)
+    se = np.sqrt((1 / 5 + 12 / 48) * du.var(ddof=1))
+    from scipy.stats import t as student_t
+    half = student_t.ppf(0.975, 4) * se
+    assert (res.ci_low, res.ci_high) == (pytest.approx(du.mean() - half, abs=1e-12), pytest.approx(du.mean() + half, abs=1e-12))
+    assert res.corrected_p == pytest.approx(2 * student_t.sf(abs(du.mean() / se), 4), rel=1e-9)
     # the same comparison the other way round flips the sign and the verdict
     [rev] = pr.compare_paired(b, a, metric="pearson", n_boot=500)
     assert rev.difference == pytest.approx(-res.difference) and rev.verdict == "good better"
@@ -102,7 +111,7 @@ def test_identical_runs_are_within_noise(tmp_path: Path) -> None:
     a = write_heldout_run(tmp_path / "a", "a", y, p, folds)
     b = write_heldout_run(tmp_path / "b", "b", y, p, folds)
     [res] = pr.compare_paired(a, b, n_boot=200)
-    assert res.difference == 0 and res.ci_low == 0 and res.ci_high == 0
+    assert res.difference == 0 and res.ci_low == 0 and res.ci_high == 0 and res.boot_low == 0
     assert res.verdict == "within noise" and res.win_rate == 0.5
     assert np.isnan(res.wilcoxon_p)  # no nonzero difference to test
 
@@ -127,12 +136,12 @@ def test_interval_covers_zero_for_equally_good_models() -> None:
             a = write_heldout_run(Path(tmp) / f"a{s}", "a", y, pa, folds)
             b = write_heldout_run(Path(tmp) / f"b{s}", "b", y, pb, folds)
             [res] = pr.compare_paired(a, b, n_boot=300, seed=s)
-            covered += res.ci_low <= 0 <= res.ci_high
+            covered += res.boot_low <= 0 <= res.boot_high
             (b / "heldout" / "gene.parquet").unlink()
             (b / "predictions.parquet").unlink()
             [res] = pr.compare_paired(a, b, n_boot=300, seed=s)
-            targets_only += res.ci_low <= 0 <= res.ci_high
-    assert covered >= 34, f"the interval held 0 in only {covered}/40 null comparisons"
+            targets_only += res.boot_low <= 0 <= res.boot_high
+    assert covered >= 34, f"the patient bootstrap held 0 in only {covered}/40 null comparisons"
     assert targets_only <= 25, f"targets-only intervals held 0 in {targets_only}/40: not a discriminating check"
 
 
@@ -179,7 +188,7 @@ def test_refusals_and_fallbacks(tmp_path: Path) -> None:
     (bare / "heldout" / "gene.parquet").unlink()
     (bare / "predictions.parquet").unlink()
     [res] = pr.compare_paired(a, bare, n_boot=200)
-    assert res.interval_method == "bootstrap over targets" and np.isfinite(res.ci_low)
+    assert res.boot_method == "bootstrap over targets" and np.isfinite(res.boot_low) and np.isfinite(res.ci_low)
     assert any("bare has no held-out predictions" in n for n in res.notes)
 
 

@@ -362,3 +362,7 @@ def test_paired_difference_equals_scipy():
     d = paired_difference(a, b)
     assert d["n"] == 5 and d["mean"] == pytest.approx(np.mean(a - b)) and d["std"] == pytest.approx(np.std(a - b, ddof=1))
     assert d["p_wilcoxon"] == pytest.approx(stats.wilcoxon(a - b).pvalue)
+    assert np.isnan(d["ci_low"])  # no fold sizes, no interval
+    d = paired_difference(a, b, n_test=pd.Series([10.0] * 5, index=range(5)))
+    half = stats.t.ppf(0.975, 4) * np.sqrt((1 / 5 + 10 / 40) * np.var(a - b, ddof=1))
+    assert d["ci_low"] == pytest.approx(np.mean(a - b) - half) and d["ci_high"] == pytest.approx(np.mean(a - b) + half)

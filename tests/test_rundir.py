@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,26 @@ def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()}
 
 
+_KILL_AFTER_FOLD_0 = """
+import sys
+from histoviz.cli import main
+from histoviz.io.rundir import RunWriter
+
+save = RunWriter.save_piece
+
+
+def save_then_wait(self, key, tables, info):
+    save(self, key, tables, info)
+    if key == "0":
+        print("fold 0 saved", flush=True)
+        sys.stdin.read()  # until killed
+
+
+RunWriter.save_piece = save_then_wait
+sys.exit(main(["train", sys.argv[1], "--out", sys.argv[2], "--no-progress"]))
+"""
+
+
 def test_interrupted_train_leaves_the_previous_run_and_resumes(cohort, tmp_path):
     out = tmp_path / "run"
     base = cohort.config("first", "abmil-grade", outcomes=("grade",), params={"embed_dim": 32, "hidden": 32},
@@ -46,16 +65,18 @@ def test_interrupted_train_leaves_the_previous_run_and_resumes(cohort, tmp_path)
     cfg_path = tmp_path / "second.yaml"
     cfg_path.write_text(yaml.safe_dump(second))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "histoviz.cli", "train", str(cfg_path), "--out", str(out),
-                             "--no-progress"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # `histoviz train` in a child that stops at a known point: right after fold 0 is saved it says so
+    # and waits; the parent kills it there (no polling, no sleep)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_AFTER_FOLD_0, str(cfg_path), str(out)], env=env,
+                            start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    for line in iter(proc.stdout.readline, ""):  # blocks until the child says so, or ends
+        if line == "fold 0 saved\n":
+            break
+    else:
+        pytest.fail(f"the training process ended (exit {proc.wait()}) before fold 0 was saved")
     partial = out.with_name("run.partial")
-    deadline = time.time() + 240
-    while time.time() < deadline and not (partial / "folds" / "0" / "done").exists():
-        if proc.poll() is not None:
-            pytest.fail("the training process ended before it could be interrupted")
-        time.sleep(0.2)
-    assert (partial / "folds" / "0" / "done").exists(), "fold 0 never finished"
+    assert (partial / "folds" / "0" / "done").exists() and not (partial / "folds" / "1" / "done").exists()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     # the previous run is untouched, byte for byte
@@ -104,7 +125,7 @@ def test_a_new_model_touches_no_shared_file(cohort, tmp_path):
     from histoviz.evaluation.compare import compare_runs
     from histoviz.io.featurebag import FeatureBag
     from histoviz.models import PatchMaps, SlideModel, register_model
-    from histoviz.models.base import _MODELS
+    from histoviz.models.registry import _MODELS
     from histoviz.outputs import _OUTPUTS, OutputSpec, register_output
     from histoviz.predict import predict_bag
     from histoviz.viz.maps import available_maps, map_values

@@ -78,7 +78,21 @@ def test_run_layout_folds_by_patient_and_gene_sets_from_training(spot_run):
     assert {"hvg50", "heg50", "markers", "all"} <= set(m["subset"].astype(str))
     held = run.heldout("gene")
     assert {"sample_id", "spot", "x", "y", "target", "y_true", "y_pred"} <= set(held.columns)
-    assert set(held["model"].astype(str)) == {"cmrcnet-20"}
+    # every model of the run keeps its held-out predictions (comparison models and controls too), and
+    # its per-gene metrics are recomputed from them
+    assert set(held["model"].astype(str)) == set(m["model"].astype(str))
+    from histoviz.evaluation.metrics import columnwise_pearson
+
+    for lab in ("bleep-20", "ridge", "cmrcnet-shuffled-20"):
+        h = held[(held["model"].astype(str) == lab) & (held["sample_id"].astype(str) == str(samples["sample_id"][0]))]
+        fold = int(samples["fold"][0])
+        g = str(h["target"].iloc[0])
+        hg = h[h["target"].astype(str) == g]
+        ref = m[(m["model"].astype(str) == lab) & (m["fold"] == h["fold"].iloc[0]) & (m["target"].astype(str) == g)
+                & (m["metric"].astype(str) == "pearson") & (m["subset"].astype(str) == "all")]["value"]
+        assert fold >= 0 and len(ref) == 1
+        got = columnwise_pearson(hg["y_true"].to_numpy()[:, None], hg["y_pred"].to_numpy()[:, None])[0]
+        assert got == pytest.approx(float(ref.iloc[0]), abs=1e-5)
     assert run.checkpoint_names() == [f"fold{k}" for k in range(5)] + ["final"]
     for k in range(5):
         doc = json.loads((spot_run["run"] / "checkpoints" / f"fold{k}" / "model.json").read_text())
@@ -115,7 +129,7 @@ def test_predict_at_spots_reproduces_the_heldout_predictions_and_on_a_tile_grid(
     np.testing.assert_allclose(a.obsm["spatial"], src.obsm["spatial"][keep])
     assert a.uns["histoviz"]["spot_diameter_px"] == pytest.approx(110.0)  # 55 um at 0.5 um/px
     held = RunDir(spot_run["run"]).heldout("gene")
-    h = held[(held["sample_id"].astype(str) == sid)]
+    h = held[(held["sample_id"].astype(str) == sid) & (held["model"].astype(str) == "cmrcnet-20")]
     g = str(h["target"].iloc[0])
     hp = h[h["target"].astype(str) == g]["y_pred"].to_numpy()
     np.testing.assert_allclose(a[:, g].X.ravel(), hp, rtol=1e-5, atol=1e-5)  # the fold that held it out

@@ -340,7 +340,11 @@ def test_cli_train_evaluate_predict(cohort, runs, tmp_path, capsys):
     p.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(p), "--out", str(tmp_path / "r"), "--set", "training.final_model=true",
                  "--no-progress"]) == 0
-    assert (tmp_path / "r" / "checkpoints" / "final" / "model.json").exists()
+    from histoviz.models.checkpoint import load_checkpoint
+
+    final = load_checkpoint(tmp_path / "r" / "checkpoints" / "final")  # fitted on every patient
+    assert final.model.name == "ridge" and final.info["fold"] == "final" and final.info["test_patients"] == []
+    assert sorted(final.model.targets_) == ["gene", "protein"] and sorted(final.preprocessors) == ["gene", "protein"]
     assert main(["evaluate", str(tmp_path / "r"), str(runs["mtl"].out_dir), "--topk", "20",
                  "--out", str(tmp_path / "cmp.csv")]) == 0
     out = capsys.readouterr().out
@@ -349,7 +353,14 @@ def test_cli_train_evaluate_predict(cohort, runs, tmp_path, capsys):
     assert {"ridge_cli", "mtl"} == set(table["model"])
     assert main(["predict", "--model", str(tmp_path / "r"), "--features", str(cohort.features / "S002.h5"),
                  "--out", str(tmp_path / "p.h5ad")]) == 0
-    assert (tmp_path / "p.h5ad").exists()
+    from histoviz.io.featurebag import FeatureBag
+    from histoviz.io.predictions import read_predictions
+
+    a, bag = read_predictions(tmp_path / "p.h5ad"), FeatureBag.from_h5(cohort.features / "S002.h5")
+    assert a.uns["histoviz"]["slide_id"] == "S002" and a.n_obs == len(bag)
+    np.testing.assert_array_equal(a.obsm["spatial"], bag.coords + bag.attrs["tile_size_level0"] / 2)  # tile centres
+    # ridge is linear in the mean-pooled feature: the patch maps average to the slide prediction
+    np.testing.assert_allclose(np.asarray(a.X).mean(0), a.uns["slide_prediction"]["gene"]["values"], atol=1e-6)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**cfg, "trainin": {}}))
     assert main(["train", str(bad), "--out", str(tmp_path / "x")]) == 1
@@ -416,7 +427,11 @@ def test_predict_on_a_slide_without_mpp_takes_the_override(runs, png_path, tmp_p
     out.mkdir()
     assert main(["predict", "--model", str(runs["ridge"].out_dir), "--slide", str(png_path), "--mpp-override", "0.5",
                  "--out", str(out) + "/"]) == 0
-    assert (out / "he_1000px.ridge.h5ad").exists()  # a folder: the file goes inside it
+    from histoviz.io.predictions import read_predictions
+
+    b = read_predictions(out / "he_1000px.ridge.h5ad")  # a folder: the file goes inside it
+    assert b.n_obs == a.n_obs and b.uns["histoviz"]["mpp"] == pytest.approx(0.5)
+    np.testing.assert_allclose(np.asarray(b.X), np.asarray(a.X), rtol=1e-6)  # what the library computes
 
 
 def test_config_values_of_the_wrong_type_are_one_line_errors(cohort, runs, tmp_path, capsys):

@@ -69,8 +69,8 @@ def run_omics(ctx: DemoContext, cohort: Any, show: Any = None) -> None:
     res.records("omics", table[table["axis"] == "per-target"])
     for _, row in main[main["metric"] == "pearson"].iterrows():
         res.numbers[f"pearson_{row['model']}_{row['task']}"] = round(float(row["mean"]), 4)
-    echo("  paired comparisons (per-target Pearson; interval: bootstrap over held-out patients within folds "
-         "and over targets):")
+    echo("  paired comparisons (per-target Pearson; 95% CI: Nadeau-Bengio corrected resampled t over folds, "
+         "which includes training variance):")
     for a_, b_ in (("mtl", "stl"), ("mtl", "ridge")):
         for r in compare_paired(runs_dir / a_, runs_dir / b_, metric="pearson", n_boot=300, seed=0):
             echo("    " + "\n    ".join(r.lines()))

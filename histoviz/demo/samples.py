@@ -4,7 +4,7 @@
   :func:`histoviz.training.runner.run_experiment` on 66 synthetic patients (morphology features
   on 112-px tiles at 0.5 um/px): CPNN for expression and cell-type composition, and the joint
   ABMIL grade + survival model with split-conformal calibration (alpha 0.1) for per-patch grade
-  probabilities, predicted grade, conformal set size, uncertainty, risk, risk interval width and
+  probabilities, predicted grade, conformal set size, uncertainty, risk, survival bound width and
   attention, plus the slide-level grade with its conformal set and risk with its interval. The
   slide shown is a patient outside the training cohort: the same generator and seed (same genes,
   cell types, tissue colours), numbered after the training patients

@@ -16,7 +16,9 @@ Every number says what it is:
   then averaged over targets; for outcomes the target is a class or ``all``),
   ``per-patient`` (across targets within a patient) or ``pooled`` (held-out patients of
   **all folds pooled**, one value, no std);
-- ``mean`` / ``std`` are over folds; ``n_folds`` folds; ``n_targets`` targets per fold.
+- ``mean`` / ``std`` are the mean and SD (ddof 1) over folds; ``n_folds`` folds; ``n_targets``
+  targets per fold. An SD over folds describes spread, not uncertainty of the mean: paired
+  comparisons with an interval are :mod:`histoviz.evaluation.paired`.
 
 Output columns: :data:`SUMMARY_COLUMNS`.
 """
@@ -52,7 +54,7 @@ SUMMARY_COLUMNS = (
 MAIN_METRICS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.REGRESSION: ("pearson", "spearman", "coverage", "interval_width"),
     TaskKind.CLASSIFICATION: ("auc_macro", "auc_micro", "balanced_accuracy", "coverage", "set_size"),
-    TaskKind.SURVIVAL: ("c_index", "c_index_uno", "logrank_p", "coverage", "interval_width"),
+    TaskKind.SURVIVAL: ("c_index", "c_index_uno", "logrank_p", "coverage", "lower_bound", "interval_width"),
 }
 _KEYS = ["model", "task", "kind", "metric", "axis", "subset"]
 
@@ -260,7 +262,7 @@ def _pm(m: float, s: float, metric: str) -> str:
 
 
 def format_table(df: pd.DataFrame) -> str:
-    """Plain-text table: one row per ``task, subset, axis, model``, metrics as ``mean ± std``
+    """Plain-text table: one row per ``task, subset, axis, model``, metrics as ``mean ± SD``
     over folds."""
     if df.empty:
         return "(no rows)"
@@ -276,8 +278,10 @@ def format_table(df: pd.DataFrame) -> str:
     lines = [wide.reset_index().to_string(index=False)]
     if (df["selection"] == OPTIMISTIC_LABEL).any():
         lines.append(f"best<k>_predicted rows: {OPTIMISTIC_LABEL}.")
-    lines.append("mean ± std over folds of the per-fold value (per-target: across held-out patients, averaged "
+    lines.append("mean ± SD over folds of the per-fold value (per-target: across held-out patients, averaged "
                  "over targets or classes; pooled: all folds' held-out patients together; per-patient: across "
                  "targets within a patient; coverage / set_size / interval_width: split-conformal on a "
-                 "calibration split of the training patients).")
+                 "calibration split of the training patients; survival: a lower bound of survival time in the "
+                 "data's unit, calibrated with censored patients too, its coverage censoring-weighted and its "
+                 "width the distance from the bound to the horizon).")
     return "\n".join(lines)

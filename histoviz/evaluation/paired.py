@@ -5,17 +5,26 @@ fold, ``A - B``. What :func:`compare_paired` reports, for one task (a modality o
 
 - ``difference``: the mean over targets of the per-target difference averaged over folds
   (regression); the mean over folds of the per-fold difference (outcomes: AUC, c-index);
-- a bootstrap **confidence interval** of that difference. Regression: each replicate
-  resamples the held-out patients within every fold (the same patients for both runs),
-  recomputes every target's correlation from the held-out tables, averages over folds, then
-  resamples the targets. Outcomes: the held-out patients are resampled within every fold and
-  the metric is recomputed per fold and averaged (a patient bootstrap of the pooled held-out
-  predictions, stratified by fold). Percentile interval;
+- the **confidence interval** of the verdict: the Nadeau-Bengio corrected resampled t interval
+  of the per-fold differences (:mod:`histoviz.evaluation.resampled`). Every fold refits both
+  models, so the folds' spread carries the variance of training as well as that of the test
+  patients, and the correction accounts for the folds sharing training patients. Use repeated
+  folds (``evaluation.repeats``) for a tighter interval: with 5 folds it has 4 degrees of
+  freedom;
+- a **patient bootstrap** interval (secondary, ``boot_low`` / ``boot_high``): the models held
+  fixed, only the held-out patients resampled, so it leaves the training variance out and is
+  never the verdict. Regression: each replicate resamples the held-out patients within every
+  fold (the same patients for both runs), recomputes every target's correlation from the
+  held-out tables, averages over folds, then resamples the targets. Outcomes: the held-out
+  patients are resampled within every fold and the metric is recomputed per fold and averaged.
+  Percentile interval;
 - the **fold win rate**: the fraction of folds in which A's mean beats B's (ties count half);
-- a paired **Wilcoxon signed-rank** test (``scipy.stats.wilcoxon``) over targets
-  (regression: fold-averaged per-target differences; targets are not independent, so its p is
-  optimistic and the interval is the call) or over folds (outcomes);
-- the **verdict**: ``"within noise"`` when the interval includes 0, else which run is better.
+- a paired **Wilcoxon signed-rank** test (``scipy.stats.wilcoxon``), **exploratory**: over
+  targets (regression: fold-averaged per-target differences; targets are correlated, so its p is
+  optimistic) or over folds (outcomes: folds share training patients, and 5 folds cannot give
+  p < 0.0625);
+- the **verdict**: ``"within noise"`` when the corrected interval includes 0, else which run is
+  better (the bootstrap interval decides only when there are fewer than two folds).
 
 Runs with different target sets are compared on the targets both predict (``notes`` says so).
 Folds are the unit; with a ``repeat`` column (repeated fold splits) the unit is
@@ -262,15 +271,21 @@ class PairedComparison:
         The block (``gene``, ``grade``), its task kind and the metric compared.
     mean_a, mean_b, difference
         Means (over targets of fold-averaged values; outcomes: over folds) and ``a - b``.
-    ci_low, ci_high, confidence
-        Bootstrap percentile interval of ``difference`` (NaN when it cannot be computed).
-    n_boot, interval_method
-        Bootstrap replicates and what was resampled.
+    ci_low, ci_high, confidence, interval_method
+        The verdict's interval (the corrected resampled t interval of the per-fold differences;
+        NaN when it cannot be computed) and a phrase naming it.
+    corrected_p, df, test_train_ratio
+        Two-sided p of the corrected resampled t test, its degrees of freedom and the
+        ``n_test / n_train`` ratio of its correction.
+    boot_low, boot_high, n_boot, boot_method
+        Patient-bootstrap percentile interval (models held fixed: test-set variance only),
+        replicates, and what was resampled.
     win_rate, wins, n_units, unit
         Fraction of folds (ties 1/2) in which ``a`` beats ``b``; ``unit`` is ``fold`` or
         ``repeat x fold``.
     wilcoxon_statistic, wilcoxon_p, wilcoxon_n, wilcoxon_over
-        ``scipy.stats.wilcoxon`` of the paired differences over ``targets`` or ``folds``.
+        ``scipy.stats.wilcoxon`` of the paired differences over ``targets`` or ``folds``
+        (exploratory; see the module docstring).
     n_targets, only_a, only_b
         Targets compared (both runs predict them) and those only one run has.
     verdict
@@ -295,6 +310,12 @@ class PairedComparison:
     confidence: float = 0.95
     n_boot: int = 0
     interval_method: str = ""
+    corrected_p: float = float("nan")
+    df: int = 0
+    test_train_ratio: float = float("nan")
+    boot_low: float = float("nan")
+    boot_high: float = float("nan")
+    boot_method: str = ""
     win_rate: float = float("nan")
     wins: float = 0.0
     n_units: int = 0
@@ -314,8 +335,9 @@ class PairedComparison:
     def row(self) -> dict[str, Any]:
         """The headline numbers as one flat dict (a table row; JSON-able)."""
         keys = ("run_a", "run_b", "task", "kind", "metric", "n_targets", "n_units", "mean_a", "mean_b",
-                "difference", "ci_low", "ci_high", "confidence", "win_rate", "wilcoxon_statistic", "wilcoxon_p",
-                "wilcoxon_n", "wilcoxon_over", "n_boot", "verdict")
+                "difference", "ci_low", "ci_high", "confidence", "interval_method", "corrected_p", "df",
+                "test_train_ratio", "boot_low", "boot_high", "n_boot", "boot_method", "win_rate",
+                "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_n", "wilcoxon_over", "verdict")
         return {k: getattr(self, k) for k in keys}
 
     def lines(self) -> list[str]:
@@ -328,13 +350,21 @@ class PairedComparison:
         ci = (f"{self.confidence:.0%} CI [{_f(self.ci_low, True)}, {_f(self.ci_high, True)}]"
               if np.isfinite(self.ci_low) else "no interval")
         out.append(f"  {self.run_a} - {self.run_b} = {_f(self.difference, True)}  {ci}"
-                   + (f"  ({self.interval_method}, {self.n_boot} resamples)" if self.n_boot else ""))
+                   + (f"  ({self.interval_method}" + (f"; p = {self.corrected_p:.3g}" if np.isfinite(self.corrected_p)
+                                                      else "") + ")" if self.interval_method else ""))
+        if np.isfinite(self.boot_low):
+            out.append(f"  patient bootstrap, models held fixed (test-set variance only; not the verdict): "
+                       f"{self.confidence:.0%} CI [{_f(self.boot_low, True)}, {_f(self.boot_high, True)}] "
+                       f"({self.boot_method}, {self.n_boot} resamples)")
         out.append(f"  fold win rate: {self.run_a} better in {self.wins:g} of {self.n_units} {self.unit}s "
                    f"({_f(self.win_rate)})")
         if np.isfinite(self.wilcoxon_p):
-            out.append(f"  Wilcoxon signed-rank over {self.wilcoxon_n} {self.wilcoxon_over}: "
+            why = ("targets are correlated, p is optimistic" if self.wilcoxon_over == "targets"
+                   else "folds share training patients")
+            out.append(f"  Wilcoxon signed-rank over {self.wilcoxon_n} {self.wilcoxon_over} (exploratory: {why}): "
                        f"W = {self.wilcoxon_statistic:g}, p = {self.wilcoxon_p:.3g}")
-        out.append(f"  verdict: {self.verdict}")
+        out.append(f"  verdict: {self.verdict}" + (" (from the corrected interval)" if "corrected" in self.interval_method
+                                                   else ""))
         out += [f"  note: {n}" for n in self.notes]
         return out
 
@@ -465,16 +495,31 @@ def _check_units(ma: pd.DataFrame, mb: pd.DataFrame, la: str, lb: str) -> list[s
     return ua
 
 
-def _finish(pc: PairedComparison, unit_diff: np.ndarray, boot: np.ndarray | None, method: str) -> PairedComparison:
+def _finish(pc: PairedComparison, per_unit: pd.DataFrame, units: list[str], boot: np.ndarray | None,
+            method: str) -> PairedComparison:
+    from histoviz.evaluation.resampled import corrected_resampled_t
+
+    unit_diff = per_unit["difference"].to_numpy(np.float64)
     d = unit_diff[np.isfinite(unit_diff)]
     pc.n_units = int(len(unit_diff))
     pc.wins = float((d > 0).sum() + 0.5 * (d == 0).sum())
     pc.win_rate = pc.wins / len(d) if len(d) else float("nan")
     if boot is not None and np.isfinite(boot).sum() >= 20:
         lo, hi = np.nanpercentile(boot, [50 * (1 - pc.confidence), 100 - 50 * (1 - pc.confidence)])
-        pc.ci_low, pc.ci_high = float(lo), float(hi)
+        pc.boot_low, pc.boot_high = float(lo), float(hi)
         pc.n_boot = int(np.isfinite(boot).sum())
-        pc.interval_method = method
+        pc.boot_method = method
+    n_test = per_unit["n_patients"].to_numpy(np.float64)
+    # training patients of a fold: the rest of its repeat's cross-validated patients
+    n_all = (per_unit.groupby("repeat")["n_patients"].transform("sum").to_numpy(np.float64) if "repeat" in units
+             else np.full(len(per_unit), n_test.sum()))
+    if len(d) >= 2 and (n_all - n_test > 0).all():
+        ci = corrected_resampled_t(unit_diff, n_test=n_test, n_train=n_all - n_test, confidence=pc.confidence)
+        pc.ci_low, pc.ci_high, pc.corrected_p, pc.df = ci.low, ci.high, ci.p, ci.df
+        pc.test_train_ratio = ci.ratio
+        pc.interval_method = ci.method.replace(" folds", f" {pc.unit}s")
+    elif np.isfinite(pc.boot_low):
+        pc.ci_low, pc.ci_high, pc.interval_method = pc.boot_low, pc.boot_high, f"{method} (fewer than 2 folds)"
     if np.isfinite(pc.ci_low):
         if pc.ci_low <= 0 <= pc.ci_high:
             pc.verdict = "within noise"
@@ -538,6 +583,8 @@ def _regression(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.Dat
                                                    n_folds=("difference", "count")).reset_index()
     per_unit = j.groupby(units, sort=True).agg(mean_a=("value_a", "mean"), mean_b=("value_b", "mean"),
                                                n_targets=("target", "size")).reset_index()
+    n_test = a.groupby(units, sort=True)["n"].max().reset_index(drop=True) if "n" in a.columns else np.nan
+    per_unit.insert(len(units), "n_patients", np.asarray(n_test, np.float64))
     per_unit["difference"] = per_unit["mean_a"] - per_unit["mean_b"]
     pc = PairedComparison(la, lb, task, TaskKind.REGRESSION, metric, float(per_target["value_a"].mean()),
                           float(per_target["value_b"].mean()), float(per_target["difference"].mean()),
@@ -549,18 +596,18 @@ def _regression(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.Dat
     ha, hb = (ra.heldout(task), rb.heldout(task)) if n_boot > 0 else (None, None)
     if n_boot > 0 and (ha is None or hb is None or ha.empty or hb.empty):
         missing = [lab for lab, h in ((la, ha), (lb, hb)) if h is None or h.empty]
-        notes.append(f"{', '.join(missing)} has no held-out predictions for {task}: the interval resamples "
-                     "targets only (held-out patients not resampled)")
+        notes.append(f"{', '.join(missing)} has no held-out predictions for {task}: the patient bootstrap "
+                     "resamples targets only (held-out patients not resampled)")
         d = per_target["difference"].to_numpy()
         d = d[np.isfinite(d)]
         boot = np.array([rng.choice(d, len(d)).mean() for _ in range(n_boot)]) if len(d) else None
         method = "bootstrap over targets"
     elif n_boot > 0:
         boot, n_pat = _regression_boot(ha, hb, la, lb, task, metric, units, common, per_unit, n_boot, rng)
-        per_unit.insert(len(units), "n_patients", n_pat)
+        per_unit["n_patients"] = n_pat
         method = "bootstrap over held-out patients within folds and over targets"
     pc.per_unit, pc.per_target = per_unit, per_target
-    return _finish(pc, per_unit["difference"].to_numpy(), boot, method)
+    return _finish(pc, per_unit, units, boot, method)
 
 
 def _regression_boot(ha: pd.DataFrame, hb: pd.DataFrame, la: str, lb: str, task: str, metric: str, units: list[str],
@@ -630,14 +677,15 @@ def _outcome(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.DataFr
         ha, hb = ra.heldout(task), rb.heldout(task)
         if ha is None or hb is None or ha.empty or hb.empty:
             missing = [lab for lab, h in ((la, ha), (lb, hb)) if h is None or h.empty]
-            pc.notes.append(f"{', '.join(missing)} has no held-out predictions for {task}: no interval")
+            pc.notes.append(f"{', '.join(missing)} has no held-out predictions for {task}: no patient "
+                                    "bootstrap")
         elif metric not in BOOTSTRAP_METRICS[kind]:
             pc.notes.append(f"no patient bootstrap for {metric}; bootstrapped metrics: "
                             f"{', '.join(BOOTSTRAP_METRICS[kind])}")
         else:
             boot = _outcome_boot(ha, hb, la, lb, task, kind, metric, units, per_unit, n_boot,
                                  np.random.default_rng(seed))
-    return _finish(pc, per_unit["difference"].to_numpy(), boot,
+    return _finish(pc, per_unit, units, boot,
                    "bootstrap over held-out patients within folds (metric recomputed per fold)")
 
 

@@ -5,8 +5,10 @@ folds, and the quality of the synthesised gene groups against the training-mean 
   setting parameter the run's model declares, recorded in ``run.json``; other runs by name) the fold mean and standard deviation of grade AUC
   (macro), c-index (Harrell), conformal coverage, grade set size, risk-interval width and the
   normalised uncertainties; and the **paired** difference of each setting against ``baseline``
-  over the folds they share (mean, standard deviation, scipy's Wilcoxon signed-rank p). Runs
-  are paired only when their folds hold the same test patients.
+  over the folds they share: mean, SD over folds, the Nadeau-Bengio corrected resampled t
+  interval (:mod:`histoviz.evaluation.resampled`; the verdict's interval) and scipy's Wilcoxon
+  signed-rank p (exploratory: folds share training patients). Runs are paired only when their
+  folds hold the same test patients.
 - :func:`synthesis_quality`: per fold and gene group, the synthesised groups against the
   measured ones of the held-out patients, each metric labelled: per-gene Pearson across
   patients (mean over genes), the paper's *pooled* Spearman (all held-out patient x gene values
@@ -14,8 +16,8 @@ folds, and the quality of the synthesised gene groups against the training-mean 
   predictor (its per-gene Pearson is undefined: constant predictions).
 - :func:`pathgen_report`: plain-text lines of both (``histoviz evaluate``).
 
-The paired statistics are computed here (a small function, :func:`paired_difference`): no shared
-paired-comparison module existed on this branch.
+The paired statistics of the settings table are :func:`paired_difference` (fold values of
+two runs on the same folds).
 """
 
 from __future__ import annotations
@@ -32,34 +34,55 @@ from histoviz.task_kinds import TaskKind
 
 __all__ = ["SETTING_METRICS", "paired_difference", "pathgen_report", "pathgen_settings", "synthesis_quality"]
 
-#: (label, task kind, metric, target) rows of the settings table
+#: (label, task kind, metric, target(s)) rows of the settings table; survival intervals are in the
+#: data's time unit (target ``time``) or, with ``evaluation.conformal.survival: risk_bins``, on
+#: the risk scale (``risk``)
 SETTING_METRICS = (
     ("grade AUC (macro)", TaskKind.CLASSIFICATION, "auc_macro", "all"),
     ("c-index (Harrell)", TaskKind.SURVIVAL, "c_index", "risk"),
     ("grade coverage", TaskKind.CLASSIFICATION, "coverage", "all"),
     ("grade set size", TaskKind.CLASSIFICATION, "set_size", "all"),
     ("grade uncertainty", TaskKind.CLASSIFICATION, "uncertainty", "all"),
-    ("risk coverage", TaskKind.SURVIVAL, "coverage", "risk"),
-    ("risk interval width", TaskKind.SURVIVAL, "interval_width", "risk"),
-    ("risk uncertainty", TaskKind.SURVIVAL, "uncertainty", "risk"),
+    ("survival coverage", TaskKind.SURVIVAL, "coverage", ("time", "risk")),
+    ("survival interval width", TaskKind.SURVIVAL, "interval_width", ("time", "risk")),
+    ("survival uncertainty", TaskKind.SURVIVAL, "uncertainty", ("time", "risk")),
 )
 
 
-def paired_difference(a: pd.Series, b: pd.Series) -> dict[str, float]:
+def paired_difference(a: pd.Series, b: pd.Series, *, n_test: pd.Series | None = None,
+                      confidence: float = 0.95) -> dict[str, float]:
     """Paired difference ``a - b`` over the folds (index) both have.
+
+    Parameters
+    ----------
+    a, b
+        One value per fold.
+    n_test
+        Held-out patients per fold (for the corrected interval; the training patients of a fold
+        are the other folds' held-out patients). ``None``: no interval.
+    confidence
+        Interval level.
 
     Returns
     -------
-    ``{"n": folds, "mean": .., "std": .. (ddof 1), "p_wilcoxon": ..}``; the p-value is scipy's
-    two-sided Wilcoxon signed-rank test (NaN with fewer than 2 folds or all differences 0; with
-    4 folds it cannot go below 0.125).
+    ``{"n": folds, "mean": .., "std": .. (SD over folds, ddof 1), "ci_low", "ci_high": the
+    Nadeau-Bengio corrected resampled t interval, "p_wilcoxon": ..}``; the p-value is scipy's
+    two-sided Wilcoxon signed-rank test, exploratory (NaN with fewer than 2 folds or all
+    differences 0; with 4 folds it cannot go below 0.125).
     """
     from scipy import stats
+
+    from histoviz.evaluation.resampled import corrected_resampled_t
 
     d = (a - b).dropna()
     n = len(d)
     out = {"n": float(n), "mean": float(d.mean()) if n else np.nan, "std": float(d.std(ddof=1)) if n > 1 else np.nan,
-           "p_wilcoxon": np.nan}
+           "ci_low": np.nan, "ci_high": np.nan, "p_wilcoxon": np.nan}
+    if n_test is not None and n >= 2:
+        nt = n_test.reindex(d.index).to_numpy(np.float64)
+        if np.isfinite(nt).all():
+            ci = corrected_resampled_t(d.to_numpy(), n_test=nt, n_train=nt.sum() - nt, confidence=confidence)
+            out["ci_low"], out["ci_high"] = ci.low, ci.high
     if n >= 2 and np.any(d.to_numpy() != 0):
         out["p_wilcoxon"] = float(stats.wilcoxon(d.to_numpy()).pvalue)
     return out
@@ -88,14 +111,16 @@ def pathgen_settings(run_dirs: Sequence[str | os.PathLike], *, baseline: str = "
 
     Returns
     -------
-    Tidy table ``setting, run, metric, task, statistic, versus, n_folds, mean, std, p_wilcoxon``:
-    ``statistic="value"`` rows hold the fold mean / std of a setting; ``"paired difference"``
-    rows the fold-paired ``setting - versus``.
+    Tidy table ``setting, run, metric, task, statistic, versus, n_folds, mean, std, ci_low,
+    ci_high, p_wilcoxon``: ``statistic="value"`` rows hold the fold mean / SD of a setting;
+    ``"paired difference"`` rows the fold-paired ``setting - versus`` with its corrected 95%
+    interval (:func:`paired_difference`).
     """
     from histoviz.io.rundir import RunDir
 
     runs = [RunDir(d) for d in run_dirs]
     per_fold: dict[tuple[str, str], pd.Series] = {}
+    n_test: dict[str, pd.Series] = {}
     rows: list[dict[str, Any]] = []
     labels = {}
     for run in runs:
@@ -106,14 +131,18 @@ def pathgen_settings(run_dirs: Sequence[str | os.PathLike], *, baseline: str = "
         kinds = m.groupby("task", observed=True)["kind"].first().to_dict() if "kind" in m.columns else {}
         for name, kind, metric, target in SETTING_METRICS:
             tasks = [t for t, k in kinds.items() if k == kind]
-            sel = m[m["task"].isin(tasks) & (m["metric"] == metric) & (m["target"] == target)]
+            sel = m[m["task"].isin(tasks) & (m["metric"] == metric)
+                    & m["target"].isin(target if isinstance(target, tuple) else [target])]
             if sel.empty:
                 continue
             v = sel.groupby("fold", observed=True)["value"].mean()
             per_fold[(label, name)] = v
+            if "n" in sel.columns and name in ("grade AUC (macro)", "c-index (Harrell)"):
+                n_test.setdefault(label, sel.groupby("fold", observed=True)["n"].max().astype(float))
             rows.append({"setting": label, "run": run.name, "metric": name, "task": ",".join(map(str, tasks)),
                          "statistic": "value", "versus": "", "n_folds": len(v), "mean": float(v.mean()),
-                         "std": float(v.std(ddof=1)) if len(v) > 1 else np.nan, "p_wilcoxon": np.nan})
+                         "std": float(v.std(ddof=1)) if len(v) > 1 else np.nan, "ci_low": np.nan,
+                         "ci_high": np.nan, "p_wilcoxon": np.nan})
     if baseline in labels:
         base_sets = _test_sets(labels[baseline])
         for label, run in labels.items():
@@ -123,12 +152,14 @@ def pathgen_settings(run_dirs: Sequence[str | os.PathLike], *, baseline: str = "
             for name, *_ in SETTING_METRICS:
                 if (label, name) not in per_fold or (baseline, name) not in per_fold or not same:
                     continue
-                pdiff = paired_difference(per_fold[(label, name)], per_fold[(baseline, name)])
+                pdiff = paired_difference(per_fold[(label, name)], per_fold[(baseline, name)],
+                                          n_test=n_test.get(baseline))
                 rows.append({"setting": label, "run": run.name, "metric": name, "task": "",
                              "statistic": "paired difference", "versus": baseline, "n_folds": int(pdiff["n"]),
-                             "mean": pdiff["mean"], "std": pdiff["std"], "p_wilcoxon": pdiff["p_wilcoxon"]})
+                             "mean": pdiff["mean"], "std": pdiff["std"], "ci_low": pdiff["ci_low"],
+                             "ci_high": pdiff["ci_high"], "p_wilcoxon": pdiff["p_wilcoxon"]})
     return pd.DataFrame(rows, columns=["setting", "run", "metric", "task", "statistic", "versus", "n_folds", "mean",
-                                       "std", "p_wilcoxon"])
+                                       "std", "ci_low", "ci_high", "p_wilcoxon"])
 
 
 def _groups(run: Any) -> dict[str, list[str]]:
@@ -221,13 +252,15 @@ def pathgen_report(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     lines: list[str] = []
     tab = pathgen_settings([r.path for r in pg])
     if not tab.empty:
-        lines.append("PathGen settings (held-out, mean +- std over folds; paired difference = setting - slide over "
-                     "the same folds, Wilcoxon signed-rank p):")
+        lines.append("PathGen settings (held-out, mean +- SD over folds; paired difference = setting - slide over "
+                     "the same folds with its 95% CI (Nadeau-Bengio corrected resampled t) and an exploratory "
+                     "Wilcoxon signed-rank p):")
         for (metric,), sub in tab.groupby(["metric"], sort=False):
             vals = sub[sub["statistic"] == "value"]
             diffs = sub[sub["statistic"] == "paired difference"]
             cells = [f"{r.setting} {r.mean:.3f}+-{r.std:.3f}" for r in vals.itertuples()]
-            cells += [f"{r.setting}-{r.versus} {r.mean:+.3f}+-{r.std:.3f} (p={r.p_wilcoxon:.2g}, {r.n_folds} folds)"
+            cells += [f"{r.setting}-{r.versus} {r.mean:+.3f} 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                      f"(SD {r.std:.3f}; Wilcoxon p={r.p_wilcoxon:.2g}, exploratory; {r.n_folds} folds)"
                       for r in diffs.itertuples()]
             lines.append(f"  {metric}: " + "; ".join(cells))
     for r in pg:

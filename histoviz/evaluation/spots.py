@@ -10,9 +10,10 @@ Protocol (CMRCNet / HEST-Benchmark, with the gene sets chosen without the test s
   spots; ``markers``: the configured marker list);
 - gene-gene correlation preservation: Pearson between the upper triangles of the measured and
   the predicted gene-gene correlation matrices of the sample (per set; ``axis="gene-gene"``);
-- the table reports mean +- std **over held-out samples** (``n`` samples); paired differences
-  between two models are taken per held-out sample, then summarised (mean, std, how many samples
-  the first model wins, Wilcoxon signed-rank p when there are >= 5 samples).
+- the table reports mean +- SD **over held-out samples** (``n`` samples); paired differences
+  between two models are taken per held-out sample, then summarised (mean, SD, the Nadeau-Bengio
+  corrected resampled t 95% interval over the leave-one-out folds, how many samples the first
+  model wins, an exploratory Wilcoxon signed-rank p when there are >= 5 samples).
 
 A correlation is undefined (NaN) for a constant prediction (the training-mean control) or a
 gene not expressed in the sample; summaries average the defined values and count the rest.
@@ -210,10 +211,15 @@ def paired_differences(metrics: pd.DataFrame, *, reference: str | None = None, m
                        subsets: Sequence[str] | None = None) -> pd.DataFrame:
     """Per held-out sample differences ``model - reference`` of the per-sample mean ``metric``.
 
-    Returns ``model, reference, subset, metric, mean_diff, std_diff, min_diff, max_diff, n_samples,
-    n_better, wilcoxon_p`` (``reference=None``: every ordered pair of models).
+    Returns ``model, reference, subset, metric, mean_diff, std_diff (SD over samples), ci_low,
+    ci_high, min_diff, max_diff, n_samples, n_better, wilcoxon_p`` (``reference=None``: every
+    ordered pair of models). ``ci_low`` / ``ci_high``: the Nadeau-Bengio corrected resampled t
+    95% interval over the leave-one-out folds (each fold trains on the other ``S - 1`` samples:
+    ``n_test / n_train = 1 / (S - 1)``); the Wilcoxon p over samples is exploratory.
     """
     from scipy.stats import wilcoxon
+
+    from histoviz.evaluation.resampled import corrected_resampled_t
 
     ps = per_sample(metrics, metric)
     if subsets is not None:
@@ -235,12 +241,15 @@ def paired_differences(metrics: pd.DataFrame, *, reference: str | None = None, m
                 p = np.nan
                 if len(d) >= 5 and np.any(d != 0):
                     p = float(wilcoxon(d).pvalue)
+                n_all = len(g)  # held-out samples of this run = the samples cross-validated
+                ci = corrected_resampled_t(d, n_test=1.0, n_train=max(n_all - 1, 1))
                 rows.append({"model": m, "reference": ref, "subset": subset, "metric": metric,
                              "mean_diff": float(d.mean()), "std_diff": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
+                             "ci_low": ci.low, "ci_high": ci.high,
                              "min_diff": float(d.min()), "max_diff": float(d.max()), "n_samples": int(len(d)),
                              "n_better": int((d > 0).sum()), "wilcoxon_p": p})
-    return pd.DataFrame(rows, columns=["model", "reference", "subset", "metric", "mean_diff", "std_diff", "min_diff",
-                                       "max_diff", "n_samples", "n_better", "wilcoxon_p"])
+    return pd.DataFrame(rows, columns=["model", "reference", "subset", "metric", "mean_diff", "std_diff", "ci_low",
+                                       "ci_high", "min_diff", "max_diff", "n_samples", "n_better", "wilcoxon_p"])
 
 
 def _cell(m: float, s: float) -> str:
@@ -251,7 +260,7 @@ def _cell(m: float, s: float) -> str:
 
 def format_spot_table(metrics: pd.DataFrame, *, metric: str = "pearson", models: Sequence[str] | None = None,
                       subsets: Sequence[str] | None = None, reference: str | None = None) -> str:
-    """The printed table: one row per model, one column per gene set (``mean ± std`` over held-out
+    """The printed table: one row per model, one column per gene set (``mean ± SD`` over held-out
     samples), then the gene-gene correlation preservation and MSE of the HVG set, then the paired
     differences against ``reference`` (default: the first model)."""
     tab = spot_table(metrics, metric=metric, models=models)
@@ -280,8 +289,10 @@ def format_spot_table(metrics: pd.DataFrame, *, metric: str = "pearson", models:
     pdiff = paired_differences(metrics, reference=ref, metric=metric, subsets=cols)
     if not pdiff.empty:
         pdiff = pdiff[pdiff["model"].isin(wide.index)]
-        lines.append(f"paired differences vs {ref} (per held-out sample, {metric}):")
-        show = pdiff.assign(diff=[_cell(a, b) for a, b in zip(pdiff["mean_diff"], pdiff["std_diff"])],
+        lines.append(f"paired differences vs {ref} (per held-out sample, {metric}; mean [95% CI, Nadeau-Bengio "
+                     "corrected resampled t over the held-out samples]; Wilcoxon p exploratory):")
+        show = pdiff.assign(diff=[f"{a:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else _cell(a, np.nan)
+                                  for a, lo, hi in zip(pdiff["mean_diff"], pdiff["ci_low"], pdiff["ci_high"])],
                             better=[f"{b}/{n}" for b, n in zip(pdiff["n_better"], pdiff["n_samples"])],
                             p=[f"{v:.2g}" if np.isfinite(v) else "" for v in pdiff["wilcoxon_p"]])
         piv = show.pivot_table(index="model", columns="subset", values="diff", aggfunc="first", sort=False)
@@ -291,7 +302,7 @@ def format_spot_table(metrics: pd.DataFrame, *, metric: str = "pearson", models:
         for c in list(piv.columns):
             piv[c] = piv[c] + " (" + bet[c] + " better" + np.where(pv[c] != "", ", p " + pv[c], "") + ")"
         lines.append(piv.reset_index().to_string(index=False))
-    lines.append(f"mean ± std over held-out samples of each sample's mean over the set's genes ({metric} across the "
+    lines.append(f"mean ± SD over held-out samples of each sample's mean over the set's genes ({metric} across the "
                  "sample's spots); gene sets chosen on the training samples of each fold; n/a: undefined "
                  "(a constant prediction has no correlation).")
     return "\n".join(lines)

@@ -3,8 +3,9 @@
 Every function follows one sign convention: a **higher risk means an earlier event**.
 Kaplan-Meier and log-rank are lifelines' (``KaplanMeierFitter``, ``multivariate_logrank_test``);
 Harrell's c-index is lifelines' ``concordance_index``; Uno's c-index (inverse probability of
-censoring weights, for heavy censoring) is computed here and checked against scikit-survival's
-``concordance_index_ipcw`` in the tests.
+censoring weights, for heavy censoring) is computed here, truncated at the largest training
+follow-up time as scikit-survival requires, and checked against scikit-survival's
+``concordance_index_ipcw`` (with that ``tau``) in the tests.
 
 Discrete-time models (MCAT / PathGen, the ABMIL survival head, the Cox baseline on bins) predict
 the survival function ``S_k`` at the end of each time bin; :func:`survival_probability` reads it
@@ -24,6 +25,7 @@ from histoviz.errors import DataError
 
 __all__ = [
     "KM_COLUMNS",
+    "censoring_km",
     "concordance_index",
     "km_curves",
     "km_risk_groups",
@@ -34,6 +36,7 @@ __all__ = [
     "risk_groups",
     "survival_probability",
     "uno_concordance_index",
+    "uno_truncation",
 ]
 
 KM_COLUMNS = ("group", "time", "survival", "ci_lower", "ci_upper", "at_risk", "n", "censored")
@@ -66,20 +69,28 @@ def concordance_index(time: np.ndarray, risk: np.ndarray, event: np.ndarray | No
     return float(_ci(time, -risk, ev))
 
 
-def _km_censoring(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kaplan-Meier estimate ``G`` of the censoring survival function (censoring = event 0)."""
+def censoring_km(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan-Meier estimate ``G`` of the censoring survival function, as scikit-survival's
+    ``CensoringDistributionEstimator``: at each unique time ``u``, the number at risk of being
+    censored is ``#(t >= u)`` minus the events at ``u`` (an event at the same time happens
+    first). Returns ``(unique times, G at each time)`` (right-continuous)."""
     t = np.asarray(time, np.float64)
-    c = 1 - np.asarray(event, np.int64)
-    ut = np.unique(t)
-    g = np.ones(len(ut))
-    s = 1.0
-    for i, u in enumerate(ut):
-        at_risk = np.sum(t >= u)
-        d = np.sum((t == u) & (c == 1))
-        if at_risk > 0:
-            s *= 1.0 - d / at_risk
-        g[i] = s
-    return ut, g
+    ev = np.asarray(event, np.int64) > 0
+    ut, inv = np.unique(t, return_inverse=True)
+    n_events = np.bincount(inv, weights=ev, minlength=len(ut))
+    n_cens = np.bincount(inv, weights=~ev, minlength=len(ut))
+    n_at_risk = len(t) - np.r_[0, np.cumsum(np.bincount(inv, minlength=len(ut)))[:-1]] - n_events
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(n_cens > 0, n_cens / np.maximum(n_at_risk, 1e-300), 0.0)
+    return ut, np.cumprod(1.0 - ratio)
+
+
+def uno_truncation(time: np.ndarray, tau: float | None = None) -> float:
+    """The truncation time of Uno's c-index: ``tau`` capped at the largest follow-up time of
+    the data the censoring distribution is estimated from (beyond it ``G`` is unknown), or that
+    largest time when ``tau`` is ``None``."""
+    t_max = float(np.max(np.asarray(time, np.float64)))
+    return t_max if tau is None else min(float(tau), t_max)
 
 
 def uno_concordance_index(
@@ -90,9 +101,15 @@ def uno_concordance_index(
     train_time: np.ndarray | None = None,
     train_event: np.ndarray | None = None,
     tau: float | None = None,
+    tied_tol: float = 1e-8,
 ) -> float:
-    """Uno's C-index: Harrell's pairs weighted by ``1 / G(t_i)^2`` (inverse probability of
-    censoring), consistent under heavy censoring.
+    """Uno's C-index: Harrell's comparable pairs weighted by ``1 / G(t_i)^2`` (inverse
+    probability of censoring), consistent under heavy censoring, truncated at ``tau``.
+
+    Equals scikit-survival's ``concordance_index_ipcw(train, test, risk, tau=tau)`` (pairs,
+    tied times and risks, the censoring estimate; tested). Only patients with an event before
+    ``tau`` count as the earlier member of a pair; they are compared with every patient
+    observed later (and, at a tied time, with the censored ones).
 
     Parameters
     ----------
@@ -101,38 +118,35 @@ def uno_concordance_index(
     train_time, train_event
         Where the censoring distribution ``G`` is estimated (default: the test data).
     tau
-        Truncation time (default: the largest test time with ``G > 0``).
+        Truncation time. Default, and upper limit: the largest follow-up time of the data ``G``
+        comes from (:func:`uno_truncation`); beyond it ``G`` cannot be estimated (scikit-survival
+        refuses such times).
+    tied_tol
+        Risks closer than this are tied (count 1/2).
 
     Returns
     -------
-    C-index in ``[0, 1]``; ties in risk count 1/2 (as scikit-survival).
+    C-index in ``[0, 1]`` (NaN without a comparable pair).
     """
     t = np.asarray(time, np.float64)
     r = np.asarray(risk, np.float64)
-    e = np.asarray(event, np.int64)
+    e = np.asarray(event, np.int64) > 0
     tt = t if train_time is None else np.asarray(train_time, np.float64)
-    te = e if train_event is None else np.asarray(train_event, np.int64)
-    ut, g = _km_censoring(tt, te)
-
-    def g_at(x: np.ndarray) -> np.ndarray:  # G(x-) : left limit, as the IPCW estimator uses
-        idx = np.searchsorted(ut, x, side="left") - 1
-        return np.where(idx >= 0, g[np.clip(idx, 0, len(g) - 1)], 1.0)
-
-    if tau is None:
-        tau = float(t.max())
-    gi = g_at(t)
-    num = 0.0
-    den = 0.0
-    for i in np.flatnonzero((e == 1) & (t < tau)):
-        if gi[i] <= 0:
-            continue
-        w = 1.0 / gi[i] ** 2
-        comp = t > t[i]
+    te = e if train_event is None else np.asarray(train_event, np.int64) > 0
+    tau = uno_truncation(tt, tau)
+    ut, g = censoring_km(tt, te)
+    idx = np.searchsorted(ut, t, side="right") - 1  # G at t (right-continuous); 1 before the first time
+    gi = np.where(idx >= 0, g[np.clip(idx, 0, len(g) - 1)], 1.0)
+    num = den = 0.0
+    for i in np.flatnonzero(e & (t < tau) & (gi > 0)):
+        comp = (t > t[i]) | ((t == t[i]) & ~e)
         if not comp.any():
             continue
-        conc = (r[i] > r[comp]).sum() + 0.5 * (r[i] == r[comp]).sum()
-        num += w * conc
-        den += w * comp.sum()
+        w = 1.0 / gi[i] ** 2
+        diff = r[i] - r[comp]
+        ties = np.abs(diff) <= tied_tol
+        num += w * (float((diff[~ties] > 0).sum()) + 0.5 * float(ties.sum()))
+        den += w * float(comp.sum())
     return float(num / den) if den > 0 else float("nan")
 
 

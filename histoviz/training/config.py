@@ -187,7 +187,7 @@ class EvaluationConfig:
         calibration set; 0: no conformal sets or intervals.
     conformal
         :class:`~histoviz.tasks.ConformalSettings` (``alpha``, ``class_score``,
-        ``empty_sets``, ``censored``, ``group``).
+        ``empty_sets``, ``survival``, ``censored``, ``group``, ``mondrian``).
     risk_groups
         Groups of predicted risk for Kaplan-Meier / log-rank (2: median, 3: tertiles).
     repeats
@@ -408,9 +408,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if not 0.0 < c.alpha < 1.0:
         raise ConfigError(f"evaluation.conformal.alpha: must be in (0, 1), got {c.alpha}")
     for k, allowed in (("class_score", ("lac", "aps")), ("empty_sets", ("keep", "all", "argmax")),
-                       ("censored", ("exclude", "observed_bin"))):
+                       ("censored", ("exclude", "observed_bin")), ("survival", ("interval", "risk_bins"))):
         if getattr(c, k) not in allowed:
             raise ConfigError(f"evaluation.conformal.{k}: must be one of {allowed}, got {getattr(c, k)!r}")
+    _check_type("evaluation.conformal.mondrian", c.mondrian, bool, "true or false")
     _check_type("evaluation.repeats", e.repeats, int, "an integer")
     if e.repeats < 1:
         raise ConfigError(f"evaluation.repeats: must be >= 1, got {e.repeats}")
@@ -455,6 +456,32 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid YAML or another top level (the message names the file).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: {what} file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML ({where}{what}); fix the file (e.g. a bracket or quote left "
+                          "open, a tab used for indentation)") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return raw
+
+
 def load_config(
     path_or_dict: str | os.PathLike | Mapping[str, Any],
     *,
@@ -477,26 +504,12 @@ def load_config(
     ConfigError
         Unreadable YAML, unknown keys, bad values, unknown model or parameters.
     """
-    import yaml
-
     if isinstance(path_or_dict, Mapping):
         raw = dict(path_or_dict)
         src = "<dict>"
     else:
         src = str(path_or_dict)
-        p = Path(path_or_dict)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            what = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{p}: not valid YAML ({where}{what}); fix the file (e.g. a bracket or quote left "
-                              "open, a tab used for indentation)") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+        raw = read_yaml_mapping(path_or_dict, "config")
     raw = apply_overrides(raw, overrides)
     try:
         return _build(raw, Path(base_dir) if base_dir is not None else Path.cwd())

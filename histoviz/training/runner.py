@@ -198,11 +198,12 @@ def _pathway_block(cfg: ExperimentConfig, data: ExperimentData, model: Any, pred
 
 
 def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, Any], model: Any,
-               cal_idx: np.ndarray, where: str) -> dict[str, Any]:
-    """Thresholds per block from the calibration patients (``{}`` without calibration)."""
+               cal_idx: np.ndarray, train_idx: np.ndarray, where: str) -> dict[str, Any]:
+    """Thresholds per block from the calibration patients (``{}`` without calibration); each
+    task calibrates itself (:meth:`~histoviz.tasks.Task.calibrate`), given the fold's training
+    patients (``train_idx``, calibration included) as reference."""
     from dataclasses import asdict
 
-    from histoviz.evaluation.conformal import conformal_quantile, mondrian_quantiles
     from histoviz.tasks import get_task
 
     if not len(cal_idx):
@@ -212,13 +213,16 @@ def _conformal(cfg: ExperimentConfig, data: ExperimentData, blocks: dict[str, An
     out: dict[str, Any] = {}
     for b, p in pred.items():
         task = get_task(blocks[b])
-        sc = task.scores(blocks[b].subset(cal_idx), p, cs)
-        entry: dict[str, Any] = {"kind": task.kind, **asdict(cs), "n_cal": int(np.isfinite(sc).any(axis=-1).sum()
-                                                                          if sc.ndim == 2 else np.isfinite(sc).sum())}
-        entry["qhat"] = np.asarray(conformal_quantile(sc, cs.alpha, where=f"{where}, {b}")).tolist()
-        if cs.group and data.groups is not None:
-            mq = mondrian_quantiles(sc, data.groups[cal_idx], cs.alpha, where=f"{where}, {b}")
-            entry["qhat_by_group"] = {str(g): np.asarray(v).tolist() for g, v in mq.items()}
+        ref = blocks[b].subset(train_idx)
+        entry: dict[str, Any] = {"kind": task.kind, **asdict(cs),
+                                 **task.calibrate(blocks[b].subset(cal_idx), p, cs, reference=ref,
+                                                  where=f"{where}, {b}")}
+        if cs.group and cs.mondrian and data.groups is not None:
+            g_cal = data.groups[cal_idx]
+            entry["qhat_by_group"] = {
+                str(g): task.calibrate(blocks[b].subset(cal_idx[g_cal == g]), np.asarray(p)[g_cal == g], cs,
+                                       reference=ref, where=f"{where}, {b}, subgroup {g!r}")["qhat"]
+                for g in dict.fromkeys(g_cal.tolist())}
         out[b] = entry
     return out
 
@@ -247,7 +251,7 @@ def _fit_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
 
     rest, cal_idx = calibration_split(train_idx, cfg.evaluation.calibration_fraction, seed)
     model, preps, blocks, fit_idx, val_idx = fit_pipeline(cfg, data, rest, seed=seed)
-    conf = _conformal(cfg, data, blocks, model, cal_idx, f"fold {key} calibration split")
+    conf = _conformal(cfg, data, blocks, model, cal_idx, train_idx, f"fold {key} calibration split")
     save_checkpoint(FittedPipeline(model, preps, _features_meta(data),
                                    {"fold": key, "run": cfg.name, "conformal": conf,
                                     "test_patients": [data.patients[i] for i in test_idx]}),
@@ -354,17 +358,17 @@ def _conformal_rows(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit, 
     if "qhat_by_group" in entry:
         per = [entry["qhat_by_group"].get(g, entry["qhat"]) for g in groups]
         qhat = np.stack([np.asarray(v, np.float64) for v in per])
-    regions = task.regions(hb.pred, qhat, cs)
-    rows = [task.coverage(hb.block, hb.pred, regions, cs)]
+    regions = task.regions(hb.pred, qhat, cs, info=entry)
+    rows = [task.coverage(hb.block, hb.pred, regions, cs, info=entry)]
     if groups is not None:
         for g in dict.fromkeys(groups.tolist()):
             sel = groups == g
             cg = task.coverage(hb.block.subset(np.flatnonzero(sel)), hb.pred[sel],
-                               {k: v[sel] for k, v in regions.items()}, cs)
+                               {k: v[sel] for k, v in regions.items()}, cs, info=entry)
             if not cg.empty:
                 cg["subset"] = f"{cs.group}={g}"
                 rows.append(cg)
-    return pd.concat(rows, ignore_index=True), _with_regions(task.kind, heldout, hb.block, regions)
+    return pd.concat(rows, ignore_index=True), task.with_regions(heldout, hb.block, regions)
 
 
 def _score_fold(cfg: ExperimentConfig, data: ExperimentData, fold: FoldFit, key: str,
@@ -410,26 +414,6 @@ def _run_fold(cfg: ExperimentConfig, data: ExperimentData, train_idx: np.ndarray
         tables.update(_score_fold(cfg, data, fold, key, test_idx))
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return tables, {"info": info, "conformal": fold.conformal}
-
-
-def _with_regions(kind: str, h: pd.DataFrame, blk: Any, reg: dict[str, np.ndarray]) -> pd.DataFrame:
-    pres = blk.present
-    if kind == TaskKind.CLASSIFICATION:
-        sets = reg["sets"][pres]
-        h["set"] = ["|".join(c for c, s in zip(blk.classes, row) if s) for row in sets]
-        h["set_size"] = reg["set_size"][pres]
-        h["covered"] = sets[np.arange(len(sets)), blk.codes[pres]] if len(sets) else []
-        h["uncertainty"] = reg["uncertainty"][pres]
-    elif kind == TaskKind.SURVIVAL:
-        for k in ("lo", "hi", "width", "uncertainty"):
-            h[f"risk_{k}" if k in ("lo", "hi") else k] = reg[k][pres]
-        tgt = -blk.bins[pres].astype(float)
-        h["covered"] = np.where(blk.event[pres] == 1, (tgt >= h["risk_lo"] - 1e-9) & (tgt <= h["risk_hi"] + 1e-9),
-                                np.nan)
-    else:
-        h["lo"] = reg["lo"][pres].reshape(-1)
-        h["hi"] = reg["hi"][pres].reshape(-1)
-    return h
 
 
 def _features_meta(data: ExperimentData) -> dict[str, Any]:
@@ -508,6 +492,28 @@ def run_experiment(
     return result
 
 
+def selection(pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], units: str,
+              t0: float) -> dict[str, Any]:
+    """``selection.json`` of a run: each fold's fit record, the final model's, and the fold whose
+    model has the lowest validation loss (the checkpoint ``histoviz predict`` uses without a
+    final model)."""
+    sel: dict[str, Any] = {"folds": []}
+    for key, (_, info) in pieces.items():
+        if key == "final":
+            sel["final"] = dict(info["info"])
+        else:
+            sel["folds"].append(dict(info["info"]))
+    vl = []
+    for f in sel["folds"]:
+        bv = f.get("best_val")
+        bv = bv.get("total") if isinstance(bv, dict) else bv
+        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
+    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
+    sel["selection_rule"] = f"lowest validation loss (validation split of the training {units})"
+    sel["seconds"] = round(time.perf_counter() - t0, 3)
+    return sel
+
+
 def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float,
               n_folds: int) -> RunResult:
@@ -550,24 +556,8 @@ def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
     splits = cat("splits")
     if splits is not None:
         w.write_table("splits.parquet", splits.drop(columns="model"))
-    sel: dict[str, Any] = {"folds": [], "conformal": {}}
-    for key, (_, info) in pieces.items():
-        i = dict(info["info"])
-        if key == "final":
-            sel["final"] = i
-        else:
-            sel["folds"].append(i)
-        if info.get("conformal"):
-            sel["conformal"][key] = info["conformal"]
-    vl = []
-    for f in sel["folds"]:
-        bv = f.get("best_val")
-        bv = bv.get("total") if isinstance(bv, dict) else bv
-        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
-    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
-    sel["selection_rule"] = "lowest validation loss (validation split of the training patients)"
-    sel["seconds"] = round(time.perf_counter() - t0, 3)
-    w.write_json("conformal.json", sel.pop("conformal"))
+    sel = selection(pieces, "patients", t0)
+    w.write_json("conformal.json", {k: i["conformal"] for k, (_, i) in pieces.items() if i.get("conformal")})
     w.write_json("selection.json", sel)
     final_split = np.full(len(data.patients), "", dtype=object)
     if "final" in pieces and "splits" in pieces["final"][0]:

@@ -214,7 +214,11 @@ def slide_prediction_sentence(block: str, sp: Mapping[str, Any]) -> str:
         if "survival_at" in sp:
             return _survival_line(block, sp, cov)
         line = f"{block}: risk {float(sp['risk']):.3f} (-sum S over {len(_str_list(sp.get('targets')))} time bins)"
-        if "lo" in sp and "hi" in sp:
+        if "lo" in sp and "hi" in sp and str(sp.get("interval", "")) == "time":
+            unit = str(sp.get("time_unit", ""))
+            line += (f"; survives at least {float(sp['lo']):.3g} {unit} (conformal lower bound, survival up to "
+                     f"{float(sp['hi']):.3g} {unit}){cov}")
+        elif "lo" in sp and "hi" in sp:
             line += f"; conformal interval [{float(sp['lo']):.3f}, {float(sp['hi']):.3f}]{cov}"
         return line
     n = len(_str_list(sp.get("targets")))

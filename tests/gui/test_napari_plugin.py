@@ -85,7 +85,7 @@ def test_click_on_the_canvas_selects_the_patch_under_it(slide_viewer, svs_predic
         text = widget.patch_label.text()
         assert adata.obs_names[i] in text
         # every single-valued output, by its registry label, with its value
-        assert f"{adata.obs['risk'].iloc[i]:.4g}" in text and "Risk interval width (conformal)" in text
+        assert f"{adata.obs['risk'].iloc[i]:.4g}" in text and "Survival bound width (conformal)" in text
         chart = widget.patch_panel.chart("Cell-type weight")
         assert dict(chart.items()) == pytest.approx(adata.obsm["cell_type_weights"].iloc[i].to_dict())
         grades = widget.patch_panel.chart("Grade probability")

@@ -4,6 +4,7 @@ score distributions, the comparison table and the paired comparison of any two r
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -162,12 +163,13 @@ for note in pc.notes:
     st.info(note)
 m = st.columns([1, 1.6, 1, 1])
 m[0].metric(f"{a} − {b}", f"{pc.difference:+.3f}", help=f"{a}: {pc.mean_a:.3f}, {b}: {pc.mean_b:.3f}")
-ci = f"[{pc.ci_low:+.3f}, {pc.ci_high:+.3f}]" if pc.n_boot else "n/a"
+ci = f"[{pc.ci_low:+.3f}, {pc.ci_high:+.3f}]" if np.isfinite(pc.ci_low) else "n/a"
 m[1].metric(f"{pc.confidence:.0%} interval", ci, help=pc.interval_method or "no interval")
 m[2].metric("Fold win rate", f"{pc.win_rate:.2f}", help=f"{a} better in {pc.wins:g} of {pc.n_units} {pc.unit}s")
-m[3].metric("Wilcoxon p", fmt_p(pc.wilcoxon_p),
+m[3].metric("Wilcoxon p (exploratory)", fmt_p(pc.wilcoxon_p),
             help=f"signed-rank over {pc.wilcoxon_n} {pc.wilcoxon_over}"
-                 + (" (targets are not independent: optimistic)" if pc.wilcoxon_over == "targets" else ""))
+                 + (" (targets are not independent: optimistic)" if pc.wilcoxon_over == "targets"
+                    else " (folds share training patients)"))
 st.columns([2, 1])[0].metric("Verdict", pc.verdict, help="within noise when the interval includes 0")
 if pc.verdict == "within noise":
     st.info(f"The {pc.confidence:.0%} interval of {a} − {b} includes 0: the difference is within noise.")
@@ -175,8 +177,11 @@ st.plotly_chart(paired_figure(pc), key="paired_chart")
 what = ("per target, averaged over folds, then over targets" if kind == TaskKind.REGRESSION
         else "per fold, then averaged over folds")
 st.caption(f"{pc.metric} {what}; {pc.n_targets if kind == TaskKind.REGRESSION else ''} "
-           f"{'targets, ' if kind == TaskKind.REGRESSION else ''}{pc.n_units} {pc.unit}s. Interval: {pc.interval_method} "
-           f"({pc.n_boot} resamples, percentile).")
+           f"{'targets, ' if kind == TaskKind.REGRESSION else ''}{pc.n_units} {pc.unit}s. Interval: "
+           f"{pc.interval_method}"
+           + (f"; patient bootstrap with the models held fixed (test-set variance only): "
+              f"[{pc.boot_low:+.3f}, {pc.boot_high:+.3f}] ({pc.n_boot} resamples, percentile)."
+              if np.isfinite(pc.boot_low) else "."))
 pair_rows = pd.DataFrame([pc.row()])
 with st.expander("Per-fold differences", expanded=kind != TaskKind.REGRESSION):
     st.dataframe(pc.per_unit, hide_index=True, key="pair_units",

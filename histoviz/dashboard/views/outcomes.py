@@ -242,21 +242,23 @@ if pg:
     tab = c.attempt(pathgen_settings, [r.path for r in pg])
     if tab is not None and not tab.empty:
         shown = tab.copy()
-        for col in ("mean", "std", "p_wilcoxon"):
+        for col in ("mean", "std", "ci_low", "ci_high", "p_wilcoxon"):
             if col in shown:
                 shown[col] = shown[col].astype(float).round(3)
         values = shown[shown["statistic"] == "value"].pivot_table(index="setting", columns="metric", values="mean",
                                                                   aggfunc="first", sort=False)
         spread = shown[shown["statistic"] == "value"].pivot_table(index="setting", columns="metric", values="std",
                                                                   aggfunc="first", sort=False)
-        st.markdown("**Held-out, mean (± std over folds)**: slide only, slide + synthesised gene groups, "
+        st.markdown("**Held-out, mean (± SD over folds)**: slide only, slide + synthesised gene groups, "
                     "slide + measured gene groups, on the same folds.")
         st.dataframe((values.map(lambda v: f"{v:.3f}") + " ± " + spread.map(lambda v: f"{v:.3f}")).reset_index(),
                      hide_index=True, key="pathgen_values")
         diffs = shown[shown["statistic"] == "paired difference"]
         if len(diffs):
-            st.markdown("**Paired differences over the same folds** (setting minus the versus setting; "
-                        "Wilcoxon over folds, which cannot go below 0.125 with 4 folds):")
-            st.dataframe(diffs[["setting", "versus", "metric", "n_folds", "mean", "std", "p_wilcoxon"]],
+            st.markdown("**Paired differences over the same folds** (setting minus the versus setting; 95% CI: "
+                        "Nadeau-Bengio corrected resampled t over folds; std: SD over folds; Wilcoxon over folds "
+                        "exploratory, it cannot go below 0.125 with 4 folds):")
+            st.dataframe(diffs[["setting", "versus", "metric", "n_folds", "mean", "ci_low", "ci_high", "std",
+                                "p_wilcoxon"]],
                          hide_index=True, key="pathgen_diffs")
         table_download(tab, "pathgen settings", "dl_pathgen")

@@ -99,6 +99,10 @@ class SyntheticConfig:
         prototypes, reference and tissue colours (drawn from ``seed`` alone) stay the same. A
         cohort made with ``index_offset = n_slides`` of another of the same seed is new
         patients of the same world: none of its ids, layouts or draws is the other's. Default 0.
+    focal_share, hidden_visibility, composition_signal, reference_mismatch, spot_interface
+        Mechanism knobs that switch each paper's mechanism on and off
+        (:mod:`histoviz.data.synthetic.mechanisms` describes them); at their defaults the
+        cohort is exactly the one without them.
     """
 
     n_slides: int = 12
@@ -127,6 +131,11 @@ class SyntheticConfig:
     faint_fraction: float = 0.0
     gene_groups: bool = False
     hidden_factor: float = 0.0
+    focal_share: float = 0.0
+    hidden_visibility: float = 0.0
+    composition_signal: float = 1.0
+    reference_mismatch: float = 0.0
+    spot_interface: float = 0.0
     index_offset: int = 0
 
     def __post_init__(self) -> None:
@@ -212,6 +221,9 @@ class SyntheticConfig:
         object.__setattr__(self, "hidden_factor", float(hf))
         if hf > 0 and not self.gene_groups:
             raise bad("hidden_factor", "needs gene_groups=True (the factor shifts two gene groups)")
+        from histoviz.data.synthetic.mechanisms import validate_knobs
+
+        validate_knobs(self, bad)
 
     @property
     def n_multi_slide_patients(self) -> int:
@@ -233,7 +245,9 @@ class SyntheticConfig:
         """JSON-ready dict (tuples as lists); artefact and gene-group fields only when set, so
         manifests of cohorts without them are the same as before those fields existed."""
         d = json.loads(json.dumps(asdict(self)))
-        for k, v in {**_ARTIFACT_DEFAULTS, **_GROUP_DEFAULTS}.items():
+        from histoviz.data.synthetic.mechanisms import KNOB_DEFAULTS
+
+        for k, v in {**_ARTIFACT_DEFAULTS, **_GROUP_DEFAULTS, **KNOB_DEFAULTS}.items():
             if d[k] == v:
                 del d[k]
         return d

@@ -120,11 +120,12 @@ def _plan(cfg: SyntheticConfig) -> tuple[list[_SlidePlan], list[str], dict[str, 
 
 
 def _outcomes(cfg: SyntheticConfig, tumour_fraction: np.ndarray,
-              hidden: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Grade and censored survival from the measured tumour fraction (and the hidden factor)."""
+              hidden: np.ndarray | None = None, focal: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Grade and censored survival from the measured tumour fraction (and the hidden factor), or
+    from the focal latent when ``focal_share`` is on."""
     rng = _rng(cfg.seed, "outcomes", *_offset(cfg))
     lo, hi = cfg.tumour_fraction_range
-    x = (tumour_fraction - lo) / max(hi - lo, 1e-6)
+    x = (tumour_fraction - lo) / max(hi - lo, 1e-6) if focal is None else np.asarray(focal, np.float64)
     h = np.zeros_like(x) if hidden is None else cfg.hidden_factor * np.asarray(hidden, np.float64)
     latent = x + rng.normal(0.0, 0.12, x.shape) + 0.15 * h
     grade = 1 + np.digitize(latent, [0.25, 0.5, 0.75])
@@ -398,8 +399,14 @@ def make_synthetic_cohort(
 
         bar = tqdm(total=len(plans), desc="synthetic slides", unit="slide")
 
+    from histoviz.data.synthetic.mechanisms import bulk_mean, patient_latents, reference_prototypes
+
+    latents = patient_latents(cfg, len(pids))
+    pindex = {p: k for k, p in enumerate(pids)}
+
     def job(plan: _SlidePlan) -> dict[str, Any]:
-        res = _make_slide(root, cfg, genes, plan)
+        lat = {k: float(v[pindex[plan.patient_id]]) for k, v in latents.items()}
+        res = _make_slide(root, cfg, genes, plan, lat)
         if bar is not None:
             bar.update(1)
         return res
@@ -426,11 +433,13 @@ def make_synthetic_cohort(
             tumour_px[p] += summaries[i]["tumour_area_px"]
     tumour_fraction = tumour_px / np.maximum(tissue_px, 1e-9)
     groups, hidden, hidden_mult = _gene_groups_and_hidden(cfg, genes, n_p)
-    outcomes = _outcomes(cfg, tumour_fraction, hidden)
+    outcomes = _outcomes(cfg, tumour_fraction, hidden, latents.get("focal"))
 
     # --- bulk RNA -------------------------------------------------------------------------------
     brng = _rng(cfg.seed, "bulk", *_offset(cfg))
-    mu_true = cells @ genes.prototypes
+    mu_true = bulk_mean(cfg, cells, genes.prototypes, genes.signal, latents.get("psi"))
+    if mu_true is None:
+        mu_true = cells @ genes.prototypes
     library = np.exp(brng.normal(0.0, 0.2, n_p))
     patient_noise = np.ones_like(mu_true)
     patient_noise[:, ~genes.signal] = np.exp(
@@ -496,7 +505,7 @@ def make_synthetic_cohort(
     batch = rrng.integers(0, 2, n_ref)
     batch_scale = np.exp(rrng.normal(0.0, 0.15, (2, len(genes.names))))
     size_factor = np.exp(rrng.normal(0.0, 0.35, n_ref))
-    mu_sc = genes.prototypes[ctype] * batch_scale[batch] * size_factor[:, None]
+    mu_sc = reference_prototypes(cfg, genes.prototypes)[ctype] * batch_scale[batch] * size_factor[:, None]
     sc_counts = _nb(rrng, mu_sc, 3.0).astype(np.float32)
     ref_obs = pd.DataFrame(
         {
@@ -558,6 +567,8 @@ def make_synthetic_cohort(
             },
             "library_factor": library,
             **({"hidden_factor": hidden} if hidden is not None else {}),
+            **({"focal_latent": latents["focal"]} if "focal" in latents else {}),
+            **({"visible_factor": latents["psi"]} if "psi" in latents else {}),
             "grade": outcomes["grade"],
             "grade_latent": outcomes["grade_latent"],
             "log_hazard": outcomes["log_hazard"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -267,6 +267,7 @@ def render_synthetic_slide(
     type_bias: Sequence[float] | None = None,
     region_scale_um: float = 120.0,
     label_downsample: int = 4,
+    od_shift: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one synthetic H&E slide and its tissue-type label map.
 
@@ -289,6 +290,10 @@ def render_synthetic_slide(
         Correlation length of the tissue-type fields, in microns.
     label_downsample
         Cell size of the label grid in level-0 pixels.
+    od_shift
+        Called with the label map; may return an ``(h, w, 3)`` optical-density tint added to the
+        cytoplasm / matrix of each label cell (the mechanism knobs,
+        :mod:`histoviz.data.synthetic.mechanisms`). It draws nothing from ``rng``.
 
     Returns
     -------
@@ -325,12 +330,13 @@ def render_synthetic_slide(
         np.asarray(type_bias),
         region_scale_um,
     )
-    rgb = _paint(rng, labels, ds, (w, h), mpp)
+    rgb = _paint(rng, labels, ds, (w, h), mpp, None if od_shift is None else od_shift(labels))
     return rgb, labels
 
 
 def _paint(
-    rng: np.random.Generator, labels: np.ndarray, ds: int, size: tuple[int, int], mpp: float
+    rng: np.random.Generator, labels: np.ndarray, ds: int, size: tuple[int, int], mpp: float,
+    od_shift: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paint an H&E-like RGB image from a label map (optical densities add, Beer-Lambert)."""
     w, h = size
@@ -406,6 +412,8 @@ def _paint(
 
     # stain optical densities: low-resolution map upsampled bilinearly (soft region borders)
     od_low = od_tissue[labels] * np.where(tissue, wobble, 1.0)[..., None]
+    if od_shift is not None:
+        od_low = np.maximum(od_low + np.where(tissue[..., None], od_shift, 0.0), 0.0)
     od_full = _resize_u8(np.clip(od_low * _OD_SCALE + 0.5, 0, 255).astype(np.uint8), (wp, hp))
     od_full = od_full[:h, :w]
     out = np.empty((h, w, 3), dtype=np.uint8)

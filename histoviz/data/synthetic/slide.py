@@ -176,9 +176,13 @@ def _theta(cfg: SyntheticConfig) -> float:
 
 
 def _make_slide(
-    root: Path, cfg: SyntheticConfig, genes: _GeneModel, plan: _SlidePlan
+    root: Path, cfg: SyntheticConfig, genes: _GeneModel, plan: _SlidePlan,
+    latents: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    from histoviz.data.synthetic.mechanisms import interface_multiplier, slide_shift
+
     rng = _rng(cfg.seed, "slide", plan.index)
+    knob = slide_shift(cfg, plan.index, latents or {})
     rgb, labels = render_synthetic_slide(
         rng,
         cfg.slide_size,
@@ -188,6 +192,7 @@ def _make_slide(
         type_bias=plan.type_bias,
         region_scale_um=cfg.region_scale_um,
         label_downsample=cfg.label_downsample,
+        od_shift=None if knob is None else knob[0],
     )
     art = None
     if cfg.has_artifacts:
@@ -202,6 +207,8 @@ def _make_slide(
     truth = _truth_dict(cfg, genes, labels, plan.tumour_fraction)
     if art is not None:
         truth.update(artifact=art.artifact, faint=art.faint)
+    if knob is not None:
+        truth.update(knob[1])
     totals = _slide_totals(truth)
     k = len(CELL_TYPES)
     summary = {
@@ -222,6 +229,9 @@ def _make_slide(
         with np.errstate(invalid="ignore", divide="ignore"):
             comp = np.where(n_cells[:, None] > 0, spot_cells / n_cells[:, None], 0.0)
         expr = spot_cells @ genes.prototypes
+        mult = interface_multiplier(cfg, genes.signal, comp[:, CELL_TYPES.index("tumour")])
+        if mult is not None:
+            expr = expr * mult
         ambient = 0.5 * genes.prototypes.mean(axis=0)
         size_factor = np.exp(srng.normal(0.0, 0.25, len(centres)))
         counts = _nb(srng, (expr + ambient[None, :]) * size_factor[:, None], _theta(cfg))
