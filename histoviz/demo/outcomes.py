@@ -30,6 +30,7 @@ def run_outcomes(ctx: DemoContext, cohort: Any, show: Any = None) -> None:
     from histoviz.demo.omics import slide_maps
     from histoviz.evaluation.compare import compare_runs, format_table
     from histoviz.evaluation.report import outcome_report
+    from histoviz.viz.summary import slide_prediction_sentence
 
     t = time.perf_counter()
     res, echo, runs_dir, out = ctx.res, ctx.echo, ctx.runs_dir, ctx.out
@@ -51,8 +52,8 @@ def run_outcomes(ctx: DemoContext, cohort: Any, show: Any = None) -> None:
     a = slide_maps(src.slides[slide_id], runs_dir / "abmil-grade-survival", p, "risk", png)
     sp = a.uns["slide_prediction"]
     echo(f"  per-patch grade, risk and conformal uncertainty of {slide_id}: {a.n_obs} patches -> {p}; risk map -> {png}")
-    echo(f"  slide {slide_id}: grade {sp['grade']['predicted']} (set {{{', '.join(sp['grade']['set'])}}}), "
-         f"risk {sp['survival']['risk']:.2f} in [{sp['survival']['lo']:.2f}, {sp['survival']['hi']:.2f}]")
+    for block in ("grade", "survival"):
+        echo(f"  slide {slide_id}: {slide_prediction_sentence(block, sp[block])}")
     res.outputs["pred_outcomes"] = p
     res.outputs["overlay_risk"] = png
 
