@@ -43,12 +43,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    from histoviz.data.synthetic.cohort import SyntheticConfig
 
 __all__ = [
     "FOCAL_MARK",
@@ -77,8 +74,9 @@ _PSI_TINT = np.array([0.15, 0.00, 0.00])  # times tanh(psi), all tissue
 _PSI_SCALE = 0.8  # log-expression loading scale of psi
 
 
-def validate_knobs(cfg: SyntheticConfig, bad: Callable[[str, str], Exception]) -> None:
-    """Check and normalise the knob fields of ``cfg`` (raises ``bad(name, why)``)."""
+def validate_knobs(cfg: Any, bad: Callable[[str, str], Exception]) -> None:
+    """Check and normalise the knob fields of ``cfg`` (a ``SyntheticConfig`` being built; raises
+    ``bad(name, why)``)."""
     ranges = {"focal_share": (0.0, 1.0), "hidden_visibility": (0.0, 1.0), "composition_signal": (0.0, 1.0),
               "reference_mismatch": (0.0, 3.0), "spot_interface": (0.0, 3.0)}
     for name, (lo, hi) in ranges.items():
@@ -90,7 +88,7 @@ def validate_knobs(cfg: SyntheticConfig, bad: Callable[[str, str], Exception]) -
         raise bad("hidden_visibility", "needs hidden_factor > 0 (it shows the hidden factor in the slides)")
 
 
-def patient_latents(cfg: SyntheticConfig, n_patients: int) -> dict[str, np.ndarray]:
+def patient_latents(cfg: Any, n_patients: int) -> dict[str, np.ndarray]:
     """Per-patient latents of the knobs that are on: ``focal`` (``z``), ``hidden`` (``h``, the
     same draws as the gene groups' hidden factor) and ``psi``."""
     from histoviz.data.synthetic.render import _rng
@@ -121,7 +119,7 @@ def focal_mask(rng: np.random.Generator, labels: np.ndarray, share: float) -> np
     return mask
 
 
-def slide_shift(cfg: SyntheticConfig, slide_index: int, latents: dict[str, float]
+def slide_shift(cfg: Any, slide_index: int, latents: dict[str, float]
                 ) -> tuple[Callable[[np.ndarray], np.ndarray | None], dict[str, Any]] | None:
     """The tint a slide's patient carries, as a function of the slide's label grid returning an
     ``(h, w, 3)`` optical-density shift (``None``: no knob on). The second item collects truth
@@ -154,7 +152,7 @@ def interface_genes(signal: np.ndarray) -> np.ndarray:
     return np.flatnonzero(signal)[::3]
 
 
-def interface_multiplier(cfg: SyntheticConfig, signal: np.ndarray, tumour_share: np.ndarray) -> np.ndarray | None:
+def interface_multiplier(cfg: Any, signal: np.ndarray, tumour_share: np.ndarray) -> np.ndarray | None:
     """``(n_spots, n_genes)`` multipliers of spot expression (``None`` when the knob is off)."""
     if cfg.spot_interface <= 0:
         return None
@@ -164,7 +162,7 @@ def interface_multiplier(cfg: SyntheticConfig, signal: np.ndarray, tumour_share:
     return mult
 
 
-def bulk_mean(cfg: SyntheticConfig, cells: np.ndarray, prototypes: np.ndarray, signal: np.ndarray,
+def bulk_mean(cfg: Any, cells: np.ndarray, prototypes: np.ndarray, signal: np.ndarray,
               psi: np.ndarray | None) -> np.ndarray | None:
     """Bulk expected counts with ``composition_signal < 1`` (``None`` when 1): on the log scale,
     ``c`` times the prototype sum plus ``1 - c`` times the composition-free profile (the
@@ -184,7 +182,7 @@ def bulk_mean(cfg: SyntheticConfig, cells: np.ndarray, prototypes: np.ndarray, s
     return np.exp(log_mu)
 
 
-def reference_prototypes(cfg: SyntheticConfig, prototypes: np.ndarray) -> np.ndarray:
+def reference_prototypes(cfg: Any, prototypes: np.ndarray) -> np.ndarray:
     """The prototypes the scRNA reference is drawn around (perturbed with ``reference_mismatch``)."""
     from histoviz.data.synthetic.render import _rng
 
