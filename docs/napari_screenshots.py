@@ -168,6 +168,7 @@ def main() -> int:
     assert w.show_map("gene:MKI67")
     w.cmap_combo.setCurrentText("inferno")
     assert w.compare_file(ridge_path), w.message
+    _scroll_to(w, w.map_panel)
     a, b = w.current.values, w.comparison.state["mv"].values
     numbers["two_models"] = {"gene": "MKI67", "pearson_cpnn_ridge_over_patches": float(np.corrcoef(a, b)[0, 1])}
     _settle()
@@ -199,6 +200,7 @@ def main() -> int:
     w.set_mpp("0.25")
     numbers["mpp_warning"] = w.slides.mpp_warning
     viewer.reset_view()
+    _scroll_to(w, w.slides)
     _settle()
     _save(viewer, "napari_mpp_warning.png")
     w.set_mpp("0.499")

@@ -44,7 +44,7 @@ def _show_overlays(layer: Any, on: bool) -> None:
     its grid panel."""
     with contextlib.suppress(AttributeError):
         layer.name_overlay.visible = on
-        layer.name_overlay.font_size = 12
+        layer.name_overlay.font_size = 10
     bar = getattr(layer, "colorbar", None)
     if bar is not None:
         bar.visible = on
@@ -183,7 +183,7 @@ class ComparePanel:
         self.end()
         layout = PatchLayout.from_adata(other)
         where = "" if same else f" · {other.uns['histoviz'].get('slide_id')}"
-        title = f"{_model_of(other)}{where} · {mv.title}"
+        title = f"{_model_of(other)}{where} · {mv.label}"
         data, kwargs, ltype = map_layer_data(layout, mv, sinfo, role=ROLE_COMPARE, adata_info=info_o, name=title)
         kwargs["metadata"][META_KEY].update(owner=self.session.owner, predictions=str(Path(path).resolve()))
         left = self.maps.current_layer()
@@ -198,7 +198,7 @@ class ComparePanel:
             make_read_only(right)
         self.other = other
         where = "" if same else f" · {self.session.adata.uns['histoviz'].get('slide_id')}"
-        left_title = f"{_model_of(self.session.adata)}{where} · {left_mv.title}"
+        left_title = f"{_model_of(self.session.adata)}{where} · {left_mv.label}"
         self._start(right, mv, slide_copy=same, slide_layer=slide_layer, left_title=left_title)
         what = "another model on this slide" if same else "another slide"
         self.session.say(f"Side by side ({what}): {left_mv.label} | {mv.label} from {Path(path).name} (one camera).")
@@ -268,11 +268,11 @@ class ComparePanel:
             right.colormap = left.colormap
             right.contrast_limits_range = tuple(left.contrast_limits_range)
             right.contrast_limits = tuple(left.contrast_limits)
-        right.name = f"{self.state['right_prefix']} · {mv_r.title}"
+        right.name = f"{self.state['right_prefix']} · {mv_r.label}"
         left = self.state.get("left")
         if left is not None:
             with self.maps.programmatic():
-                left.name = f"{self.state['left_prefix']} · {mv.title}"
+                left.name = f"{self.state['left_prefix']} · {mv.label}"
         self.state["mv"] = mv_r
 
     def end(self) -> None:

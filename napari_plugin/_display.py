@@ -29,7 +29,15 @@ from napari_plugin._layers import esc
 if TYPE_CHECKING:
     from histoviz.viz.maps import MapValues
 
-__all__ = ["DisplayPanel"]
+__all__ = ["DisplayPanel", "colormap_pixmap"]
+
+
+def colormap_pixmap(colormap: Any) -> QPixmap:
+    """A napari colormap as a 256 x 8 pixmap (left: low, right: high), for colour bars."""
+    rgba = np.asarray(colormap.map(np.linspace(0.0, 1.0, 256)), dtype=np.float64)
+    row = np.ascontiguousarray(np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), 8, axis=0))
+    img = QImage(row.data, row.shape[1], row.shape[0], row.strides[0], QImage.Format_RGB888).copy()
+    return QPixmap.fromImage(img)
 
 
 class DisplayPanel(QGroupBox):
@@ -55,6 +63,8 @@ class DisplayPanel(QGroupBox):
         super().__init__("Display")
         form = QFormLayout(self)
         self.cmap_combo = QComboBox()
+        self.cmap_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.cmap_combo.setMinimumContentsLength(10)
         self.cmap_combo.addItems(list(CONTINUOUS_COLORMAPS))
         self.cmap_combo.currentTextChanged.connect(lambda t: t and self.colormap_changed.emit(t))
         form.addRow("Colormap", self.cmap_combo)
@@ -190,10 +200,7 @@ class DisplayPanel(QGroupBox):
 
     def draw_colorbar(self, layer: Any) -> None:
         """Draw ``layer``'s colormap as the colour bar."""
-        rgba = np.asarray(layer.colormap.map(np.linspace(0.0, 1.0, 256)), dtype=np.float64)
-        row = np.ascontiguousarray(np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), 8, axis=0))
-        img = QImage(row.data, row.shape[1], row.shape[0], row.strides[0], QImage.Format_RGB888).copy()
-        self.colorbar.setPixmap(QPixmap.fromImage(img))
+        self.colorbar.setPixmap(colormap_pixmap(layer.colormap))
         self.colorbar.setVisible(True)
 
     def colorbar_text(self) -> tuple[str, str, str]:

@@ -236,11 +236,10 @@ def heatmap_layer_data(path: str) -> tuple[list[Any], dict[str, Any], str]:
         kwargs["features"] = pd.DataFrame({"index": np.arange(len(cats) + 1), "class": ["(no patch)", *cats]})
         kwargs["opacity"] = 0.6
         return data, kwargs, "labels"
-    small = np.asarray(levels[-1][:], dtype=np.float64)
-    finite = small[np.isfinite(small)]
-    lo, hi = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
-    kwargs.update(colormap="viridis", contrast_limits=(lo, hi if hi > lo else lo + 1.0), opacity=0.75,
-                  blending="translucent")
+    from histoviz.viz.maps import display_range
+
+    rng = display_range(np.asarray(levels[-1][:], dtype=np.float64))
+    kwargs.update(colormap="viridis", contrast_limits=rng.limits, opacity=0.75, blending="translucent")
     return data, kwargs, "image"
 
 

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -57,6 +58,7 @@ class RegionPanel(QGroupBox):
         self.table: Any = None
         self.comparison: Any = None
         self._holes: dict[str, list[np.ndarray]] = {}
+        self._class_colour: dict[str, str] = {}
         v = QVBoxLayout(self)
         row = QHBoxLayout()
         self.btn_draw = QPushButton("Draw region")
@@ -69,9 +71,15 @@ class RegionPanel(QGroupBox):
         row.addWidget(self.btn_draw)
         row.addWidget(self.btn_import)
         v.addLayout(row)
+        self.map_label = QLabel("")
+        self.map_label.setWordWrap(True)
+        v.addWidget(self.map_label)
         self.grid = QTableWidget(0, 3)
         self.grid.setHorizontalHeaderLabels(["Region", "Patches", "Mean [95% CI]"])
-        self.grid.horizontalHeader().setStretchLastSection(True)
+        head = self.grid.horizontalHeader()
+        head.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        head.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        head.setSectionResizeMode(2, QHeaderView.Stretch)
         self.grid.verticalHeader().setVisible(False)
         self.grid.setEditTriggers(QAbstractItemView.DoubleClicked)
         self.grid.itemChanged.connect(self._on_renamed)
@@ -79,7 +87,11 @@ class RegionPanel(QGroupBox):
         v.addWidget(self.grid)
         row = QHBoxLayout()
         self.combo_a = QComboBox()
+        self.combo_a.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.combo_a.setMinimumContentsLength(10)
         self.combo_b = QComboBox()
+        self.combo_b.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.combo_b.setMinimumContentsLength(10)
         self.btn_compare = QPushButton("A − B")
         self.btn_compare.setToolTip("Difference of the two regions' means, 95% bootstrap interval over patches")
         self.btn_compare.clicked.connect(lambda: self.compare())
@@ -170,9 +182,19 @@ class RegionPanel(QGroupBox):
                 fixed = True
         if fixed:
             layer.features = {"name": np.asarray(names, dtype=object)}
-            layer.edge_color = [_COLOURS[sorted(set(names)).index(n) % len(_COLOURS)] for n in names]
             layer.refresh_text()
         self.update_table()
+
+    def _recolour(self) -> None:
+        """One edge colour per region (shapes of one region share it), in first-drawn order;
+        imported regions keep their QuPath class colour."""
+        layer = self._regions_layer()
+        if layer is None or not len(layer.data):
+            return
+        order = self.region_names()
+        cols = [self._class_colour.get(str(n)) or _COLOURS[order.index(str(n)) % len(_COLOURS)]
+                for n in layer.features["name"]]
+        layer.edge_color = cols
 
     def _on_removed(self, event: Any = None) -> None:
         if getattr(event, "value", None) is self.layer and self.layer is not None:
@@ -245,6 +267,8 @@ class RegionPanel(QGroupBox):
                 shapes.append(np.array([layer.world_to_data(w) for w in world])[:, -2:])
                 names.append(reg.name)
                 colours.append("#{:02x}{:02x}{:02x}".format(*reg.color) if reg.color else _COLOURS[len(set(names)) % len(_COLOURS)])
+                if reg.color:
+                    self._class_colour[reg.name] = colours[-1]
                 self._holes.setdefault(reg.name, []).extend(rings[1:])
         feats = list(layer.features["name"]) if len(layer.data) else []
         layer.events.data.disconnect(self._on_data)
@@ -309,7 +333,8 @@ class RegionPanel(QGroupBox):
                 it.setFlags(it.flags() & ~Qt.ItemIsEditable)
                 self.grid.setItem(i, j, it)
         unit = f" ({mv.unit})" if mv is not None and mv.unit else ""
-        self.grid.setHorizontalHeaderLabels(["Region", "Patches", (f"{mv.label}{unit}" if mv else "Mean") + " [95% CI]"])
+        self.map_label.setText(f"Shown map: {mv.label}{unit}; mean over the patches inside, 95% bootstrap interval"
+                               if mv is not None and names else "")
         self.grid.blockSignals(False)
         for combo, pick in ((self.combo_a, 0), (self.combo_b, 1)):
             cur = combo.currentText()
@@ -321,6 +346,9 @@ class RegionPanel(QGroupBox):
             elif len(names) > pick:
                 combo.setCurrentIndex(pick)
             combo.blockSignals(False)
+        if len(names) >= 2 and self.combo_a.currentText() == self.combo_b.currentText():
+            self.combo_b.setCurrentText(next(n for n in names if n != self.combo_a.currentText()))
+        self._recolour()
         self.set_enabled()
 
     @reports_errors("Could not compare the regions", default=None)

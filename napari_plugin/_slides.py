@@ -96,6 +96,8 @@ class SlideBox(QGroupBox):
         self.runner.message.connect(lambda text, err: self.session.say(text, error=err))
         form = QVBoxLayout(self)
         self.slide_combo = QComboBox()
+        self.slide_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.slide_combo.setMinimumContentsLength(10)
         self.slide_combo.setToolTip("The slide layer the predictions belong to")
         self.slide_combo.currentTextChanged.connect(self._on_slide_chosen)
         form.addWidget(self.slide_combo)

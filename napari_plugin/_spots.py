@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -305,10 +304,9 @@ class SpotWidget(QWidget):
     def _draw_colorbar(self, gene: str, lim: tuple[float, float]) -> None:
         from napari.utils.colormaps import ensure_colormap
 
-        rgba = np.asarray(ensure_colormap(CMAP).map(np.linspace(0.0, 1.0, 256)), dtype=np.float64)
-        row = np.ascontiguousarray(np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), 8, axis=0))
-        img = QImage(row.data, row.shape[1], row.shape[0], row.strides[0], QImage.Format_RGB888).copy()
-        self.colorbar.setPixmap(QPixmap.fromImage(img))
+        from napari_plugin._display import colormap_pixmap
+
+        self.colorbar.setPixmap(colormap_pixmap(ensure_colormap(CMAP)))
         self.title.setText(f"<b>{esc(gene)}</b> ({esc(UNIT)}), measured and predicted")
         self.cbar_lo.setText(f"{lim[0]:.3g}")
         self.cbar_hi.setText(f"{lim[1]:.3g}")

@@ -118,7 +118,7 @@ class PredictionWidget(QWidget):
         lay = QVBoxLayout(inner)
         scroll.setWidget(inner)
         outer.addWidget(scroll)
-        self.setMinimumWidth(360)
+        self.setMinimumWidth(400)
         s = self.session
         self.slides = SlideBox(s, predict_fn)
         self.slides.load_requested.connect(self.load_predictions)
@@ -409,12 +409,15 @@ class PredictionWidget(QWidget):
             check_predictions_match_slide(adata, slide_id=info.slide_id, dimensions=info.dimensions,
                                           allow_other_id=self.slides.allow_other_id.isChecked())
         # commit
+        same = adata is s.adata
+        keep = str(self.current.spec) if same and self.current is not None else None
         self.comparison.end()
         self.map_panel.forget(adata)
         s.warn(prediction_warning(adata, slide_path=info.path if info is not None and info.path else None))
         s.show(adata, pmaps, layout, info=info, slide=slide, source=source)
-        self._adopt_reader_layers(source)
-        first = self._reader_map() or first_map or str(default_map(pmaps))
+        drawn = self._adopt_reader_layers(source)
+        # the same predictions keep their map; the reader's map of this file; else the most useful one
+        first = keep or drawn or first_map or str(default_map(pmaps))
         ok = self.show_map(first)
         if ok:
             self.map_panel.raise_maps()
@@ -422,8 +425,11 @@ class PredictionWidget(QWidget):
             s.say(f"Loaded {adata.n_obs} patches; showing {self.current.label}.")
         return bool(ok)
 
-    def _adopt_reader_layers(self, source: str) -> None:
-        """Reuse the map layer the reader made for this file instead of adding another."""
+    def _adopt_reader_layers(self, source: str) -> str | None:
+        """Reuse the map layer the reader made for this file instead of adding another; returns
+        the map it shows (when visible and in the file)."""
+        avail = self.map_panel.available
+        shown = None
         for layer in self.viewer.layers:
             meta = layer_meta(layer)
             role = meta.get("role")
@@ -432,18 +438,12 @@ class PredictionWidget(QWidget):
                 meta["owner"] = id(self)
                 self.map_panel.layers[role] = layer
                 self.map_panel.watch(layer)
-
-    def _reader_map(self) -> str | None:
-        avail = self.map_panel.available
-        for role in (ROLE_CONTINUOUS, ROLE_CATEGORICAL):
-            layer = self.map_panel.map_layer(role)
-            spec = layer_meta(layer).get("map") if layer is not None and layer.visible else None
-            if spec:
-                kind, _, key = str(spec).partition(":")
-                key = key.rpartition("@")[0] or key if "@" in key else key
-                if kind in avail and (not key or key in avail[kind]):
-                    return str(spec)
-        return None
+                spec = str(meta.get("map") or "")
+                kind, _, key = spec.partition(":")
+                key = key.rpartition("@")[0] if "@" in key else key
+                if layer.visible and kind in avail and (not key or key in avail[kind]):
+                    shown = spec
+        return shown
 
     # ------------------------------------------------------------------------------------------
     # actions (each reports problems as a message)

@@ -136,7 +136,7 @@ def check_contract(name: str, params: dict, toy: dict, tmp_path) -> None:
         np.testing.assert_allclose(np.asarray(maps.extra["coattention"]).sum(0), 1.0, atol=1e-5)
     if caps.additive:  # the mean of the patch maps is the slide prediction
         for b in blocks:
-            np.testing.assert_allclose(maps.patch[b].mean(0), pred[b][0], atol=1e-8)
+            np.testing.assert_allclose(maps.patch[b].mean(0), pred[b][0], rtol=1e-5, atol=1e-6)  # float32 models round
     save_checkpoint(FittedPipeline(m, {}, {"encoder": "toy"}), tmp_path / "ck")
     assert not any(p.suffix in (".pkl", ".pt", ".pickle") for p in (tmp_path / "ck").iterdir())
     back = load_checkpoint(tmp_path / "ck").model
@@ -231,7 +231,7 @@ def toy_module(tmp_path):
     """Import :data:`TOY_MODULE` from a file outside the package; unregister it afterwards."""
     import importlib.util
 
-    from histoviz.models.base import _MODELS
+    from histoviz.models.registry import _MODELS
 
     path = tmp_path / "someone_elses_model.py"
     path.write_text(TOY_MODULE)

@@ -125,7 +125,7 @@ def test_a_new_model_touches_no_shared_file(cohort, tmp_path):
     from histoviz.evaluation.compare import compare_runs
     from histoviz.io.featurebag import FeatureBag
     from histoviz.models import PatchMaps, SlideModel, register_model
-    from histoviz.models.base import _MODELS
+    from histoviz.models.registry import _MODELS
     from histoviz.outputs import _OUTPUTS, OutputSpec, register_output
     from histoviz.predict import predict_bag
     from histoviz.viz.maps import available_maps, map_values

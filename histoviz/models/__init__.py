@@ -14,12 +14,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from histoviz.models.base import (
+from histoviz.models.base import PatchMaps, SlideModel, check_bags
+from histoviz.models.registry import (
     Capabilities,
     ModelInfo,
-    PatchMaps,
-    SlideModel,
-    check_bags,
     control_model,
     create_model,
     list_models,

@@ -1,4 +1,4 @@
-"""The estimator base class of slide-level models and the model registry.
+"""The estimator base class of slide-level models (the registry is :mod:`histoviz.models.registry`).
 
 Every slide-level model follows one API (lifelines / scikit-learn style):
 
@@ -22,7 +22,8 @@ Every slide-level model follows one API (lifelines / scikit-learn style):
 slide); ``targets`` maps a block name (``"gene"``, ``"grade"``, ``"survival"``) to a target
 block (:class:`~histoviz.data.targets.TargetBlock`, :class:`~histoviz.data.outcomes.ClassBlock`,
 :class:`~histoviz.data.outcomes.SurvivalBlock`). A model declares the task kinds it serves in
-``tasks``; :func:`register_model` is a decorator placed on the model class, and every module in
+``tasks``; :func:`~histoviz.models.registry.register_model` is a decorator placed on the model
+class (declaring its capabilities), and every module in
 ``histoviz/models/slide`` and ``histoviz/models/spot`` is imported when the registry is first
 used, so a new model is one file.
 """
@@ -39,33 +40,9 @@ import numpy as np
 import pandas as pd
 
 from histoviz.errors import DataError
-from histoviz.models.registry import (  # the registry, re-exported for the model files
-    _MODELS,  # noqa: F401  (tests remove what they register)
-    Capabilities,
-    ModelInfo,
-    control_model,
-    create_model,
-    list_models,
-    model_info,
-    model_param_names,
-    register_model,
-)
 from histoviz.task_kinds import TaskKind
 
-__all__ = [
-    "Capabilities",
-    "ModelInfo",
-    "PatchMaps",
-    "SlideModel",
-    "check_bags",
-    "control_model",
-    "create_model",
-    "list_models",
-    "model_info",
-    "model_param_names",
-    "predicted_block",
-    "register_model",
-]
+__all__ = ["PatchMaps", "SlideModel", "check_bags", "predicted_block"]
 
 
 @dataclass

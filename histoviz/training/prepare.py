@@ -38,7 +38,7 @@ from histoviz.nn.settings import LOOP_FIELDS
 if TYPE_CHECKING:
     from histoviz.training.config import ExperimentConfig
     from histoviz.training.data import ExperimentData
-    from histoviz.training.spots import SpotExperimentData
+    from histoviz.training.spot_data import SpotExperimentData
 
 __all__ = [
     "CHECKS",
@@ -223,7 +223,7 @@ SPOT_CHECKS: list[Callable[[PreparedSpotRun], None]] = []
 def prepare_spot_run(cfg: ExperimentConfig, *, data: SpotExperimentData | None = None,
                      progress: bool = False) -> PreparedSpotRun:
     """The spot-level :func:`prepare_run`: read the samples (embedding missing spot features),
-    make the held-out groups (:func:`~histoviz.training.spots.spot_folds`), run
+    make the held-out groups (:func:`~histoviz.training.spot_data.spot_folds`), run
     :data:`SPOT_CHECKS`.
 
     Raises
@@ -231,7 +231,7 @@ def prepare_spot_run(cfg: ExperimentConfig, *, data: SpotExperimentData | None =
     DataError, ConfigError
         Bad input, named with what to do.
     """
-    from histoviz.training.spots import load_spot_data, spot_folds
+    from histoviz.training.spot_data import load_spot_data, spot_folds
 
     if cfg.data.spots is None:
         raise ConfigError("a spot run needs a config with data.spots")

@@ -492,6 +492,28 @@ def run_experiment(
     return result
 
 
+def selection(pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], units: str,
+              t0: float) -> dict[str, Any]:
+    """``selection.json`` of a run: each fold's fit record, the final model's, and the fold whose
+    model has the lowest validation loss (the checkpoint ``histoviz predict`` uses without a
+    final model)."""
+    sel: dict[str, Any] = {"folds": []}
+    for key, (_, info) in pieces.items():
+        if key == "final":
+            sel["final"] = dict(info["info"])
+        else:
+            sel["folds"].append(dict(info["info"]))
+    vl = []
+    for f in sel["folds"]:
+        bv = f.get("best_val")
+        bv = bv.get("total") if isinstance(bv, dict) else bv
+        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
+    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
+    sel["selection_rule"] = f"lowest validation loss (validation split of the training {units})"
+    sel["seconds"] = round(time.perf_counter() - t0, 3)
+    return sel
+
+
 def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float,
               n_folds: int) -> RunResult:
@@ -534,24 +556,8 @@ def _assemble(cfg: ExperimentConfig, data: ExperimentData, folds: np.ndarray,
     splits = cat("splits")
     if splits is not None:
         w.write_table("splits.parquet", splits.drop(columns="model"))
-    sel: dict[str, Any] = {"folds": [], "conformal": {}}
-    for key, (_, info) in pieces.items():
-        i = dict(info["info"])
-        if key == "final":
-            sel["final"] = i
-        else:
-            sel["folds"].append(i)
-        if info.get("conformal"):
-            sel["conformal"][key] = info["conformal"]
-    vl = []
-    for f in sel["folds"]:
-        bv = f.get("best_val")
-        bv = bv.get("total") if isinstance(bv, dict) else bv
-        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
-    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
-    sel["selection_rule"] = "lowest validation loss (validation split of the training patients)"
-    sel["seconds"] = round(time.perf_counter() - t0, 3)
-    w.write_json("conformal.json", sel.pop("conformal"))
+    sel = selection(pieces, "patients", t0)
+    w.write_json("conformal.json", {k: i["conformal"] for k, (_, i) in pieces.items() if i.get("conformal")})
     w.write_json("selection.json", sel)
     final_split = np.full(len(data.patients), "", dtype=object)
     if "final" in pieces and "splits" in pieces["final"][0]:

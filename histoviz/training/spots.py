@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ import pandas as pd
 
 from histoviz.errors import DataError
 from histoviz.task_kinds import TaskKind
+from histoviz.training.spot_data import SpotExperimentData, load_spot_data, spot_folds
 
 if TYPE_CHECKING:
     from histoviz.data.spatial import GeneSets, SpotSample
@@ -56,167 +57,6 @@ __all__ = ["FoldPrep", "SpotExperimentData", "fit_spot_model", "load_spot_data",
            "run_spot_experiment", "spot_folds"]
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------------
-# data
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class SpotExperimentData:
-    """Loaded spatial samples with their spot features (one matrix per sample and encoder)."""
-
-    samples: list[SpotSample]
-    genes: list[str]
-    features: dict[str, list[np.ndarray]]
-    feature_meta: dict[str, dict[str, Any]]
-    encoder: str
-    target_sum: float = 1e4
-    patch: Any = None
-    patch_cache_bytes: int = 512 << 20
-    _norm: dict[int, Any] = field(default_factory=dict, repr=False)
-    _store: Any = field(default=None, repr=False)
-
-    @property
-    def sample_ids(self) -> list[str]:
-        """Sample identifiers."""
-        return [s.sample_id for s in self.samples]
-
-    def normalized(self, i: int) -> Any:
-        """Sample ``i``'s normalised ``log1p`` expression over the shared genes (CSR)."""
-        import scipy.sparse as sp
-
-        if i not in self._norm:
-            s = self.samples[i]
-            idx = pd.Index(s.genes).get_indexer(self.genes)
-            lib = s.library()
-            scale = np.where(lib > 0, self.target_sum / np.maximum(lib, 1e-12), 0.0)
-            x = sp.csr_matrix(s.counts[:, idx], dtype=np.float64)
-            x = sp.diags(scale) @ x
-            x.data = np.log1p(x.data)
-            self._norm[i] = x.astype(np.float32).tocsr()
-        return self._norm[i]
-
-    def expression(self, i: int, genes: Sequence[str]) -> np.ndarray:
-        """``(n_spots, len(genes))`` dense normalised ``log1p`` expression of sample ``i``."""
-        cols = pd.Index(self.genes).get_indexer(list(genes))
-        if (cols < 0).any():
-            raise DataError(f"genes {[g for g, c in zip(genes, cols) if c < 0][:3]} are not shared by all samples")
-        return np.asarray(self.normalized(i)[:, cols].toarray(), np.float32)
-
-    def patches(self, parts: Sequence[tuple[int, np.ndarray]]) -> Any:
-        """Spot patches (pixels) of ``[(sample, spot rows), ...]`` for models that train their image
-        encoder on them: a :class:`~histoviz.data.spot_patches.SpotPatches` view of one store
-        per experiment, read from the slides on demand (``data.spots.patch_cache_mb`` of them
-        kept in memory)."""
-        if self._store is None:
-            from histoviz.data.spatial import PatchSpec
-            from histoviz.data.spot_patches import SpotPatchStore
-
-            self._store = SpotPatchStore(self.samples, self.patch or PatchSpec(), cache_bytes=self.patch_cache_bytes)
-        return self._store.view(parts)
-
-    def summary(self) -> str:
-        """One line for logs."""
-        n = sum(len(s) for s in self.samples)
-        return (f"{len(self.samples)} samples, {len({s.patient_id for s in self.samples})} patients, {n} spots, "
-                f"{len(self.genes)} shared genes, encoders {list(self.features)}")
-
-
-def load_spot_data(cfg: ExperimentConfig, *, progress: bool = False) -> SpotExperimentData:
-    """Read the samples of ``cfg.data.spots``, align their genes, embed missing spot patches.
-
-    Raises
-    ------
-    DataError
-        Bad sample files (see :func:`~histoviz.data.spatial.load_spot_sample`), duplicate sample
-        ids, no shared gene, fewer than 2 samples.
-    """
-    from histoviz.data.spatial import align_genes, load_spot_sample
-
-    spec = cfg.data.spots
-    files = spec.sample_files()
-    samples = [load_spot_sample(f, patient_key=spec.patient_key, in_tissue_only=spec.in_tissue_only) for f in files]
-    seen: dict[str, str] = {}
-    for s in samples:
-        if s.sample_id in seen:
-            raise DataError(f"{s.path}: sample id {s.sample_id!r} is also the id of {seen[s.sample_id]}; ids must be unique")
-        seen[s.sample_id] = s.path
-    if len(samples) < 2:
-        raise DataError(f"{spec.samples[0]}: {len(samples)} spot sample(s); leave-one-out evaluation needs >= 2")
-    genes = align_genes(samples)
-    encoders = list(dict.fromkeys([spec.encoder, *(cfg.evaluation.spots.encoders if cfg.evaluation.spots else ())]))
-    feats: dict[str, list[np.ndarray]] = {}
-    meta: dict[str, dict[str, Any]] = {}
-    for enc in encoders:
-        feats[enc], meta[enc] = _features(spec, samples, enc, main=enc == spec.encoder, progress=progress)
-    return SpotExperimentData(samples, genes, feats, meta, spec.encoder, float(spec.target_sum), spec.patch,
-                              int(spec.patch_cache_mb) << 20)
-
-
-def _features(spec: Any, samples: list[SpotSample], encoder: str, *, main: bool,
-              progress: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
-    import hashlib
-
-    from histoviz.data.spatial import embed_spot_sample
-    from histoviz.features.encoders import create_encoder
-    from histoviz.io.featurebag import FeatureBag, is_complete_bag
-
-    root = Path(spec.features) / encoder
-    enc_obj = None
-    out, attrs = [], {}
-    for s in samples:
-        path = root / f"{s.sample_id}.h5"
-        digest = hashlib.sha1("\n".join(s.barcodes).encode()).hexdigest()[:16]
-        tile, _, mpp = spec.patch.sizes(s)
-        fresh = is_complete_bag(path, encoder=encoder, tile_size=tile, mpp=mpp)
-        if fresh:
-            bag = FeatureBag.from_h5(path)
-            fresh = bag.attrs.get("spots_digest") == digest and len(bag) == len(s)
-        if not fresh:
-            if enc_obj is None:
-                kw: dict[str, Any] = {}
-                if main:
-                    kw["pretrained"] = spec.pretrained
-                    if spec.weights:
-                        kw["weights"] = spec.weights
-                enc_obj = create_encoder(encoder, **kw)
-            path.unlink(missing_ok=True)
-            embed_spot_sample(s, enc_obj, path, spec.patch, batch_size=spec.batch_size, device=spec.device,
-                              progress=progress)
-            import h5py
-
-            with h5py.File(path, "r+") as f:
-                f.attrs["spots_digest"] = digest
-            bag = FeatureBag.from_h5(path)
-        out.append(bag.features)
-        if not attrs:
-            attrs = dict(bag.attrs)
-    return out, attrs
-
-
-def spot_folds(data: SpotExperimentData, split: str = "auto") -> list[np.ndarray]:
-    """Held-out groups of sample indices: one per patient (``patient`` / ``auto``) or per sample.
-
-    Raises
-    ------
-    DataError
-        Fewer than 2 groups.
-    """
-    if split == "sample":
-        groups = list(range(len(data.samples)))
-        pats = [s.patient_id for s in data.samples]
-        if len(set(pats)) < len(pats):
-            log.warning("split: sample holds out one sample at a time although some patients have several "
-                        "(the same patient is then in training and test)")
-    else:
-        order = list(dict.fromkeys(s.patient_id for s in data.samples))
-        groups = [order.index(s.patient_id) for s in data.samples]
-    g = np.asarray(groups)
-    folds = [np.flatnonzero(g == k) for k in range(int(g.max()) + 1)]
-    if len(folds) < 2:
-        raise DataError(f"all {len(data.samples)} samples belong to one patient; nothing to hold out "
-                        "(set evaluation.spots.split: sample to hold out samples instead)")
-    return folds
 
 
 # ------------------------------------------------------------------------------------------------
@@ -564,7 +404,7 @@ def run_spot_experiment(
 def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.ndarray],
               pieces: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]], w: Any, t0: float) -> RunResult:
     from histoviz.io.rundir import concat_pieces
-    from histoviz.training.runner import RunResult
+    from histoviz.training.runner import RunResult, selection
 
     def cat(name: str, fold_col: bool = False) -> pd.DataFrame | None:
         return concat_pieces(pieces, name, fold_col=fold_col)
@@ -602,21 +442,7 @@ def _assemble(cfg: ExperimentConfig, data: SpotExperimentData, folds: list[np.nd
         "mpp": [s.mpp for s in data.samples], "fold": [sample_fold[i] for i in range(len(data.samples))],
         "checkpoint": [f"fold{sample_fold[i]}" for i in range(len(data.samples))],
     }))
-    sel: dict[str, Any] = {"folds": [], "level": "spot"}
-    for key, (_, info) in pieces.items():
-        i = dict(info["info"])
-        if key == "final":
-            sel["final"] = i
-        else:
-            sel["folds"].append(i)
-    vl = []
-    for f in sel["folds"]:
-        bv = f.get("best_val")
-        bv = bv.get("total") if isinstance(bv, dict) else bv
-        vl.append(bv if isinstance(bv, (int, float)) and np.isfinite(bv) else np.inf)
-    sel["selected_fold"] = int(np.argmin(vl)) if np.isfinite(vl).any() else 0
-    sel["selection_rule"] = "lowest validation loss (validation split of the training samples)"
-    sel["seconds"] = round(time.perf_counter() - t0, 3)
+    sel = {"level": "spot", **selection(pieces, "samples", t0)}
     w.write_json("selection.json", sel)
     w.write_json("conformal.json", {})
     return RunResult(w.out, metrics, heldout, pd.DataFrame(), sel, sel["seconds"])

@@ -252,7 +252,14 @@ def _survival_line(block: str, sp: Mapping[str, Any], cov: str) -> str:
                  f"(held-out{n})")
     if "time_lo" in sp and "time_hi" in sp:
         lo, hi = float(sp["time_lo"]), float(sp["time_hi"])
-        span = f"after {lo:.3g} {unit}" if not math.isfinite(hi) else f"between {lo:.3g} and {hi:.3g} {unit}"
+        if lo <= 0 and not math.isfinite(hi):
+            span = "at any time (the interval spans every time bin: not informative for this slide)"
+        elif lo <= 0:
+            span = f"before {hi:.3g} {unit}"
+        elif not math.isfinite(hi):
+            span = f"after {lo:.3g} {unit}"
+        else:
+            span = f"between {lo:.3g} and {hi:.3g} {unit}"
         line += f"; conformal: event {span}{cov}"
     return line
 

@@ -165,7 +165,7 @@ def test_resolution_field_for_a_slide_without_one(module_viewer, plain_tiff_path
 # ------------------------------------------------------------------------------------------------
 # 3. clinical units
 # ------------------------------------------------------------------------------------------------
-def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, qtbot):
+def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, qtbot, tmp_path):
     viewer, widget = slide_viewer
     adata = read_predictions(clinical_file)
     assert widget.load_predictions(clinical_file), widget.message
@@ -217,6 +217,13 @@ def test_survival_and_expression_in_clinical_units(slide_viewer, clinical_file, 
     assert widget.show_map("survival_probability:6 months")
     _settle(qtbot)
     save_screenshot(viewer, "napari_survival_months")
+    # the first map after a run is the most useful one, whatever was shown before
+    assert widget.show_map("grade_class")
+    fresh_adata = read_predictions(clinical_file)
+    widget.predict_fn = lambda reader, model_dir, **kw: fresh_adata
+    assert widget.run_model(tmp_path) is not None
+    qtbot.waitUntil(lambda: widget.adata is fresh_adata, timeout=20000)
+    assert str(widget.current.spec) == "survival_probability:3 years" and "0 genes" not in widget.source_label.text()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,7 +360,7 @@ def test_two_models_side_by_side_share_camera_titles_and_colour_scale(
     grid = viewer.canvas.grid
     assert grid.enabled and grid.actual_shape(viewer.layers) == (1, 2)
     left, right = widget._current_layer(), widget.comparison.state["map"]
-    assert left.name == "test fixture · gene MARKER (target space)" and right.name.startswith("second fixture · ")
+    assert left.name == "test fixture · gene MARKER" and right.name.startswith("second fixture · ")
     assert left.name_overlay.visible and right.name_overlay.visible
     assert left.colorbar.visible and right.colorbar.visible
     assert tuple(right.contrast_limits) == tuple(left.contrast_limits) and right.colormap.name == "gray"

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from histoviz.errors import ConfigError
-from histoviz.models.base import PatchMaps, SlideModel, register_model
+from histoviz.models.base import PatchMaps, SlideModel
+from histoviz.models.registry import register_model
 
 if TYPE_CHECKING:
     from histoviz.data.targets import TargetBlock

@@ -40,7 +40,8 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps, register_model
+from histoviz.models.base import PatchMaps
+from histoviz.models.registry import register_model
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -34,7 +34,8 @@ import numpy as np
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps, register_model
+from histoviz.models.base import PatchMaps
+from histoviz.models.registry import register_model
 
 if TYPE_CHECKING:
     from histoviz.data.targets import TargetBlock

@@ -26,23 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from histoviz.errors import ConfigError, DataError
+from histoviz.errors import ConfigError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps, register_model
+from histoviz.models.base import PatchMaps
+from histoviz.models.registry import register_model
+from histoviz.models.slide._outcome_heads import OutcomeLoss, bin_hazards, outcome_meta
 from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 
 __all__ = ["OutcomeABMIL", "bin_hazards"]
-
-
-def bin_hazards(bins: np.ndarray, event: np.ndarray, n_bins: int) -> np.ndarray:
-    """Empirical per-bin hazard ``events in k / patients at risk at the start of k`` (clipped)."""
-    b = np.asarray(bins)
-    e = np.asarray(event)
-    h = np.empty(n_bins)
-    for k in range(n_bins):
-        at_risk = np.sum(b >= k)
-        h[k] = np.sum((b == k) & (e == 1)) / at_risk if at_risk else 0.5
-    return np.clip(h, 0.02, 0.98)
 
 
 def _net(arch: Mapping[str, Any]) -> Any:
@@ -136,96 +127,40 @@ class OutcomeABMIL(TorchSlideModel):
 
     _make_net = staticmethod(lambda arch: _net(arch))
 
-    def _weight(self, kind: str) -> float:
-        if len(self.kinds_) == 1:
-            return 1.0
-        return float(self.grade_weight if kind == TaskKind.CLASSIFICATION else self.survival_weight)
-
     def _fit(self, bags: Sequence[np.ndarray], targets: Mapping[str, Any], val: Any) -> None:
         import torch
 
         from histoviz.nn.loop import seed_everything, train_module
-        from histoviz.nn.losses import discrete_survival_nll, masked_cross_entropy
 
         seed_everything(self.loop.seed)
         dev = self._device()
-        for m, blk in targets.items():
-            if blk.kind == TaskKind.SURVIVAL and (blk.edges is None or (blk.bins[blk.present] < 0).any()):
-                raise DataError(f"{m}: survival targets need time bins (fit SurvivalBins on the training patients)")
+        self.outcome_ = outcome_meta(targets)
         self.feature_mean_, self.feature_std_ = feature_stats(bags)
         keys = {m: f"t{i}" for i, m in enumerate(targets)}
         out_dims = {keys[m]: (len(b.classes) if b.kind == TaskKind.CLASSIFICATION else b.n_bins) for m, b in targets.items()}
         self.arch_ = {"in_dim": self.embed_dim_, "embed_dim": self.embed_dim, "attn_dim": self.attn_dim,
                       "hidden": self.hidden, "dropout": self.dropout, "pooling": self.pooling,
                       "out_dims": out_dims, "keys": keys}
-        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == TaskKind.CLASSIFICATION else
-                             {"edges": [float(x) if np.isfinite(x) else None for x in b.edges], "n_bins": b.n_bins})
-                         for m, b in targets.items()}
         net = _net(self.arch_)
+        loss = OutcomeLoss(targets, keys, device=dev, grade_weight=self.grade_weight,
+                           survival_weight=self.survival_weight, survival_alpha=self.survival_alpha)
         with torch.no_grad():  # start from the zero-skill predictor: constant output, prior biases
-            for m, b in targets.items():
-                head = net.heads[keys[m]]
-                head.weight.zero_()
-                p = b.present
-                if b.kind == TaskKind.CLASSIFICATION:
-                    prior = np.bincount(b.codes[p], minlength=len(b.classes)) + 1.0
-                    head.bias.copy_(torch.from_numpy(np.log(prior / prior.sum())).float())
-                else:
-                    h = bin_hazards(b.bins[p], b.event[p], b.n_bins)
-                    head.bias.copy_(torch.from_numpy(np.log(h / (1 - h))).float())
+            for k in keys.values():
+                net.heads[k].weight.zero_()
+        loss.start_heads(lambda m: net.heads[keys[m]].bias)
         net.to(dev)
         self.module_ = net
         tr = self._batcher(bags, train=True)
 
-        def tensors(blocks: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
-            out = {}
-            for m, b in blocks.items():
-                pres = torch.from_numpy(b.present).to(dev)
-                if b.kind == TaskKind.CLASSIFICATION:
-                    out[m] = (torch.from_numpy(np.maximum(b.codes, 0)).to(dev), pres)
-                else:
-                    out[m] = (torch.from_numpy(np.maximum(b.bins, 0)).to(dev),
-                              torch.from_numpy(np.maximum(b.event, 0)).to(dev), pres)
-            return out
-
-        yt = tensors(targets)
-
-        def losses(out: dict[str, Any], ti: Any, yy: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
-            res = {}
-            for m, b in targets.items():
-                lg = out[keys[m]]
-                if b.kind == TaskKind.CLASSIFICATION:
-                    codes, pres = yy[m]
-                    res[m] = masked_cross_entropy(lg, codes[ti], pres[ti])
-                else:
-                    bins, ev, pres = yy[m]
-                    res[m] = discrete_survival_nll(lg, bins[ti], ev[ti], pres[ti], alpha=float(self.survival_alpha))
-            return res
-
         def step(idx: np.ndarray, rng: np.random.Generator) -> tuple[Any, dict[str, float]]:
             x, mask = tr.batch(idx, rng)
-            out, _ = net(x, mask)
-            parts = losses(out, torch.from_numpy(idx).to(dev), yt)
-            total = sum(self._weight(targets[m].kind) * v for m, v in parts.items())
-            return total, {m: float(v.detach()) for m, v in parts.items()}
+            return loss.step(net(x, mask)[0], torch.from_numpy(idx).to(dev))
 
         validate = None
         if val is not None:
             vb = self._batcher(val[0], train=False)
-            vy = tensors(val[1])
-            n_val = len(val[0])
-
-            def validate() -> dict[str, float]:
-                tot = {m: 0.0 for m in targets}
-                for s in range(0, n_val, max(1, self.loop.batch_size)):
-                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
-                    x, mask = vb.batch(idx)
-                    out, _ = net(x, mask)
-                    for m, v in losses(out, torch.from_numpy(idx).to(dev), vy).items():
-                        tot[m] += float(v) * len(idx)
-                res = {m: v / n_val for m, v in tot.items()}
-                res["total"] = sum(self._weight(targets[m].kind) * res[m] for m in targets)
-                return res
+            validate = loss.validator(val[1], len(val[0]), self.loop.batch_size,
+                                      lambda idx: net(*vb.batch(idx))[0])
 
         self.fit_info_ = train_module(net, len(bags), step, settings=self.loop, validate=validate,
                                       desc="outcomes")

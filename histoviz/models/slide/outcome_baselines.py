@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from histoviz.errors import ConfigError, DataError
-from histoviz.models.base import PatchMaps, SlideModel, register_model
+from histoviz.models.base import PatchMaps, SlideModel
+from histoviz.models.registry import register_model
 from histoviz.models.slide.baselines import _affine_projection, mean_pool
 from histoviz.task_kinds import OUTCOME_KINDS, TaskKind
 

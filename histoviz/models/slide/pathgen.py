@@ -65,7 +65,9 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import PatchMaps, register_model
+from histoviz.models.base import PatchMaps
+from histoviz.models.registry import register_model
+from histoviz.models.slide._outcome_heads import OutcomeLoss, outcome_meta
 from histoviz.models.slide._pathgen_parts import (
     GeneScaling,
     build_net,
@@ -229,9 +231,7 @@ class PathGen(TorchSlideModel):
         if self.setting != "synthetic" and not outcomes:
             raise DataError(f"PathGen setting {self.setting!r} predicts grade and survival: give data.outcomes "
                             "(or setting synthetic to only synthesise gene groups)")
-        for m, b in outcomes.items():
-            if b.kind == TaskKind.SURVIVAL and (b.edges is None or (b.bins[b.present] < 0).any()):
-                raise DataError(f"{m}: survival targets need time bins (fit SurvivalBins on the training patients)")
+        outcome = outcome_meta(outcomes)
         source = None if isinstance(self.gene_groups, Mapping) else str(self.gene_groups)
         self.groups_ = match_gene_groups(self.gene_groups, blk.targets, source=source)
         expr, pres = self._group_values(blk)
@@ -242,9 +242,7 @@ class PathGen(TorchSlideModel):
         self.feature_mean_, self.feature_std_ = feature_stats(bags)
         diffuse = self.setting == "synthetic"
         self.arch_ = self._arch(diffuse, outcomes)
-        self.outcome_ = {m: ({"classes": list(b.classes)} if b.kind == TaskKind.CLASSIFICATION else
-                             {"edges": [float(x) if np.isfinite(x) else None for x in b.edges], "n_bins": b.n_bins})
-                         for m, b in outcomes.items()}
+        self.outcome_ = outcome
         self.module_ = build_net(self.arch_).to(self._device())
         self.modalities_ = ([self.modality] if diffuse else []) + list(outcomes)
         self.targets_ = {m: (list(self.groups_.genes) if m == self.modality else list(targets[m].targets))
@@ -365,84 +363,32 @@ class PathGen(TorchSlideModel):
                          pres: np.ndarray, val: Any, vexpr: np.ndarray | None, vpres: np.ndarray | None) -> dict[str, Any]:
         import torch
 
-        from histoviz.models.slide.outcome_abmil import bin_hazards
         from histoviz.nn.loop import train_module
-        from histoviz.nn.losses import discrete_survival_nll, masked_cross_entropy
 
         dev = self._device()
         net = self.module_["mcat"]
-        keys = self.arch_["keys"]
-        with torch.no_grad():  # start from the zero-skill predictor
-            for b in outcomes.values():
-                p = b.present
-                if b.kind == TaskKind.CLASSIFICATION:
-                    prior = np.bincount(b.codes[p], minlength=len(b.classes)) + 1.0
-                    net.grade_head.bias.copy_(torch.from_numpy(np.log(prior / prior.sum())).float())
-                else:
-                    h = bin_hazards(b.bins[p], b.event[p], b.n_bins)
-                    net.survival_head.bias.copy_(torch.from_numpy(np.log(h / (1 - h))).float())
+        loss = OutcomeLoss(outcomes, self.arch_["keys"], device=dev, grade_weight=self.grade_weight,
+                           survival_weight=self.survival_weight, survival_alpha=self.survival_alpha)
+        # start from the zero-skill predictor
+        loss.start_heads(lambda m: (net.grade_head if outcomes[m].kind == TaskKind.CLASSIFICATION
+                                    else net.survival_head).bias)
         om = torch.from_numpy(self._coattention_input(expr, pres)).to(dev)
-
-        def tensors(blocks: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
-            out = {}
-            for m in outcomes:
-                b = blocks[m]
-                pr = torch.from_numpy(b.present).to(dev)
-                if b.kind == TaskKind.CLASSIFICATION:
-                    out[m] = (torch.from_numpy(np.maximum(b.codes, 0)).to(dev), pr)
-                else:
-                    out[m] = (torch.from_numpy(np.maximum(b.bins, 0)).to(dev),
-                              torch.from_numpy(np.maximum(b.event, 0)).to(dev), pr)
-            return out
-
-        def weight(m: str) -> float:
-            if len(outcomes) == 1:
-                return 1.0
-            return float(self.grade_weight if outcomes[m].kind == TaskKind.CLASSIFICATION else self.survival_weight)
-
-        def losses(out: dict[str, Any], ti: Any, yy: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
-            res = {}
-            for m, b in outcomes.items():
-                lg = out[keys[m]]
-                if b.kind == TaskKind.CLASSIFICATION:
-                    codes, pr = yy[m]
-                    res[m] = masked_cross_entropy(lg, codes[ti], pr[ti])
-                else:
-                    bins, ev, pr = yy[m]
-                    res[m] = discrete_survival_nll(lg, bins[ti], ev[ti], pr[ti], alpha=float(self.survival_alpha))
-            return res
-
         tr = self._batcher(bags, train=True)
-        yt = tensors(outcomes)
 
         def step(idx: np.ndarray, rng: np.random.Generator) -> tuple[Any, dict[str, float]]:
             x, mask = tr.batch(idx, rng)
             ti = torch.from_numpy(idx).to(dev)
-            out, _ = net(x, mask, om[ti])
-            parts = losses(out, ti, yt)
-            return sum(weight(m) * v for m, v in parts.items()), {m: float(v.detach()) for m, v in parts.items()}
+            return loss.step(net(x, mask, om[ti])[0], ti)
 
         validate = None
         if val is not None and len(val[0]):
             vb = self._batcher(val[0], train=False)
-            vy = tensors(val[1])
             n_val = len(val[0])
             if vexpr is None:
                 vexpr, vpres = np.zeros((n_val, expr.shape[1])), np.zeros(n_val, bool)
             vom = torch.from_numpy(self._coattention_input(vexpr, vpres)).to(dev)
-
-            def validate() -> dict[str, float]:
-                tot = {m: 0.0 for m in outcomes}
-                for s in range(0, n_val, self.loop.batch_size):
-                    idx = np.arange(s, min(s + self.loop.batch_size, n_val))
-                    x, mask = vb.batch(idx)
-                    ti = torch.from_numpy(idx).to(dev)
-                    out, _ = net(x, mask, vom[ti])
-                    for m, v in losses(out, ti, vy).items():
-                        tot[m] += float(v) * len(idx)
-                res = {m: v / n_val for m, v in tot.items()}
-                res["total"] = sum(weight(m) * res[m] for m in outcomes)
-                return res
+            validate = loss.validator(val[1], n_val, self.loop.batch_size,
+                                      lambda idx: net(*vb.batch(idx), vom[torch.from_numpy(idx).to(dev)])[0])
 
         info = train_module(net, len(bags), step, validate=validate, parameters=list(net.parameters()),
                             settings=self.loop,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from histoviz.errors import ConfigError
-from histoviz.models.base import register_model
+from histoviz.models.registry import register_model
 from histoviz.models.spot._base import SpotModel
 
 __all__ = ["SpotKNN", "SpotMean"]

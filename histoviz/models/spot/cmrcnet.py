@@ -54,7 +54,7 @@ import numpy as np
 
 from histoviz.errors import ConfigError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import register_model
+from histoviz.models.registry import register_model
 from histoviz.models.spot._base import SpotModel
 from histoviz.task_kinds import TaskKind
 

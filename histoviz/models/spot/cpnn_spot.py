@@ -32,7 +32,7 @@ import pandas as pd
 
 from histoviz.errors import ConfigError, DataError
 from histoviz.models._torch import TorchSlideModel, feature_stats
-from histoviz.models.base import register_model
+from histoviz.models.registry import register_model
 from histoviz.models.spot._base import SpotModel
 
 __all__ = ["CPNNSpotRegressor"]
