@@ -78,8 +78,9 @@ def test_coverage_over_200_random_splits_on_rossi_as_one_patch_bags() -> None:
                                params={"tasks": ["survival"], "cox_components": 7},
                                groups=np.where(pd.Series(bags).map(lambda b: b[0, 1] > 0), "age>mean", "age<=mean"))
     a = res[res["group"] == "all"]
-    print(a.groupby("model")[["coverage", "lower_bound", "width", "tau", "n_eff", "coverage_sd"]].mean())
-    print(res.groupby(["model", "group"])["coverage"].mean())
+    print(a.groupby("model")[["coverage", "lower_bound", "width", "tau", "n_eff", "coverage_sd"]].mean().to_string())
+    print("SD of coverage over the 200 splits:", a.groupby("model")["coverage"].std().round(4).to_dict())
+    print(res.groupby(["model", "group"])["coverage"].mean().to_string())
     assert a["split"].nunique() == 200
     for model in ("model", "shuffled"):
         cov = a[a["model"] == model]["coverage"]
@@ -120,8 +121,9 @@ def test_coverage_over_200_random_splits_on_a_synthetic_cohort_against_the_true_
                                true_time=tr["event_time"].to_numpy(float), groups=tr["grade"].astype(str).to_numpy())
     a = res[res["group"] == "all"]
     summary = a.groupby("model")[["coverage", "coverage_true", "lower_bound", "width", "n_eff", "coverage_sd"]].mean()
-    print(summary)
-    print(res.groupby(["model", "group"])["coverage_true"].mean())
+    print(summary.to_string())
+    print("SD of true coverage over the 200 splits:", a.groupby("model")["coverage_true"].std().round(4).to_dict())
+    print(res.groupby(["model", "group"])["coverage_true"].mean().to_string())
     assert a["split"].nunique() == 200
     for model in ("model", "shuffled"):
         m = summary.loc[model]

@@ -99,6 +99,10 @@ def test_composition_and_modality_oracles_move_along_their_knobs(tmp_path: Path)
            for m in (0.1, 0.8)}
     print("modality oracle:", mod)
     assert mod[0.1] > mod[0.8] + 0.2
+    shared = {v: run_oracle("modality", _cohort(tmp_path / f"x{v}", missing_fraction=0.1, modality_shared=v, **kw))
+              ["value"] for v in (1.0, 0.0)}
+    print("modality oracle along modality_shared:", shared)
+    assert shared[1.0] > shared[0.0] + 0.3
 
 
 def test_spots_oracle_rises_with_the_interface_programme(tmp_path: Path) -> None:

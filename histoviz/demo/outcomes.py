@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run_outcomes", "run_pathgen"]
 
-_OUTCOME_METRICS = ["auc_macro", "balanced_accuracy", "c_index", "c_index_uno", "coverage", "set_size",
+_OUTCOME_METRICS = ["auc_macro", "balanced_accuracy", "c_index", "c_index_uno", "coverage", "set_size", "lower_bound",
                     "interval_width"]
 
 

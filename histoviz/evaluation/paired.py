@@ -495,6 +495,11 @@ def _check_units(ma: pd.DataFrame, mb: pd.DataFrame, la: str, lb: str) -> list[s
     return ua
 
 
+def _unit_name(rows: pd.DataFrame, units: list[str]) -> str:
+    """``"repeat x fold"`` with repeated fold splits, else ``"fold"``."""
+    return "repeat x fold" if "repeat" in units and rows["repeat"].nunique() > 1 else "fold"
+
+
 def _finish(pc: PairedComparison, per_unit: pd.DataFrame, units: list[str], boot: np.ndarray | None,
             method: str) -> PairedComparison:
     from histoviz.evaluation.resampled import corrected_resampled_t
@@ -589,7 +594,7 @@ def _regression(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.Dat
     pc = PairedComparison(la, lb, task, TaskKind.REGRESSION, metric, float(per_target["value_a"].mean()),
                           float(per_target["value_b"].mean()), float(per_target["difference"].mean()),
                           confidence=confidence, n_targets=len(common), only_a=only_a, only_b=only_b, notes=notes,
-                          unit="fold" if units == ["fold"] else "repeat x fold", wilcoxon_over="targets")
+                          unit=_unit_name(a, units), wilcoxon_over="targets")
     pc.wilcoxon_statistic, pc.wilcoxon_p, pc.wilcoxon_n = _wilcoxon(per_target["difference"].to_numpy())
     rng = np.random.default_rng(seed)
     boot, method = None, ""
@@ -669,7 +674,7 @@ def _outcome(ra: Any, rb: Any, la: str, lb: str, ma: pd.DataFrame, mb: pd.DataFr
     per_unit = j[[*units, "n_patients", "mean_a", "mean_b", "difference"]].reset_index(drop=True)
     pc = PairedComparison(la, lb, task, kind, metric, float(j["mean_a"].mean()), float(j["mean_b"].mean()),
                           float(j["difference"].mean()), confidence=confidence, n_targets=1,
-                          unit="fold" if units == ["fold"] else "repeat x fold", wilcoxon_over="folds",
+                          unit=_unit_name(a, units), wilcoxon_over="folds",
                           per_unit=per_unit)
     pc.wilcoxon_statistic, pc.wilcoxon_p, pc.wilcoxon_n = _wilcoxon(j["difference"].to_numpy())
     boot = None

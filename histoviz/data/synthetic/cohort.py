@@ -99,7 +99,7 @@ class SyntheticConfig:
         prototypes, reference and tissue colours (drawn from ``seed`` alone) stay the same. A
         cohort made with ``index_offset = n_slides`` of another of the same seed is new
         patients of the same world: none of its ids, layouts or draws is the other's. Default 0.
-    focal_share, hidden_visibility, composition_signal, reference_mismatch, spot_interface
+    focal_share, hidden_visibility, composition_signal, modality_shared, reference_mismatch, spot_interface
         Mechanism knobs that switch each paper's mechanism on and off
         (:mod:`histoviz.data.synthetic.mechanisms` describes them); at their defaults the
         cohort is exactly the one without them.
@@ -134,6 +134,7 @@ class SyntheticConfig:
     focal_share: float = 0.0
     hidden_visibility: float = 0.0
     composition_signal: float = 1.0
+    modality_shared: float = 1.0
     reference_mismatch: float = 0.0
     spot_interface: float = 0.0
     index_offset: int = 0

@@ -33,6 +33,7 @@ from histoviz.data.synthetic.cohort import (
     _read_manifest,
     load_synthetic_cohort,
 )
+from histoviz.data.synthetic.mechanisms import mix_shared
 from histoviz.data.synthetic.render import (
     _CELLS_PER_MM2,
     _TISSUE_RGB,
@@ -183,7 +184,7 @@ def _gene_groups_and_hidden(
 
 
 def _derived_layers(
-    cfg: SyntheticConfig, genes: _GeneModel, mu: np.ndarray
+    cfg: SyntheticConfig, genes: _GeneModel, mu: np.ndarray, xi: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, dict[str, list]]]:
     """Protein, miRNA and pathway values (patients x targets) and their var columns."""
     cpm = mu / mu.sum(axis=1, keepdims=True) * 1e6
@@ -208,7 +209,8 @@ def _derived_layers(
             g = int(sig_idx[j % sig_idx.size])
             c = int(cell_of_gene[g])
             a = rng.uniform(0.6, 1.2)
-            vals[:, j] = a * z[:, g] + 0.4 * prog[:, c] + noise * rng.standard_normal(n_p)
+            shared = a * z[:, g] + 0.4 * prog[:, c]
+            vals[:, j] = mix_shared(cfg, shared, xi, "protein", j) + noise * rng.standard_normal(n_p)
             names.append(
                 f"{genes.names[g]}_prot" if j < sig_idx.size else f"{genes.names[g]}_prot{j}"
             )
@@ -238,7 +240,7 @@ def _derived_layers(
             c = j % len(CELL_TYPES)
             s = -1.0 if (j // len(CELL_TYPES)) % 2 == 0 else 1.0
             a = rng.uniform(0.8, 1.5)
-            vals[:, j] = base + s * a * prog[:, c] + noise * rng.standard_normal(n_p)
+            vals[:, j] = base + mix_shared(cfg, s * a * prog[:, c], xi, "mirna", j) + noise * rng.standard_normal(n_p)
             signal.append(True)
             program.append(CELL_TYPES[c])
             sign.append(int(s))
@@ -473,7 +475,7 @@ def make_synthetic_cohort(
     present: dict[str, np.ndarray] = {"gene": np.ones(n_p, dtype=bool)}
     n_missing = int(round(cfg.missing_fraction * n_p))
     n_missing = min(n_missing, n_p - 1)
-    for mod, (vals, var_cols) in _derived_layers(cfg, genes, mu_true).items():
+    for mod, (vals, var_cols) in _derived_layers(cfg, genes, mu_true, latents.get("xi")).items():
         mrng = _rng(cfg.seed, "missing", MODALITIES.index(mod), *_offset(cfg))
         keep = np.ones(n_p, dtype=bool)
         if n_missing:
@@ -569,6 +571,7 @@ def make_synthetic_cohort(
             **({"hidden_factor": hidden} if hidden is not None else {}),
             **({"focal_latent": latents["focal"]} if "focal" in latents else {}),
             **({"visible_factor": latents["psi"]} if "psi" in latents else {}),
+            **({"modality_factor": latents["xi"]} if "xi" in latents else {}),
             "grade": outcomes["grade"],
             "grade_latent": outcomes["grade_latent"],
             "log_hazard": outcomes["log_hazard"],

@@ -24,6 +24,12 @@ composition_signal  1       Share of bulk expression driven by cell composition 
                             gene by gene by a per-patient factor ``psi`` that the slide shows as
                             a tint of all tissue (``visible_factor`` in ``truth/patients.csv``).
                             CPNN's prototype bottleneck fits the first, not the second.
+modality_shared     1       Share of the protein and miRNA signal read from the gene programmes the
+                            genes share (1, as before); the rest, ``1 - modality_shared``, reads a
+                            per-patient factor ``xi`` that the genes do not carry but the slide
+                            shows (a tint of all tissue; ``modality_factor`` in
+                            ``truth/patients.csv``). Multi-task learning can borrow only what
+                            the modalities share.
 reference_mismatch  0       Log-normal noise of this SD on the prototypes of the written
                             scRNA reference (``reference_sc.h5ad``): 0 = the reference matches
                             the tissue's cell types; 1 = a mismatched reference.
@@ -34,8 +40,8 @@ spot_interface      0       Spots: a third of the signal genes rise by ``exp(2 *
                             (linear spot models cannot follow it).
 =================== ======= =====================================================================
 
-MTL vs STL is swept with the existing ``missing_fraction`` (patients per non-gene modality);
-patients per modality and spots per sample with ``n_slides`` and ``slide_size``. The oracles that
+MTL vs STL is also swept with the existing ``missing_fraction`` (patients per non-gene
+modality); patients per modality and spots per sample with ``n_slides`` and ``slide_size``. The oracles that
 check each knob works live in :mod:`histoviz.data.synthetic.oracles`.
 """
 
@@ -43,12 +49,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    from histoviz.data.synthetic.cohort import SyntheticConfig
 
 __all__ = [
     "FOCAL_MARK",
@@ -56,6 +59,7 @@ __all__ = [
     "KNOB_DEFAULTS",
     "focal_mask",
     "interface_genes",
+    "mix_shared",
     "patient_latents",
     "slide_shift",
     "validate_knobs",
@@ -66,6 +70,7 @@ KNOB_DEFAULTS: dict[str, float] = {
     "focal_share": 0.0,
     "hidden_visibility": 0.0,
     "composition_signal": 1.0,
+    "modality_shared": 1.0,
     "reference_mismatch": 0.0,
     "spot_interface": 0.0,
 }
@@ -75,12 +80,14 @@ FOCAL_SIGNAL = np.array([0.00, 0.25, 0.00])  # times z: what the focal region sa
 _HIDDEN_TINT = np.array([0.00, 0.00, 0.20])  # times visibility * tanh(1.5 h), tumour only
 _PSI_TINT = np.array([0.15, 0.00, 0.00])  # times tanh(psi), all tissue
 _PSI_SCALE = 0.8  # log-expression loading scale of psi
+_XI_TINT = np.array([0.00, 0.15, 0.00])  # times tanh(xi), all tissue
 
 
-def validate_knobs(cfg: SyntheticConfig, bad: Callable[[str, str], Exception]) -> None:
-    """Check and normalise the knob fields of ``cfg`` (raises ``bad(name, why)``)."""
+def validate_knobs(cfg: Any, bad: Callable[[str, str], Exception]) -> None:
+    """Check and normalise the knob fields of ``cfg`` (a ``SyntheticConfig`` being built; raises
+    ``bad(name, why)``)."""
     ranges = {"focal_share": (0.0, 1.0), "hidden_visibility": (0.0, 1.0), "composition_signal": (0.0, 1.0),
-              "reference_mismatch": (0.0, 3.0), "spot_interface": (0.0, 3.0)}
+              "modality_shared": (0.0, 1.0), "reference_mismatch": (0.0, 3.0), "spot_interface": (0.0, 3.0)}
     for name, (lo, hi) in ranges.items():
         val = getattr(cfg, name)
         if not isinstance(val, (int, float)) or isinstance(val, bool) or not lo <= val <= hi:
@@ -90,7 +97,7 @@ def validate_knobs(cfg: SyntheticConfig, bad: Callable[[str, str], Exception]) -
         raise bad("hidden_visibility", "needs hidden_factor > 0 (it shows the hidden factor in the slides)")
 
 
-def patient_latents(cfg: SyntheticConfig, n_patients: int) -> dict[str, np.ndarray]:
+def patient_latents(cfg: Any, n_patients: int) -> dict[str, np.ndarray]:
     """Per-patient latents of the knobs that are on: ``focal`` (``z``), ``hidden`` (``h``, the
     same draws as the gene groups' hidden factor) and ``psi``."""
     from histoviz.data.synthetic.render import _rng
@@ -102,6 +109,8 @@ def patient_latents(cfg: SyntheticConfig, n_patients: int) -> dict[str, np.ndarr
         out["hidden"] = _rng(cfg.seed, "hidden").standard_normal(n_patients)
     if cfg.composition_signal < 1:
         out["psi"] = _rng(cfg.seed, "visible-factor").standard_normal(n_patients)
+    if cfg.modality_shared < 1:
+        out["xi"] = _rng(cfg.seed, "modality-factor").standard_normal(n_patients)
     return out
 
 
@@ -121,7 +130,7 @@ def focal_mask(rng: np.random.Generator, labels: np.ndarray, share: float) -> np
     return mask
 
 
-def slide_shift(cfg: SyntheticConfig, slide_index: int, latents: dict[str, float]
+def slide_shift(cfg: Any, slide_index: int, latents: dict[str, float]
                 ) -> tuple[Callable[[np.ndarray], np.ndarray | None], dict[str, Any]] | None:
     """The tint a slide's patient carries, as a function of the slide's label grid returning an
     ``(h, w, 3)`` optical-density shift (``None``: no knob on). The second item collects truth
@@ -144,9 +153,26 @@ def slide_shift(cfg: SyntheticConfig, slide_index: int, latents: dict[str, float
             out[tum] += cfg.hidden_visibility * math.tanh(1.5 * latents["hidden"]) * _HIDDEN_TINT
         if "psi" in latents:
             out[tissue] += math.tanh(latents["psi"]) * _PSI_TINT
+        if "xi" in latents:
+            out[tissue] += math.tanh(latents["xi"]) * _XI_TINT
         return out
 
     return shift, extra
+
+
+def mix_shared(cfg: Any, shared: np.ndarray, xi: np.ndarray | None, layer: str, j: int) -> np.ndarray:
+    """A protein / miRNA signal: ``shared`` (read from the gene programmes) as is when
+    ``modality_shared`` is 1, else ``s * shared + (1 - s) * load * sd(shared) * tanh(xi)`` with a
+    per-target loading of random sign (the modality's own factor, at the shared part's scale)."""
+    from histoviz.data.synthetic.render import _rng
+
+    s = cfg.modality_shared
+    if s >= 1 or xi is None:
+        return shared
+    load = _rng(cfg.seed, "modality-factor-load", ("protein", "mirna").index(layer), j).uniform(0.8, 1.2)
+    sign = 1.0 if _rng(cfg.seed, "modality-factor-sign", ("protein", "mirna").index(layer), j).random() < 0.5 else -1.0
+    own = sign * load * float(np.std(shared)) * np.tanh(np.asarray(xi, np.float64)) / 0.63  # sd(tanh(N(0,1))) ~ 0.63
+    return s * shared + (1.0 - s) * own
 
 
 def interface_genes(signal: np.ndarray) -> np.ndarray:
@@ -154,7 +180,7 @@ def interface_genes(signal: np.ndarray) -> np.ndarray:
     return np.flatnonzero(signal)[::3]
 
 
-def interface_multiplier(cfg: SyntheticConfig, signal: np.ndarray, tumour_share: np.ndarray) -> np.ndarray | None:
+def interface_multiplier(cfg: Any, signal: np.ndarray, tumour_share: np.ndarray) -> np.ndarray | None:
     """``(n_spots, n_genes)`` multipliers of spot expression (``None`` when the knob is off)."""
     if cfg.spot_interface <= 0:
         return None
@@ -164,7 +190,7 @@ def interface_multiplier(cfg: SyntheticConfig, signal: np.ndarray, tumour_share:
     return mult
 
 
-def bulk_mean(cfg: SyntheticConfig, cells: np.ndarray, prototypes: np.ndarray, signal: np.ndarray,
+def bulk_mean(cfg: Any, cells: np.ndarray, prototypes: np.ndarray, signal: np.ndarray,
               psi: np.ndarray | None) -> np.ndarray | None:
     """Bulk expected counts with ``composition_signal < 1`` (``None`` when 1): on the log scale,
     ``c`` times the prototype sum plus ``1 - c`` times the composition-free profile (the
@@ -184,7 +210,7 @@ def bulk_mean(cfg: SyntheticConfig, cells: np.ndarray, prototypes: np.ndarray, s
     return np.exp(log_mu)
 
 
-def reference_prototypes(cfg: SyntheticConfig, prototypes: np.ndarray) -> np.ndarray:
+def reference_prototypes(cfg: Any, prototypes: np.ndarray) -> np.ndarray:
     """The prototypes the scRNA reference is drawn around (perturbed with ``reference_mismatch``)."""
     from histoviz.data.synthetic.render import _rng
 
