@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pred = pd.read_csv(work / "predictions" / "predictions.csv", dtype={"grade": str, "grade_set": str})
     report = json.loads((work / "cohort" / "import_report.json").read_text())
-    cols = ["slide_id", "status", "in_training_cohort", "grade", "grade_set", "survival_risk", "survival_risk_lo",
-            "survival_risk_hi", "gene:MKI67"]
+    cols = ["slide_id", "status", "in_training_cohort", "grade", "grade_set", "survival_risk", "survival_time_lo",
+            "survival_time_unit", "survival_risk_lo", "survival_risk_hi", "gene:MKI67"]
     unseen = pred[(pred["status"] == "done") & ~pred["in_training_cohort"]]
     shown = pd.concat([pred[pred["status"] == "done"].head(2), unseen.head(2), pred[pred["status"] == "failed"]])
     metrics = {}

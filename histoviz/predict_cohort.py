@@ -132,7 +132,9 @@ def _group(runs: dict[str, Any]) -> list[list[str]]:
 def slide_columns(adata: Any, genes: Sequence[str] = ()) -> list[tuple[str, str, Any]]:
     """``(block, column, value)`` of one prediction's slide level (``uns["slide_prediction"]``):
     ``<block>`` and ``<block>_p_<class>``, ``<block>_set``, ``<block>_set_size`` (classification);
-    ``<block>_risk``, ``<block>_risk_lo``, ``<block>_risk_hi`` (survival); ``<block>:<target>``
+    ``<block>_risk`` and its conformal interval (survival): ``<block>_time_lo`` (a lower bound
+    of survival time in ``<block>_time_unit``; the upper end is open) for time intervals, or
+    ``<block>_risk_lo``, ``<block>_risk_hi`` for risk-bin intervals; ``<block>:<target>``
     (and ``_lo``, ``_hi``) for the chosen regression targets."""
     cols: list[tuple[str, str, Any]] = []
     for b, sp in (adata.uns.get("slide_prediction") or {}).items():
@@ -147,7 +149,10 @@ def slide_columns(adata: Any, genes: Sequence[str] = ()) -> list[tuple[str, str,
                 cols += [(b, f"{b}_set", "|".join(s)), (b, f"{b}_set_size", len(s)), (b, f"{b}_alpha", float(sp["alpha"]))]
         elif kind is TaskKind.SURVIVAL:
             cols.append((b, f"{b}_risk", float(sp["risk"])))
-            if "lo" in sp:
+            if "lo" in sp and sp.get("interval") == "time":
+                cols += [(b, f"{b}_time_lo", float(sp["lo"])), (b, f"{b}_time_unit", str(sp.get("time_unit", ""))),
+                         (b, f"{b}_alpha", float(sp["alpha"]))]
+            elif "lo" in sp:
                 cols += [(b, f"{b}_risk_lo", float(sp["lo"])), (b, f"{b}_risk_hi", float(sp["hi"])),
                          (b, f"{b}_alpha", float(sp["alpha"]))]
         else:

@@ -33,7 +33,11 @@ _STATE_JS = """(() => {
   const q = (id) => document.querySelector(`[data-testid="${id}"]`);
   const all = (id) => [...document.querySelectorAll(`[data-testid="${id}"]`)];
   if (!q('stApp') || !q('stSidebarNav')) return {state: 'loading app'};
+  // the script run has finished (Streamlit marks it on the app root: initial -> running -> notRunning)
+  const run = q('stApp').getAttribute('data-test-script-state');
+  if (run !== 'notRunning' && run !== 'compilationError') return {state: 'script ' + run};
   if (q('stAppSkeleton') || q('stSkeleton')) return {state: 'skeleton'};
+  if (!document.querySelector('h1')) return {state: 'no page title yet'};  // every page opens with one
   if (q('stStatusWidgetRunningIcon') || q('stStatusWidgetRunningManIcon')) return {state: 'running'};
   const imgs = [...document.querySelectorAll('[data-testid="stImage"] img')];
   if (!imgs.every(i => i.complete && i.naturalWidth > 0)) return {state: 'loading images'};

@@ -105,10 +105,12 @@ def test_import_train_predict_look(world: dict, capsys: pytest.CaptureFixture, m
     assert len(failed) == 1 and failed["slide_id"].iloc[0].endswith("-DX9")
     assert "truncated or corrupt" in failed["error"].iloc[0]
     ok = pred[pred["status"] == "done"]
-    for col in ("grade", "grade_set", "grade_p_1", "survival_risk", "survival_risk_lo", "survival_risk_hi",
+    for col in ("grade", "grade_set", "grade_p_1", "survival_risk", "survival_time_lo", "survival_time_unit",
                 "gene:MKI67", "gene:COL1A1"):
         assert ok[col].notna().all(), col
-    assert (ok["survival_risk_lo"] <= ok["survival_risk"]).all() and (ok["survival_risk"] <= ok["survival_risk_hi"]).all()
+    # the survival interval is a conformal lower bound of survival time, in the cohort's declared unit
+    assert (ok["survival_time_lo"] >= 0).all() and (ok["survival_time_unit"] == "months").all()
+    assert "survival_risk_lo" not in ok.columns  # no risk-unit interval beside a time-unit one
     assert not ok.loc[ok["slide_id"].str.contains("-11Z-|TS1"), "in_training_cohort"].any()
     # resumable: a rerun predicts nothing again
     rc, out, _ = run(["predict", "--slides", "download/gdc", "--model", "runs/omics", "--model", "runs/grade",

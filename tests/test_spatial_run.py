@@ -157,7 +157,10 @@ def test_napari_reader_draws_spots_at_the_true_diameter(spot_run, tmp_path):
     assert get_reader(str(p)) is read_spot_file and get_reader(str(cohort.spatial[sid])) is read_spot_file
     layers = read_spot_file(str(p), gene="MKI67")
     kinds = [k for _, _, k in layers]
-    assert kinds == ["image", "points", "image", "points"]  # slide + measured | slide copy + predicted
+    # slide + measured | slide copy + predicted, then the shared colour-scale layer and the panel titles
+    assert kinds == ["image", "points", "image", "points", "image", "points"]
+    assert layers[4][1]["name"].startswith("colour scale: MKI67") and layers[5][1]["name"] == "spot panels"
+    assert [t.split()[:2] for t in layers[5][1]["features"]["title"]] == [["measured", "MKI67"], ["predicted", "MKI67"]]
     (meas, kw_meas, _), (pred, kw_pred, _) = layers[1], layers[3]
     assert kw_meas["size"] == pytest.approx(110.0 * 0.5)  # diameter in um: the slide layer is in um
     shift = layers[2][1]["translate"][1]
