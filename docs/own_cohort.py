@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = pd.concat([pred[pred["status"] == "done"].head(2), unseen.head(2), pred[pred["status"] == "failed"]])
     metrics = {}
     for run, rows in (("grade", ("auc_macro", "coverage", "set_size")),
-                      ("survival", ("c_index", "coverage", "interval_width"))):
+                      ("survival", ("c_index", "coverage", "interval_width", "lower_bound"))):
         sm = pd.read_csv(work / "runs" / run / "summary.csv")
         sm = sm[(sm["subset"] == "all") & sm["metric"].isin(rows)].drop_duplicates("metric")
         metrics[run] = {m: [round(float(a), 3), round(float(b), 3)] for m, a, b in sm[["metric", "mean", "std"]].itertuples(

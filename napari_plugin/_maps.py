@@ -55,6 +55,10 @@ __all__ = ["MapPanel"]
 _SCALE_NAMES = {"data": "training data", "percentile": "cohort percentile", "model": "model output"}
 
 
+#: Layers whose display events this plugin listens to (weak: a deleted layer drops out); napari
+#: deprecates setting private attributes on its layers.
+_WATCHED: weakref.WeakSet = weakref.WeakSet()
+
 class MapPanel(QWidget):
     """Choose and draw one map at a time (see the module docstring).
 
@@ -463,12 +467,12 @@ class MapPanel(QWidget):
 
     def watch(self, layer: Any) -> None:
         """Remember display changes made with napari's own layer controls, per map."""
-        if getattr(layer, "_histoviz_watched", False) or not hasattr(layer, "contrast_limits"):
+        if layer in _WATCHED or not hasattr(layer, "contrast_limits"):
             return
         ref = weakref.ref(layer)
         layer.events.contrast_limits.connect(lambda e=None: self._on_layer_display(ref(), "contrast_limits"))
         layer.events.colormap.connect(lambda e=None: self._on_layer_display(ref(), "colormap"))
-        layer._histoviz_watched = True
+        _WATCHED.add(layer)
 
     def show(self, spec: Any) -> bool:
         """Draw one map (``"gene:CD3E"``, ``"dominant_type"``, ``"risk"``, a MapSpec...) in place."""

@@ -40,11 +40,20 @@ def render_train(data: dict[str, Any]) -> str:
     return ("```\n" + "\n\n".join(out) + "\n```\n\n" + legend + f" ({secs}; {data['machine']}.)\n\n"
             f"The shipped survival config stops after {shipped['cpu_seconds']:.1f} s of CPU time, before embedding or "
             "training, because its calibration split has too few patients with an event; the rerun holds out more. "
-            f"On this small cohort the survival model ranks patients barely above chance (c-index "
-            f"{s['c_index'][0]:.3f} ± {s['c_index'][1]:.3f}) and its 90% risk intervals span "
-            f"{s['interval_width'][0]:.2f} of the 4 time bins: they cover ({s['coverage'][0]:.3f}) by being nearly "
-            f"uninformative, and say so. Grade does better (macro AUC {g['auc_macro'][0]:.3f} ± {g['auc_macro'][1]:.3f}; "
-            f"conformal sets of {g['set_size'][0]:.2f} grades on average cover {g['coverage'][0]:.3f}).")
+            f"On this small cohort the survival model ranks patients "
+            f"{'barely above chance' if s['c_index'][0] < 0.6 else 'above chance'} (c-index "
+            f"{s['c_index'][0]:.3f} ± {s['c_index'][1]:.3f}) and " + _survival_interval(s) + ". "
+            f"Grade: macro AUC {g['auc_macro'][0]:.3f} ± {g['auc_macro'][1]:.3f}; conformal sets of "
+            f"{g['set_size'][0]:.2f} grades on average cover {g['coverage'][0]:.3f}.")
+
+
+def _survival_interval(s: dict[str, Any]) -> str:
+    if "lower_bound" in s:  # a conformal lower bound of survival time (months), censored patients included
+        return (f"its 90% lower bound of survival time averages {s['lower_bound'][0]:.1f} months (the interval from "
+                f"it to the horizon {s['interval_width'][0]:.1f} months wide); it covers "
+                f"({s['coverage'][0]:.3f}, censoring-weighted) by being low, and says so")
+    return (f"its 90% risk intervals span {s['interval_width'][0]:.2f} of the 4 time bins: they cover "
+            f"({s['coverage'][0]:.3f}) by being nearly uninformative, and say so")
 
 
 def render_predict(data: dict[str, Any]) -> str:
