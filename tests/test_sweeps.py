@@ -62,7 +62,7 @@ def test_every_shipped_sweep_loads_and_bad_files_are_refused(tmp_path: Path) -> 
 
     files = sorted((ROOT / "training" / "sweeps").glob("*.yaml"))
     names = {load_sweep(f).name for f in files}
-    assert {"attention", "pathgen", "mtl", "cpnn", "spots"} <= names
+    assert {"attention", "pathgen", "mtl", "mtl_shared", "cpnn", "spots", "spots_density"} <= names
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nknob: {field: not_a_knob, levels: [1, 2]}\ncohort: {}\noracle: focal\nmodels: {}\n"
                    "compare: []\ntasks: {}\n")
@@ -113,6 +113,18 @@ def test_spots_oracle_rises_with_the_interface_programme(tmp_path: Path) -> None
     print("spots oracle:", miss)
     assert miss[0.0] < 0.05 < miss[1.0] + 0.05 < miss[2.0] + 0.05 and miss[2.0] > 0.3
 
+
+
+def test_spots_per_sample_grow_with_the_slide_and_the_interface_share_does_not(tmp_path: Path) -> None:
+    """spots_density.yaml's knob: the slide's side sets the spots per sample (a fixed 100-um grid);
+    the non-linear share its oracle measures stays put (only the sample size changes)."""
+    from histoviz.data.synthetic.oracles import run_oracle
+
+    kw = {"n_slides": 3, "mpp": 1.0, "spatial_fraction": 1.0, "spot_interface": 1.0}
+    got = {n: run_oracle("spots", _cohort(tmp_path / f"d{n}", slide_size=(n, n), **kw)) for n in (512, 1024)}
+    print("spots per sample / interface share:", {n: (g["n_spots_per_sample"], g["value"]) for n, g in got.items()})
+    assert got[1024]["n_spots_per_sample"] > 2.5 * got[512]["n_spots_per_sample"]
+    assert abs(got[1024]["value"] - got[512]["value"]) < 0.25
 
 @pytest.mark.slow
 def test_focal_and_hidden_oracles_move_along_their_knobs(tmp_path: Path) -> None:
