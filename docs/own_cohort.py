@@ -32,9 +32,7 @@ COMMANDS = [
                "--encoder morphology --out cohort"),
     ("train_omics", "histoviz train cohort/configs/omics.yaml --out runs/omics --no-progress"),
     ("train_grade", "histoviz train cohort/configs/grade.yaml --out runs/grade --no-progress"),
-    ("train_survival_shipped", "histoviz train cohort/configs/survival.yaml --out runs/survival --no-progress"),
-    ("train_survival", "histoviz train cohort/configs/survival.yaml --out runs/survival --no-progress "
-                       "--set evaluation.calibration_fraction=0.3"),
+    ("train_survival", "histoviz train cohort/configs/survival.yaml --out runs/survival --no-progress"),
     ("predict", "histoviz predict --slides download/gdc --model runs/omics --model runs/grade --model runs/survival "
                 "--genes MKI67 COL1A1 --out predictions --no-progress"),
 ]

@@ -352,6 +352,8 @@ def _tiny_config(tmp_path: Path, n: int = 30, events: int = 6, **evaluation) -> 
 
 
 def test_survival_calibration_counts_events_before_training(tmp_path, monkeypatch):
+    """With the 4-bin risk interval (``survival: risk_bins``, censored excluded) the calibration
+    patients that count are those with an event."""
     import histoviz.features.cohort as fc
     from histoviz.training.config import load_config
     from histoviz.training.data import calibration_split, patient_folds
@@ -361,7 +363,8 @@ def test_survival_calibration_counts_events_before_training(tmp_path, monkeypatc
     monkeypatch.setattr(fc, "embed_cohort", lambda *a, **k: pytest.fail("embedding started before the checks"))
     # 30 patients, 3 folds, calibration 0.4: 8 calibration patients, enough for alpha 0.2 (needs 4), but
     # only 6 patients of 30 had an event
-    cfg = load_config(_tiny_config(tmp_path, n=30, events=6, conformal={"alpha": 0.2}))
+    bins = {"alpha": 0.2, "survival": "risk_bins"}
+    cfg = load_config(_tiny_config(tmp_path, n=30, events=6, conformal=bins))
     with pytest.raises(DataError, match=r"holds \d patients with an event for 'survival'; alpha=0.2 needs at least 4 "
                                         r"\(the cohort has 6 patients with an event among 30 patients\)") as e:
         run_experiment(cfg, tmp_path / "run")
@@ -373,8 +376,48 @@ def test_survival_calibration_counts_events_before_training(tmp_path, monkeypatc
               for k in range(3)]
     assert f"holds {min(counts)} patients with an event" in str(e.value)
     # with every patient an event, the same split passes
-    ok = preflight(load_config(_tiny_config(tmp_path, n=30, events=30, conformal={"alpha": 0.2})))
+    ok = preflight(load_config(_tiny_config(tmp_path, n=30, events=30, conformal=bins)))
     assert ok.smallest_calibration["survival"] >= 4 and ok.n_patients == 30
+
+
+def test_survival_bound_calibration_counts_censored_patients_by_their_weight(tmp_path, monkeypatch):
+    """With the default lower bound of survival time, censored patients followed past the horizon
+    count too (weight 1) and early events with their censoring weight: the preflight's count equals
+    a recount from :func:`sample_weights` over the runner's calibration splits."""
+    import histoviz.features.cohort as fc
+    from histoviz.data.outcomes import SurvivalBins, SurvivalBlock
+    from histoviz.evaluation.survival import censoring_km
+    from histoviz.evaluation.survival_conformal import sample_weights, survival_horizon
+    from histoviz.training.config import load_config
+    from histoviz.training.data import calibration_split, patient_folds
+    from histoviz.training.preflight import preflight
+    from histoviz.training.runner import run_experiment
+
+    monkeypatch.setattr(fc, "embed_cohort", lambda *a, **k: pytest.fail("embedding started before the checks"))
+
+    def recount(events: int) -> float:
+        t = pd.read_csv(tmp_path / "cohort.csv")
+        time, ev = t["time"].to_numpy(float), t["event"].to_numpy(int)
+        tau = survival_horizon(SurvivalBins(4).fit(SurvivalBlock("s", time, ev, np.ones(len(t), bool))).edges_)
+        w = sample_weights(time, ev, tau, censoring_km(time, ev))
+        folds = patient_folds(30, 3, 0)
+        cal = [calibration_split(np.flatnonzero(folds != k), 0.4, k)[1] for k in range(3)]
+        cal.append(calibration_split(np.arange(30), 0.4, 1000)[1])  # the final model's
+        return min(float(w[c].sum()) for c in cal)
+
+    # 6 events of 30: too little weight for alpha 0.1 (needs 9) in 8-patient calibration splits
+    cfg = load_config(_tiny_config(tmp_path, n=30, events=6, conformal={"alpha": 0.1}))
+    with pytest.raises(DataError, match=r"patients whose survival up to the horizon is known \(censoring-weighted\) "
+                                        r"for 'survival'; alpha=0.1 needs at least 9") as e:
+        run_experiment(cfg, tmp_path / "run")
+    assert f"holds {recount(6):.1f} patients" in str(e.value) and not (tmp_path / "run").exists()
+    # at alpha 0.3 (needs 3) the censored patients followed past the horizon make up what 6 events cannot
+    ok = preflight(load_config(_tiny_config(tmp_path, n=30, events=6, conformal={"alpha": 0.3})))
+    assert ok.smallest_calibration["survival"] == int(np.floor(recount(6) + 1e-9)) >= 3
+    ev = pd.read_csv(tmp_path / "cohort.csv")["event"].to_numpy()
+    folds = patient_folds(30, 3, 0)
+    events_only = min(int(ev[calibration_split(np.flatnonzero(folds != k), 0.4, k)[1]].sum()) for k in range(3))
+    assert events_only < ok.smallest_calibration["survival"]  # the events alone would count less
 
 
 def test_config_data_mismatch_fails_before_embedding(tmp_path, monkeypatch):

@@ -215,8 +215,11 @@ def sweeps_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
         orc = [x for x in r.get("oracle", []) if x.get("metric") == "value"]
         if orc:
             cells = ", ".join(f"{x['level_label']}: {_fmt(x['mean'], False)}" for x in orc)
+            sizes = [x for x in r.get("oracle", []) if x.get("metric") == "n_spots_per_sample"]
+            per = ("" if not sizes else " Spots per sample (mean): "
+                   + ", ".join(f"{x['level_label']}: {x['mean']:.0f}" for x in sizes) + ".")
             out.append(f"Knob: {knob.get('label', knob.get('field', ''))}. Oracle check ({r.get('oracle_label', '')}): "
-                       f"{cells}.")
+                       f"{cells}.{per}")
             out.append("")
         rows = r.get("summary", [])
         if rows:

@@ -4,10 +4,14 @@
 outcome columns) and fails with one line naming the file and the fix when a modality or an
 outcome column is missing, ids do not match, no patient has a target, the feature folder is
 empty with nothing to embed it, folds leave too few held-out patients, or a split-conformal
-calibration split is too small: for **survival** it counts the calibration patients **with an
-event** (those are what calibrate a risk interval; censored ones do not, with the default
-``censored: exclude``), for grade those with a label, for omics those with the modality, and it
-names the minimum (9 for alpha 0.1).
+calibration split is too small, and names the minimum (9 for alpha 0.1). What counts: for
+**survival** with the default lower bound of survival time (``conformal.survival: interval``),
+the censoring-weighted calibration patients whose survival up to the horizon is known (followed
+past it: weight 1; an event before it: the censoring weight), the weight the bound is calibrated
+with (the horizon and the censoring Kaplan-Meier are estimated on the whole cohort here, on each
+fold's training patients in the run); with ``risk_bins``, the calibration patients **with an
+event** (``censored: exclude``) or all of them; for grade those with a label; for omics those with
+the modality.
 
 :func:`check_fold_sizes` does the fold and calibration checks on the exact patients of a loaded
 experiment (after slides without features are known); the preparation step of a run calls both,
@@ -46,7 +50,8 @@ class Calibratable:
         Task kind of the block.
     usable
         ``(n_patients,)`` bool: labelled (classification), with an event (survival, censored
-        excluded) or with the modality (regression).
+        excluded), with a known survival up to the horizon (survival bound) or with the
+        modality (regression).
     what
         How the patients are counted, for messages (``"patients with an event"``).
     """
@@ -54,6 +59,11 @@ class Calibratable:
     kind: TaskKind
     usable: np.ndarray
     what: str
+    weight: np.ndarray | None = None  #: per patient, when patients count with a weight (survival bound)
+
+    def count(self, idx: np.ndarray) -> float:
+        """How much the patients ``idx`` count (their number, or their summed weight)."""
+        return float(self.weight[idx].sum()) if self.weight is not None else float(self.usable[idx].sum())
 
 
 @dataclass
@@ -122,7 +132,9 @@ def _calibratable(cfg: ExperimentConfig, outcomes: Mapping[str, Any], present: M
         if b in outcomes:
             blk = outcomes[b]
             kind = kind_of(blk)
-            if kind is TaskKind.SURVIVAL:
+            if kind is TaskKind.SURVIVAL and cs.survival == "interval":
+                out[b] = _survival_bound_weights(cfg, b, blk)
+            elif kind is TaskKind.SURVIVAL:
                 if cs.censored == "exclude":
                     out[b] = Calibratable(kind, blk.present & (blk.event == 1), "patients with an event")
                 else:
@@ -132,6 +144,24 @@ def _calibratable(cfg: ExperimentConfig, outcomes: Mapping[str, Any], present: M
         else:
             out[b] = Calibratable(TaskKind.REGRESSION, present[b].copy(), f"patients with {b} data")
     return out
+
+
+def _survival_bound_weights(cfg: ExperimentConfig, name: str, blk: Any) -> Calibratable:
+    """The weight each patient brings to the survival bound's calibration (see the module docstring)."""
+    from histoviz.data.outcomes import SurvivalBins
+    from histoviz.evaluation.survival import censoring_km
+    from histoviz.evaluation.survival_conformal import sample_weights, survival_horizon
+
+    spec = cfg.data.outcomes.get(name) if isinstance(cfg.data.outcomes, Mapping) else None
+    n_bins = int(getattr(spec, "n_bins", 4) or 4)
+    pres = np.asarray(blk.present, bool)
+    w = np.zeros(len(pres))
+    if pres.sum() >= 2 and (np.asarray(blk.event)[pres] == 1).sum() >= n_bins:
+        t, e = np.asarray(blk.time, np.float64)[pres], np.asarray(blk.event)[pres]
+        tau = survival_horizon(SurvivalBins(n_bins).fit(blk).edges_)
+        w[pres] = sample_weights(t, e, tau, censoring_km(t, e))
+    return Calibratable(TaskKind.SURVIVAL, w > 0, "patients whose survival up to the horizon is known "
+                        "(censoring-weighted)", weight=w)
 
 
 def check_fold_sizes(
@@ -198,16 +228,18 @@ def check_fold_sizes(
         worst = None
         for name, train, seed in splits:
             _, cal = calibration_split(train, frac, seed)
-            n = int(c.usable[cal].sum())
+            n = c.count(cal)
             if worst is None or n < worst[0]:
                 worst = (n, name, len(cal))
         assert worst is not None
-        out[b] = worst[0]
-        if worst[0] < need:
-            total = int(c.usable.sum())
+        out[b] = int(np.floor(worst[0] + 1e-9))
+        if worst[0] < need - 1e-9:
+            total = c.count(np.arange(len(c.usable)))
+            num = (lambda v: f"{v:.1f}") if c.weight is not None else (lambda v: f"{v:.0f}")
             raise DataError(
                 f"{src}: the calibration split of {worst[1]} ({frac:g} of its training patients = {worst[2]}) holds "
-                f"{worst[0]} {c.what} for {b!r}; alpha={alpha:g} needs at least {need} (the cohort has {total} "
+                f"{num(worst[0])} {c.what} for {b!r}; alpha={alpha:g} needs at least {need} (the cohort has "
+                f"{num(total)} "
                 f"{c.what} among {n_patients} patients): raise evaluation.calibration_fraction, use fewer folds, "
                 "a larger evaluation.conformal.alpha, or more patients")
     return out
