@@ -378,7 +378,7 @@ def render_pathgen(data: dict) -> str:
     """The demo's PathGen settings report (three settings on the same folds), as printed."""
     d = _d(data)
     lines = [r["line"] for r in d["tables"].get("pathgen_report", []) if "gene groups matched" not in r["line"]]
-    runs = sorted(k for k in d.get("runs", {}) if str(k).startswith("pathgen"))
+    runs = sorted(k for k, r in d.get("runs", {}).items() if str(r.get("config", "")).endswith("/pathgen.yaml"))
     head = (f"`make demo` trains `pathgen.yaml` in its settings ({', '.join(f'`{r}`' for r in runs)}) on the "
             "demo's PathGen cohort, on the same folds; `histoviz evaluate` of those runs prints:")
     return head + "\n\n```\n" + "\n".join(lines) + "\n```"

@@ -166,8 +166,9 @@ def task_configs(lay: CohortLayout, templates: str | os.PathLike | None = None) 
         tpl = tdir / TASKS[task]
         cfg = _load(tpl)
         _data(cfg, lay, omics, _outcomes(cfg, lay, outcomes))
-        if task == "pathgen":
-            cfg.setdefault("model", {}).setdefault("params", {})["gene_groups"] = "mcat"
+        params = cfg.get("model", {}).get("params", {})
+        if "gene_groups" in params:  # the template's table is the synthetic cohort's: use MCAT's families
+            params["gene_groups"] = "mcat"
         cfg["_template"] = str(tpl)
         out[task] = cfg
     if lay.spots is None:

@@ -234,7 +234,7 @@ def _build_synthetic(root: Path, step: Progress, progress: bool) -> dict[str, An
         bag = embed_slide(reader, create_encoder("morphology"), grid, progress=progress)
         meta = {"slide_path": str(slide.resolve()), "slide_dimensions": list(map(int, reader.dimensions)),
                 "mpp": reader.mpp, "tile_size": int(grid.tile_size), "stride_level0": int(grid.stride_level0)}
-    parts = [predict_bag(bag, runs[name], meta=meta) for name in ("cpnn", "grade-survival")]
+    parts = [predict_bag(bag, run, meta=meta) for run in runs.values()]
     pred = write_predictions(_merge(parts, runs), root / f"{ids['slide_id']}.predictions.h5ad")
     return {"slide": slide, "predictions": pred, "runs": runs, "shown": ids,
             "training": {"patients": len(train.cohort_table()), "seed": _SEED}}

@@ -152,8 +152,7 @@ def _survival_bound_weights(cfg: ExperimentConfig, name: str, blk: Any) -> Calib
     from histoviz.evaluation.survival import censoring_km
     from histoviz.evaluation.survival_conformal import sample_weights, survival_horizon
 
-    spec = cfg.data.outcomes.get(name) if isinstance(cfg.data.outcomes, Mapping) else None
-    n_bins = int(getattr(spec, "n_bins", 4) or 4)
+    n_bins = cfg.data.outcomes[name].n_bins  # the runner bins each fold the same way
     pres = np.asarray(blk.present, bool)
     w = np.zeros(len(pres))
     if pres.sum() >= 2 and (np.asarray(blk.event)[pres] == 1).sum() >= n_bins:
@@ -235,11 +234,11 @@ def check_fold_sizes(
         out[b] = int(np.floor(worst[0] + 1e-9))
         if worst[0] < need - 1e-9:
             total = c.count(np.arange(len(c.usable)))
-            num = (lambda v: f"{v:.1f}") if c.weight is not None else (lambda v: f"{v:.0f}")
+            fmt = "{:.1f}" if c.weight is not None else "{:.0f}"
             raise DataError(
                 f"{src}: the calibration split of {worst[1]} ({frac:g} of its training patients = {worst[2]}) holds "
-                f"{num(worst[0])} {c.what} for {b!r}; alpha={alpha:g} needs at least {need} (the cohort has "
-                f"{num(total)} "
+                f"{fmt.format(worst[0])} {c.what} for {b!r}; alpha={alpha:g} needs at least {need} (the cohort has "
+                f"{fmt.format(total)} "
                 f"{c.what} among {n_patients} patients): raise evaluation.calibration_fraction, use fewer folds, "
                 "a larger evaluation.conformal.alpha, or more patients")
     return out
